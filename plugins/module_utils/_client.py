@@ -1,0 +1,135 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils file is private to the ferry.docker collection. It may change without notice.
+
+"""The Docker engine connection shared by every ferry.docker module.
+
+``DOCKER_COMMON_ARGS`` is merged into each module's argument_spec (documented by the
+``ferry.docker.docker`` doc fragment). ``FerryModule`` wraps AnsibleModule with a lazily
+connected low-level Docker API client and the one failure helper every module uses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+
+DOCKER_IMPORT_ERROR = None
+try:
+    import docker
+    from docker.errors import DockerException
+    from docker.tls import TLSConfig
+except ImportError:
+    DOCKER_IMPORT_ERROR = traceback.format_exc()
+
+    class DockerException(Exception):  # type: ignore[no-redef]
+        """Stand-in so that ``except DockerException`` works when the SDK is missing."""
+
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_TIMEOUT = 60
+MIN_DOCKER_SDK = (5, 0, 0)
+
+DOCKER_COMMON_ARGS = dict(
+    docker_host=dict(type="str", aliases=["docker_url"], fallback=(env_fallback, ["DOCKER_HOST"])),
+    tls_hostname=dict(type="str", fallback=(env_fallback, ["DOCKER_TLS_HOSTNAME"])),
+    api_version=dict(type="str", aliases=["docker_api_version"], fallback=(env_fallback, ["DOCKER_API_VERSION"])),
+    timeout=dict(type="int", fallback=(env_fallback, ["DOCKER_TIMEOUT"])),
+    ca_path=dict(type="path", aliases=["ca_cert", "tls_ca_cert", "cacert_path"]),
+    client_cert=dict(type="path", aliases=["tls_client_cert", "cert_path"]),
+    client_key=dict(type="path", aliases=["tls_client_key", "key_path"], no_log=True),
+    tls=dict(type="bool", fallback=(env_fallback, ["DOCKER_TLS"])),
+    validate_certs=dict(type="bool", aliases=["tls_verify"], fallback=(env_fallback, ["DOCKER_TLS_VERIFY"])),
+)
+
+
+def _version_tuple(text):
+    """'6.1.3rc1' -> (6, 1, 3): the leading number of each of the first three parts."""
+    parts = [int(re.match(r"\d*", piece).group() or 0) for piece in str(text).split(".")[:3]]
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def connection_kwargs(params, environ=None):
+    """Turn the common connection options into ``docker.APIClient`` keyword arguments.
+
+    Pure function (no network): explicit options win, then the environment, then defaults.
+    """
+    environ = os.environ if environ is None else environ
+    base_url = params.get("docker_host") or DEFAULT_DOCKER_HOST
+    kwargs = dict(
+        base_url=base_url,
+        version=params.get("api_version") or "auto",
+        timeout=params.get("timeout") or DEFAULT_TIMEOUT,
+    )
+    cert_dir = environ.get("DOCKER_CERT_PATH")
+
+    def from_cert_dir(option, filename):
+        if params.get(option):
+            return params[option]
+        if cert_dir:
+            return os.path.join(cert_dir, filename)
+        return None
+
+    verify = bool(params.get("validate_certs"))
+    if verify or params.get("tls"):
+        ca_cert = from_cert_dir("ca_path", "ca.pem")
+        client_cert = from_cert_dir("client_cert", "cert.pem")
+        client_key = from_cert_dir("client_key", "key.pem")
+        kwargs["tls"] = dict(
+            client_cert=(client_cert, client_key) if client_cert and client_key else None,
+            ca_cert=ca_cert if verify else None,
+            verify=verify,
+            assert_hostname=params.get("tls_hostname") if verify else None,
+        )
+    return kwargs
+
+
+class FerryModule:
+    """AnsibleModule plus a Docker API client, with the collection's failure helper."""
+
+    def __init__(self, argument_spec, **kwargs):
+        spec = dict(DOCKER_COMMON_ARGS)
+        spec.update(argument_spec)
+        self.module = AnsibleModule(argument_spec=spec, **kwargs)
+        self.params = self.module.params
+        self.check_mode = self.module.check_mode
+        self._client = None
+        if DOCKER_IMPORT_ERROR is not None:
+            self.module.fail_json(
+                msg=missing_required_lib("docker (Docker SDK for Python)"), exception=DOCKER_IMPORT_ERROR
+            )
+        if _version_tuple(docker.__version__) < MIN_DOCKER_SDK:
+            self.fail(
+                "Docker SDK for Python %s is too old on this host; install version %s or newer."
+                % (docker.__version__, ".".join(str(p) for p in MIN_DOCKER_SDK))
+            )
+
+    @property
+    def client(self):
+        """A connected ``docker.APIClient``; connection problems fail the module with advice."""
+        if self._client is None:
+            kwargs = connection_kwargs(self.params)
+            tls = kwargs.pop("tls", None)
+            if tls:
+                kwargs["tls"] = TLSConfig(**tls)
+            try:
+                self._client = docker.APIClient(**kwargs)
+                self._client.ping()
+            except DockerException as exc:
+                self.fail(
+                    "Cannot reach the Docker engine at %s: %s. Check that dockerd is running and that "
+                    "docker_host and the TLS options are right." % (kwargs["base_url"], exc)
+                )
+        return self._client
+
+    def fail(self, msg, **kwargs):
+        """Fail the task with a sentence a user can act on."""
+        self.module.fail_json(msg=msg, **kwargs)
+
+    def exit(self, **kwargs):
+        self.module.exit_json(**kwargs)

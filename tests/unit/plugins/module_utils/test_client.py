@@ -1,0 +1,76 @@
+"""Connection options -> docker.APIClient arguments: explicit options, environment, defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.ferry.docker.plugins.module_utils import _client
+
+
+def params(**given):
+    base = dict.fromkeys(_client.DOCKER_COMMON_ARGS)
+    base.update(given)
+    return base
+
+
+def test_defaults_without_options_or_environment():
+    assert _client.connection_kwargs(params(), environ={}) == {
+        "base_url": "unix:///var/run/docker.sock",
+        "version": "auto",
+        "timeout": 60,
+    }
+
+
+def test_explicit_options_are_used():
+    kwargs = _client.connection_kwargs(
+        params(docker_host="tcp://10.0.0.5:2375", api_version="1.41", timeout=5), environ={}
+    )
+    assert kwargs == {"base_url": "tcp://10.0.0.5:2375", "version": "1.41", "timeout": 5}
+
+
+def test_validate_certs_takes_files_from_docker_cert_path():
+    kwargs = _client.connection_kwargs(
+        params(docker_host="tcp://engine:2376", validate_certs=True, tls_hostname="engine.example"),
+        environ={"DOCKER_CERT_PATH": "/certs"},
+    )
+    assert kwargs["tls"] == {
+        "client_cert": ("/certs/cert.pem", "/certs/key.pem"),
+        "ca_cert": "/certs/ca.pem",
+        "verify": True,
+        "assert_hostname": "engine.example",
+    }
+
+
+def test_explicit_cert_options_win_over_docker_cert_path():
+    kwargs = _client.connection_kwargs(
+        params(validate_certs=True, ca_path="/mine/ca.pem", client_cert="/mine/c.pem", client_key="/mine/k.pem"),
+        environ={"DOCKER_CERT_PATH": "/certs"},
+    )
+    assert kwargs["tls"]["ca_cert"] == "/mine/ca.pem"
+    assert kwargs["tls"]["client_cert"] == ("/mine/c.pem", "/mine/k.pem")
+
+
+def test_tls_without_verification_checks_no_ca_or_hostname():
+    kwargs = _client.connection_kwargs(params(tls=True, tls_hostname="ignored"), environ={})
+    assert kwargs["tls"] == {"client_cert": None, "ca_cert": None, "verify": False, "assert_hostname": None}
+
+
+@pytest.mark.parametrize(
+    ("option", "variable"),
+    [
+        ("docker_host", "DOCKER_HOST"),
+        ("api_version", "DOCKER_API_VERSION"),
+        ("timeout", "DOCKER_TIMEOUT"),
+        ("tls", "DOCKER_TLS"),
+        ("validate_certs", "DOCKER_TLS_VERIFY"),
+        ("tls_hostname", "DOCKER_TLS_HOSTNAME"),
+    ],
+)
+def test_every_connection_option_falls_back_to_its_environment_variable(option, variable):
+    fallback = _client.DOCKER_COMMON_ARGS[option]["fallback"]
+    assert fallback[1] == [variable]
+
+
+@pytest.mark.parametrize(("text", "expected"), [("7.1.0", (7, 1, 0)), ("5.0", (5, 0, 0)), ("6.1.3rc1", (6, 1, 3))])
+def test_version_tuple(text, expected):
+    assert _client._version_tuple(text) == expected
