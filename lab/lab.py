@@ -1,0 +1,662 @@
+#!/usr/bin/env python
+"""Build and run the ferry.docker lab: Docker hosts in containers, reached over real SSH.
+
+Every lab host is a container of ``ferry-lab/host`` (Debian 12 made with debootstrap) with its own
+dockerd, its own /var/lib/docker volume and an sshd that Ansible logs in to as root with the lab key.
+No registry is used: both images are built locally and rebuilt only when their recipe changes.
+
+    python lab/lab.py images            build ferry-lab/host and ferry-lab/busybox if their recipe changed
+    python lab/lab.py up [--hosts N]    start (or repair) the lab and write lab/.state/inventory.ini
+    python lab/lab.py status            table of hosts: container state, IP, dockerd and sshd answering
+    python lab/lab.py inventory         rewrite inventory, known_hosts and ssh_config from running hosts
+    python lab/lab.py down [--images]   remove the lab containers, their volumes and network (and images)
+
+Generated state (key, known_hosts, inventory, ssh_config) lives in lab/.state/, which git ignores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import functools
+import hashlib
+import inspect
+import io
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LAB_DIR = Path(__file__).resolve().parent
+STATE_DIR = LAB_DIR / ".state"
+HOST_FILES = LAB_DIR / "host"
+KEY_FILE = STATE_DIR / "id_ed25519"
+KNOWN_HOSTS = STATE_DIR / "known_hosts"
+INVENTORY = STATE_DIR / "inventory.ini"
+SSH_CONFIG = STATE_DIR / "ssh_config"
+LOCK_FILE = STATE_DIR / "lock"
+BUILD_ROOT = Path(os.environ.get("FERRY_LAB_BUILD_DIR", "/var/tmp/ferry-lab-build"))
+
+HOST_IMAGE = "ferry-lab/host:latest"
+WORKLOAD_IMAGE = "ferry-lab/busybox:latest"
+NETWORK = "ferry-lab"
+LABEL = "ferry.lab=1"
+HOST_LABEL = "ferry.lab.host"
+RECIPE_LABEL = "ferry.lab.recipe"
+DEFAULT_HOSTS = 2
+# Tried in order; the first one that overlaps no Docker network and no route of this machine is used.
+SUBNET_CANDIDATES = ("172.31.250.0/24", "172.30.250.0/24", "10.250.250.0/24", "192.168.250.0/24")
+HOST_IP_OFFSET = 10  # host<N> gets the subnet's address .(10 + N)
+
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+HOST_PACKAGES = (
+    "python3",
+    "python3-docker",
+    "python3-zstandard",
+    "python3-cffi-backend",  # provides python3-cffi-backend-api-*, which debootstrap cannot resolve
+    "docker.io",
+    "tini",
+    "openssh-server",
+    "rsync",
+    "zstd",
+    "iproute2",
+    "iptables",
+    "ca-certificates",
+    "procps",
+    "curl",
+)
+HOST_CHANGES = (
+    'ENTRYPOINT ["/usr/bin/tini", "--"]',
+    'CMD ["/usr/local/sbin/lab-init"]',
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    "EXPOSE 22",
+    "VOLUME /var/lib/docker",
+)
+# Paths removed from the host rootfs before import: caches, docs and the build's SSH host keys.
+HOST_PRUNE = (
+    "var/cache/apt/archives",
+    "var/cache/apt/*.bin",
+    "var/lib/apt/lists",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "var/log/*.log",
+    "var/log/apt",
+    "etc/ssh/ssh_host_*",
+)
+PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+GROUP = "root:x:0:\nnobody:x:65534:\nnogroup:x:65534:\n"
+RECIPE_VERSION = "1"  # bump to force a rebuild of both images
+
+WAIT_SECONDS = 120
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
+
+
+class LabError(Exception):
+    """A failure the user can act on; main() prints it without a traceback."""
+
+
+def log(message: str) -> None:
+    print(f"lab: {message}", file=sys.stderr, flush=True)
+
+
+def run(args, *, check=True, input=None, timeout=None) -> subprocess.CompletedProcess:
+    """Run a command and capture its output as text; raise LabError with its stderr if it fails."""
+    try:
+        result = subprocess.run(args, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError as exc:
+        raise LabError(f"{args[0]} is not installed; run `bash lab/ensure-docker.sh` as root first") from exc
+    except subprocess.TimeoutExpired as exc:
+        if check:
+            raise LabError(f"`{' '.join(map(str, args))}` did not finish within {timeout} s") from exc
+        return subprocess.CompletedProcess(args, 124, "", "timed out")
+    if check and result.returncode != 0:
+        raise LabError(f"`{' '.join(map(str, args))}` failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result
+
+
+def docker(*args, **kwargs) -> subprocess.CompletedProcess:
+    return run(["docker", *args], **kwargs)
+
+
+def pipe(producer: list[str], consumer: list[str]) -> None:
+    """Run `producer | consumer` without holding the stream in memory."""
+    with subprocess.Popen(producer, stdout=subprocess.PIPE) as first:
+        second = subprocess.run(consumer, stdin=first.stdout, capture_output=True, text=True, check=False)
+        first.stdout.close()
+    if first.returncode != 0 or second.returncode != 0:
+        raise LabError(f"`{' '.join(producer)} | {' '.join(consumer)}` failed: {second.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def lab_lock():
+    """Serialise lab.py runs that change the lab (pytest and molecule may both call `up`)."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with LOCK_FILE.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def require_docker() -> None:
+    result = run(["docker", "info", "--format", "{{.ServerVersion}}"], check=False, timeout=30)
+    if result.returncode != 0:
+        raise LabError(
+            "no Docker engine answers (`docker info` failed: "
+            f"{result.stderr.strip()}); run `bash lab/ensure-docker.sh` as root, then retry"
+        )
+
+
+# --------------------------------------------------------------------------------------------- images
+
+
+def recipe_hash(*parts: str | bytes) -> str:
+    """A short hash of everything that goes into an image, its builder function's source included."""
+    digest = hashlib.sha256(RECIPE_VERSION.encode())
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def host_recipe() -> str:
+    files = sorted(p for p in HOST_FILES.iterdir() if p.is_file())
+    host_files = (f.name.encode() + f.read_bytes() for f in files)
+    return recipe_hash(SUITE, *HOST_PACKAGES, *HOST_CHANGES, *HOST_PRUNE, *host_files, inspect.getsource(build_host))
+
+
+def busybox_binary() -> Path:
+    path = shutil.which("busybox") or "/bin/busybox"
+    if not Path(path).is_file():
+        raise LabError("no busybox binary found; install Debian's busybox-static (`bash lab/ensure-docker.sh`)")
+    if shutil.which("file") and "statically linked" not in run(["file", "-L", path], check=False).stdout:
+        raise LabError(f"{path} is not statically linked; install busybox-static instead of busybox")
+    return Path(path)
+
+
+def busybox_recipe() -> str:
+    return recipe_hash(busybox_binary().read_bytes(), PASSWD, GROUP, inspect.getsource(build_busybox))
+
+
+def image_recipe(image: str) -> str | None:
+    """The recipe label of a local image, or None when the image does not exist."""
+    result = docker("image", "inspect", "--format", "{{json .Config.Labels}}", image, check=False)
+    if result.returncode != 0:
+        return None
+    return (json.loads(result.stdout) or {}).get(RECIPE_LABEL, "")
+
+
+def docker_import(source: list[str] | bytes, image: str, recipe: str, changes: tuple[str, ...]) -> None:
+    """Import a rootfs tar (a command writing it to stdout, or the bytes) as `image`, labelled with its recipe."""
+    args = ["docker", "import"]
+    for change in (*changes, f"LABEL {RECIPE_LABEL}={recipe} ferry.lab.image=1"):
+        args += ["--change", change]
+    args += ["-", image]
+    if isinstance(source, list):
+        pipe(source, args)
+        return
+    result = subprocess.run(args, input=source, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise LabError(f"`{' '.join(args)}` failed: {result.stderr.decode(errors='replace').strip()}")
+
+
+def build_busybox(recipe: str) -> None:
+    """A rootfs with a static busybox and its applet links, built as a tar in memory (about 2 MB)."""
+    binary = busybox_binary()
+    applets = run([str(binary), "--list-full"]).stdout.split()
+    buffer = io.BytesIO()
+    now = int(time.time())
+
+    def add(name: str, kind: bytes, mode: int, data: bytes = b"", link: str = "") -> None:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.mtime, info.linkname, info.size = kind, mode, now, link, len(data)
+        tar.addfile(info, io.BytesIO(data) if data else None)
+
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "www", "var", "var/tmp"):
+            add(directory, tarfile.DIRTYPE, 0o755)
+        add("tmp", tarfile.DIRTYPE, 0o1777)
+        add("bin/busybox", tarfile.REGTYPE, 0o755, binary.read_bytes())
+        for applet in applets:
+            if applet not in ("bin/busybox", "linuxrc"):
+                add(applet, tarfile.SYMTYPE, 0o777, link="/bin/busybox")
+        add("etc/passwd", tarfile.REGTYPE, 0o644, PASSWD.encode())
+        add("etc/group", tarfile.REGTYPE, 0o644, GROUP.encode())
+        add("www/index.html", tarfile.REGTYPE, 0o644, b"ferry-lab busybox\n")
+    docker_import(buffer.getvalue(), WORKLOAD_IMAGE, recipe, ('CMD ["sh"]', "ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin"))
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt uses on this machine (FERRY_LAB_MIRROR overrides it)."""
+    if os.environ.get("FERRY_LAB_MIRROR"):
+        return os.environ["FERRY_LAB_MIRROR"]
+    sources = Path("/etc/apt/sources.list.d")
+    for path in sorted(sources.glob("*.sources")) if sources.is_dir() else []:
+        for stanza in path.read_text().split("\n\n"):
+            fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.MULTILINE))
+            if "deb" in fields.get("Types", "").split() and SUITE in fields.get("Suites", "").split():
+                return fields["URIs"].split()[0]
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.is_file():
+        for line in legacy.read_text().splitlines():
+            words = re.sub(r"\[[^]]*\]", "", line).split()
+            if words[:1] == ["deb"] and words[2:3] == [SUITE]:
+                return words[1]
+    return DEFAULT_MIRROR
+
+
+def apt_proxy_env() -> dict[str, str]:
+    """debootstrap downloads with wget, which ignores apt's proxy setting; pass it on when there is one."""
+    env = dict(os.environ)
+    if "http_proxy" not in env and shutil.which("apt-config"):
+        proxy = run(["apt-config", "shell", "P", "Acquire::http::Proxy"], check=False).stdout
+        match = re.match(r"P='(.+)'", proxy.strip())
+        if match:
+            env["http_proxy"] = match.group(1)
+    return env
+
+
+def build_host(recipe: str) -> None:
+    """Debian 12 minbase plus the host packages, made with debootstrap and imported as ferry-lab/host."""
+    if os.geteuid() != 0:
+        raise LabError("building ferry-lab/host needs root (debootstrap); run as root")
+    if not shutil.which("debootstrap"):
+        raise LabError("debootstrap is not installed; run `bash lab/ensure-docker.sh` as root")
+    BUILD_ROOT.mkdir(parents=True, exist_ok=True)
+    rootfs = Path(tempfile.mkdtemp(prefix="host-rootfs-", dir=BUILD_ROOT))
+    mirror = debian_mirror()
+    try:
+        log(f"debootstrap {SUITE} from {mirror} into {rootfs} (about a minute)")
+        args = ["debootstrap", "--variant=minbase", f"--include={','.join(HOST_PACKAGES)}", SUITE, str(rootfs), mirror]
+        result = subprocess.run(args, env=apt_proxy_env(), capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            debootstrap_log = rootfs / "debootstrap" / "debootstrap.log"
+            tail = debootstrap_log.read_text()[-2000:] if debootstrap_log.exists() else result.stderr[-2000:]
+            raise LabError(f"debootstrap failed (mirror {mirror}):\n{tail}")
+        for pattern in HOST_PRUNE:
+            for path in rootfs.glob(pattern):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                    path.mkdir()
+                else:
+                    path.unlink()
+        (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+        (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(HOST_FILES / "lab-init", rootfs / "usr/local/sbin/lab-init")
+        shutil.copy2(HOST_FILES / "sshd-lab.conf", rootfs / "etc/ssh/sshd_config.d/lab.conf")
+        log(f"importing {HOST_IMAGE}")
+        docker_import(["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], HOST_IMAGE, recipe, HOST_CHANGES)
+    finally:
+        shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def ensure_images(force: bool = False) -> None:
+    """Build each lab image whose recipe label differs from the current recipe."""
+    require_docker()
+    for image, recipe_of, build in (
+        (WORKLOAD_IMAGE, busybox_recipe, build_busybox),
+        (HOST_IMAGE, host_recipe, build_host),
+    ):
+        recipe = recipe_of()
+        current = image_recipe(image)
+        if current == recipe and not force:
+            log(f"{image} is up to date (recipe {recipe})")
+            continue
+        reason = "missing" if current is None else f"recipe changed ({current or 'none'} -> {recipe})"
+        log(f"building {image}: {reason}")
+        started = time.monotonic()
+        build(recipe)
+        log(f"built {image} in {time.monotonic() - started:.0f} s")
+    # Old builds of the lab images lose their tag; drop them so they do not pile up.
+    for image_id in docker(
+        "images", "-q", "--filter", "dangling=true", "--filter", "label=ferry.lab.image=1"
+    ).stdout.split():
+        docker("rmi", image_id, check=False)
+
+
+# ---------------------------------------------------------------------------------------------- hosts
+
+
+@dataclass
+class Host:
+    name: str  # host1, host2, ...
+    container: str  # ferry-lab-host1
+    state: str  # running, exited, created, ...
+    ip: str
+    image_id: str
+
+    @property
+    def number(self) -> int:
+        return int(self.name.removeprefix("host"))
+
+
+def container_name(number: int) -> str:
+    return f"ferry-lab-host{number}"
+
+
+def volume_name(number: int) -> str:
+    return f"ferry-lab-host{number}-docker"
+
+
+def lab_hosts() -> list[Host]:
+    """The lab host containers that exist, in host order."""
+    ids = docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
+    if not ids:
+        return []
+    hosts = []
+    for info in json.loads(docker("inspect", *ids).stdout):
+        name = info["Config"]["Labels"].get(HOST_LABEL)
+        if not name:
+            continue
+        network = info["NetworkSettings"]["Networks"].get(NETWORK) or {}
+        ip = network.get("IPAddress") or (network.get("IPAMConfig") or {}).get("IPv4Address", "")
+        hosts.append(Host(name, info["Name"].lstrip("/"), info["State"]["Status"], ip, info["Image"]))
+    return sorted(hosts, key=lambda host: host.number)
+
+
+def used_subnets() -> list[ipaddress.IPv4Network]:
+    subnets = []
+    for network_id in docker("network", "ls", "-q").stdout.split():
+        for config in json.loads(docker("network", "inspect", network_id).stdout)[0]["IPAM"]["Config"] or []:
+            if "Subnet" in config and ":" not in config["Subnet"]:
+                subnets.append(ipaddress.ip_network(config["Subnet"], strict=False))
+    routes = run(["ip", "-4", "route", "show"], check=False).stdout
+    for destination in re.findall(r"^(\d+\.\d+\.\d+\.\d+/\d+)", routes, re.MULTILINE):
+        subnets.append(ipaddress.ip_network(destination, strict=False))
+    return subnets
+
+
+def ensure_network() -> ipaddress.IPv4Network:
+    """The ferry-lab bridge network (created on first use with a subnet nothing else uses)."""
+    result = docker("network", "inspect", NETWORK, check=False)
+    if result.returncode == 0:
+        return ipaddress.ip_network(json.loads(result.stdout)[0]["IPAM"]["Config"][0]["Subnet"])
+    used = used_subnets()
+    for candidate in map(ipaddress.ip_network, SUBNET_CANDIDATES):
+        if not any(candidate.overlaps(subnet) for subnet in used):
+            log(f"creating network {NETWORK} ({candidate})")
+            docker("network", "create", "--driver", "bridge", "--subnet", str(candidate), "--label", LABEL, NETWORK)
+            return candidate
+    raise LabError(f"every candidate subnet for {NETWORK} overlaps an existing network: {', '.join(SUBNET_CANDIDATES)}")
+
+
+@functools.cache
+def privilege_flags() -> tuple[str, ...]:
+    """--privileged where the engine allows it; otherwise the narrower set that still runs dockerd.
+
+    Some sandboxes refuse --privileged ("unable to apply caps") because the engine's own capability
+    bounding set lacks a capability. Probe once with the workload image instead of guessing.
+    """
+    probe = docker("run", "--rm", "--privileged", "--network", "none", WORKLOAD_IMAGE, "true", check=False)
+    if probe.returncode == 0:
+        return ("--privileged",)
+    reason = next((line for line in probe.stderr.splitlines() if "rror" in line), probe.stderr.strip())
+    log(f"this engine refuses --privileged ({reason.strip()}); using an explicit capability set")
+    return (
+        "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+        "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+        "--volume", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    )  # fmt: skip
+
+
+def create_host(number: int, subnet: ipaddress.IPv4Network) -> None:
+    name, volume = container_name(number), volume_name(number)
+    ip = subnet.network_address + HOST_IP_OFFSET + number
+    log(f"creating {name} ({ip})")
+    docker("volume", "create", "--label", LABEL, "--label", f"{HOST_LABEL}=host{number}", volume)
+    docker(
+        "run", "--detach", "--name", name, "--hostname", f"host{number}",
+        "--label", LABEL, "--label", f"{HOST_LABEL}=host{number}",
+        "--network", NETWORK, "--ip", str(ip),
+        "--volume", f"{volume}:/var/lib/docker", "--stop-timeout", "30",
+        *privilege_flags(), HOST_IMAGE,
+    )  # fmt: skip
+
+
+def remove_host(host: Host) -> None:
+    log(f"removing {host.container} and its volume")
+    docker("rm", "--force", "--volumes", host.container)
+    docker("volume", "rm", "--force", volume_name(host.number), check=False)
+
+
+def host_log_tail(host: Host) -> str:
+    outer = docker("logs", "--tail", "20", host.container, check=False)
+    inner = docker("exec", host.container, "tail", "-n", "20", "/var/log/dockerd.log", check=False)
+    return (
+        f"--- docker logs {host.container} ---\n{outer.stdout}{outer.stderr}"
+        f"--- /var/log/dockerd.log in {host.container} ---\n{inner.stdout or inner.stderr}"
+    )
+
+
+def dockerd_answers(host: Host) -> bool:
+    check = docker("exec", host.container, "docker", "info", "--format", "{{.ID}}", check=False, timeout=20)
+    return check.returncode == 0
+
+
+def sshd_answers(host: Host) -> bool:
+    if not SSH_CONFIG.exists():
+        return False
+    check = run(["ssh", "-F", str(SSH_CONFIG), *SSH_OPTIONS, host.name, "true"], check=False, timeout=20)
+    return check.returncode == 0
+
+
+def wait_for(host: Host, what: str, answers) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not answers(host):
+        state = docker("inspect", "--format", "{{.State.Status}}", host.container, check=False).stdout.strip()
+        if state != "running" or time.monotonic() > deadline:
+            reason = f"stopped (state {state})" if state != "running" else f"did not answer within {WAIT_SECONDS} s"
+            raise LabError(f"{what} on {host.name} {reason}.\n{host_log_tail(host)}")
+        time.sleep(1)
+
+
+def authorize_key(host: Host) -> None:
+    public_key = KEY_FILE.with_suffix(".pub").read_text()
+    script = "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys"
+    docker("exec", "-i", host.container, "sh", "-c", script, input=public_key)
+
+
+def load_workload_image(host: Host) -> None:
+    """Copy ferry-lab/busybox into the host's own engine unless it already has the same image."""
+    wanted = docker("image", "inspect", "--format", "{{.Id}}", WORKLOAD_IMAGE).stdout.strip()
+    inner = docker(
+        "exec", host.container, "docker", "image", "inspect", "--format", "{{.Id}}", WORKLOAD_IMAGE, check=False
+    )
+    if inner.stdout.strip() == wanted:
+        return
+    log(f"loading {WORKLOAD_IMAGE} into {host.name}")
+    pipe(["docker", "save", WORKLOAD_IMAGE], ["docker", "exec", "-i", host.container, "docker", "load", "-q"])
+
+
+def ensure_key() -> None:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    if not KEY_FILE.exists():
+        log(f"generating {KEY_FILE}")
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ferry-lab", "-f", str(KEY_FILE)])
+
+
+def scan_host_keys(host: Host) -> list[str]:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        scan = run(["ssh-keyscan", "-T", "5", "-t", "ed25519,ecdsa,rsa", host.ip], check=False, timeout=30)
+        lines = [line for line in scan.stdout.splitlines() if line and not line.startswith("#")]
+        if lines:
+            return lines
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"sshd on {host.name} ({host.ip}) gave no host keys within {WAIT_SECONDS} s.\n{host_log_tail(host)}"
+            )
+        time.sleep(1)
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.chmod(mode)
+    temporary.replace(path)
+
+
+def write_client_files(hosts: list[Host], known_hosts: list[str]) -> None:
+    """inventory.ini for Ansible, ssh_config for `ssh -F`, and the known_hosts both of them check against."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    write_atomically(KNOWN_HOSTS, "".join(f"{line}\n" for line in known_hosts))
+    common_args = f"-o UserKnownHostsFile={KNOWN_HOSTS} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+    inventory = ["# Written by lab/lab.py; rewritten on every `lab.py up`.", "[lab]"]
+    inventory += [f"{host.name} ansible_host={host.ip}" for host in hosts]
+    inventory += [
+        "",
+        "[lab:vars]",
+        "ansible_user=root",
+        "ansible_port=22",
+        f"ansible_ssh_private_key_file={KEY_FILE}",
+        "ansible_python_interpreter=/usr/bin/python3",
+        f"ansible_ssh_common_args='{common_args}'",
+    ]
+    write_atomically(INVENTORY, "\n".join(inventory) + "\n")
+    config = ["# Written by lab/lab.py. Usage: ssh -F lab/.state/ssh_config host1"]
+    for host in hosts:
+        config += [
+            f"Host {host.name}",
+            f"  HostName {host.ip}",
+            "  User root",
+            "  Port 22",
+            f"  IdentityFile {KEY_FILE}",
+            "  IdentitiesOnly yes",
+            f"  UserKnownHostsFile {KNOWN_HOSTS}",
+            "  StrictHostKeyChecking yes",
+            "",
+        ]
+    write_atomically(SSH_CONFIG, "\n".join(config))
+
+
+def refresh_client_files(hosts: list[Host]) -> None:
+    known_hosts = [line for host in hosts if host.state == "running" for line in scan_host_keys(host)]
+    write_client_files(hosts, known_hosts)
+
+
+def up(requested: int | None) -> None:
+    ensure_images()
+    ensure_key()
+    subnet = ensure_network()
+    existing = {host.number: host for host in lab_hosts()}
+    count = requested or max([DEFAULT_HOSTS, *existing])
+    for number, host in existing.items():
+        if number > count:
+            remove_host(host)
+    current_image = docker("image", "inspect", "--format", "{{.Id}}", HOST_IMAGE).stdout.strip()
+    for number in range(1, count + 1):
+        host = existing.get(number)
+        if host is None:
+            create_host(number, subnet)
+        elif host.state != "running":
+            log(f"starting {host.container} (was {host.state})")
+            docker("start", host.container)
+        if host is not None and host.image_id != current_image:
+            log(f"{host.name} runs an older {HOST_IMAGE}; `lab.py down && lab.py up` recreates it")
+    hosts = [host for host in lab_hosts() if host.number <= count]
+    for host in hosts:
+        wait_for(host, "dockerd", dockerd_answers)
+        authorize_key(host)
+        load_workload_image(host)
+    refresh_client_files(hosts)
+    for host in hosts:
+        wait_for(host, "sshd", sshd_answers)
+    log(f"lab is up: {', '.join(f'{host.name}={host.ip}' for host in hosts)}; inventory {INVENTORY}")
+
+
+def down(remove_images: bool) -> None:
+    require_docker()
+    for host in lab_hosts():
+        remove_host(host)
+    for container in docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split():
+        docker("rm", "--force", "--volumes", container)
+    for volume in docker("volume", "ls", "-q", "--filter", f"label={LABEL}").stdout.split():
+        docker("volume", "rm", "--force", volume)
+    if docker("network", "ls", "-q", "--filter", f"name=^{NETWORK}$", "--filter", f"label={LABEL}").stdout.strip():
+        log(f"removing network {NETWORK}")
+        docker("network", "rm", NETWORK)
+    if remove_images:
+        for image in (HOST_IMAGE, WORKLOAD_IMAGE):
+            if image_recipe(image) is not None:
+                log(f"removing image {image}")
+                docker("rmi", image)
+    if STATE_DIR.exists():
+        # The hosts are gone: leave an inventory with an empty group rather than one pointing at nothing.
+        write_client_files([], [])
+    log("lab is down")
+
+
+def status() -> int:
+    require_docker()
+    hosts = lab_hosts()
+    if not hosts:
+        print("no lab hosts; run `python lab/lab.py up`")
+        return 1
+    rows = [("HOST", "CONTAINER", "STATE", "IP", "DOCKERD", "SSHD")]
+    healthy = True
+    for host in hosts:
+        running = host.state == "running"
+        dockerd_ok = running and dockerd_answers(host)
+        sshd_ok = running and sshd_answers(host)
+        healthy = healthy and dockerd_ok and sshd_ok
+        rows.append((host.name, host.container, host.state, host.ip or "-", yes_no(dockerd_ok), yes_no(sshd_ok)))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0 if healthy else 1
+
+
+def yes_no(value: bool) -> str:
+    return "yes" if value else "NO"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n", maxsplit=1)[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    images = commands.add_parser("images", help="build the lab images if their recipe changed")
+    images.add_argument("--force", action="store_true", help="rebuild even if the recipe is unchanged")
+    up_parser = commands.add_parser("up", help="start or repair the lab hosts and write the inventory")
+    up_parser.add_argument(
+        "--hosts", type=int, help=f"number of hosts (default: as many as exist, at least {DEFAULT_HOSTS})"
+    )
+    down_parser = commands.add_parser("down", help="remove the lab containers, volumes and network")
+    down_parser.add_argument("--images", action="store_true", help="also remove the lab images")
+    commands.add_parser("status", help="show each host's state and whether dockerd and sshd answer")
+    commands.add_parser("inventory", help="rewrite inventory, known_hosts and ssh_config from the running hosts")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "status":
+            return status()
+        if args.command == "up" and args.hosts is not None and args.hosts < 1:
+            parser.error("--hosts must be at least 1")
+        with lab_lock():
+            if args.command == "images":
+                ensure_images(force=args.force)
+            elif args.command == "up":
+                up(args.hosts)
+            elif args.command == "down":
+                down(args.images)
+            elif args.command == "inventory":
+                require_docker()
+                ensure_key()
+                refresh_client_files(lab_hosts())
+                log(f"wrote {INVENTORY}, {KNOWN_HOSTS} and {SSH_CONFIG}")
+    except LabError as error:
+        log(f"error: {error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
