@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# `make test`: set up everything the tests need, then run every gate and every test.
+# Each step prints one line, PASS or FAIL, with its duration; the script exits non-zero if any failed.
+# Usage: tests/run-all.sh [step ...]   (steps: ruff ansible-lint sanity unit integration molecule)
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+root=$PWD
+
+all_steps=(ruff ansible-lint sanity unit integration molecule)
+steps=("$@")
+[ "${#steps[@]}" -gt 0 ] || steps=("${all_steps[@]}")
+
+python=${PYTHON:-python3}
+venv=$root/.venv
+export PATH=$venv/bin:$PATH
+export ANSIBLE_CONFIG=$root/ansible.cfg
+logs=$root/tests/output/logs
+mkdir -p "$logs"
+
+setup() {
+  local what=$1; shift
+  if ! "$@" >"$logs/setup-$what.log" 2>&1; then
+    echo "FAIL setup: $what (log: tests/output/logs/setup-$what.log)"
+    tail -n 40 "$logs/setup-$what.log"
+    exit 1
+  fi
+}
+
+needs() { local s; for s in "${steps[@]}"; do case " $* " in *" $s "*) return 0 ;; esac; done; return 1; }
+
+# --- setup: virtual environment, collection link, Docker engine, lab images -------------------------
+if [ ! -f "$venv/.stamp" ] || [ requirements-dev.txt -nt "$venv/.stamp" ]; then
+  setup venv bash tests/bootstrap-venv.sh "$python" "$venv"
+  touch "$venv/.stamp"
+fi
+mkdir -p .cache/collections/ansible_collections/ferry
+ln -sfn "$root" .cache/collections/ansible_collections/ferry/docker
+if needs sanity integration molecule; then
+  # Installs (as root on Debian) docker.io, the lab's build tools and shellcheck, and starts dockerd.
+  setup engine bash lab/ensure-docker.sh
+fi
+if needs integration molecule; then
+  setup lab-images python lab/lab.py images
+fi
+
+# --- the steps -----------------------------------------------------------------------------------
+step_ruff() {
+  ruff check . && ruff format --check .
+}
+
+step_ansible-lint() {
+  ansible-lint --profile production
+}
+
+step_sanity() {
+  # ansible-test wants to run from .../ansible_collections/ferry/docker: sanity-check a copy of the
+  # files git knows (tracked, or new and not ignored). The copy lives outside this work tree, or
+  # ansible-test would ask this repository's git for the file list and find the copy ignored.
+  local work=${TMPDIR:-/tmp}/ferry-docker-sanity copy
+  copy=$work/ansible_collections/ferry/docker
+  rm -rf "$work" && mkdir -p "$copy"
+  git ls-files -z --cached --others --exclude-standard \
+    | tar --null --files-from=- --ignore-failed-read -cf - | tar -xf - -C "$copy"
+  # The pip bootstrap that ansible-test downloads cannot be fetched here; use the offline stand-in.
+  local cache=$HOME/.ansible/test/cache
+  mkdir -p "$cache"
+  cp tests/sanity/get_pip_standin.py "$cache/get_pip_24_2.py"
+  (cd "$copy" && ansible-test sanity --python 3.11 --requirements --color no)
+}
+
+step_unit() {
+  pytest -q tests/unit
+}
+
+step_integration() {
+  pytest -q tests/integration
+}
+
+step_molecule() {
+  local scenario status=0
+  for scenario in molecule/*/molecule.yml; do
+    scenario=$(basename "$(dirname "$scenario")")
+    echo "--- molecule test -s $scenario"
+    molecule test -s "$scenario" || status=1
+  done
+  return $status
+}
+
+passed=0
+failed=0
+for step in "${steps[@]}"; do
+  start=$SECONDS
+  log=$logs/$step.log
+  if "step_$step" >"$log" 2>&1; then
+    passed=$((passed + 1))
+    summary=$(grep -E '[0-9]+ passed.* in [0-9.]+s' "$log" | tail -n 1 | tr -d '=' | sed 's/^ *//;s/ *$//')
+    echo "PASS $step ($((SECONDS - start)) s)${summary:+: $summary}"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $step ($((SECONDS - start)) s), last lines of tests/output/logs/$step.log:"
+    tail -n 60 "$log" | sed 's/^/    /'
+  fi
+done
+
+echo "gates: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
