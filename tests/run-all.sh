@@ -93,7 +93,8 @@ for step in "${steps[@]}"; do
   log=$logs/$step.log
   if "step_$step" >"$log" 2>&1; then
     passed=$((passed + 1))
-    summary=$(grep -E '[0-9]+ passed.* in [0-9.]+s' "$log" | tail -n 1 | tr -d '=' | sed 's/^ *//;s/ *$//')
+    summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '[0-9]+ passed.* in [0-9.]+s' | tail -n 1 \
+      | tr -d '=│' | sed 's/^ *//;s/ *$//')
     echo "PASS $step ($((SECONDS - start)) s)${summary:+: $summary}"
   else
     failed=$((failed + 1))
