@@ -16,6 +16,6 @@ echo "Inventory (lab/.state/inventory.ini):"
 cat lab/.state/inventory.ini
 echo
 echo "Every lab host answers Ansible over SSH:"
-ansible lab -m ansible.builtin.ping -o
+ansible lab -m ansible.builtin.ping
 echo
 echo "Try:  ansible lab -a 'docker ps'   or   ssh -F lab/.state/ssh_config host1"
