@@ -1,0 +1,459 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils file is private to the ferry.docker collection. It may change without notice.
+
+"""The one streaming mechanism of ferry.docker: chunks -> compressor -> sha256 -> atomic file, and back.
+
+Every module that moves bytes goes through here, so that no archive is ever held in memory:
+memory use is bounded by a few chunks whatever the archive size. The sha256 and size recorded for
+an artifact are those of the file as stored on disk (the compressed bytes), so a bundle can be
+verified, or copied and verified again, without decompressing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import tempfile
+import zlib
+
+ZSTD_IMPORT_ERROR = None
+try:
+    import zstandard
+except ImportError as exc:  # reported by compression_available(), never at import time
+    zstandard = None
+    ZSTD_IMPORT_ERROR = str(exc)
+
+COMPRESSIONS = ("zstd", "gzip", "none")
+CHUNK_SIZE = 1024 * 1024  # large enough that per-chunk Python overhead is negligible next to compression
+
+_SUFFIXES = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+_GZIP_WBITS = 31  # zlib window bits for a gzip header and trailer
+_ZSTD_MAGIC = 0xFD2FB528
+_ZSTD_SKIPPABLE_MASK = 0xFFFFFFF0
+_ZSTD_SKIPPABLE_MAGIC = 0x184D2A50
+
+
+class FerryError(Exception):
+    """Base of the errors ferry.docker raises with a message meant for the user."""
+
+
+class ArtifactError(FerryError):
+    """An artifact file is missing, corrupt, truncated or cannot be written."""
+
+
+def suffix(compression):
+    """File name suffix for ``compression`` (``.zst``, ``.gz`` or the empty string)."""
+    return _SUFFIXES[compression]
+
+
+def compression_available(compression):
+    """``None`` if ``compression`` can be used here, else the name of the missing Python library."""
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"unknown compression {compression!r}; use one of {', '.join(COMPRESSIONS)}")
+    if compression == "zstd" and zstandard is None:
+        return "zstandard"
+    return None
+
+
+def _require(compression):
+    missing = compression_available(compression)
+    if missing:
+        raise ArtifactError(
+            f"compression {compression} needs the Python library {missing} ({ZSTD_IMPORT_ERROR}); "
+            "install it on this host or choose another compression"
+        )
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Identity:
+    """Compressor interface for ``compression: none``."""
+
+    @staticmethod
+    def compress(data):
+        return data
+
+    @staticmethod
+    def flush():
+        return b""
+
+
+def _compressor(compression, level, threads):
+    if compression == "zstd":
+        cctx = zstandard.ZstdCompressor(level=3 if level is None else level, threads=threads, write_checksum=True)
+        return cctx.compressobj()
+    if compression == "gzip":
+        return zlib.compressobj(6 if level is None else level, zlib.DEFLATED, _GZIP_WBITS)
+    return _Identity()
+
+
+class ArtifactWriter:
+    """Write one artifact atomically: raw bytes in, compressed, hashed and stored as ``dest_dir/filename``.
+
+    The data goes to a temporary file in ``dest_dir`` (created with ``mode``) that only ``commit()``
+    moves into place, so a reader never sees a partial artifact and a failure leaves the
+    destination untouched. Leaving the ``with`` block with an exception calls ``abort()``.
+    ``threads=-1`` lets zstd use one worker per CPU, like ``zstd -T0``.
+    """
+
+    def __init__(self, dest_dir, filename, compression="zstd", level=None, mode=0o600, threads=-1):
+        if os.path.basename(filename) != filename or filename in ("", ".", ".."):
+            raise ValueError(f"artifact file name {filename!r} must be a plain file name")
+        _require(compression)
+        self.dest_dir = os.path.abspath(dest_dir)
+        self.filename = filename
+        self.path = os.path.join(self.dest_dir, filename)
+        self.compression = compression
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self._sha256 = hashlib.sha256()
+        self._compressor = _compressor(compression, level, threads)
+        try:
+            fd, self._tmp_path = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=self.dest_dir)
+        except OSError as exc:
+            raise ArtifactError(f"cannot create a file in {self.dest_dir}: {exc.strerror or exc}") from exc
+        try:
+            os.fchmod(fd, mode)
+            self._file = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            os.unlink(self._tmp_path)
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+
+    def _store(self, data):
+        if data:
+            self._sha256.update(data)
+            self._file.write(data)
+            self.bytes_written += len(data)
+
+    def write(self, chunk):
+        """Feed raw (uncompressed) bytes."""
+        self.bytes_read += len(chunk)
+        try:
+            self._store(self._compressor.compress(chunk))
+        except OSError as exc:
+            raise ArtifactError(f"writing {self.path} failed: {exc.strerror or exc}") from exc
+
+    def commit(self):
+        """Finish, fsync and move the file into place; return what was written.
+
+        Returns ``{"file", "path", "compression", "size", "sha256", "raw_size", "unchanged"}`` where
+        ``size`` and ``sha256`` describe the file on disk and ``raw_size`` the uncompressed bytes.
+        When a file with the same size and sha256 already exists at the destination it is kept
+        untouched, the new one is discarded and ``unchanged`` is ``True``.
+        """
+        try:
+            self._store(self._compressor.flush())
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            digest = self._sha256.hexdigest()
+            unchanged = _same_file(self.path, digest, self.bytes_written)
+            if unchanged:
+                os.unlink(self._tmp_path)
+            else:
+                os.replace(self._tmp_path, self.path)
+                _fsync_dir(self.dest_dir)
+        except OSError as exc:
+            self.abort()
+            raise ArtifactError(f"writing {self.path} failed: {exc.strerror or exc}") from exc
+        except BaseException:
+            self.abort()
+            raise
+        return {
+            "file": self.filename,
+            "path": self.path,
+            "compression": self.compression,
+            "size": self.bytes_written,
+            "sha256": digest,
+            "raw_size": self.bytes_read,
+            "unchanged": unchanged,
+        }
+
+    def abort(self):
+        """Discard the temporary file; the destination is left as it was. Safe to call twice."""
+        self._file.close()
+        try:
+            os.unlink(self._tmp_path)
+        except FileNotFoundError:
+            pass
+
+
+def _same_file(path, sha256, size):
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) != size:
+            return False
+    except OSError:
+        return False
+    return sha256_file(path)[0] == sha256
+
+
+def write_stream(chunks, dest_dir, filename, **kwargs):
+    """Write an iterable of raw byte chunks (e.g. a Docker SDK stream) as an artifact; see ArtifactWriter."""
+    with ArtifactWriter(dest_dir, filename, **kwargs) as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+        return writer.commit()
+
+
+def sha256_file(path, chunk_size=CHUNK_SIZE):
+    """Return ``(sha256 hexdigest, size)`` of a file, reading it in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    buf = bytearray(chunk_size)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            digest.update(view[:n])
+            size += n
+    return digest.hexdigest(), size
+
+
+def verify_file(path, sha256, size):
+    """Raise ArtifactError unless ``path`` has exactly ``size`` bytes with the given sha256."""
+    advice = "the archive is corrupt or truncated; capture it again or copy it again from the source bundle"
+    try:
+        actual_size = os.path.getsize(path)
+    except OSError as exc:
+        raise ArtifactError(f"artifact {path} cannot be read ({exc.strerror}); {advice}") from exc
+    if actual_size != size:
+        raise ArtifactError(f"artifact {path} has {actual_size} bytes, expected {size}: {advice}")
+    actual_sha256 = sha256_file(path)[0]
+    if actual_sha256 != sha256:
+        raise ArtifactError(f"artifact {path} has sha256 {actual_sha256}, expected {sha256}: {advice}")
+
+
+class _ZstdFrames:
+    """Follows the frame and block headers of a zstd stream (never the payload) to tell whether it ends whole.
+
+    The zstandard decoders stop silently when their input ends inside a frame, so a truncated file
+    would decompress to a short output without error. Walking headers costs a few Python steps per
+    128 KiB block, not per byte.
+    """
+
+    def __init__(self):
+        self.frames = 0
+        self._skip = 0  # payload bytes to pass over before the next header
+        self._header = b""  # bytes of the header being collected
+        self._need = 4  # size of the header being collected
+        self._state = "magic"
+        self._checksum = False
+
+    def feed(self, data):
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                pos += step
+                self._skip -= step
+                continue
+            take = self._need - len(self._header)
+            self._header += data[pos : pos + take]
+            pos += take
+            if len(self._header) == self._need:
+                header, self._header = self._header, b""
+                self._parse(header)
+
+    def _parse(self, header):
+        if self._state == "magic":
+            magic = struct.unpack("<I", header)[0]
+            if magic == _ZSTD_MAGIC:
+                self._state, self._need = "frame", 1
+            elif magic & _ZSTD_SKIPPABLE_MASK == _ZSTD_SKIPPABLE_MAGIC:
+                self._state, self._need = "skippable", 4
+            else:
+                raise ArtifactError(f"unknown zstd frame magic 0x{magic:08x}")
+        elif self._state == "skippable":
+            self._skip = struct.unpack("<I", header)[0]
+            self._state, self._need = "magic", 4
+        elif self._state == "frame":
+            descriptor = header[0]
+            single_segment = descriptor >> 5 & 1
+            self._checksum = bool(descriptor >> 2 & 1)
+            content_size_bytes = (single_segment, 2, 4, 8)[descriptor >> 6]
+            self._skip = (1 - single_segment) + (0, 1, 2, 4)[descriptor & 3] + content_size_bytes
+            self._state, self._need = "block", 3
+        else:  # block header: last-block flag, block type, block size
+            value = int.from_bytes(header, "little")
+            block_type = value >> 1 & 3
+            self._skip = 1 if block_type == 1 else value >> 3  # an RLE block stores one byte
+            if value & 1:
+                self._skip += 4 if self._checksum else 0
+                self.frames += 1
+                self._state, self._need = "magic", 4
+
+    @property
+    def complete(self):
+        return self.frames > 0 and self._state == "magic" and not self._skip and not self._header
+
+
+class _TeeReader:
+    """File-like object passing what is read from ``raw`` to ``observer`` too."""
+
+    def __init__(self, raw, observer):
+        self._raw = raw
+        self._observer = observer
+
+    def read(self, size=-1):
+        data = self._raw.read(size)
+        self._observer(data)
+        return data
+
+
+def _read_chunks(f, chunk_size):
+    while True:
+        data = f.read(chunk_size)
+        if not data:
+            return
+        yield data
+
+
+def _unzstd(f, chunk_size):
+    frames = _ZstdFrames()
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        _TeeReader(f, frames.feed), read_size=chunk_size, read_across_frames=True
+    )
+    yield from _read_chunks(reader, chunk_size)
+    if not frames.complete:
+        raise ArtifactError("the zstd stream ends in the middle of a frame")
+
+
+def _gunzip(f, chunk_size):
+    decoder = zlib.decompressobj(_GZIP_WBITS)
+    for data in _read_chunks(f, chunk_size):
+        while data:
+            if decoder.eof:  # concatenated gzip members, as gzip(1) accepts them
+                decoder = zlib.decompressobj(_GZIP_WBITS)
+            out = decoder.decompress(data, chunk_size)  # bounded output, even for long runs of zeros
+            if out:
+                yield out
+            data = decoder.unconsumed_tail or decoder.unused_data
+    out = decoder.flush()
+    if out:
+        yield out
+    if not decoder.eof:
+        raise ArtifactError("the gzip stream ends before its end-of-stream marker")
+
+
+def read_decompressed(path, compression, chunk_size=CHUNK_SIZE):
+    """Yield the raw (decompressed) bytes of an artifact file in chunks of at most ``chunk_size``.
+
+    A corrupt stream, or one that ends early, raises ArtifactError rather than yielding short data.
+    """
+    _require(compression)
+    decode = {"none": _read_chunks, "gzip": _gunzip, "zstd": _unzstd}[compression]
+    corrupt = (ArtifactError, zlib.error) + ((zstandard.ZstdError,) if zstandard else ())
+    try:
+        with open(path, "rb") as f:
+            yield from decode(f, chunk_size)
+    except corrupt as exc:
+        raise ArtifactError(
+            f"artifact {path} is not a complete {compression} stream ({exc}): the archive is corrupt or "
+            "truncated; capture it again or copy it again from the source bundle"
+        ) from exc
+    except OSError as exc:
+        raise ArtifactError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
+
+
+class IterReader(io.RawIOBase):
+    """A readable binary file object over an iterable of byte chunks (for put_archive, load_image...).
+
+    Holds at most one chunk. ``read(n)`` returns at most ``n`` bytes and may return fewer before the
+    end (raw I/O semantics); wrap it in ``io.BufferedReader`` if a consumer needs full reads.
+    """
+
+    def __init__(self, chunks):
+        super().__init__()
+        self._chunks = iter(chunks)
+        self._chunk = b""
+        self._pos = 0
+
+    def readable(self):
+        return True
+
+    def _current(self):
+        while self._pos >= len(self._chunk):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return None
+            self._chunk, self._pos = chunk, 0
+        return self._chunk
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            return self.readall()
+        chunk = self._current()
+        if chunk is None or size == 0:
+            return b""
+        if self._pos == 0 and size >= len(chunk):
+            self._pos = len(chunk)
+            return bytes(chunk)  # no copy when the chunk already is bytes
+        data = bytes(memoryview(chunk)[self._pos : self._pos + size])
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer):
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self):
+        """Also close the chunk source if it can be closed (e.g. a Docker SDK stream generator)."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        super().close()
+
+
+class HashingReader(io.RawIOBase):
+    """A readable binary file object that hashes (sha256) and counts the bytes read through it.
+
+    ``source`` is a file object or an iterable of byte chunks. ``hexdigest()`` and ``bytes_read``
+    describe exactly what the consumer has read so far.
+    """
+
+    def __init__(self, source):
+        super().__init__()
+        self._source = source if hasattr(source, "read") else IterReader(source)
+        self._sha256 = hashlib.sha256()
+        self.bytes_read = 0
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            return self.readall()
+        data = self._source.read(size)
+        self._sha256.update(data)
+        self.bytes_read += len(data)
+        return data
+
+    def readinto(self, buffer):
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def hexdigest(self):
+        return self._sha256.hexdigest()

@@ -1,0 +1,206 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils file is private to the ferry.docker collection. It may change without notice.
+
+"""Safety checks for tar members, so a hostile archive is refused before anything is restored.
+
+The rules, and why:
+
+* Names are relative to the extraction root: no absolute names, no ``..``, ``.`` or empty
+  component (beyond the leading ``./`` and trailing ``/`` tar writes), no NUL byte, and only a
+  directory may be the root (``.``) itself.
+* Symlink targets are data: they are interpreted inside the container, where ``/etc/passwd`` is
+  legitimate. They follow Docker's own rule (moby ``pkg/archive``, applied by ``put_archive``
+  and image import): the target joined to the link's directory must stay inside the root, so
+  ``/etc/passwd`` passes and ``../../etc`` from the top level is refused here instead of by
+  Docker half-way through a restore.
+* No member is ever written through a symlink: a member below an earlier symlink
+  (``link -> /etc`` then ``link/passwd``), or replacing an earlier symlink with a file or a
+  directory, is refused, whatever the link points to. Replacing a directory (one of the archive
+  or one its members imply) with a non-directory is refused too, so a path checked once cannot
+  later turn into a link.
+* A hard link must name an earlier regular file (or hard link) of the same archive, so it can
+  never give a name inside the root to a file outside it.
+* Device and FIFO nodes are refused unless explicitly allowed.
+
+``scan_stream`` reads a whole tar stream once, in streaming mode, and reports every problem
+plus a summary, without extracting anything. Its memory grows with the number of members (their
+names), never with the size of the data.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tarfile
+
+from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, FerryError, IterReader
+
+_XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
+_REGULAR, _DIRECTORY, _SYMLINK, _OTHER = "f", "d", "l", "o"
+
+
+class UnsafeTarError(FerryError):
+    """A tar member would be extracted outside the root or through a link."""
+
+
+def _components(name):
+    """Path components of a member name, without the leading ``./`` and trailing ``/`` tar writes."""
+    if name.startswith("./"):
+        name = name[2:]
+    name = name.rstrip("/")
+    return [] if name in ("", ".") else name.split("/")
+
+
+def _path(name):
+    """The canonical form of a checked member name; ``.`` is the extraction root."""
+    return "/".join(_components(name)) or "."
+
+
+def check_member(member, allow_devices=False):
+    """Return a problem (str) with one ``tarfile.TarInfo`` judged on its own, or None if it is fine.
+
+    This covers everything that does not depend on earlier members; TarChecker adds the rest.
+    """
+    name, linkname = member.name, member.linkname
+    if "\0" in name or "\0" in linkname:
+        return f"member {name!r} has a NUL byte in its name or link target"
+    if name.startswith("/"):
+        return f"member {name!r} has an absolute name"
+    parts = _components(name)
+    if ".." in parts:
+        return f"member {name!r} has a '..' component"
+    if "" in parts or "." in parts:
+        # harmless to the kernel, but an extractor may resolve "link/." through the link while
+        # a normalised name would not show it
+        return f"member {name!r} has an empty or '.' path component"
+    if not parts and not member.isdir():
+        return f"member {name!r} would replace the extraction root"
+    if member.issym():
+        if not linkname:
+            return f"symlink {name!r} has an empty target"
+        target = posixpath.normpath(posixpath.join(*parts[:-1], linkname.lstrip("/")))
+        if target == ".." or target.startswith("../"):
+            return f"symlink {name!r} points to {linkname!r}, outside the extraction root"
+    elif member.islnk():
+        target = _components(linkname)
+        if linkname.startswith("/") or not target or {"", ".", ".."} & set(target):
+            return f"hard link {name!r} points to {linkname!r}, which is not a member name inside the archive"
+    elif member.ischr() or member.isblk() or member.isfifo():
+        if not allow_devices:
+            return f"member {name!r} is a device or FIFO node, which is not allowed here"
+    elif not (member.isreg() or member.isdir()):
+        return f"member {name!r} has an unsupported type {member.type!r}"
+    return None
+
+
+class TarChecker:
+    """Check the members of one archive in order; remembers what earlier members created.
+
+    ``check(member)`` returns a problem or None. An instance is also usable as a ``tarfile``
+    extraction filter (``filter=TarChecker()``): it returns the member or raises UnsafeTarError.
+    """
+
+    def __init__(self, allow_devices=False):
+        self.allow_devices = allow_devices
+        self._kinds = {}  # normalised member name -> _REGULAR, _DIRECTORY, _SYMLINK or _OTHER
+
+    def check(self, member):
+        problem = check_member(member, self.allow_devices)
+        if problem:
+            return problem
+        name = _path(member.name)
+        parts = name.split("/")
+        parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        for parent in parents:
+            if self._kinds.get(parent) == _SYMLINK:
+                return f"member {member.name!r} would be written through the symlink {parent!r}"
+        previous = self._kinds.get(name)
+        if previous == _SYMLINK and not member.issym():
+            return f"member {member.name!r} would be written through the symlink of the same name"
+        if previous == _DIRECTORY and not member.isdir():
+            return f"member {member.name!r} would replace the directory of the same name"
+        if member.islnk() and self._kinds.get(_path(member.linkname)) != _REGULAR:
+            return (
+                f"hard link {member.name!r} points to {member.linkname!r}, "
+                "which is not an earlier regular file of the archive"
+            )
+        for parent in parents:  # extraction creates missing parent directories
+            self._kinds[parent] = _DIRECTORY
+        if member.isreg() or member.islnk():
+            self._kinds[name] = _REGULAR
+        elif member.isdir():
+            self._kinds[name] = _DIRECTORY
+        elif member.issym():
+            self._kinds[name] = _SYMLINK
+        else:
+            self._kinds[name] = _OTHER
+        return None
+
+    def __call__(self, member, path=None):
+        problem = self.check(member)
+        if problem:
+            raise UnsafeTarError(problem)
+        return member
+
+
+def _end_marker_tarinfo(state):
+    """A TarInfo class noting whether the last header block read was the end-of-archive (zero) block.
+
+    In streaming mode tarfile stops silently at a truncated or garbled header as it does at the
+    end of the archive; this tells them apart.
+    """
+
+    class _TarInfo(tarfile.TarInfo):
+        @classmethod
+        def frombuf(cls, buf, encoding, errors):
+            state["end_marker"] = len(buf) == tarfile.BLOCKSIZE and not buf.strip(b"\0")
+            return super().frombuf(buf, encoding, errors)
+
+    return _TarInfo
+
+
+def scan_stream(source, allow_devices=False, max_problems=100):
+    """Read a tar stream once (file object or iterable of byte chunks) and check every member.
+
+    Returns ``{"members", "bytes", "has_sparse", "has_xattrs", "complete", "problems",
+    "problem_count"}``: ``bytes`` is the size of the regular files' contents, ``complete`` says the
+    end-of-archive marker was reached, ``problems`` holds the first ``max_problems`` member problems
+    plus any problem of the stream itself, ``problem_count`` counts them all.
+    The source is read to its end, so a decompressor or hashing reader behind it completes its
+    own checks. Errors raised by the source itself (e.g. ArtifactError) propagate.
+    """
+    fileobj = source if hasattr(source, "read") else IterReader(source)
+    checker = TarChecker(allow_devices)
+    state = {"end_marker": False}
+    summary = {"members": 0, "bytes": 0, "has_sparse": False, "has_xattrs": False, "problem_count": 0}
+    problems = []
+    try:
+        with tarfile.open(
+            fileobj=fileobj, mode="r|", bufsize=CHUNK_SIZE, tarinfo=_end_marker_tarinfo(state)
+        ) as archive:
+            for member in iter(archive.next, None):
+                del archive.members[:]  # tarfile keeps every TarInfo; the checker keeps what it needs
+                summary["members"] += 1
+                if member.isreg():
+                    summary["bytes"] += member.size
+                summary["has_sparse"] |= member.sparse is not None
+                summary["has_xattrs"] |= any(key.startswith(_XATTR_PREFIXES) for key in member.pax_headers)
+                problem = checker.check(member)
+                if problem:
+                    summary["problem_count"] += 1
+                    if len(problems) < max_problems:  # a hostile archive may have millions
+                        problems.append(problem)
+        stream_problem = None
+        if not state["end_marker"]:
+            stream_problem = "the archive ends without an end-of-archive marker: it is truncated or damaged"
+    except tarfile.TarError as exc:
+        stream_problem = f"the stream is not a readable tar archive: {exc}"
+    if stream_problem:
+        problems.append(stream_problem)
+        summary["problem_count"] += 1
+    while fileobj.read(CHUNK_SIZE):  # the padding after the end marker, and anything else left over
+        pass
+    summary.update(complete=stream_problem is None, problems=problems)
+    return summary

@@ -1,0 +1,381 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+import tempfile
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.ferry.docker.plugins.module_utils._stream import (
+    ArtifactError,
+    HashingReader,
+    read_decompressed,
+    write_stream,
+)
+from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
+    TarChecker,
+    UnsafeTarError,
+    check_member,
+    scan_stream,
+)
+
+
+def member(name, kind="file", target="", data=b"", pax=None):
+    info = tarfile.TarInfo(name)
+    info.type = {
+        "file": tarfile.REGTYPE,
+        "dir": tarfile.DIRTYPE,
+        "symlink": tarfile.SYMTYPE,
+        "hardlink": tarfile.LNKTYPE,
+        "chr": tarfile.CHRTYPE,
+        "blk": tarfile.BLKTYPE,
+        "fifo": tarfile.FIFOTYPE,
+    }[kind]
+    info.linkname = target
+    info.size = len(data) if kind == "file" else 0
+    info.mode = 0o755 if kind == "dir" else 0o644
+    if pax:
+        info.pax_headers = pax
+    return info, data
+
+
+def build_tar(*members, fmt=tarfile.PAX_FORMAT):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as archive:
+        for info, data in members:
+            archive.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return buf.getvalue()
+
+
+def scan(raw, **kwargs):
+    return scan_stream(io.BytesIO(raw), **kwargs)
+
+
+HOSTILE = {
+    "absolute name": ([member("/etc/cron.d/evil", data=b"x")], "has an absolute name"),
+    "dot-dot": ([member("../../etc/x", data=b"x")], "has a '..' component"),
+    "dot-dot inside": ([member("a/../../x", data=b"x")], "has a '..' component"),
+    "dot component": ([member("a/./b", data=b"x")], "has an empty or '.' path component"),
+    "trailing dot through a symlink": (
+        [member("a", "symlink", "/etc"), member("a/.", "symlink", "x")],
+        "has an empty or '.' path component",
+    ),
+    "empty component": ([member("a//b", data=b"x")], "has an empty or '.' path component"),
+    "hardlink with dot component": (
+        [member("f", data=b"x"), member("h", "hardlink", "./f/.")],
+        "not a member name inside the archive",
+    ),
+    "write through symlink": (
+        [member("link", "symlink", "/etc"), member("link/passwd", data=b"root::0:0::/:/bin/sh\n")],
+        "would be written through the symlink 'link'",
+    ),
+    "write through nested symlink": (
+        [member("a", "dir"), member("a/link", "symlink", "../b"), member("a/link/c/d", data=b"x")],
+        "would be written through the symlink 'a/link'",
+    ),
+    "file over symlink": (
+        [member("link", "symlink", "/etc/passwd"), member("link", data=b"x")],
+        "would be written through the symlink of the same name",
+    ),
+    "dir over symlink": (
+        [member("link", "symlink", "/etc"), member("link", "dir")],
+        "would be written through the symlink of the same name",
+    ),
+    "symlink over dir": ([member("d", "dir"), member("d", "symlink", "/etc")], "would replace the directory"),
+    "relative symlink escaping": ([member("up", "symlink", "../../etc")], "outside the extraction root"),
+    "absolute symlink climbing": ([member("up", "symlink", "/../../../etc")], "outside the extraction root"),
+    "empty symlink target": ([member("s", "symlink", "")], "has an empty target"),
+    "hardlink to /etc/shadow": ([member("h", "hardlink", "/etc/shadow")], "not a member name inside the archive"),
+    "hardlink escaping": ([member("h", "hardlink", "../../etc/shadow")], "not a member name inside the archive"),
+    "hardlink to unknown member": ([member("h", "hardlink", "etc/shadow")], "not an earlier regular file"),
+    "hardlink to later member": (
+        [member("h", "hardlink", "f"), member("f", data=b"x")],
+        "not an earlier regular file",
+    ),
+    "hardlink to symlink": (
+        [member("s", "symlink", "/etc/shadow"), member("h", "hardlink", "s")],
+        "not an earlier regular file",
+    ),
+    "symlink replacing an implied directory": (
+        [member("d/f", data=b"x"), member("d", "symlink", "/etc"), member("h", "hardlink", "d/f")],
+        "would replace the directory of the same name",
+    ),
+    "hardlink to directory": ([member("d", "dir"), member("h", "hardlink", "d")], "not an earlier regular file"),
+    "hardlink to file replaced by symlink": (
+        [member("f", data=b"x"), member("f", "symlink", "/etc/shadow"), member("h", "hardlink", "f")],
+        "not an earlier regular file",
+    ),
+    "character device": ([member("dev/mem", "chr")], "is a device or FIFO node"),
+    "block device": ([member("dev/sda", "blk")], "is a device or FIFO node"),
+    "fifo": ([member("run/pipe", "fifo")], "is a device or FIFO node"),
+    "NUL in name": ([member("x", pax={"path": "safe\x00/../../etc/passwd"})], "has a NUL byte"),
+    "NUL in link target": ([member("s", "symlink", pax={"linkpath": "a\x00b"})], "has a NUL byte"),
+    "root replaced by a symlink": ([member(".", "symlink", "/")], "would replace the extraction root"),
+    "root replaced by a file": ([member("./", data=b"x")], "would replace the extraction root"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_archives_are_refused(case):
+    members, expected = HOSTILE[case]
+    result = scan(build_tar(*members))
+    assert result["problem_count"] >= 1
+    assert any(expected in problem for problem in result["problems"]), result["problems"]
+    assert result["complete"] is True  # well-formed tar, just hostile
+
+
+@pytest.mark.parametrize("kind", ["chr", "blk", "fifo"])
+def test_device_nodes_allowed_on_request(kind):
+    assert scan(build_tar(member("dev/node", kind)), allow_devices=True)["problems"] == []
+
+
+def test_checker_as_extraction_filter(tmp_path):
+    checker = TarChecker()
+    with pytest.raises(UnsafeTarError, match="absolute name"):
+        checker(tarfile.TarInfo("/etc/passwd"), str(tmp_path))
+    ok = tarfile.TarInfo("etc/passwd")
+    assert checker(ok, str(tmp_path)) is ok
+
+
+def test_extraction_filter_stops_hostile_extraction(tmp_path):
+    raw = build_tar(member("link", "symlink", str(tmp_path / "outside")), member("link/x", data=b"evil"))
+    (tmp_path / "outside").mkdir()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as archive, pytest.raises(UnsafeTarError):
+        archive.extractall(tmp_path / "root", filter=TarChecker())
+    assert os.listdir(tmp_path / "outside") == []
+
+
+def test_check_member_is_pure():
+    info = tarfile.TarInfo("a/b")
+    assert check_member(info) is None
+    assert check_member(info) is None
+    assert "device" in check_member(member("n", "fifo")[0])
+    assert check_member(member("n", "fifo")[0], allow_devices=True) is None
+
+
+BENIGN = {
+    "files and dirs": [member("etc", "dir"), member("etc/hosts", data=b"127.0.0.1 localhost\n")],
+    "dot-slash names and root entry": [member("./", "dir"), member("./etc", "dir"), member("./etc/a", data=b"a")],
+    "relative symlinks": [member("a", "dir"), member("a/f", data=b"x"), member("b", "symlink", "a/f")],
+    "absolute symlink targets are data": [
+        member("etc", "dir"),
+        member("etc/mtab", "symlink", "/proc/self/mounts"),
+        member("etc/alternatives", "dir"),
+        member("etc/alternatives/editor", "symlink", "/usr/bin/vim.basic"),
+    ],
+    "merged usr": [
+        member("usr/lib", "dir"),
+        member("lib", "symlink", "usr/lib"),
+        member("usr/lib/libc.so", data=b"\x7fELF"),
+        member("usr/lib/x86_64-linux-gnu", "dir"),
+        member("usr/lib/x86_64-linux-gnu/ld.so", "symlink", "../../../lib/ld.so"),
+    ],
+    "symlink replaced by symlink": [member("s", "symlink", "a"), member("s", "symlink", "b")],
+    "hardlinks to earlier files": [
+        member("bin", "dir"),
+        member("bin/busybox", data=b"bb"),
+        member("bin/sh", "hardlink", "bin/busybox"),
+        member("bin/ls", "hardlink", "./bin/sh"),
+    ],
+    "long names": [
+        member("d" * 120, "dir"),
+        member("d" * 120 + "/" + "f" * 150, data=b"x"),
+        member("s" * 200, "symlink", "t" * 200),
+    ],
+    "symlink to dot-dot that stays inside": [member("a/b", "dir"), member("a/b/up", "symlink", "../..")],
+}
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
+@pytest.mark.parametrize("case", sorted(BENIGN))
+def test_benign_archives_pass(case, fmt):
+    result = scan(build_tar(*BENIGN[case], fmt=fmt))
+    assert result["problems"] == [], result["problems"]
+    assert result["complete"] is True
+    assert result["members"] == len(BENIGN[case])
+
+
+def test_summary_counts_and_xattrs():
+    raw = build_tar(
+        member("a", data=b"12345"),
+        member("b", data=b"678", pax={"SCHILY.xattr.user.comment": "hello"}),
+        member("d", "dir"),
+        member("h", "hardlink", "a"),
+    )
+    result = scan(raw)
+    assert result == {
+        "members": 4,
+        "bytes": 8,
+        "has_sparse": False,
+        "has_xattrs": True,
+        "complete": True,
+        "problems": [],
+        "problem_count": 0,
+    }
+    assert scan(build_tar(member("a", data=b"1")))["has_xattrs"] is False
+
+
+def test_gnu_sparse_file(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse.img", "wb") as f:
+        f.seek(64 * 1024 * 1024)
+        f.write(b"end")
+    (src / "plain").write_bytes(b"plain")
+    for flavour in (["--format=gnu"], ["--format=posix"]):
+        raw = subprocess.run(
+            ["tar", "-c", "--sparse", *flavour, "-C", str(src), "."], check=True, stdout=subprocess.PIPE
+        ).stdout
+        assert len(raw) < 1024 * 1024  # the holes are not stored
+        result = scan(raw)
+        assert result["problems"] == []
+        assert result["has_sparse"] is True
+        assert result["members"] == 3
+        assert result["bytes"] == 64 * 1024 * 1024 + 3 + 5
+
+
+def test_many_problems_are_capped():
+    raw = build_tar(*[member(f"/abs{i}", data=b"") for i in range(150)])
+    result = scan(raw, max_problems=10)
+    assert len(result["problems"]) == 10
+    assert result["problem_count"] == 150
+    truncated = scan(raw[: 512 * 40], max_problems=10)  # 40 header blocks; a stream problem is always reported
+    assert truncated["problem_count"] == 40 + 1
+    assert "truncated" in truncated["problems"][-1]
+
+
+def test_truncated_archive_is_incomplete():
+    raw = build_tar(member("a", data=b"x" * 2000), member("b", data=b"y" * 2000))
+    end_of_b = 512 + 2048 + 512 + 2048  # two headers and padded contents, before the end marker
+    for cut in (end_of_b, end_of_b - 100, 512 + 2048, 700):
+        result = scan(raw[:cut])
+        assert result["complete"] is False, cut
+        assert any("truncated" in p or "not a readable tar" in p for p in result["problems"]), (cut, result)
+
+
+def test_garbage_header_is_reported():
+    raw = build_tar(member("a", data=b"x" * 100))
+    garbled = raw[:1024] + b"\x01" * 512 + raw[1536:]
+    result = scan(garbled)
+    assert result["complete"] is False
+    assert result["problems"]
+
+
+@pytest.mark.parametrize("raw", [b"", os.urandom(4096), b"\x1f\x8b" + bytes(100)])
+def test_not_a_tar_stream(raw):
+    result = scan(raw)
+    assert result["complete"] is False
+    assert any("not a readable tar archive" in p for p in result["problems"])
+
+
+def test_empty_archive_is_complete():
+    assert scan(build_tar()) == {
+        "members": 0,
+        "bytes": 0,
+        "has_sparse": False,
+        "has_xattrs": False,
+        "complete": True,
+        "problems": [],
+        "problem_count": 0,
+    }
+
+
+def test_scan_reads_the_whole_source_once_from_an_iterator():
+    raw = build_tar(member("a", data=os.urandom(5000)))  # padded to a 10 KiB record
+    chunks = [raw[i : i + 1000] for i in range(0, len(raw), 1000)]
+    reader = HashingReader(iter(chunks))
+    assert scan_stream(reader)["problems"] == []
+    assert reader.bytes_read == len(raw)
+
+
+def test_scan_of_a_compressed_artifact(tmp_path):
+    raw = build_tar(member("a", data=os.urandom(300_000)), member("b", "symlink", "/etc/hosts"))
+    result = write_stream([raw], tmp_path, "v.tar.zst")
+    assert scan_stream(read_decompressed(result["path"], "zstd"))["problems"] == []
+    path = tmp_path / "v.tar.zst"
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(ArtifactError, match="corrupt or truncated"):
+        scan_stream(read_decompressed(path, "zstd"))
+
+
+# Property: whatever sequence of members an archive holds, if the scan finds no problem then even
+# Python's unfiltered tarfile extraction creates and changes nothing outside the root, and gives
+# no name inside the root to a file outside it. Link targets point into a sibling "outside"
+# directory of the same temporary tree, so a checker bug can never touch the real system.
+# A few names and targets, plain ones more often, so that generated archives often pass the scan
+# and get extracted, and links often point where later members go.
+NAMES = ["a", "a", "b", "a/b", "a/a", "b/a", "./a/b", "a/.", "..", "a/../b", "a//b", "."]
+LINK_TARGETS = [
+    "a",
+    "a",
+    "b",
+    "a/b",
+    "..",
+    "../outside",
+    "/outside",
+    "/outside",
+    "/outside/secret",
+    "/outside/secret",
+    "/",
+]
+members_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["file", "dir", "symlink", "symlink", "hardlink"]),
+        st.sampled_from(NAMES),
+        st.sampled_from(LINK_TARGETS),
+    ),
+    max_size=6,
+)
+
+
+def _snapshot(top, skip):
+    seen = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) != skip]
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st_ = os.lstat(path)
+            seen[path] = (st_.st_ino, st_.st_mode, st_.st_size, st_.st_mtime_ns)
+    return seen
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(members_strategy)
+@example([("symlink", "a", "/outside"), ("file", "a/b", "")])
+@example([("symlink", "a", "/outside/secret"), ("file", "a", "")])
+@example([("symlink", "a", "/outside/secret"), ("hardlink", "b", "a")])
+@example([("file", "a/b", ""), ("symlink", "a", "/outside"), ("hardlink", "b", "a/b")])
+def test_accepted_archives_never_escape(spec):
+    with tempfile.TemporaryDirectory() as top:
+        base = os.path.join(top, "w", "x", "y")
+        root, outside = os.path.join(base, "root"), os.path.join(base, "outside")
+        os.makedirs(root)
+        os.makedirs(outside)
+        with open(os.path.join(outside, "secret"), "wb") as f:
+            f.write(b"secret")
+        members = []
+        for kind, name, target in spec:
+            target = outside + target[len("/outside") :] if target.startswith("/outside") else target
+            members.append(member(name, kind, target if kind in ("symlink", "hardlink") else "", b"data"))
+        raw = build_tar(*members)
+        if scan(raw)["problems"]:
+            return
+        before = _snapshot(top, root)
+        with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
+            for info in archive.getmembers():
+                try:
+                    archive.extract(info, root, set_attrs=True, filter="fully_trusted")
+                except (OSError, tarfile.TarError):
+                    pass
+        assert _snapshot(top, root) == before
+        secret = os.stat(os.path.join(outside, "secret")).st_ino
+        inside = _snapshot(root, None)
+        assert all(entry[0] != secret for entry in inside.values())  # entry[0] is the inode
