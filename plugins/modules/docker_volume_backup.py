@@ -1,0 +1,370 @@
+#!/usr/bin/python
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: docker_volume_backup
+short_description: Back up Docker volumes (and optionally bind mounts) into a ferry.docker bundle
+version_added: 0.1.0
+description:
+  - Reads each volume through Docker's archive API and streams it into C(volume-<name>.tar.zst)
+    (or C(.tar.gz), C(.tar)) in a bundle directory, compressing and hashing on the fly.
+  - The volumes are read from a helper container that mounts them read-only and is created but never
+    started, from an image already on the host (the container's own image, else the smallest local
+    image); nothing is pulled. The helper carries the label C(ferry.docker.helper=1) and is removed
+    afterwards, also on failure.
+  - Each archive starts with the member C(.) (the volume root) followed by C(./path) members, so it
+    can be put back into the target volume's directory as is.
+  - Records each artifact and the volume definitions (driver, options, labels) in the bundle's
+    C(manifest.json); with O(container), also the container's run configuration and networks.
+extends_documentation_fragment:
+  - ferry.docker.docker
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details:
+      - Checks that the container and volumes exist and reports the files that would be written;
+        the container is not paused or stopped and no helper is created.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    support: partial
+    details:
+      - A volume whose content did not change gives the same archive and reports no change; with
+        O(consistency=stop) the container's state is restored, but its restart may change files.
+options:
+  container:
+    description:
+      - Name or ID of a container; all its volumes (named and anonymous) are backed up.
+      - At least one of O(container) and O(volumes) is required.
+    type: str
+  volumes:
+    description:
+      - Names of volumes to back up, in addition to those of O(container).
+    type: list
+    elements: str
+    default: []
+  include_binds:
+    description:
+      - Also back up the bind mounts of O(container) (the host directories or files mounted into it).
+    type: bool
+    default: false
+  consistency:
+    description:
+      - What to do with O(container) while its volumes are read.
+      - V(running) leaves it alone; V(pause) pauses it; V(stop) stops it. In every case its original
+        state (running, paused, stopped) is restored afterwards, also on failure.
+      - V(pause) and V(stop) need O(container).
+    type: str
+    choices: [running, pause, stop]
+    default: running
+  dest:
+    description:
+      - Bundle directory to write into. It is created (with parents) if missing.
+    type: path
+    required: true
+  compression:
+    description:
+      - Compression of the archive files. V(zstd) needs the C(zstandard) Python library on the managed host.
+    type: str
+    choices: [zstd, gzip, none]
+    default: zstd
+  compression_level:
+    description:
+      - Compression level; the compressor's default when not set (3 for zstd, 6 for gzip).
+    type: int
+  mode:
+    description:
+      - File mode of the archive files, as an octal string.
+    type: raw
+    default: '0600'
+  dir_mode:
+    description:
+      - Mode of the bundle directory when this task creates it. An existing directory keeps its mode.
+    type: raw
+    default: '0700'
+requirements:
+  - Docker SDK for Python >= 5.0.0
+  - zstandard (Python library) for O(compression=zstd)
+seealso:
+  - module: ferry.docker.docker_export
+  - module: ferry.docker.docker_commit_save
+author:
+  - ferry.docker developers (@ferry-docker)
+"""
+
+EXAMPLES = r"""
+- name: Back up every volume of the db container, stopped for consistency
+  ferry.docker.docker_volume_backup:
+    container: db
+    consistency: stop
+    dest: /var/backups/ferry/db
+
+- name: Back up two standalone volumes
+  ferry.docker.docker_volume_backup:
+    volumes: [shared-config, uploads]
+    dest: /var/backups/ferry/shared
+"""
+
+RETURN = r"""
+artifacts:
+  description: The artifact entries recorded in the manifest (kind V(volume)), one per volume or bind.
+  returned: success, not in check mode
+  type: list
+  elements: dict
+  sample:
+    - kind: volume
+      name: dbdata
+      file: volume-dbdata.tar.zst
+      compression: zstd
+      size: 1234
+      sha256: 3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8555
+      raw_size: 10240
+      type: volume
+      volume: dbdata
+      anonymous: false
+      destination: /var/lib/postgresql/data
+      rw: true
+      root: .
+results:
+  description: Per artifact, what was written.
+  returned: success, not in check mode
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Artifact name (volume name, or V(bind:<path>)).
+      type: str
+    path:
+      description: Path of the archive file.
+      type: str
+    size:
+      description: Bytes of the file as stored.
+      type: int
+    sha256:
+      description: sha256 of the file as stored.
+      type: str
+    bytes_read:
+      description: Uncompressed bytes read from the engine.
+      type: int
+    changed:
+      description: Whether the file's content changed.
+      type: bool
+paths:
+  description: Paths of the archive files (written, or that would be written in check mode).
+  returned: always
+  type: list
+  elements: str
+bytes_read:
+  description: Uncompressed bytes read from the engine, all volumes together.
+  returned: success, not in check mode
+  type: int
+bytes_written:
+  description: Bytes written to the archive files, all volumes together.
+  returned: success, not in check mode
+  type: int
+duration:
+  description: Seconds the task took.
+  returned: always
+  type: float
+manifest:
+  description: Path of the bundle's C(manifest.json).
+  returned: always
+  type: str
+"""
+
+import posixpath
+
+from ansible_collections.ferry.docker.plugins.module_utils._bundle import artifact_entry
+from ansible_collections.ferry.docker.plugins.module_utils._capture import (
+    HELPER_LABEL,
+    HELPER_MOUNT_ROOT,
+    Capture,
+    argument_spec,
+    attempt,
+    bind_file_name,
+    volume_file_name,
+)
+from ansible_collections.ferry.docker.plugins.module_utils._client import FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._runconfig import volume_definition
+from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, suffix
+
+
+def plan(cap, inspect, volume_names, include_binds):
+    """The sources to read: dicts with name, file, type, volume/source, anonymous, destination, rw."""
+    sfx = suffix(cap.compression)
+    sources = []
+    seen = set()
+    for mount in (inspect or {}).get("Mounts") or []:
+        if mount.get("Type") == "volume" and mount.get("Name"):
+            name = mount["Name"]
+            source = dict(name=name, file=volume_file_name(name, sfx), type="volume", volume=name)
+        elif mount.get("Type") == "bind" and include_binds:
+            path = mount.get("Source")
+            name = "bind:" + path
+            source = dict(name=name, file=bind_file_name(path, sfx), type="bind", source=path)
+        else:
+            continue
+        if name in seen:
+            continue
+        seen.add(name)
+        source.update(destination=mount.get("Destination"), rw=bool(mount.get("RW")))
+        sources.append(source)
+    for name in volume_names:
+        if name not in seen:
+            seen.add(name)
+            sources.append(
+                dict(name=name, file=volume_file_name(name, sfx), type="volume", volume=name, destination=None, rw=None)
+            )
+    # Inspect lists mounts in no stable order; a fixed order keeps the manifest identical between runs.
+    return sorted(sources, key=lambda s: (s["type"] != "volume", s["name"]))
+
+
+def helper_image(cap, inspect):
+    if inspect:
+        return inspect["Image"]
+    with cap.errors("listing local images for the helper container"):
+        images = [i for i in cap.client.images() if i.get("Id")]
+    if not images:
+        cap.fail(
+            "no image on this Docker host to create the helper container from; load any small image "
+            "(for example busybox) on it, ferry.docker never pulls"
+        )
+    return min(images, key=lambda i: i.get("Size") or 0)["Id"]
+
+
+def quiesce(cap, inspect, consistency):
+    """Pause or stop the container as asked; return the undo function (or None)."""
+    state = inspect["State"]
+    client = cap.client
+    cid = inspect["Id"]
+    if consistency == "running" or not state.get("Running") or state.get("Paused"):
+        return None  # nothing to do: stopped or already paused containers are quiet
+    if consistency == "pause":
+        with cap.errors("pausing container %s" % inspect["Name"].lstrip("/")):
+            client.pause(cid)
+        return lambda: client.unpause(cid)
+    with cap.errors("stopping container %s" % inspect["Name"].lstrip("/")):
+        client.stop(cid)
+    return lambda: client.start(cid)
+
+
+def backup(cap, image, sources):
+    """Create the helper, stream each source into the bundle, remove the helper; return written dicts."""
+    client = cap.client
+    binds = []
+    for index, source in enumerate(sources):
+        source["mount"] = posixpath.join(HELPER_MOUNT_ROOT, str(index))
+        origin = source["volume"] if source["type"] == "volume" else source["source"]
+        binds.append(f"{origin}:{source['mount']}:ro")
+    helper = None
+    written = []
+    try:
+        with cap.errors("creating the helper container to read the volumes"):
+            helper = client.create_container(
+                image=image,
+                command=["true"],
+                entrypoint=[],
+                network_disabled=True,
+                labels={HELPER_LABEL: "1"},
+                host_config=client.create_host_config(binds=binds, network_mode="none"),
+            )["Id"]
+        for source in sources:
+            with cap.errors(f"reading {source['name']} into {cap.dest}"):
+                stream, _stat = client.get_archive(helper, source["mount"] + "/.", chunk_size=CHUNK_SIZE)
+                written.append(cap.write(stream, source["file"]))
+    except BaseException:
+        if helper is not None:
+            attempt(client.remove_container, helper, v=True, force=True)  # the first failure is the one to report
+        raise
+    with cap.errors(f"removing the helper container {helper[:12]} (remove it by hand)"):
+        client.remove_container(helper, v=True, force=True)
+    return written
+
+
+def main():
+    spec = argument_spec()
+    spec.update(
+        container=dict(type="str"),
+        volumes=dict(type="list", elements="str", default=[]),
+        include_binds=dict(type="bool", default=False),
+        consistency=dict(type="str", default="running", choices=["running", "pause", "stop"]),
+    )
+    fm = FerryModule(spec, supports_check_mode=True, required_one_of=[("container", "volumes")])
+    cap = Capture(fm)
+    params = fm.params
+    if params["consistency"] != "running" and not params["container"]:
+        cap.fail(f"consistency={params['consistency']} needs the container option (the container to quiesce)")
+    inspect = cap.inspect_container(params["container"]) if params["container"] else None
+    inspects = {name: cap.inspect_volume(name) for name in params["volumes"]}
+    sources = plan(cap, inspect, params["volumes"], params["include_binds"])
+    if not sources:
+        cap.fail(
+            "container %s has no volumes%s; nothing to back up"
+            % (params["container"], "" if params["include_binds"] else " (set include_binds to back up bind mounts)")
+        )
+    paths = [f"{cap.dest}/{s['file']}" for s in sources]
+    if fm.check_mode:
+        fm.exit(**cap.planned([s["file"] for s in sources]))
+
+    for source in sources:
+        if source["type"] == "volume" and source["name"] not in inspects:
+            inspects[source["name"]] = cap.inspect_volume(source["name"])
+    run_config = cap.run_config(inspect) if inspect else None
+    image = helper_image(cap, inspect)
+    cap.ensure_dest(inspect)
+    undo = quiesce(cap, inspect, params["consistency"]) if inspect else None
+    try:
+        written = backup(cap, image, sources)
+    except BaseException:
+        if undo is not None:
+            attempt(undo)  # the first failure is the one to report
+        raise
+    if undo is not None:
+        with cap.errors(f"restoring the state of container {params['container']} (check it by hand)"):
+            undo()
+
+    anonymous = {name for name, d in ((run_config or {}).get("volume_definitions") or {}).items() if d.get("Anonymous")}
+    entries, volumes, results = [], {}, []
+    for source, w in zip(sources, written):
+        extra = dict(type=source["type"], destination=source["destination"], rw=source["rw"], root=".")
+        if source["type"] == "volume":
+            extra.update(volume=source["volume"], anonymous=source["name"] in anonymous)
+            definition = volume_definition(inspects[source["name"]])
+            definition["Anonymous"] = extra["anonymous"]
+            volumes[source["name"]] = definition
+        else:
+            extra.update(source=source["source"], anonymous=False)
+        entries.append(artifact_entry("volume", source["name"], w, **extra))
+        results.append(
+            dict(
+                name=source["name"],
+                path=w["path"],
+                size=w["size"],
+                sha256=w["sha256"],
+                bytes_read=w["raw_size"],
+                changed=not w["unchanged"],
+            )
+        )
+    manifest_changed = cap.record(entries, inspect, run_config=run_config, volumes=volumes)
+    fm.exit(
+        changed=manifest_changed or any(r["changed"] for r in results),
+        artifacts=entries,
+        results=results,
+        paths=paths,
+        bytes_read=sum(w["raw_size"] for w in written),
+        bytes_written=sum(w["size"] for w in written),
+        duration=cap.duration(),
+        manifest=cap.manifest_path,
+    )
+
+
+if __name__ == "__main__":
+    main()
