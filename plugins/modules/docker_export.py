@@ -21,6 +21,7 @@ description:
     has the same bytes the old file is kept and the task reports no change.
 extends_documentation_fragment:
   - ferry.docker.docker
+  - ferry.docker.bundle_output
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -44,34 +45,8 @@ options:
       - Name or ID of the container to export.
     type: str
     required: true
-  dest:
-    description:
-      - Bundle directory to write into. It is created (with parents) if missing.
-    type: path
-    required: true
-  compression:
-    description:
-      - Compression of the archive file. V(zstd) needs the C(zstandard) Python library on the managed host.
-    type: str
-    choices: [zstd, gzip, none]
-    default: zstd
-  compression_level:
-    description:
-      - Compression level; the compressor's default when not set (3 for zstd, 6 for gzip).
-    type: int
-  mode:
-    description:
-      - File mode of the archive, as an octal string.
-    type: raw
-    default: '0600'
-  dir_mode:
-    description:
-      - Mode of the bundle directory when this task creates it. An existing directory keeps its mode.
-    type: raw
-    default: '0700'
 requirements:
   - Docker SDK for Python >= 5.0.0
-  - zstandard (Python library) for O(compression=zstd)
 seealso:
   - module: ferry.docker.docker_commit_save
   - module: ferry.docker.docker_volume_backup
