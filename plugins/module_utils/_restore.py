@@ -1,0 +1,420 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils file is private to the ferry.docker collection. It may change without notice.
+
+"""Shared logic of the restore modules: open and verify a bundle, stream an artifact into Docker, fill volumes.
+
+Every restore module follows the same order: ``open_bundle()`` reads the manifest and checks the
+size and sha256 of every artifact it will use, then the module decides what would change, and
+only then it acts. Nothing on the engine is touched before the checks pass.
+
+Volumes are filled without ever starting a container: a helper container is *created* (never
+started) from an image already on the host with the volume mounted at ``/ferry/vol``, and the
+decompressed archive is streamed into it with ``put_archive`` (Docker's own extraction keeps
+ownership, modes, mtimes, xattrs). The whole archive is scanned with ``_tarsafe.scan_stream``
+first, so a hostile archive is refused before one byte reaches the volume. The helper is
+removed in ``finally``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import tarfile
+import time
+
+from ansible_collections.ferry.docker.plugins.module_utils._bundle import (
+    BundleError,
+    find_artifact,
+    load_manifest,
+    verify_artifacts,
+)
+from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
+from ansible_collections.ferry.docker.plugins.module_utils._stream import (
+    CHUNK_SIZE,
+    FerryError,
+    IterReader,
+    read_decompressed,
+)
+from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import scan_stream
+
+try:
+    from requests.exceptions import RequestException
+except ImportError:  # the Docker SDK depends on requests; its absence is reported by FerryModule
+
+    class RequestException(Exception):  # type: ignore[no-redef]
+        pass
+
+
+ARTIFACT_LABEL = "ferry.docker.artifact-sha256"
+VOLUME_MOUNT = "/ferry/vol"
+HELPER_COMMAND = ["/ferry-helper-is-never-started"]
+
+
+class RestoreError(FerryError):
+    """A restore cannot go on; the message says on which object and what to do."""
+
+
+class Timer:
+    def __init__(self):
+        self._start = time.monotonic()
+
+    @property
+    def elapsed(self):
+        return round(time.monotonic() - self._start, 3)
+
+
+def open_bundle(bundle_dir, kinds=None, names=None):
+    """Load and validate the manifest of ``bundle_dir`` and verify the chosen artifacts; return both.
+
+    Raises BundleError (missing bundle, bad or newer manifest, missing, truncated or corrupt artifact).
+    """
+    if not os.path.isdir(bundle_dir):
+        raise BundleError(
+            f"bundle {bundle_dir} does not exist or is not a directory; give the directory a capture module wrote"
+        )
+    manifest = load_manifest(bundle_dir)
+    artifacts = verify_artifacts(bundle_dir, manifest, kinds=kinds, names=names) if kinds or names else []
+    return manifest, artifacts
+
+
+def require_artifact(bundle_dir, manifest, kind, name=None):
+    """The artifact of ``kind`` (and ``name``), verified; BundleError naming what is missing otherwise."""
+    artifact = find_artifact(manifest, kind, name)
+    if artifact is None:
+        what = f"{kind} artifact {name}" if name else f"{kind} artifact"
+        raise BundleError(
+            f"bundle {bundle_dir} has no {what}; capture it first (docker_commit_save for an image, "
+            "docker_export for a filesystem, docker_volume_backup for volumes)"
+        )
+    verify_artifacts(bundle_dir, manifest, kinds=[kind], names=[artifact["name"]])
+    return artifact
+
+
+def artifact_path(bundle_dir, artifact):
+    return os.path.join(bundle_dir, artifact["file"])
+
+
+def base_result(bundle_dir, artifact):
+    """The common result fields of a restore of one artifact (bytes moved are filled in later)."""
+    return {
+        "path": artifact_path(bundle_dir, artifact),
+        "size": artifact["size"],
+        "sha256": artifact["sha256"],
+        "bytes_read": 0,
+        "bytes_written": 0,
+    }
+
+
+class CountingStream:
+    """Iterate over the decompressed chunks of an artifact, counting what is read and fed to Docker."""
+
+    def __init__(self, path, compression, chunk_size=CHUNK_SIZE):
+        self.path = path
+        self.compression = compression
+        self.chunk_size = chunk_size
+        self.bytes_written = 0
+        self.bytes_read = 0
+        self.finished = False
+
+    def __iter__(self):
+        for chunk in read_decompressed(self.path, self.compression, self.chunk_size):
+            self.bytes_written += len(chunk)
+            yield chunk
+        self.bytes_read = os.path.getsize(self.path)
+        self.finished = True
+
+
+def scan_artifact(bundle_dir, artifact, allow_devices=False):
+    """Scan the decompressed tar of ``artifact`` with the tarsafe rules; RestoreError on any problem."""
+    path = artifact_path(bundle_dir, artifact)
+    summary = scan_stream(read_decompressed(path, artifact["compression"]), allow_devices=allow_devices)
+    if summary["problems"]:
+        more = summary["problem_count"] - len(summary["problems"][:5])
+        raise RestoreError(
+            "{} artifact {} ({}) is not safe to restore: {}{}. Nothing was changed; capture the volume again "
+            "from a trusted source{}.".format(
+                artifact["kind"],
+                artifact["name"],
+                path,
+                "; ".join(summary["problems"][:5]),
+                f" (and {more} more problems)" if more > 0 else "",
+                "" if allow_devices else ", or set allow_devices=true if device nodes are expected",
+            )
+        )
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------
+# content fingerprints, to tell whether a volume already holds exactly what an archive holds
+
+
+def _entry_name(name, strip):
+    name = posixpath.normpath(name.lstrip("/"))
+    if strip:
+        parts = name.split("/", 1)
+        name = parts[1] if len(parts) > 1 else "."
+    return "" if name == "." else name
+
+
+def tar_fingerprint(fileobj, strip_first=False, stop_after_first=False):
+    """``(sha256, count)`` over the members of a tar stream: name, type, mode, owner, size, link, content.
+
+    mtimes are left out on purpose: the engine sets them on extraction, but a directory's mtime
+    moves whenever something is added to it, and the comparison must not depend on extraction
+    order. The root entry itself is skipped. With ``stop_after_first`` reading stops at the first
+    member below the root (count is then 0 or 1): an emptiness check that does not read the volume.
+    """
+    digest = hashlib.sha256()
+    entries = []
+    files = {}  # name -> (size, content sha256) of regular files, for hard links
+    with tarfile.open(fileobj=fileobj, mode="r|", bufsize=CHUNK_SIZE) as archive:
+        for member in iter(archive.next, None):
+            del archive.members[:]
+            name = _entry_name(member.name, strip_first)
+            if not name:
+                continue
+            if stop_after_first:
+                return None, 1
+            kind, mode, size, link, content = member.type, member.mode & 0o7777, 0, member.linkname, ""
+            if member.isreg():
+                data = archive.extractfile(member)
+                file_digest = hashlib.sha256()
+                for block in iter(lambda: data.read(CHUNK_SIZE), b""):  # noqa: B023 - used right here
+                    file_digest.update(block)
+                size, content = member.size, file_digest.hexdigest()
+                files[name] = (size, content)
+                link = ""
+            elif member.islnk():
+                # which of the names of a file comes as the regular member depends on the walk order
+                kind, link = tarfile.REGTYPE, ""
+                size, content = files.get(_entry_name(member.linkname, strip_first), (0, ""))
+            elif member.issym():
+                mode = 0  # a symlink's mode means nothing on Linux (always 0777 once extracted)
+            entries.append(
+                "\0".join(
+                    str(v) for v in (name, kind.decode("latin-1"), mode, member.uid, member.gid, size, link, content)
+                )
+            )
+    for entry in sorted(entries):
+        digest.update(entry.encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest(), len(entries)
+
+
+def artifact_fingerprint(bundle_dir, artifact):
+    path = artifact_path(bundle_dir, artifact)
+    return tar_fingerprint(IterReader(read_decompressed(path, artifact["compression"])))
+
+
+# ------------------------------------------------------------------------------------------------
+# helper containers and volumes
+
+
+def pick_helper_image(client, preferred=None):
+    """An image already on the engine to create (never start) helper containers from; never pulls."""
+    docker_errors = _docker_errors()
+    if preferred:
+        try:
+            return client.inspect_image(preferred)["Id"]
+        except docker_errors.NotFound as exc:
+            raise RestoreError(
+                f"helper image {preferred} is not on the engine; load it first or name another local image"
+            ) from exc
+    images = [i for i in client.images() if i.get("Id")]
+    if not images:
+        raise RestoreError(
+            "the engine has no image at all to create the (never started) helper container from; "
+            "load any image first (docker_load) or set helper_image"
+        )
+    return min(images, key=lambda i: i.get("Size") or 0)["Id"]
+
+
+def _docker_errors():
+    import docker.errors  # the SDK is checked by FerryModule before any of this runs
+
+    return docker.errors
+
+
+class VolumeHelper:
+    """A created-but-never-started container with one volume mounted at VOLUME_MOUNT; use as a context."""
+
+    def __init__(self, client, image, volume):
+        self.client = client
+        self.image = image
+        self.volume = volume
+        self.id = None
+
+    def __enter__(self):
+        host_config = self.client.create_host_config(binds={self.volume: {"bind": VOLUME_MOUNT, "mode": "rw"}})
+        created = self.client.create_container(
+            self.image,
+            command=HELPER_COMMAND,
+            entrypoint=[],
+            labels={"ferry.docker.helper": "volume-restore"},
+            host_config=host_config,
+            network_disabled=True,
+        )
+        self.id = created["Id"]
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.id:
+            try:
+                self.client.remove_container(self.id, force=True, v=True)
+            except (DockerException, RequestException):  # cleanup must not hide the original error
+                pass
+
+    def _archive(self, path):
+        stream, _stat = self.client.get_archive(self.id, path, chunk_size=CHUNK_SIZE)
+        return IterReader(stream)
+
+    def is_empty(self):
+        reader = self._archive(VOLUME_MOUNT)
+        try:
+            return tar_fingerprint(reader, strip_first=True, stop_after_first=True)[1] == 0
+        finally:
+            reader.close()
+
+    def fingerprint(self):
+        reader = self._archive(VOLUME_MOUNT)
+        try:
+            return tar_fingerprint(reader, strip_first=True)
+        finally:
+            reader.close()
+
+    def put(self, stream):
+        ok = self.client.put_archive(self.id, VOLUME_MOUNT, data=iter(stream))
+        if not ok:
+            raise RestoreError(f"the engine refused to extract the archive into volume {self.volume}")
+
+
+def volume_state(helper, artifact_fingerprint_fn):
+    """``"empty"``, ``"same"`` (already holds the archive's content) or ``"differs"`` for the helper's volume.
+
+    ``artifact_fingerprint_fn()`` gives the archive's fingerprint; it is only called for a non-empty volume.
+    """
+    if helper.is_empty():
+        return "empty"
+    return "same" if helper.fingerprint()[0] == artifact_fingerprint_fn()[0] else "differs"
+
+
+def fill_volume(helper, bundle_dir, artifact):
+    """Stream the decompressed archive into the helper's volume; return ``(bytes_read, bytes_written)``."""
+    stream = CountingStream(artifact_path(bundle_dir, artifact), artifact["compression"])
+    helper.put(stream)
+    if not stream.finished:
+        raise RestoreError(
+            f"the engine stopped reading the archive of volume {helper.volume} before its end; the volume may "
+            "hold part of the data: restore it again with force=true"
+        )
+    return stream.bytes_read, stream.bytes_written
+
+
+def inspect_or_none(getter, name):
+    try:
+        return getter(name)
+    except _docker_errors().NotFound:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------
+# docker import: the recorded image config as Dockerfile-style changes
+
+# Config keys the engine accepts as ``changes`` of an import (moby builder ``validCommitCommands``:
+# CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, USER, VOLUME, WORKDIR). STOPSIGNAL and
+# SHELL are not among them (Docker 20.10 answers "stopsignal is not a valid change command"): they
+# are reported as not applied; docker_container_restore sets them from the run config instead.
+IMPORT_CHANGE_FIELDS = (
+    "Cmd",
+    "Entrypoint",
+    "Env",
+    "ExposedPorts",
+    "Healthcheck",
+    "Labels",
+    "User",
+    "Volumes",
+    "WorkingDir",
+)
+IMPORT_IGNORED_FIELDS = ("ArgsEscaped",)  # a Windows-only hint, meaningless for an import
+
+
+def _quote(value):
+    """A double-quoted Dockerfile word: backslash, quote and ``$`` escaped, so nothing is substituted."""
+    text = str(value)
+    for char in ("\\", '"', "$"):
+        text = text.replace(char, "\\" + char)
+    return '"' + text.replace("\n", "\\n") + '"'
+
+
+def _json_words(words):
+    return json.dumps(list(words))
+
+
+def _healthcheck_change(check):
+    test = list(check.get("Test") or [])
+    if not test or test[0] == "NONE":
+        return "HEALTHCHECK NONE"
+    options = []
+    for key, flag in (
+        ("Interval", "interval"),
+        ("Timeout", "timeout"),
+        ("StartPeriod", "start-period"),
+        ("StartInterval", "start-interval"),
+    ):
+        if check.get(key):
+            options.append(f"--{flag}={int(check[key])}ns")
+    if check.get("Retries"):
+        options.append(f"--retries={int(check['Retries'])}")
+    if test[0] == "CMD-SHELL":
+        command = test[1] if len(test) > 1 else ""
+        # shell form; the engine stores it as ["CMD-SHELL", command]
+        body = "CMD " + command
+    elif test[0] == "CMD":
+        body = "CMD " + _json_words(test[1:])
+    else:
+        raise RestoreError(f"the recorded healthcheck test {test!r} cannot be expressed as a HEALTHCHECK instruction")
+    return " ".join(["HEALTHCHECK", *options, body])
+
+
+def import_changes(image_config, labels=None):
+    """Dockerfile-style ``changes`` for ``import_image`` that re-apply a recorded image/container Config.
+
+    Returns ``(changes, not_applied)``: ``not_applied`` lists the keys of ``image_config`` that an
+    import cannot set (see IMPORT_CHANGE_FIELDS). Exec forms are JSON arrays; every ENV and LABEL
+    value is quoted so that the engine substitutes nothing. ``labels`` adds labels (e.g. the
+    artifact checksum).
+    """
+    config = image_config or {}
+    changes = []
+    if config.get("Entrypoint") is not None:
+        changes.append("ENTRYPOINT " + _json_words(config["Entrypoint"]))
+    if config.get("Cmd") is not None:
+        changes.append("CMD " + _json_words(config["Cmd"]))
+    for entry in config.get("Env") or []:
+        key, _sep, value = entry.partition("=")
+        changes.append(f"ENV {key}={_quote(value)}")
+    if config.get("WorkingDir"):
+        changes.append("WORKDIR " + config["WorkingDir"].replace("$", "\\$"))
+    if config.get("User"):
+        changes.append("USER " + config["User"].replace("$", "\\$"))
+    if config.get("ExposedPorts"):
+        changes.append("EXPOSE " + " ".join(sorted(config["ExposedPorts"])))
+    if config.get("Volumes"):
+        changes.append("VOLUME " + _json_words(sorted(config["Volumes"])))
+    if config.get("Healthcheck"):
+        changes.append(_healthcheck_change(config["Healthcheck"]))
+    all_labels = dict(config.get("Labels") or {})
+    all_labels.update(labels or {})
+    for key in sorted(all_labels):
+        changes.append(f"LABEL {_quote(key)}={_quote(all_labels[key])}")
+    if config.get("OnBuild"):
+        changes.extend("ONBUILD " + trigger for trigger in config["OnBuild"])
+    supported = (*IMPORT_CHANGE_FIELDS, "OnBuild", *IMPORT_IGNORED_FIELDS)
+    not_applied = sorted(
+        key for key, value in config.items() if value not in (None, "", [], {}) and key not in supported
+    )
+    return changes, not_applied

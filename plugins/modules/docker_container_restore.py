@@ -1,0 +1,527 @@
+#!/usr/bin/python
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: docker_container_restore
+short_description: Recreate a container from the run config recorded in a ferry.docker bundle
+version_added: 0.1.0
+description:
+  - Creates the container from the run config of a bundle (or from O(run_config)), with the same
+    settings as the captured one; O(name), O(image), O(port_map), O(bind_map) and O(network_map)
+    change what has to differ on the new host.
+  - Missing user-defined networks are created from their recorded definitions, missing named
+    volumes from their recorded driver, options and labels, empty. Restore named volumes with
+    M(ferry.docker.docker_volume_restore) B(before) this module; afterwards the engine may already have
+    copied image content into an empty volume, or the started container may have written to it, and
+    the volume restore then refuses the non-empty volume unless C(force=true).
+  - Anonymous volumes are declared again by the create request, so the engine makes new ones. With
+    O(restore_volumes=true) each is filled from the bundle's archive of the original anonymous volume
+    before the container first starts (the archive is extracted over whatever the image put there).
+  - Extra networks are connected after create and before start.
+  - The create request is stamped with the label C(ferry.docker.config-digest). A container of that
+    name with the same digest is left alone (only started if O(state=started) and it is stopped); a
+    container with another digest is stopped, removed (its volumes are kept) and created again.
+  - Everything is checked before the engine is touched; the manifest, the checksums and the tar
+    safety of the archives to fill, the image (never pulled), and the bind mount sources.
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would be created, recreated or started.
+  diff_mode:
+    support: full
+    description: Shows the config digest and running state before and after.
+  idempotent:
+    support: full
+    description: A second run with the same inputs reports no change.
+options:
+  bundle:
+    description:
+      - Bundle directory written by the capture modules. Its C(run_config) is used unless
+        O(run_config) is given; its volume archives fill anonymous volumes.
+      - One of O(bundle) and O(run_config) is required.
+    type: path
+  run_config:
+    description:
+      - A run config as returned by M(ferry.docker.docker_run_config_info) (keys C(name), C(image),
+        C(config), C(host_config), C(networks), C(network_definitions), C(volume_definitions), C(mounts)).
+      - It holds the container's environment values, which Ansible echoes back in the task's
+        C(invocation) like any module argument. If they are secret, set C(no_log) on the task
+        or use O(bundle), whose run config is read from disk and never returned. (The option is not
+        marked C(no_log) because Ansible would then mask every string of it, container and network
+        names included, in all messages.)
+    type: dict
+  name:
+    description: Name of the new container; by default the recorded name.
+    type: str
+  image:
+    description:
+      - Image to create the container from instead of the recorded one, for example the image
+        restored by M(ferry.docker.docker_load) or M(ferry.docker.docker_import).
+      - The image must already be on the engine; it is never pulled.
+    type: str
+  port_map:
+    description:
+      - Publish ports on other host ports. Keys are container port specs such as V(80/tcp), values
+        the new host side such as V(18080) or V(127.0.0.1:18080); C(null) stops publishing that port.
+    type: dict
+  bind_map:
+    description:
+      - Replace host path prefixes of bind mount sources; keys are old prefixes, values new prefixes.
+    type: dict
+  network_map:
+    description:
+      - Attach to other networks; keys are recorded network names, values new names. A missing new
+        network is created from the recorded network's definition.
+    type: dict
+  state:
+    description:
+      - V(started) creates and starts the container; V(created) only creates it.
+      - V(created) does not stop a container that is already running.
+    type: str
+    choices: [started, created]
+    default: started
+  restore_volumes:
+    description:
+      - Fill the new anonymous volumes from the bundle before the first start.
+      - Named volumes are not filled here; use M(ferry.docker.docker_volume_restore).
+    type: bool
+    default: true
+  create_bind_paths:
+    description:
+      - Create missing bind mount source directories (mode 0755) on the engine host.
+      - Without it a missing bind source fails the task, naming the path. The check runs on the
+        host the module runs on, which must be the Docker host.
+    type: bool
+    default: false
+  allow_devices:
+    description: Accept device and FIFO nodes in the anonymous volume archives.
+    type: bool
+    default: false
+  stop_timeout:
+    description: Seconds to wait for a container that has to be recreated to stop before it is killed.
+    type: int
+    default: 10
+extends_documentation_fragment:
+  - ferry.docker.docker
+requirements:
+  - Docker SDK for Python >= 5.0.0
+  - C(zstandard) Python library for zstd-compressed bundles
+seealso:
+  - module: ferry.docker.docker_run_config_info
+  - module: ferry.docker.docker_volume_restore
+  - module: ferry.docker.docker_load
+  - module: ferry.docker.docker_import
+author:
+  - ferry.docker developers (@ferry-docker)
+"""
+
+EXAMPLES = r"""
+- name: Recreate the container of a bundle and start it
+  ferry.docker.docker_container_restore:
+    bundle: /srv/backups/web
+
+- name: Recreate it from its exported filesystem, on other ports and paths
+  ferry.docker.docker_container_restore:
+    bundle: /srv/backups/web
+    name: web-copy
+    image: restored/web:latest
+    port_map:
+      "80/tcp": 18080
+    bind_map:
+      /srv/www: /data/www
+    create_bind_paths: true
+    state: created
+"""
+
+RETURN = r"""
+container:
+  description: Id of the container.
+  returned: success, not in check mode
+  type: str
+name:
+  description: Name of the container.
+  returned: always
+  type: str
+operation:
+  description: C(create), C(recreate), C(start) or C(none).
+  returned: always
+  type: str
+digest:
+  description: Config digest of the create request (label C(ferry.docker.config-digest)).
+  returned: always
+  type: str
+networks_created:
+  description: Networks created for the container.
+  returned: always
+  type: list
+  elements: str
+volumes_created:
+  description: Named volumes created (empty) for the container.
+  returned: always
+  type: list
+  elements: str
+bind_paths_created:
+  description: Bind source directories created.
+  returned: always
+  type: list
+  elements: str
+volumes:
+  description: Anonymous volumes filled from the bundle.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    destination:
+      description: Mount point in the container.
+      type: str
+    name:
+      description: Name of the new anonymous volume (empty in check mode).
+      type: str
+    artifact:
+      description: Volume artifact used.
+      type: str
+    path:
+      description: Archive file.
+      type: str
+    size:
+      description: Size of the archive file.
+      type: int
+    sha256:
+      description: sha256 of the archive file.
+      type: str
+    bytes_read:
+      description: Bytes of the archive read.
+      type: int
+    bytes_written:
+      description: Decompressed bytes fed to Docker.
+      type: int
+path:
+  description: The manifest file of the bundle, if one was used.
+  returned: always
+  type: str
+size:
+  description: Size of the manifest file.
+  returned: always
+  type: int
+sha256:
+  description: sha256 of the manifest file, if a bundle was used.
+  returned: always
+  type: str
+bytes_read:
+  description: Bytes of archive files read.
+  returned: always
+  type: int
+bytes_written:
+  description: Decompressed bytes fed to Docker.
+  returned: always
+  type: int
+duration:
+  description: Seconds the task took.
+  returned: always
+  type: float
+"""
+
+import os
+
+from ansible_collections.ferry.docker.plugins.module_utils._bundle import MANIFEST_NAME, verify_artifacts
+from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._restore import (
+    RequestException,
+    RestoreError,
+    Timer,
+    VolumeHelper,
+    base_result,
+    fill_volume,
+    inspect_or_none,
+    open_bundle,
+    scan_artifact,
+)
+from ansible_collections.ferry.docker.plugins.module_utils._runconfig import (
+    DIGEST_LABEL,
+    PREDEFINED_NETWORKS,
+    connect_kwargs,
+    network_create_kwargs,
+    stamp_digest,
+    to_create_body,
+    volume_create_kwargs,
+)
+from ansible_collections.ferry.docker.plugins.module_utils._stream import FerryError, sha256_file
+
+
+def _volume_artifact(manifest, volume_name):
+    for artifact in manifest.get("artifacts", []):
+        if artifact.get("kind") == "volume" and volume_name in (artifact.get("volume"), artifact.get("name")):
+            return artifact
+    return None
+
+
+def _needed_networks(body, extra_networks):
+    names = []
+    mode = (body.get("HostConfig") or {}).get("NetworkMode") or "default"
+    if mode not in ("default", "") and not mode.startswith("container:"):
+        names.append(mode)
+    names.extend((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
+    names.extend(net for net, _endpoint in extra_networks)
+    seen = []
+    for name in names:
+        if name not in seen and name not in PREDEFINED_NETWORKS:
+            seen.append(name)
+    return seen
+
+
+def _named_volumes(body):
+    host_config = body.get("HostConfig") or {}
+    names = []
+    for bind in host_config.get("Binds") or []:
+        source = bind.split(":", 1)[0]
+        if source and not source.startswith("/"):
+            names.append(source)
+    for mount in host_config.get("Mounts") or []:
+        if mount.get("Type") == "volume" and mount.get("Source"):
+            names.append(mount["Source"])
+    return sorted(set(names))
+
+
+def _bind_sources(body):
+    host_config = body.get("HostConfig") or {}
+    paths = []
+    for bind in host_config.get("Binds") or []:
+        source = bind.split(":", 1)[0]
+        if source.startswith("/"):
+            paths.append(source)
+    for mount in host_config.get("Mounts") or []:
+        if mount.get("Type") == "bind" and mount.get("Source"):
+            paths.append(mount["Source"])
+    return sorted(set(paths))
+
+
+class Restore:
+    def __init__(self, module):
+        self.module = module
+        self.p = module.params
+        self.client = None
+        self.manifest = None
+        self.result = dict(
+            changed=False,
+            name=None,
+            operation="none",
+            digest=None,
+            networks_created=[],
+            volumes_created=[],
+            bind_paths_created=[],
+            volumes=[],
+            path="",
+            size=0,
+            sha256="",
+            bytes_read=0,
+            bytes_written=0,
+        )
+
+    # -------------------------------------------------------------------------------- decide
+    def load(self):
+        p = self.p
+        bundle = p["bundle"]
+        if bundle:
+            self.manifest = open_bundle(bundle)[0]
+            path = os.path.join(bundle, MANIFEST_NAME)
+            self.result["sha256"], self.result["size"] = sha256_file(path)
+            self.result["path"] = path
+        run_config = p["run_config"] or (self.manifest or {}).get("run_config")
+        if not run_config:
+            raise RestoreError(
+                f"bundle {bundle} holds no run_config; capture it with docker_run_config_info or give run_config"
+            )
+        self.run_config = run_config
+        overrides = {k: p[k] for k in ("name", "image", "port_map", "bind_map", "network_map") if p[k]}
+        self.name, self.body, self.extra_networks = to_create_body(run_config, overrides)
+        if not self.name:
+            raise RestoreError("the run config records no container name; set name")
+        self.digest = stamp_digest(self.body, self.extra_networks)
+        self.result.update(name=self.name, digest=self.digest)
+
+    def anonymous_fills(self):
+        """(destination, artifact) of every anonymous volume to fill, checked and scanned."""
+        if not (self.p["restore_volumes"] and self.manifest):
+            return []
+        fills = []
+        for mount in self.run_config.get("mounts") or []:
+            if mount.get("Type") != "volume" or not mount.get("Anonymous"):
+                continue
+            artifact = _volume_artifact(self.manifest, mount.get("Name"))
+            if artifact is not None:
+                fills.append((mount["Destination"], artifact))
+        if fills:
+            verify_artifacts(self.p["bundle"], self.manifest, kinds=["volume"], names=[a["name"] for _d, a in fills])
+            for _destination, artifact in fills:
+                scan_artifact(self.p["bundle"], artifact, allow_devices=self.p["allow_devices"])
+        return fills
+
+    def plan_prerequisites(self):
+        client = self.client
+        image = self.body["Image"]
+        found = inspect_or_none(client.inspect_image, image)
+        if found is None:
+            raise RestoreError(
+                f"image {image} of container {self.name} is not on the engine and is never pulled; restore it "
+                "first with docker_load or docker_import (and set image), then run this again"
+            )
+        self.image_id = found["Id"]
+        definitions = dict((self.manifest or {}).get("networks") or {})
+        definitions.update(self.run_config.get("network_definitions") or {})
+        reverse_map = {new: old for old, new in (self.p["network_map"] or {}).items()}
+        self.networks_to_create = []
+        for net in _needed_networks(self.body, self.extra_networks):
+            if inspect_or_none(client.inspect_network, net) is not None:
+                continue
+            definition = definitions.get(reverse_map.get(net, net)) or definitions.get(net)
+            if definition is None:
+                raise RestoreError(
+                    f"network {net} of container {self.name} does not exist and the run config has no definition "
+                    "for it; create it first or map it to an existing network with network_map"
+                )
+            self.networks_to_create.append((net, definition))
+        volume_definitions = dict((self.manifest or {}).get("volumes") or {})
+        for vol, definition in (self.run_config.get("volume_definitions") or {}).items():
+            volume_definitions.setdefault(vol, definition)
+        self.volumes_to_create = []
+        for vol in _named_volumes(self.body):
+            if inspect_or_none(client.inspect_volume, vol) is None:
+                definition = dict(volume_definitions.get(vol) or {"Name": vol})
+                self.volumes_to_create.append((vol, definition))
+        self.bind_paths_to_create = []
+        for path in _bind_sources(self.body):
+            if os.path.exists(path):
+                continue
+            if not self.p["create_bind_paths"]:
+                raise RestoreError(
+                    f"bind mount source {path} of container {self.name} does not exist on this host; create it, "
+                    "move it with bind_map, or set create_bind_paths=true"
+                )
+            self.bind_paths_to_create.append(path)
+
+    # -------------------------------------------------------------------------------- act
+    def create(self, existing, fills):
+        client = self.client
+        if existing is not None:
+            client.stop(existing["Id"], timeout=self.p["stop_timeout"])
+            client.remove_container(existing["Id"], v=False)
+        for net, definition in self.networks_to_create:
+            client.create_network(**network_create_kwargs(definition, net))
+            self.result["networks_created"].append(net)
+        for vol, definition in self.volumes_to_create:
+            client.create_volume(**volume_create_kwargs(definition, vol))
+            self.result["volumes_created"].append(vol)
+        for path in self.bind_paths_to_create:
+            os.makedirs(path, mode=0o755)
+            self.result["bind_paths_created"].append(path)
+        created = client.create_container_from_config(self.body, name=self.name)
+        container_id = created["Id"]
+        self.result["container"] = container_id
+        try:
+            for net, endpoint in self.extra_networks:
+                client.connect_container_to_network(container_id, net, **connect_kwargs(endpoint))
+            mounts = {m.get("Destination"): m for m in client.inspect_container(container_id).get("Mounts") or []}
+            for entry, artifact in fills:
+                mount = mounts.get(entry["destination"])
+                if mount is None or mount.get("Type") != "volume":
+                    raise RestoreError(
+                        f"the new container {self.name} has no volume at {entry['destination']} to fill from "
+                        f"{entry['path']}; check the image and the run config"
+                    )
+                entry["name"] = mount["Name"]
+                with VolumeHelper(client, self.image_id, mount["Name"]) as helper:
+                    entry["bytes_read"], entry["bytes_written"] = fill_volume(helper, self.p["bundle"], artifact)
+        except BaseException:
+            try:
+                client.remove_container(container_id, force=True, v=True)
+            except (DockerException, RequestException):
+                pass
+            self.result.pop("container", None)
+            raise
+        return container_id
+
+    def run(self):
+        timer = Timer()
+        self.load()
+        fills = self.anonymous_fills()
+        self.client = self.module.client
+        existing = inspect_or_none(self.client.inspect_container, self.name)
+        before = None
+        if existing is not None:
+            labels = (existing.get("Config") or {}).get("Labels") or {}
+            running = bool((existing.get("State") or {}).get("Running"))
+            before = {"digest": labels.get(DIGEST_LABEL), "running": running}
+        want_running = self.p["state"] == "started"
+        if before is not None and before["digest"] == self.digest:
+            action = "start" if want_running and not before["running"] else "none"
+            container_id = existing["Id"]
+        else:
+            action = "recreate" if existing is not None else "create"
+            self.plan_prerequisites()
+            container_id = None
+        for destination, artifact in fills if action in ("create", "recreate") else []:
+            entry = base_result(self.p["bundle"], artifact)
+            entry.update(destination=destination, name="", artifact=artifact["name"])
+            self.result["volumes"].append(entry)
+        self.result.update(operation=action, changed=action != "none")
+        if not self.module.check_mode:
+            if action in ("create", "recreate"):
+                container_id = self.create(existing, list(zip(self.result["volumes"], (a for _d, a in fills))))
+            if action != "none" and want_running:
+                self.client.start(container_id)
+            if container_id:
+                self.result["container"] = container_id
+        elif container_id:
+            self.result["container"] = container_id
+        for entry in self.result["volumes"]:
+            self.result["bytes_read"] += entry["bytes_read"]
+            self.result["bytes_written"] += entry["bytes_written"]
+        if self.module.module._diff:
+            after_running = want_running or bool(before and before["running"] and action == "none")
+            self.result["diff"] = dict(
+                before=before or {"digest": None, "running": False},
+                after={"digest": self.digest, "running": after_running},
+            )
+        self.result["duration"] = timer.elapsed
+        return self.result
+
+
+def main():
+    module = FerryModule(
+        dict(
+            bundle=dict(type="path"),
+            run_config=dict(type="dict"),
+            name=dict(type="str"),
+            image=dict(type="str"),
+            port_map=dict(type="dict"),
+            bind_map=dict(type="dict"),
+            network_map=dict(type="dict"),
+            state=dict(type="str", default="started", choices=["started", "created"]),
+            restore_volumes=dict(type="bool", default=True),
+            create_bind_paths=dict(type="bool", default=False),
+            allow_devices=dict(type="bool", default=False),
+            stop_timeout=dict(type="int", default=10),
+        ),
+        supports_check_mode=True,
+        required_one_of=[["bundle", "run_config"]],
+    )
+    restore = Restore(module)
+    try:
+        result = restore.run()
+    except (FerryError, ValueError) as exc:
+        module.fail(str(exc), **restore.result)
+    except (DockerException, RequestException) as exc:
+        module.fail(
+            f"restoring container {restore.result['name']} failed at the Docker engine: {exc}", **restore.result
+        )
+    except OSError as exc:
+        module.fail(f"restoring container {restore.result['name']} failed on this host: {exc}", **restore.result)
+    module.exit(**result)
+
+
+if __name__ == "__main__":
+    main()

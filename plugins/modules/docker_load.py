@@ -1,0 +1,234 @@
+#!/usr/bin/python
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: docker_load
+short_description: Load the image archive of a ferry.docker bundle into the Docker engine
+version_added: 0.1.0
+description:
+  - Streams the C(image) artifact of a bundle (written by M(ferry.docker.docker_commit_save)),
+    decompressed, into C(docker load). The archive is never held in memory.
+  - The size and sha256 of the archive are checked before anything is loaded.
+  - A thin archive (captured with C(exclude_layers)) leaves out base layers. Before loading, the
+    module checks that the engine already has every left-out layer, at the same position of the
+    layer chain; if not, it fails naming the missing layers and nothing is loaded.
+  - If the engine already has the image (same image ID), nothing is loaded; missing tags are added.
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether the image would be loaded or tagged; the checks still run.
+  diff_mode:
+    support: full
+    description: Shows whether the image and its tags were present before and after.
+  idempotent:
+    support: full
+    description: A second run reports no change, because the image ID is then present.
+options:
+  bundle:
+    description: Bundle directory written by the capture modules (holds C(manifest.json)).
+    type: path
+    required: true
+  name:
+    description:
+      - Name of the image artifact in the bundle; by default the first one.
+    type: str
+  tag:
+    description:
+      - Tag (C(repository:tag)) to give the loaded image instead of the tags recorded in the bundle.
+      - Note that C(docker load) itself applies the tags stored in the archive; this option adds one.
+    type: str
+extends_documentation_fragment:
+  - ferry.docker.docker
+requirements:
+  - Docker SDK for Python >= 5.0.0
+  - C(zstandard) Python library for zstd-compressed bundles
+seealso:
+  - module: ferry.docker.docker_commit_save
+  - module: ferry.docker.docker_container_restore
+author:
+  - ferry.docker developers (@ferry-docker)
+"""
+
+EXAMPLES = r"""
+- name: Load the committed image of a bundle
+  ferry.docker.docker_load:
+    bundle: /srv/backups/web
+
+- name: Load it under another tag
+  ferry.docker.docker_load:
+    bundle: /srv/backups/web
+    tag: restored/web:2024-01-31
+"""
+
+RETURN = r"""
+image_id:
+  description: ID of the image.
+  returned: always
+  type: str
+tags:
+  description: Tags that point at the image afterwards (as far as this module set them).
+  returned: always
+  type: list
+  elements: str
+operation:
+  description: C(load), C(tag) or C(none).
+  returned: always
+  type: str
+excluded_layers:
+  description: Layers the archive leaves out, all found on the engine.
+  returned: always
+  type: list
+  elements: str
+path:
+  description: Archive file.
+  returned: always
+  type: str
+size:
+  description: Size of the archive file.
+  returned: always
+  type: int
+sha256:
+  description: sha256 of the archive file.
+  returned: always
+  type: str
+bytes_read:
+  description: Bytes of the archive file read for loading.
+  returned: always
+  type: int
+bytes_written:
+  description: Decompressed bytes fed to Docker.
+  returned: always
+  type: int
+duration:
+  description: Seconds the task took.
+  returned: always
+  type: float
+"""
+
+from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._restore import (
+    CountingStream,
+    RequestException,
+    RestoreError,
+    Timer,
+    artifact_path,
+    base_result,
+    inspect_or_none,
+    open_bundle,
+    require_artifact,
+)
+from ansible_collections.ferry.docker.plugins.module_utils._stream import FerryError
+
+
+def local_layer_chains(client):
+    """Every prefix of every local image's layer list (diff IDs), as tuples."""
+    chains = set()
+    for image in client.images(all=True):
+        layers = ((inspect_or_none(client.inspect_image, image["Id"]) or {}).get("RootFS") or {}).get("Layers") or []
+        for end in range(1, len(layers) + 1):
+            chains.add(tuple(layers[:end]))
+    return chains
+
+
+def missing_layers(artifact, chains):
+    """The left-out layers the engine does not have (at the same position of the chain)."""
+    excluded = list(artifact.get("excluded_layers") or [])
+    layers = list(artifact.get("layers") or [])
+    if not excluded:
+        return []
+    if layers and all(layer in layers for layer in excluded):
+        return [layer for layer in excluded if tuple(layers[: layers.index(layer) + 1]) not in chains]
+    known = {layer for chain in chains for layer in chain}
+    return [layer for layer in excluded if layer not in known]
+
+
+def _split_tag(reference):
+    name, sep, tag = reference.rpartition(":")
+    if not sep or "/" in tag:
+        return reference, "latest"
+    return name, tag
+
+
+def main():
+    module = FerryModule(
+        dict(
+            bundle=dict(type="path", required=True),
+            name=dict(type="str"),
+            tag=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    timer = Timer()
+    bundle = p["bundle"]
+    result = dict(changed=False, operation="none", tags=[], excluded_layers=[])
+    try:
+        manifest = open_bundle(bundle)[0]
+        artifact = require_artifact(bundle, manifest, "image", p["name"])
+        result.update(base_result(bundle, artifact))
+        image_id = artifact.get("image_id")
+        if not image_id:
+            raise RestoreError(
+                f"image artifact {artifact['name']} of bundle {bundle} records no image_id; capture it again"
+            )
+        result["image_id"] = image_id
+        wanted_tags = [p["tag"]] if p["tag"] else list(artifact.get("repo_tags") or [])
+        result["excluded_layers"] = list(artifact.get("excluded_layers") or [])
+
+        client = module.client
+        present = inspect_or_none(client.inspect_image, image_id)
+        if present is None:
+            missing = missing_layers(artifact, local_layer_chains(client)) if result["excluded_layers"] else []
+            if missing:
+                raise RestoreError(
+                    "image archive {} leaves out {} layer(s) that this engine does not have: {}. Nothing was "
+                    "loaded. Load the base image first (it must have these layers in this order), or capture "
+                    "the image again without exclude_layers".format(result["path"], len(missing), ", ".join(missing))
+                )
+            action = "load"
+            have_tags = []
+        else:
+            have_tags = list(present.get("RepoTags") or [])
+            action = "tag" if set(wanted_tags) - set(have_tags) else "none"
+        result.update(operation=action, changed=action != "none")
+        if action != "none" and not module.check_mode:
+            if action == "load":
+                stream = CountingStream(artifact_path(bundle, artifact), artifact["compression"])
+                for message in client.load_image(data=iter(stream)):
+                    if isinstance(message, dict) and message.get("error"):
+                        raise RestoreError(
+                            f"docker load of {result['path']} failed: {message['error']}; nothing usable was loaded"
+                        )
+                result["bytes_read"], result["bytes_written"] = stream.bytes_read, stream.bytes_written
+                loaded = inspect_or_none(client.inspect_image, image_id)
+                if loaded is None:
+                    raise RestoreError(
+                        f"docker load of {result['path']} finished but image {image_id} is not on the engine; "
+                        "the archive does not hold the image the manifest names: capture it again"
+                    )
+                have_tags = list(loaded.get("RepoTags") or [])
+            for reference in wanted_tags:
+                if reference not in have_tags:
+                    repository, tag = _split_tag(reference)
+                    client.tag(image_id, repository, tag=tag, force=True)
+                    have_tags.append(reference)
+        result["tags"] = sorted(set(have_tags) | set(wanted_tags))
+        if module.module._diff:
+            result["diff"] = dict(
+                before={"image_present": present is not None, "tags": sorted((present or {}).get("RepoTags") or [])},
+                after={"image_present": True, "tags": result["tags"]},
+            )
+    except (FerryError, ValueError) as exc:
+        module.fail(str(exc))
+    except (DockerException, RequestException) as exc:
+        module.fail(f"loading the image of bundle {bundle} failed at the Docker engine: {exc}")
+    result["duration"] = timer.elapsed
+    module.exit(**result)
+
+
+if __name__ == "__main__":
+    main()
