@@ -1,0 +1,139 @@
+"""Pure logic of the restore side: import changes and tar content fingerprints."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from ansible_collections.ferry.docker.plugins.module_utils._restore import (
+    RestoreError,
+    import_changes,
+    tar_fingerprint,
+)
+
+SECOND = 1_000_000_000  # Docker durations are nanoseconds
+
+
+def test_import_changes_reapply_what_export_loses():
+    config = {
+        "Cmd": ["httpd", "-f", "-p", "8080"],
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Env": ["PATH=/bin", "GREETING=hello $USER"],
+        "WorkingDir": "/www",
+        "User": "nobody",
+        "ExposedPorts": {"8080/tcp": {}, "53/udp": {}},
+        "Labels": {"app": "web"},
+        "Healthcheck": {"Test": ["CMD", "wget", "-q", "localhost:8080"], "Interval": 5_000_000_000, "Retries": 3},
+    }
+    changes, not_applied = import_changes(config, labels={"ferry.docker.artifact-sha256": "ab" * 32})
+    assert changes == [
+        'ENTRYPOINT ["/bin/sh", "-c"]',
+        'CMD ["httpd", "-f", "-p", "8080"]',
+        'ENV PATH="/bin"',
+        'ENV GREETING="hello \\$USER"',  # no substitution at import time
+        "WORKDIR /www",
+        "USER nobody",
+        "EXPOSE 53/udp 8080/tcp",
+        'HEALTHCHECK --interval=5000000000ns --retries=3 CMD ["wget", "-q", "localhost:8080"]',
+        'LABEL "app"="web"',
+        'LABEL "ferry.docker.artifact-sha256"="' + "ab" * 32 + '"',
+    ]
+    assert not_applied == []
+
+
+@pytest.mark.parametrize(
+    ("check", "expected"),
+    [
+        ({"Test": ["NONE"]}, "HEALTHCHECK NONE"),
+        (
+            {"Test": ["CMD-SHELL", "test -f /ok"], "Timeout": 2_000_000_000},
+            "HEALTHCHECK --timeout=2000000000ns CMD test -f /ok",
+        ),
+        (
+            {"Test": ["CMD", "true"], "StartPeriod": 1_000_000_000},
+            'HEALTHCHECK --start-period=1000000000ns CMD ["true"]',
+        ),
+    ],
+)
+def test_healthcheck_forms(check, expected):
+    changes, _not_applied = import_changes({"Healthcheck": check})
+    assert changes == [expected]
+
+
+def test_unrepresentable_healthcheck_is_an_error():
+    with pytest.raises(RestoreError, match="cannot be expressed"):
+        import_changes({"Healthcheck": {"Test": ["BOGUS", "x"]}})
+
+
+def test_keys_an_import_cannot_set_are_reported_not_dropped_silently():
+    _changes, not_applied = import_changes({"StopSignal": "SIGINT", "Shell": ["/bin/ash", "-c"], "ArgsEscaped": True})
+    assert not_applied == ["Shell", "StopSignal"]
+
+
+def _tar(entries, root=None):
+    """A tar stream of (name, kind, data/linkname, mode, mtime) tuples, optionally under a root dir."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as archive:
+        if root is not None:
+            info = tarfile.TarInfo(root)
+            info.type = tarfile.DIRTYPE
+            archive.addfile(info)
+        for name, kind, payload, mode, mtime in entries:
+            info = tarfile.TarInfo(name if root is None else f"{root}/{name}")
+            info.mode, info.mtime = mode, mtime
+            if kind == "file":
+                info.size = len(payload)
+                archive.addfile(info, io.BytesIO(payload))
+            else:
+                info.type = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE}[kind]
+                info.linkname = payload if kind in ("sym", "hard") else ""
+                archive.addfile(info)
+    buf.seek(0)
+    return buf
+
+
+FILES = [
+    ("data", "dir", b"", 0o755, 1),
+    ("data/a.txt", "file", b"alpha", 0o644, 1),
+    ("data/b.txt", "file", b"beta", 0o600, 1),
+    ("link", "sym", "data/a.txt", 0o777, 1),
+]
+
+
+def test_fingerprint_ignores_order_and_mtimes():
+    reordered = [FILES[0], FILES[2], FILES[1], FILES[3]]
+    touched = [(n, k, p, m, 999) for n, k, p, m, _t in FILES]
+    reference = tar_fingerprint(_tar(FILES))
+    assert reference[1] == 4
+    assert tar_fingerprint(_tar(reordered)) == reference
+    assert tar_fingerprint(_tar(touched)) == reference
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        [*FILES[:1], ("data/a.txt", "file", b"ALPHA", 0o644, 1), *FILES[2:]],  # content
+        [*FILES[:1], ("data/a.txt", "file", b"alpha", 0o600, 1), *FILES[2:]],  # mode
+        [*FILES[:3], ("link", "sym", "data/b.txt", 0o777, 1)],  # link target
+        FILES[:3],  # a member less
+    ],
+)
+def test_fingerprint_sees_every_real_difference(changed):
+    assert tar_fingerprint(_tar(changed)) != tar_fingerprint(_tar(FILES))
+
+
+def test_hard_link_counts_as_the_file_it_names_whichever_name_comes_first():
+    one = [("x", "file", b"same", 0o644, 1), ("y", "hard", "x", 0o644, 1)]
+    other = [("y", "file", b"same", 0o644, 1), ("x", "hard", "y", 0o644, 1)]
+    assert tar_fingerprint(_tar(one)) == tar_fingerprint(_tar(other))
+
+
+def test_root_entry_is_stripped_so_a_volume_listing_matches_its_archive():
+    assert tar_fingerprint(_tar(FILES, root="vol"), strip_first=True) == tar_fingerprint(_tar(FILES))
+
+
+@pytest.mark.parametrize(("entries", "count"), [([], 0), (FILES, 1)])
+def test_emptiness_check_stops_at_the_first_member(entries, count):
+    assert tar_fingerprint(_tar(entries, root="vol"), strip_first=True, stop_after_first=True)[1] == count
