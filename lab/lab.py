@@ -462,9 +462,13 @@ def wait_for(host: Host, what: str, answers) -> None:
 
 
 def authorize_key(host: Host) -> None:
-    public_key = KEY_FILE.with_suffix(".pub").read_text()
-    script = "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys"
-    docker("exec", "-i", host.container, "sh", "-c", script, input=public_key)
+    """Add this checkout's key; keys of other checkouts that share the lab stay authorised."""
+    public_key = KEY_FILE.with_suffix(".pub").read_text().strip()
+    script = (
+        "umask 077 && mkdir -p /root/.ssh && touch /root/.ssh/authorized_keys && "
+        'read -r key && (grep -qxF "$key" /root/.ssh/authorized_keys || echo "$key" >> /root/.ssh/authorized_keys)'
+    )
+    docker("exec", "-i", host.container, "sh", "-c", script, input=public_key + "\n")
 
 
 def load_workload_image(host: Host) -> None:
