@@ -24,7 +24,9 @@ description:
   - Extra networks are connected after create and before start.
   - The create request is stamped with the label C(ferry.docker.config-digest). A container of that
     name with the same digest is left alone (only started if O(state=started) and it is stopped); a
-    container with another digest is stopped, removed (its volumes are kept) and created again.
+    container with another digest is replaced. It is stopped and renamed aside, the new container is
+    created (and started); only then is the old one removed, its volumes kept. If anything fails, the
+    new container is removed and the old one gets its name back and is started again if it was running.
   - Everything is checked before the engine is touched; the manifest, the checksums and the tar
     safety of the archives to fill, the image (never pulled), and the bind mount sources.
 attributes:
@@ -404,11 +406,36 @@ class Restore:
             self.bind_paths_to_create.append(path)
 
     # -------------------------------------------------------------------------------- act
-    def create(self, existing, fills):
+    def replace(self, existing, fills, start):
+        """Create (and start) the container. An existing one is stopped and renamed aside first; it is
+        removed only once the new one runs, and renamed back (and restarted) if anything fails."""
         client = self.client
+        old_id = old_running = None
         if existing is not None:
-            client.stop(existing["Id"], timeout=self.p["stop_timeout"])
-            client.remove_container(existing["Id"], v=False)
+            old_id, old_running = existing["Id"], bool((existing.get("State") or {}).get("Running"))
+            client.stop(old_id, timeout=self.p["stop_timeout"])
+            client.rename(old_id, f"{self.name}-ferry-replaced-{old_id[:12]}")
+        try:
+            container_id = self.create(fills)
+            if start:
+                try:
+                    client.start(container_id)
+                except BaseException:
+                    client.remove_container(container_id, force=True, v=True)
+                    self.result.pop("container", None)
+                    raise
+        except BaseException:
+            if old_id is not None:
+                client.rename(old_id, self.name)
+                if old_running:
+                    client.start(old_id)
+            raise
+        if old_id is not None:
+            client.remove_container(old_id, v=False)
+        return container_id
+
+    def create(self, fills):
+        client = self.client
         for net, definition in self.networks_to_create:
             client.create_network(**network_create_kwargs(definition, net))
             self.result["networks_created"].append(net)
@@ -470,8 +497,9 @@ class Restore:
         self.result.update(operation=action, changed=action != "none")
         if not self.module.check_mode:
             if action in ("create", "recreate"):
-                container_id = self.create(existing, list(zip(self.result["volumes"], (a for _d, a in fills))))
-            if action != "none" and want_running:
+                fill_plan = list(zip(self.result["volumes"], (a for _d, a in fills)))
+                container_id = self.replace(existing, fill_plan, start=want_running)
+            elif action == "start":
                 self.client.start(container_id)
             if container_id:
                 self.result["container"] = container_id

@@ -467,6 +467,23 @@ def test_container_restore_binds_states_and_recreate(client, res, tmp_path):
     assert inspect["Config"]["Cmd"] == ["sleep", "301"] and not inspect["State"]["Running"]
 
 
+def test_failed_replacement_puts_the_running_container_back(client, res):
+    run_config = plain_run_config(res)
+    first = run_module("docker_container_restore", run_config=run_config)
+    assert first["operation"] == "create", first
+    res.containers.append(first["container"])
+
+    # The new config is valid for create but cannot start: the old container must come back as it was.
+    broken = plain_run_config(res, Cmd=["/no/such/program"])
+    failed = run_module("docker_container_restore", run_config=broken)
+    assert failed.get("failed"), failed
+    inspect = client.inspect_container(first["container"])
+    assert inspect["Name"] == "/" + run_config["name"] and inspect["State"]["Running"]
+    assert inspect["Config"]["Cmd"] == ["sleep", "300"]
+    names = [c["Names"][0] for c in client.containers(all=True) if res.prefix in c["Names"][0]]
+    assert names == ["/" + run_config["name"]]  # no replaced-aside or half-made container is left
+
+
 def test_container_restore_missing_image_changes_nothing(client, res):
     run_config = plain_run_config(res)
     run_config["image"] = "ferry-it-rs/never-there:nope"
