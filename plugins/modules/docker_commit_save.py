@@ -199,6 +199,17 @@ def save(cap, ref, image, exclude):
         return writer.commit(), excluded
 
 
+def commit(client, container_id, repository, tag, pause):
+    """``POST /commit`` with an explicit pause flag; return the new image ID.
+
+    Called directly because ``APIClient.commit()`` has no ``pause`` argument before Docker SDK 7
+    (Debian 12 ships 5.0.3), and the engine pauses by default.
+    """
+    params = {"container": container_id, "repo": repository, "tag": tag, "pause": "1" if pause else "0"}
+    response = client._post_json(client._url("/commit"), data={}, params=params)  # pylint: disable=protected-access
+    return client._result(response, json=True)["Id"]  # pylint: disable=protected-access
+
+
 def main():
     spec = argument_spec()
     spec.update(
@@ -226,7 +237,7 @@ def main():
     failure = None
     try:
         with cap.errors(f"committing container {name} to {ref}"):
-            image_id = client.commit(inspect["Id"], repository=repository, tag=tag, pause=params["pause"])["Id"]
+            image_id = commit(client, inspect["Id"], repository, tag, params["pause"])
         with cap.errors(f"saving image {ref} of container {name} to {cap.dest}"):
             image = client.inspect_image(image_id)
             written, excluded = save(cap, ref, image, params["exclude_layers"])
