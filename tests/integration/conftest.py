@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fixture_image
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -82,3 +83,11 @@ def ansible_adhoc(lab):
         return output["plays"][0]["tasks"][0]["hosts"] if output["plays"] else {}
 
     return run
+
+
+@pytest.fixture(scope="session")
+def client():
+    """Low-level Docker client for the local engine, with the busybox test image imported."""
+    api = fixture_image.connect()
+    yield api
+    api.close()

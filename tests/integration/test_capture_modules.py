@@ -22,51 +22,12 @@ import uuid
 import docker
 import pytest
 from ferry_run import run_module
+from fixture_image import IMAGE
 
 from ansible_collections.ferry.docker.plugins.module_utils import _bundle, _stream
 
-IMAGE = "ferry-test/busybox:fixture"
-BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "sleep", "true", "cat", "ls")
 LOOP = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 HELPER_LABEL = "ferry.docker.helper"
-
-
-@pytest.fixture(scope="module")
-def client():
-    try:
-        api = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock", version="auto")
-        api.ping()
-    except Exception as exc:  # any failure to connect means "no engine"
-        pytest.fail(
-            f"These integration tests need a Docker engine, but none is reachable ({exc}). Start dockerd "
-            "(bash lab/ensure-docker.sh) or set DOCKER_HOST.",
-            pytrace=False,
-        )
-    ensure_image(api)
-    yield api
-    api.close()
-
-
-def ensure_image(api):
-    """Import a static busybox as IMAGE unless the engine already has it (never pulls)."""
-    try:
-        api.inspect_image(IMAGE)
-        return
-    except docker.errors.ImageNotFound:
-        pass
-    if not os.path.exists(BUSYBOX):
-        pytest.fail(f"{BUSYBOX} is missing, so no test image can be built: install busybox-static.", pytrace=False)
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        tar.add(BUSYBOX, arcname="bin/busybox")
-        for applet in APPLETS:
-            info = tarfile.TarInfo("bin/" + applet)
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            tar.addfile(info)
-    repository, tag = IMAGE.rsplit(":", 1)
-    api.import_image_from_data(data.getvalue(), repository=repository, tag=tag, changes=['CMD ["sh"]'])
 
 
 def tar_bytes(files):

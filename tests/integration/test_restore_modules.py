@@ -23,63 +23,15 @@ import uuid
 import docker
 import pytest
 from ferry_run import run_module
+from fixture_image import IMAGE, busybox_rootfs
 
 from ansible_collections.ferry.docker.plugins.module_utils import _bundle
 from ansible_collections.ferry.docker.plugins.module_utils._stream import write_stream
 
-IMAGE = "ferry-test/busybox:fixture"
-BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "sleep", "true", "cat", "ls")
 SOURCE = dict(hostname="src", docker_version="20.10", api_version="1.41", architecture="x86_64", os="linux")
 
 
 # --------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def client():
-    try:
-        api = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock", version="auto")
-        api.ping()
-    except Exception as exc:  # any failure to connect means "no engine"
-        pytest.fail(
-            f"These integration tests need a Docker engine, but none is reachable ({exc}). Start dockerd or set "
-            "DOCKER_HOST.",
-            pytrace=False,
-        )
-    ensure_image(api)
-    yield api
-    api.close()
-
-
-def busybox_rootfs(extra=None):
-    """A tar of a root filesystem holding a static busybox, a few applet links and ``extra`` files."""
-    if not os.path.exists(BUSYBOX):
-        pytest.fail(f"{BUSYBOX} is missing, so no test image can be built: install busybox-static.", pytrace=False)
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        tar.add(BUSYBOX, arcname="bin/busybox")
-        for applet in APPLETS:
-            info = tarfile.TarInfo("bin/" + applet)
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            tar.addfile(info)
-        for name, content in (extra or {}).items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    return data.getvalue()
-
-
-def ensure_image(api):
-    """Import a static busybox as IMAGE unless the engine already has it (never pulls)."""
-    try:
-        api.inspect_image(IMAGE)
-        return
-    except docker.errors.ImageNotFound:
-        pass
-    repository, tag = IMAGE.rsplit(":", 1)
-    api.import_image_from_data(busybox_rootfs(), repository=repository, tag=tag, changes=['CMD ["sh"]'])
 
 
 class Resources:

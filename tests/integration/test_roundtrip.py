@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import ipaddress
-import os
 import socket
 import subprocess
 import tarfile
@@ -30,53 +29,14 @@ import uuid
 import docker
 import pytest
 from ferry_run import run_module
+from fixture_image import IMAGE
 
 from ansible_collections.ferry.docker.plugins.module_utils import _bundle
 from ansible_collections.ferry.docker.plugins.module_utils import _runconfig as rc
 
-IMAGE = "ferry-test/busybox:fixture"
-BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "sleep", "true", "cat", "ls")
 DIGEST_IGNORE = "Config.Labels." + rc.DIGEST_LABEL
 # docker_import labels the image with the archive's sha256 (its idempotence marker); containers inherit image labels.
 IMPORT_LABEL_IGNORE = "Config.Labels.ferry.docker.artifact-sha256"
-
-
-@pytest.fixture(scope="module")
-def client():
-    try:
-        api = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock", version="auto")
-        api.ping()
-    except Exception as exc:  # any failure to connect means "no engine"
-        pytest.fail(
-            f"These integration tests need a Docker engine, but none is reachable ({exc}). Start dockerd or set "
-            "DOCKER_HOST.",
-            pytrace=False,
-        )
-    ensure_image(api)
-    yield api
-    api.close()
-
-
-def ensure_image(api):
-    """Import a static busybox as IMAGE unless the engine already has it (never pulls)."""
-    try:
-        api.inspect_image(IMAGE)
-        return
-    except docker.errors.ImageNotFound:
-        pass
-    if not os.path.exists(BUSYBOX):
-        pytest.fail(f"{BUSYBOX} is missing, so no test image can be built: install busybox-static.", pytrace=False)
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        tar.add(BUSYBOX, arcname="bin/busybox")
-        for applet in APPLETS:
-            info = tarfile.TarInfo("bin/" + applet)
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            tar.addfile(info)
-    repository, tag = IMAGE.rsplit(":", 1)
-    api.import_image_from_data(data.getvalue(), repository=repository, tag=tag, changes=['CMD ["sh"]'])
 
 
 def free_port(kind=socket.SOCK_STREAM):

@@ -12,66 +12,19 @@ Every resource is uniquely named ``ferry-it-rc-<random>-*`` and removed in ``fin
 
 from __future__ import annotations
 
-import io
 import ipaddress
-import os
 import re
 import socket
-import tarfile
 import time
 import uuid
 
 import docker
 import pytest
+from fixture_image import IMAGE, busybox_rootfs
 
 from ansible_collections.ferry.docker.plugins.module_utils import _runconfig as rc
 
-IMAGE = "ferry-test/busybox:fixture"
-BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "sleep", "true", "cat", "ls")
 ANONYMOUS = re.compile(r"^[0-9a-f]{64}$")
-
-
-@pytest.fixture(scope="module")
-def client():
-    try:
-        api = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock", version="auto")
-        api.ping()
-    except Exception as exc:
-        pytest.fail(
-            f"These integration tests need a Docker engine, but none is reachable ({exc}). Start dockerd or set "
-            "DOCKER_HOST.",
-            pytrace=False,
-        )
-    ensure_image(api)
-    yield api
-    api.close()
-
-
-def ensure_image(api):
-    """Import a static busybox as IMAGE unless the engine already has it (never pulls)."""
-    try:
-        api.inspect_image(IMAGE)
-        return
-    except docker.errors.ImageNotFound:
-        pass
-    repository, tag = IMAGE.rsplit(":", 1)
-    api.import_image_from_data(busybox_rootfs(), repository=repository, tag=tag, changes=['CMD ["sh"]'])
-
-
-def busybox_rootfs():
-    """A tar of a root filesystem holding only a static busybox and a few applet links."""
-    if not os.path.exists(BUSYBOX):
-        pytest.fail(f"{BUSYBOX} is missing, so no test image can be built: install busybox-static.", pytrace=False)
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        tar.add(BUSYBOX, arcname="bin/busybox")
-        for applet in APPLETS:
-            info = tarfile.TarInfo("bin/" + applet)
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            tar.addfile(info)
-    return data.getvalue()
 
 
 def free_port(kind=socket.SOCK_STREAM):
