@@ -146,17 +146,23 @@ class TarChecker:
 
 
 def _end_marker_tarinfo(state):
-    """A TarInfo class noting whether the last header block read was the end-of-archive (zero) block.
+    """A TarInfo class noting whether reading stopped at the end-of-archive (zero) block.
 
     In streaming mode tarfile stops silently at a truncated or garbled header as it does at the
-    end of the archive; this tells them apart.
+    end of the archive; this tells them apart. A zero header block raises EOFHeaderError in every
+    Python version (some builds parse headers in a private ``_frombuf``, so the public entry point
+    ``fromtarfile`` is the one to watch).
     """
 
     class _TarInfo(tarfile.TarInfo):
         @classmethod
-        def frombuf(cls, buf, encoding, errors):
-            state["end_marker"] = len(buf) == tarfile.BLOCKSIZE and not buf.strip(b"\0")
-            return super().frombuf(buf, encoding, errors)
+        def fromtarfile(cls, tar):
+            state["end_marker"] = False
+            try:
+                return super().fromtarfile(tar)
+            except tarfile.EOFHeaderError:
+                state["end_marker"] = True
+                raise
 
     return _TarInfo
 

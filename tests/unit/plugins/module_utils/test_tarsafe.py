@@ -261,6 +261,26 @@ def test_truncated_archive_is_incomplete():
         assert any("truncated" in p or "not a readable tar" in p for p in result["problems"]), (cut, result)
 
 
+def _header_via_private_parser(cls, tar):
+    """fromtarfile as some patched Python builds have it: headers parsed without calling frombuf."""
+    buf = tar.fileobj.read(tarfile.BLOCKSIZE)
+    if len(buf) == tarfile.BLOCKSIZE and not buf.strip(b"\0"):
+        raise tarfile.EOFHeaderError("end of file header")
+    if len(buf) != tarfile.BLOCKSIZE:
+        raise tarfile.TruncatedHeaderError("truncated header")
+    obj = tarfile.TarInfo.frombuf.__func__(cls, buf, tar.encoding, tar.errors)
+    obj.offset = tar.fileobj.tell() - tarfile.BLOCKSIZE
+    return obj._proc_member(tar)
+
+
+def test_end_marker_found_when_headers_bypass_frombuf(monkeypatch):
+    # Debian 12's python3.11 parses headers in a private _frombuf; the end marker must still count.
+    monkeypatch.setattr(tarfile.TarInfo, "fromtarfile", classmethod(_header_via_private_parser))
+    raw = build_tar(member("a", data=b"x" * 2000), member("b", data=b"y" * 10))
+    assert scan(raw)["complete"] is True
+    assert scan(raw[: 512 + 2048])["complete"] is False
+
+
 def test_garbage_header_is_reported():
     raw = build_tar(member("a", data=b"x" * 100))
     garbled = raw[:1024] + b"\x01" * 512 + raw[1536:]
