@@ -110,20 +110,35 @@ class FerryModule:
             )
 
     @property
-    def client(self):
-        """A connected ``docker.APIClient``; connection problems fail the module with advice."""
+    def base_url(self):
+        """The engine address the options (or DOCKER_HOST, or the default socket) point at."""
+        return connection_kwargs(self.params)["base_url"]
+
+    def connect(self):
+        """Connect once and return the ``docker.APIClient``; raises what the SDK raises when no engine answers.
+
+        For a module that reports an unreachable engine as a result instead of failing; others use ``client``.
+        """
         if self._client is None:
             kwargs = connection_kwargs(self.params)
             tls = kwargs.pop("tls", None)
             if tls:
                 kwargs["tls"] = TLSConfig(**tls)
+            client = docker.APIClient(**kwargs)
+            client.ping()
+            self._client = client
+        return self._client
+
+    @property
+    def client(self):
+        """A connected ``docker.APIClient``; connection problems fail the module with advice."""
+        if self._client is None:
             try:
-                self._client = docker.APIClient(**kwargs)
-                self._client.ping()
+                self.connect()
             except DockerException as exc:
                 self.fail(
                     "Cannot reach the Docker engine at %s: %s. Check that dockerd is running and that "
-                    "docker_host and the TLS options are right." % (kwargs["base_url"], exc)
+                    "docker_host and the TLS options are right." % (self.base_url, exc)
                 )
         return self._client
 

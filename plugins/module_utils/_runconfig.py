@@ -52,7 +52,8 @@ digest (the digest ignores its own label).
 
 Public API: ``capture``, ``to_create_body``, ``config_digest``, ``stamp_digest``, ``redact``,
 ``normalize_for_compare``, ``diff_inspect``, ``network_definition``, ``network_create_kwargs``,
-``volume_definition``, ``volume_create_kwargs``, ``connect_kwargs``; errors are ``RunConfigError``
+``volume_definition``, ``volume_create_kwargs``, ``connect_kwargs``, ``needed_networks``,
+``named_volumes``, ``bind_sources``; errors are ``RunConfigError``
 (a ``ValueError``) with a message meant for the user.
 """
 
@@ -749,6 +750,57 @@ def to_create_body(run_config, overrides=None):
     if mode.startswith("container:") or mode in ("host", "none"):
         extra_networks = []
     return name, body, extra_networks
+
+
+# --------------------------------------------------------------------------------------------
+# what a create body needs on the engine
+
+
+def needed_networks(body, extra_networks):
+    """User-defined networks a create body and its ``extra_networks`` attach to, in attach order.
+
+    The primary network (``HostConfig.NetworkMode``, unless "default" or ``container:<id>``), the
+    endpoint of ``NetworkingConfig``, then the extra networks; ``PREDEFINED_NETWORKS`` are left out.
+    """
+    names = []
+    mode = (body.get("HostConfig") or {}).get("NetworkMode") or "default"
+    if mode not in ("default", "") and not mode.startswith("container:"):
+        names.append(mode)
+    names.extend((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
+    names.extend(net for net, _endpoint in extra_networks)
+    seen = []
+    for name in names:
+        if name not in seen and name not in PREDEFINED_NETWORKS:
+            seen.append(name)
+    return seen
+
+
+def named_volumes(body):
+    """Sorted names of the named volumes a create body mounts (``Binds`` and ``Mounts``)."""
+    host_config = body.get("HostConfig") or {}
+    names = []
+    for bind in host_config.get("Binds") or []:
+        source = _bind_source(bind)
+        if source and not source.startswith("/"):
+            names.append(source)
+    for mount in host_config.get("Mounts") or []:
+        if mount.get("Type") == "volume" and mount.get("Source"):
+            names.append(mount["Source"])
+    return sorted(set(names))
+
+
+def bind_sources(body):
+    """Sorted host paths a create body bind-mounts (``Binds`` and ``Mounts``)."""
+    host_config = body.get("HostConfig") or {}
+    paths = []
+    for bind in host_config.get("Binds") or []:
+        source = _bind_source(bind)
+        if source.startswith("/"):
+            paths.append(source)
+    for mount in host_config.get("Mounts") or []:
+        if mount.get("Type") == "bind" and mount.get("Source"):
+            paths.append(mount["Source"])
+    return sorted(set(paths))
 
 
 # --------------------------------------------------------------------------------------------

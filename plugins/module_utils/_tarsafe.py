@@ -156,10 +156,10 @@ def _end_marker_tarinfo(state):
 
     class _TarInfo(tarfile.TarInfo):
         @classmethod
-        def fromtarfile(cls, tar):
+        def fromtarfile(cls, *args, **kwargs):  # the base's signature, whatever it calls its argument
             state["end_marker"] = False
             try:
-                return super().fromtarfile(tar)
+                return super().fromtarfile(*args, **kwargs)
             except tarfile.EOFHeaderError:
                 state["end_marker"] = True
                 raise

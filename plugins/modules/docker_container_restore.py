@@ -244,8 +244,10 @@ from ansible_collections.ferry.docker.plugins.module_utils._restore import (
 )
 from ansible_collections.ferry.docker.plugins.module_utils._runconfig import (
     DIGEST_LABEL,
-    PREDEFINED_NETWORKS,
+    bind_sources,
     connect_kwargs,
+    named_volumes,
+    needed_networks,
     network_create_kwargs,
     stamp_digest,
     to_create_body,
@@ -259,46 +261,6 @@ def _volume_artifact(manifest, volume_name):
         if artifact.get("kind") == "volume" and volume_name in (artifact.get("volume"), artifact.get("name")):
             return artifact
     return None
-
-
-def _needed_networks(body, extra_networks):
-    names = []
-    mode = (body.get("HostConfig") or {}).get("NetworkMode") or "default"
-    if mode not in ("default", "") and not mode.startswith("container:"):
-        names.append(mode)
-    names.extend((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
-    names.extend(net for net, _endpoint in extra_networks)
-    seen = []
-    for name in names:
-        if name not in seen and name not in PREDEFINED_NETWORKS:
-            seen.append(name)
-    return seen
-
-
-def _named_volumes(body):
-    host_config = body.get("HostConfig") or {}
-    names = []
-    for bind in host_config.get("Binds") or []:
-        source = bind.split(":", 1)[0]
-        if source and not source.startswith("/"):
-            names.append(source)
-    for mount in host_config.get("Mounts") or []:
-        if mount.get("Type") == "volume" and mount.get("Source"):
-            names.append(mount["Source"])
-    return sorted(set(names))
-
-
-def _bind_sources(body):
-    host_config = body.get("HostConfig") or {}
-    paths = []
-    for bind in host_config.get("Binds") or []:
-        source = bind.split(":", 1)[0]
-        if source.startswith("/"):
-            paths.append(source)
-    for mount in host_config.get("Mounts") or []:
-        if mount.get("Type") == "bind" and mount.get("Source"):
-            paths.append(mount["Source"])
-    return sorted(set(paths))
 
 
 class Restore:
@@ -376,7 +338,7 @@ class Restore:
         definitions.update(self.run_config.get("network_definitions") or {})
         reverse_map = {new: old for old, new in (self.p["network_map"] or {}).items()}
         self.networks_to_create = []
-        for net in _needed_networks(self.body, self.extra_networks):
+        for net in needed_networks(self.body, self.extra_networks):
             if inspect_or_none(client.inspect_network, net) is not None:
                 continue
             definition = definitions.get(reverse_map.get(net, net)) or definitions.get(net)
@@ -390,12 +352,12 @@ class Restore:
         for vol, definition in (self.run_config.get("volume_definitions") or {}).items():
             volume_definitions.setdefault(vol, definition)
         self.volumes_to_create = []
-        for vol in _named_volumes(self.body):
+        for vol in named_volumes(self.body):
             if inspect_or_none(client.inspect_volume, vol) is None:
                 definition = dict(volume_definitions.get(vol) or {"Name": vol})
                 self.volumes_to_create.append((vol, definition))
         self.bind_paths_to_create = []
-        for path in _bind_sources(self.body):
+        for path in bind_sources(self.body):
             if os.path.exists(path):
                 continue
             if not self.p["create_bind_paths"]:

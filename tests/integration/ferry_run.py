@@ -20,10 +20,11 @@ def _ansible():
     return str(beside_python) if beside_python.exists() else "ansible"
 
 
-def run_module(name, check=False, diff=False, **args):
+def run_module(name, /, check=False, diff=False, **args):
     """Run ferry.docker.<name> with ``args`` on localhost; return its result dict.
 
     The result has ``failed`` set when the module failed; ``msg`` then holds the module's message.
+    ``name`` is positional-only, so that a module option called ``name`` can be passed in ``args``.
     """
     env = dict(os.environ)
     env.update(

@@ -1098,3 +1098,53 @@ def test_hostname_change_is_reported_and_its_engine_alias_ignored():
     for endpoint in changed["NetworkSettings"]["Networks"].values():
         endpoint["Aliases"] = ["web02" if a == "web01" else a for a in endpoint["Aliases"]]
     assert rc.diff_inspect(doc, changed) == [("Config.Hostname", "web01", "web02")]
+
+
+# --------------------------------------------------------------------------------------------
+# what a create body needs on the engine
+
+
+@pytest.mark.parametrize(
+    ("host_config", "networking", "extra", "expected"),
+    [
+        ({}, None, [], []),
+        ({"NetworkMode": "default"}, None, [], []),
+        ({"NetworkMode": "host"}, None, [], []),
+        ({"NetworkMode": "container:abc"}, None, [], []),
+        ({"NetworkMode": "front"}, {"front": {"Aliases": ["w"]}}, [("back", {}), ("bridge", {})], ["front", "back"]),
+        ({"NetworkMode": "bridge"}, None, [("back", {}), ("alpha", {})], ["back", "alpha"]),
+        ({}, {"front": {}}, [("front", {})], ["front"]),
+    ],
+)
+def test_needed_networks(host_config, networking, extra, expected):
+    body = {"Image": "x", "HostConfig": host_config}
+    if networking is not None:
+        body["NetworkingConfig"] = {"EndpointsConfig": networking}
+    assert rc.needed_networks(body, extra) == expected
+
+
+def test_named_volumes_and_bind_sources():
+    body = {
+        "Image": "x",
+        "HostConfig": {
+            "Binds": ["data:/data", "/srv/www:/var/www:ro", "/srv/www:/again", "cache:/cache:rw"],
+            "Mounts": [
+                {"Type": "volume", "Source": "named", "Target": "/n"},
+                {"Type": "volume", "Target": "/anonymous"},
+                {"Type": "bind", "Source": "/etc/app", "Target": "/etc/app"},
+                {"Type": "tmpfs", "Target": "/tmp"},
+            ],
+        },
+    }
+    assert rc.named_volumes(body) == ["cache", "data", "named"]
+    assert rc.bind_sources(body) == ["/etc/app", "/srv/www"]
+    assert rc.named_volumes({"Image": "x"}) == rc.bind_sources({"Image": "x"}) == []
+
+
+def test_create_body_needs_of_the_rich_fixture():
+    _name, body, extra = rc.to_create_body(captured("rich"), {"network_map": {"ferry-fx-back": "other"}})
+    assert rc.needed_networks(body, extra) == ["ferry-fx-front", "other"]
+    assert rc.named_volumes(body) == sorted(
+        {b.split(":", 1)[0] for b in RICH_HOST_CONFIG.get("Binds") or [] if not b.startswith("/")}
+        | {m["Source"] for m in RICH_HOST_CONFIG.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Source")}
+    )
