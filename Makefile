@@ -39,7 +39,7 @@ lab-down: ## remove the lab hosts, their volumes and their network
 lab-status: ## show the lab hosts and whether dockerd and sshd answer
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) lab/lab.py status
 
-demo: lab-up ## run the main job on the local lab
+demo: lab-up ## migrate the sample service from lab host1 to host2, print the report
 	bash lab/demo.sh
 
 test: ## run every gate and every test (installs what it needs)

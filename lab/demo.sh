@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# `make demo`: run the main job on the local lab.
-# Until playbooks/migrate.yml exists it shows the running lab and its inventory; once it exists it
-# migrates the sample service from host1 to host2.
+# `make demo`: migrate the sample service from lab host1 to host2 with playbooks/migrate.yml, then
+# print the run's report and the command that shows the page served from host2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ANSIBLE_CONFIG=$PWD/ansible.cfg
+report=$PWD/lab/.state/demo-report.json
 
-if [ -f playbooks/migrate.yml ]; then
-  exec ansible-playbook playbooks/migrate.yml "$@"
-fi
+echo "== Starting the sample service ferry-demo-web on host1 (lab/demo-service.yml)"
+ansible-playbook lab/demo-service.yml
 
-python lab/lab.py status
+echo "== Migrating it to host2 (playbooks/migrate.yml)"
+ansible-playbook playbooks/migrate.yml -e migrate_source=host1 -e migrate_target=host2 \
+  -e migrate_containers=ferry-demo-web -e migrate_report_path="$report" "$@"
+
+echo "== Report ($report)"
+cat "$report"
 echo
-echo "Inventory (lab/.state/inventory.ini):"
-cat lab/.state/inventory.ini
-echo
-echo "Every lab host answers Ansible over SSH:"
-ansible lab -m ansible.builtin.ping
-echo
-echo "Try:  ansible lab -a 'docker ps'   or   ssh -F lab/.state/ssh_config host1"
+echo "== The page, served from host2:"
+echo "   ssh -F lab/.state/ssh_config host2 curl -s http://127.0.0.1:8080/"
+ssh -F lab/.state/ssh_config host2 curl -s http://127.0.0.1:8080/

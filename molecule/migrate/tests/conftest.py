@@ -1,0 +1,91 @@
+"""Shared names, lab hosts and a playbook runner for the migrate scenario's tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import testinfra
+
+ROOT = Path(__file__).resolve().parents[3]
+INVENTORY = ROOT / "lab/.state/inventory.ini"
+# Same values as molecule/migrate/vars/scenario.yml.
+IMAGE = "ferry-lab/busybox:latest"
+SERVICE = "ferry-mig-web"
+VOLUME = "ferry-mig-page"
+NETWORK = "ferry-mig-net"
+ALIAS = "www"
+BIND = "/srv/ferry-mig/conf"
+PORT = 18080
+DIGEST_LABEL = "ferry.docker.config-digest"
+
+
+def lab_host(name):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The three lab hosts as testinfra hosts."""
+    return {name: lab_host(name) for name in ("host1", "host2", "host3")}
+
+
+def inspect(host, kind, name):
+    """`docker <kind> inspect` of one object on host, or None if it does not exist."""
+    out = host.run(f"docker {kind} inspect {name}")
+    return json.loads(out.stdout)[0] if out.rc == 0 else None
+
+
+def volume_checksums(host, volume):
+    """{relative path: sha256} of every file in a named volume on host."""
+    data = inspect(host, "volume", volume)
+    assert data is not None, f"volume {volume} is missing on {host.backend.get_hostname()}"
+    out = host.check_output(f"cd {data['Mountpoint']} && find . -type f | sort | xargs -r sha256sum")
+    return dict(reversed(line.split(None, 1)) for line in out.splitlines())
+
+
+def playbook(name, extra, tmp_path, expect_rc=0):
+    """Run playbooks/<name>.yml on the lab with extra vars; return (process, report or None)."""
+    report = tmp_path / f"{name}-report.json"
+    extra = {f"{name}_report_path": str(report), **extra}
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_HOST_KEY_CHECKING="true")
+    argv = [
+        str(Path(sys.executable).parent / "ansible-playbook"),
+        "--inventory",
+        str(INVENTORY),
+        "--extra-vars",
+        json.dumps(extra),
+        str(ROOT / f"playbooks/{name}.yml"),
+    ]
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if expect_rc is not None:
+        assert proc.returncode == expect_rc, proc.stdout[-6000:] + proc.stderr[-3000:]
+    data = json.loads(report.read_text()) if report.exists() else None
+    return proc, data
+
+
+def start_service(host, name, volume, port, network=NETWORK, extra_args=""):
+    """Start one instance of the sample service on host (as molecule/migrate/tasks/service.yml does)."""
+    host.run_expect([0, 1], f"docker network create --subnet 10.231.0.0/24 {network}")
+    host.run_expect([0], f"mkdir -p {BIND} && echo ok > {BIND}/ready")
+    host.run_expect(
+        [0],
+        f"docker run -d --name {name} --init --restart unless-stopped -p {port}:80 -e GREETING=hi "
+        f"-l ferry.test=migrate --network {network} --network-alias {ALIAS} "
+        f"--mount type=volume,source={volume},target=/www --mount type=bind,source={BIND},target=/conf,readonly "
+        f"--health-cmd 'test -s /conf/ready && wget -q -O /dev/null http://127.0.0.1/index.html' "
+        f"--health-interval 2s --health-retries 3 {extra_args} {IMAGE} "
+        f"sh -c 'mkdir -p /www && echo \"<h1>served by {name}</h1>\" > /www/index.html && exec httpd -f -p 80 -h /www'",
+    )
+
+
+def wait_healthy(host, name, seconds=60):
+    host.run_expect(
+        [0],
+        f"timeout {seconds} sh -c 'until docker inspect -f {{{{.State.Health.Status}}}} {name} | grep -qx healthy;"
+        " do sleep 1; done'",
+    )
