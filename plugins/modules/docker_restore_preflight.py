@@ -44,7 +44,8 @@ options:
         C(config), C(host_config), C(networks), C(network_definitions), C(volume_definitions), C(mounts)).
       - The same remark as for M(ferry.docker.docker_container_restore) applies; Ansible echoes the
         option (with any real environment values it holds) in the task's C(invocation), so set
-        C(no_log) on the task when they are secret. A redacted run config gives the same result.
+        C(no_log) on the task when they are secret. Env values are part of the config digest, so with a
+        redacted run config an already restored container shows as V(differs) in RV(container_state).
     type: dict
     required: true
   name:
