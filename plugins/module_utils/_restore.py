@@ -36,6 +36,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._bundle import (
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
 from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     CHUNK_SIZE,
+    TAR_BUFSIZE,
     FerryError,
     IterReader,
     read_decompressed,
@@ -172,7 +173,7 @@ def tar_fingerprint(fileobj, strip_first=False, stop_after_first=False):
     digest = hashlib.sha256()
     entries = []
     files = {}  # name -> (size, content sha256) of regular files, for hard links
-    with tarfile.open(fileobj=fileobj, mode="r|", bufsize=CHUNK_SIZE) as archive:
+    with tarfile.open(fileobj=fileobj, mode="r|", bufsize=TAR_BUFSIZE) as archive:
         for member in iter(archive.next, None):
             del archive.members[:]
             name = _entry_name(member.name, strip_first)

@@ -35,7 +35,12 @@ from __future__ import annotations
 import posixpath
 import tarfile
 
-from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, FerryError, IterReader
+from ansible_collections.ferry.docker.plugins.module_utils._stream import (
+    CHUNK_SIZE,
+    TAR_BUFSIZE,
+    FerryError,
+    IterReader,
+)
 
 _XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
 _REGULAR, _DIRECTORY, _SYMLINK, _OTHER = "f", "d", "l", "o"
@@ -184,7 +189,7 @@ def scan_stream(source, allow_devices=False, max_problems=100):
     problems = []
     try:
         with tarfile.open(
-            fileobj=fileobj, mode="r|", bufsize=CHUNK_SIZE, tarinfo=_end_marker_tarinfo(state)
+            fileobj=fileobj, mode="r|", bufsize=TAR_BUFSIZE, tarinfo=_end_marker_tarinfo(state)
         ) as archive:
             for member in iter(archive.next, None):
                 del archive.members[:]  # tarfile keeps every TarInfo; the checker keeps what it needs

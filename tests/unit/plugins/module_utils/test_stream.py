@@ -381,3 +381,29 @@ def test_memory_does_not_grow_with_archive_size(tmp_path, compression):
         tracemalloc.stop()
     assert result["raw_size"] == 64 * MIB
     assert peak < 8 * MIB
+
+
+@pytest.mark.parametrize(
+    ("threads", "cpus", "expected"),
+    [(-1, 2, 2), (-1, 1, 1), (-1, 64, _stream.ZSTD_MAX_WORKERS), (-1, None, 1), (0, 8, 0), (3, 8, 3)],
+)
+def test_zstd_workers_are_bounded(monkeypatch, threads, cpus, expected):
+    # zstd keeps about (workers + 2) jobs in memory: one worker per CPU without a cap would let the
+    # module's memory grow with the machine.
+    monkeypatch.setattr(_stream.os, "cpu_count", lambda: cpus)
+    assert _stream.zstd_workers(threads) == expected
+
+
+def test_multithreaded_zstd_uses_bounded_jobs_and_round_trips(monkeypatch, tmp_path):
+    calls = []
+    from_level = zstandard.ZstdCompressionParameters.from_level
+
+    def recording(level, **kwargs):
+        calls.append(kwargs)
+        return from_level(level, **kwargs)
+
+    monkeypatch.setattr(_stream.zstandard.ZstdCompressionParameters, "from_level", recording)
+    data = os.urandom(MIB) + b"text line\n" * (3 * MIB // 10)
+    result = write_stream(chunked(data, SMALL_CHUNK), tmp_path, "mt.zst", threads=2)
+    assert b"".join(read_decompressed(result["path"], "zstd")) == data
+    assert calls == [dict(threads=2, job_size=_stream.ZSTD_JOB_SIZE, write_checksum=True)]
