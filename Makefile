@@ -10,7 +10,7 @@ COLLECTIONS := $(CURDIR)/.cache/collections
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help venv collection engine lab-images lab-up lab-down lab-status demo test lint sanity unit integration molecule build
+.PHONY: help venv collection engine lab-images lab-up lab-down lab-status demo test lint sanity unit integration molecule build bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,3 +62,6 @@ molecule: venv collection engine ## molecule scenarios only
 
 build: venv ## build the collection tarball into build/
 	$(BIN)/ansible-galaxy collection build --force --output-path build .
+
+bench: venv collection engine ## run the benchmark suite (BENCH_SCALE=tiny|256M|1G|2G)
+	$(BIN)/python -m benchmarks $(if $(BENCH_SCALE),--scale $(BENCH_SCALE)) $(if $(filter 0,$(BENCH_MEMORY)),,--memory)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # `make test`: set up everything the tests need, then run every gate and every test.
 # Each step prints one line, PASS or FAIL, with its duration; the script exits non-zero if any failed.
-# Usage: tests/run-all.sh [step ...]   (steps: ruff ansible-lint sanity unit integration molecule)
+# Usage: tests/run-all.sh [step ...]   (steps: ruff ansible-lint sanity unit integration bench molecule)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 
-all_steps=(ruff ansible-lint sanity unit integration molecule)
+all_steps=(ruff ansible-lint sanity unit integration bench molecule)
 steps=("$@")
 [ "${#steps[@]}" -gt 0 ] || steps=("${all_steps[@]}")
 
@@ -35,11 +35,11 @@ if [ ! -f "$venv/.stamp" ] || [ requirements-dev.txt -nt "$venv/.stamp" ]; then
 fi
 mkdir -p .cache/collections/ansible_collections/ferry
 ln -sfn "$root" .cache/collections/ansible_collections/ferry/docker
-if needs sanity integration molecule; then
+if needs sanity integration bench molecule; then
   # Installs (as root on Debian) docker.io, the lab's build tools and shellcheck, and starts dockerd.
   setup engine bash lab/ensure-docker.sh
 fi
-if needs integration molecule; then
+if needs integration bench molecule; then
   setup lab-images python lab/lab.py images
 fi
 
@@ -74,6 +74,12 @@ step_unit() {
 
 step_integration() {
   pytest -q tests/integration
+}
+
+step_bench() {
+  # The benchmark suite at a tiny scale: proves that every row runs and passes its round-trip
+  # check; it asserts no timings. The figures go to tests/output, not benchmarks/results.
+  python -m benchmarks --scale tiny --runs 3 --out tests/output/bench-tiny.json
 }
 
 step_molecule() {

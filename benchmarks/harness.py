@@ -1,0 +1,285 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The harness: the row registry, how a command is timed, and the statistics.
+
+A row compares one of our commands with a baseline shell command on the same data. Subclass
+``Row``, set its class attributes, implement ``command()`` (and the hooks it needs), and decorate
+the class with ``@register``; ``run.py`` does the rest. Per run and side the harness calls, in
+order: ``prepare`` (untimed), the command (timed), ``check`` (untimed; raise ``CheckFailed``) and
+``cleanup`` (untimed, also after a failure). ``setup`` and ``teardown`` run once per row.
+
+Commands are built with ``module_command`` (one of our modules run directly as a child process,
+without Ansible: ``python <module file> <args.json>``), ``shell_command`` (a bash pipeline with
+pipefail) or ``playbook_command`` (``ansible-playbook`` with an inventory, for rows that measure
+the roles and playbooks). Each command runs under the small launcher spawn.py, which reports the
+``wait4`` resource use of the command: its peak resident memory (``ru_maxrss``, of the process
+and the children it waited for, which for a module is the Python process alone: the Docker
+daemon's memory is not ours) and its CPU time. The wall time is taken around the launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COLLECTIONS = REPO_ROOT / ".cache" / "collections"
+MODULES = REPO_ROOT / "plugins" / "modules"
+SPAWN = Path(__file__).resolve().parent / "spawn.py"
+SIDES = ("ours", "baseline")
+
+ROWS = {}
+
+
+def register(cls):
+    """Class decorator: add a Row subclass to the registry under its number."""
+    if cls.number in ROWS:
+        raise ValueError(f"row {cls.number} is registered twice")
+    ROWS[cls.number] = cls()
+    return cls
+
+
+class CheckFailed(Exception):
+    """A round-trip check found that a side's output does not match its input."""
+
+
+class RowError(Exception):
+    """A row cannot run (a command failed, or the situation is not fair to both sides)."""
+
+
+@dataclass
+class Command:
+    argv: list
+    env: dict = field(default_factory=dict)
+    display: str = ""  # what the table and the JSON show
+    module: bool = False  # one of our modules: its stdout is its JSON result
+
+
+@dataclass
+class Outcome:
+    seconds: float
+    max_rss: int  # bytes
+    cpu: float  # user + system seconds of the process and the children it waited for
+    engine_cpu: float  # user + system seconds dockerd (and its reaped children) used meanwhile, or -1
+    returncode: int
+    stdout: str
+    stderr: str
+    result: dict = field(default_factory=dict)  # a module's JSON result
+
+
+class Context:
+    """What rows share during one scale: the Docker client, the data, a work directory."""
+
+    def __init__(self, api, source, workdir, run_id, log):
+        self.api = api
+        self.source = source
+        self.workdir = Path(workdir)
+        self.run_id = run_id
+        self.log = log
+        self.state = {}  # per-row scratch space, e.g. a bundle made in setup
+
+    def path(self, *parts):
+        return self.workdir.joinpath(*parts)
+
+    def name(self, *parts):
+        """A Docker object name unique to this benchmark run."""
+        return "-".join(("ferry-bench", self.run_id, *(str(p) for p in parts)))
+
+
+class Row:
+    """One comparison. Override ``command`` and whichever hooks the row needs."""
+
+    number = 0
+    title = ""  # our side, as shown in the table
+    baseline = ""  # the baseline command, as the issue writes it
+    target = 1.2  # at most this ratio of medians (ours / baseline)
+    sides = SIDES
+    memory = True  # part of the peak-memory table (a module process)
+
+    def setup(self, ctx):
+        """Once before the runs (untimed)."""
+
+    def prepare(self, ctx, side, run):
+        """Before each timed run (untimed), e.g. a fresh empty volume."""
+
+    def command(self, ctx, side, run):
+        raise NotImplementedError
+
+    def check(self, ctx, side, run, outcome):
+        """After each timed run (untimed): raise CheckFailed unless the output round-trips."""
+
+    def cleanup(self, ctx, side, run):
+        """After each run (untimed), also after a failure."""
+
+    def teardown(self, ctx):
+        """Once after the runs (untimed), also after a failure."""
+
+    def extras(self, ctx, seconds):
+        """After the runs, before teardown: more figures for the result (``seconds``: side -> summary)."""
+        return {}
+
+
+def module_command(ctx, module, args, tag):
+    """Run plugins/modules/<module>.py directly with ``args``, the way AnsiballZ would, minus Ansible."""
+    args_file = ctx.path(f"args-{tag}.json")
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    pythonpath = os.pathsep.join(p for p in (str(COLLECTIONS), os.environ.get("PYTHONPATH")) if p)
+    return Command(
+        argv=[sys.executable, str(MODULES / f"{module}.py"), str(args_file)],
+        env={"PYTHONPATH": pythonpath},
+        display=f"{module} {json.dumps(args, sort_keys=True)}",
+        module=True,
+    )
+
+
+def shell_command(script):
+    return Command(argv=["bash", "-c", "set -euo pipefail; " + script], display=script)
+
+
+def playbook_command(playbook, inventory, extra_vars=None, limit=None):
+    """``ansible-playbook`` from this venv with the repository's ansible.cfg (for rows 6 and 7)."""
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(playbook)]
+    if extra_vars:
+        argv += ["-e", json.dumps(extra_vars)]
+    if limit:
+        argv += ["--limit", limit]
+    return Command(argv=argv, env={"ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg")}, display=" ".join(argv))
+
+
+def engine_cpu(pid_file="/var/run/docker.pid"):
+    """CPU seconds (user + system, with reaped children) dockerd has used so far; -1 if unknown.
+
+    dockerd serves everyone on the engine, so a difference of two readings is an upper bound of
+    what one command cost it.
+    """
+    try:
+        with open(pid_file, encoding="ascii") as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return -1.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(command, cwd=REPO_ROOT):
+    """Run ``command`` once through spawn.py; its wall time, peak RSS, CPU time and output."""
+    env = dict(os.environ)
+    env.update(command.env)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as report:
+        argv = [sys.executable, "-S", str(SPAWN), report.name, *command.argv]
+        engine_before = engine_cpu()
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=cwd, start_new_session=True)
+        try:
+            proc.wait()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the command: nothing left running
+            proc.wait()
+            raise
+        seconds = time.perf_counter() - start
+        engine_after = engine_cpu()
+        try:
+            max_rss_kib, utime, stime = report.read().split()
+        except ValueError:
+            max_rss_kib, utime, stime = 0, 0, 0
+        out.seek(0)
+        err.seek(0)
+        outcome = Outcome(
+            seconds=seconds,
+            max_rss=int(max_rss_kib) * 1024,  # KiB on Linux
+            cpu=float(utime) + float(stime),
+            engine_cpu=engine_after - engine_before if engine_before >= 0 <= engine_after else -1.0,
+            returncode=proc.returncode,
+            stdout=out.read().decode("utf-8", "replace"),
+            stderr=err.read().decode("utf-8", "replace"),
+        )
+    if command.module:
+        try:
+            outcome.result = json.loads(outcome.stdout)
+        except ValueError:
+            outcome.result = {"failed": True, "msg": "the module printed no JSON result"}
+    if outcome.returncode != 0 or outcome.result.get("failed"):
+        detail = outcome.result.get("msg") if command.module else None
+        output = detail or (outcome.stderr.strip() or outcome.stdout)[-1500:]
+        raise RowError(f"`{command.display[:200]}` failed (exit {outcome.returncode}): {output}")
+    return outcome
+
+
+def summary(values):
+    """``{"median", "min", "max", "runs"}`` of a list of numbers."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": list(values),
+    }
+
+
+def run_row(row, ctx, runs, sides=None):
+    """Run one row: ``runs`` timed runs per side, alternating which side goes first. Returns a dict."""
+    sides = tuple(sides or row.sides)
+    samples = {side: [] for side in sides}
+    rss = {side: [] for side in sides}
+    cpu = {side: [] for side in sides}
+    engine = {side: [] for side in sides}
+    details = {side: [] for side in sides}
+    try:
+        row.setup(ctx)
+        for run in range(runs):
+            order = sides if run % 2 == 0 else tuple(reversed(sides))
+            for side in order:
+                try:
+                    row.prepare(ctx, side, run)
+                    command = row.command(ctx, side, run)
+                    outcome = measure(command)
+                    row.check(ctx, side, run, outcome)
+                finally:
+                    row.cleanup(ctx, side, run)
+                samples[side].append(outcome.seconds)
+                rss[side].append(outcome.max_rss)
+                cpu[side].append(outcome.cpu)
+                engine[side].append(outcome.engine_cpu)
+                details[side].append(_module_facts(outcome.result))
+                ctx.log(
+                    f"  row {row.number} run {run + 1}/{runs} {side:8s} {outcome.seconds:8.2f} s  "
+                    f"cpu {outcome.cpu:6.2f} s  dockerd cpu {outcome.engine_cpu:6.2f} s  "
+                    f"rss {outcome.max_rss / 1048576:6.1f} MiB"
+                )
+        # Figures a row computes itself (bytes, task counts, a verdict against an absolute target).
+        extras = row.extras(ctx, {side: summary(samples[side]) for side in sides})
+    finally:
+        row.teardown(ctx)
+    result = {
+        "row": row.number,
+        "title": row.title,
+        "baseline_command": row.baseline,
+        "target": row.target,
+        "seconds": {side: summary(samples[side]) for side in sides},
+        "max_rss_bytes": {side: summary(rss[side]) for side in sides},
+        "cpu_seconds": {side: summary(cpu[side]) for side in sides},
+        "dockerd_cpu_seconds": {side: summary(engine[side]) for side in sides},
+        "module_results": details.get("ours", []),
+        "checks": "passed",
+    }
+    if "ours" in samples and "baseline" in samples:
+        ratio = result["seconds"]["ours"]["median"] / result["seconds"]["baseline"]["median"]
+        result["ratio"] = ratio
+        result["verdict"] = "PASS" if ratio <= row.target else "MISS"
+    result.update(extras)
+    return result
+
+
+def _module_facts(result):
+    keys = ("duration", "bytes_read", "bytes_written", "size", "changed", "operation")
+    return {k: result[k] for k in keys if k in (result or {})}
