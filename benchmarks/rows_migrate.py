@@ -50,7 +50,10 @@ def ssh(host, script, stdin=None, check=True):
 
 def lab_up():
     proc = subprocess.run(
-        [str(REPO_ROOT / ".venv" / "bin" / "python"), str(LAB / "lab.py"), "up"], capture_output=True, text=True
+        [str(REPO_ROOT / ".venv" / "bin" / "python"), str(LAB / "lab.py"), "up"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise RowError(f"lab.py up failed: {proc.stderr[-800:]}")
@@ -107,7 +110,7 @@ class MigrateRow(Row):
         ssh(SOURCE, f"docker rm -f {name} >/dev/null 2>&1; docker volume rm {volume} >/dev/null 2>&1; true")
         ssh(
             SOURCE,
-            f"docker run -d --name {name} --label ferry.bench=migrate -p 18{self.number}80:80 -e BENCH=1 "
+            f"docker run -d --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 "
             f"--restart unless-stopped --mount type=volume,source={volume},target=/data {self.image} "
             "sh -c 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www'",
         )
@@ -133,9 +136,10 @@ class MigrateRow(Row):
         ssh(
             TARGET,
             f"docker rm -f {name} >/dev/null 2>&1; docker volume rm {volume} >/dev/null 2>&1;"
-            f" docker rmi ferry-migrate/{name}:latest {image} >/dev/null 2>&1; rm -rf /var/lib/ferry/incoming; true",
+            f" docker rmi ferry-migrate/{name}:latest {image} >/dev/null 2>&1;"
+            f" rm -rf /var/lib/ferry/incoming/*-{name}; true",
         )
-        ssh(SOURCE, f"docker rmi {image} >/dev/null 2>&1; rm -rf /var/lib/ferry/migrate; true")
+        ssh(SOURCE, f"docker rmi {image} >/dev/null 2>&1; rm -rf /var/lib/ferry/migrate/*/{name}; true")
 
     def cleanup(self, ctx, side, run):
         self.cleanup_target(ctx)
@@ -211,7 +215,7 @@ class Migrate(MigrateRow):
             f"docker save {image} | zstd -T0 -3 -q | {to_target} 'zstd -d -q | docker load -q >/dev/null'; "
             f"tar -C {mountpoint} -cf - . | zstd -T0 -3 -q | "
             f"{to_target} 'docker volume create {volume} >/dev/null && zstd -d -q | tar -C {target_volume} -xf -'; "
-            f"{to_target} 'docker run -d --name {name} --label ferry.bench=migrate -p 18680:80 -e BENCH=1 "
+            f"{to_target} 'docker run -d --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 "
             f"--restart unless-stopped --mount type=volume,source={volume},target=/data {image} "
             f'sh -c "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www" >/dev/null\''
         )

@@ -28,10 +28,10 @@ import sys
 import tempfile
 import uuid
 
+from benchmarks import rows_migrate  # registers rows 6-8, which run on the lab hosts
 from benchmarks.data import LABEL, SCALES, ensure_source, remove_cached
 from benchmarks.harness import COLLECTIONS, REPO_ROOT, Context, run_row
 from benchmarks.rows import ROWS
-from benchmarks.rows_migrate import MigrateRow  # noqa: F401 - registers rows 6-8
 
 MIB = 1024 * 1024
 MEMORY_TARGET = 100 * MIB
@@ -118,8 +118,11 @@ def connect():
     return api
 
 
-def preflight():
+def preflight(rows=()):
     problems = []
+    lab_rows = [n for n in rows if isinstance(ROWS[n], rows_migrate.MigrateRow)]
+    if lab_rows and shutil.which("ssh") is None:
+        problems.append(f"rows {lab_rows} run playbooks/migrate.yml on the lab hosts over SSH: install an SSH client")
     if not (COLLECTIONS / "ansible_collections" / "ferry" / "docker" / "galaxy.yml").exists():
         problems.append(f"{COLLECTIONS}/ansible_collections/ferry/docker is missing: run `make collection`")
     for tool in ("zstd", "tar", "docker"):
@@ -236,7 +239,7 @@ def memory_table(report, scales):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    problems = preflight()
+    problems = preflight(args.rows)
     try:
         api = connect()
     except Exception as exc:  # no engine: say so, with the fix
