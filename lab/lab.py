@@ -6,7 +6,8 @@ dockerd, its own /var/lib/docker volume and an sshd that Ansible logs in to as r
 No registry is used: both images are built locally and rebuilt only when their recipe changes.
 
     python lab/lab.py images            build ferry-lab/host and ferry-lab/busybox if their recipe changed
-    python lab/lab.py up [--hosts N]    start (or repair) the lab and write lab/.state/inventory.ini
+    python lab/lab.py up [--hosts N] [--subnet CIDR]
+                                        start (or repair) the lab and write lab/.state/inventory.ini
     python lab/lab.py status            table of hosts: container state, IP, dockerd and sshd answering
     python lab/lab.py inventory         rewrite inventory, known_hosts and ssh_config from running hosts
     python lab/lab.py down [--images]   remove the lab containers, their volumes and network (and images)
@@ -54,7 +55,10 @@ HOST_LABEL = "ferry.lab.host"
 RECIPE_LABEL = "ferry.lab.recipe"
 DEFAULT_HOSTS = 2
 # Tried in order; the first one that overlaps no Docker network and no route of this machine is used.
+# LAB_SUBNET=<cidr> (or `lab.py up --subnet`) asks for one subnet instead. The subnet in use is in the
+# state files below: tests, benchmarks and the demo read the hosts' addresses from there, never from here.
 SUBNET_CANDIDATES = ("172.31.250.0/24", "172.30.250.0/24", "10.250.250.0/24", "192.168.250.0/24")
+SUBNET_ENV = "LAB_SUBNET"
 HOST_IP_OFFSET = 10  # host<N> gets the subnet's address .(10 + N)
 
 SUITE = "bookworm"
@@ -377,18 +381,57 @@ def used_subnets() -> list[ipaddress.IPv4Network]:
     return subnets
 
 
-def ensure_network() -> ipaddress.IPv4Network:
+def requested_subnet(value: str | None) -> ipaddress.IPv4Network | None:
+    """The subnet asked for with --subnet or LAB_SUBNET, checked; None to pick a free candidate."""
+    value = value or os.environ.get(SUBNET_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        subnet = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise LabError(
+            f"{SUBNET_ENV}={value!r} is not an IPv4 network in CIDR form (for example 10.99.0.0/24): {exc}"
+        ) from exc
+    if subnet.version != 4 or subnet.num_addresses < 2 * HOST_IP_OFFSET + 16:
+        raise LabError(
+            f"{SUBNET_ENV}={value} must be an IPv4 network of at least a /27 (the hosts take .{HOST_IP_OFFSET + 1} on)"
+        )
+    return subnet
+
+
+def pick_subnet(requested, used) -> ipaddress.IPv4Network:
+    """The requested subnet if nothing uses it, else the first free candidate; LabError if none is."""
+    candidates = [requested] if requested is not None else list(map(ipaddress.ip_network, SUBNET_CANDIDATES))
+    for candidate in candidates:
+        clash = next((subnet for subnet in used if candidate.overlaps(subnet)), None)
+        if clash is None:
+            return candidate
+        if requested is not None:
+            raise LabError(
+                f"{SUBNET_ENV}={requested} overlaps {clash}, which a Docker network or a route of this machine "
+                f"already uses; choose another subnet"
+            )
+    raise LabError(
+        f"every candidate subnet for {NETWORK} overlaps an existing network: {', '.join(SUBNET_CANDIDATES)}; "
+        f"set {SUBNET_ENV} to a free IPv4 /24"
+    )
+
+
+def ensure_network(requested: ipaddress.IPv4Network | None = None) -> ipaddress.IPv4Network:
     """The ferry-lab bridge network (created on first use with a subnet nothing else uses)."""
     result = docker("network", "inspect", NETWORK, check=False)
     if result.returncode == 0:
-        return ipaddress.ip_network(json.loads(result.stdout)[0]["IPAM"]["Config"][0]["Subnet"])
-    used = used_subnets()
-    for candidate in map(ipaddress.ip_network, SUBNET_CANDIDATES):
-        if not any(candidate.overlaps(subnet) for subnet in used):
-            log(f"creating network {NETWORK} ({candidate})")
-            docker("network", "create", "--driver", "bridge", "--subnet", str(candidate), "--label", LABEL, NETWORK)
-            return candidate
-    raise LabError(f"every candidate subnet for {NETWORK} overlaps an existing network: {', '.join(SUBNET_CANDIDATES)}")
+        existing = ipaddress.ip_network(json.loads(result.stdout)[0]["IPAM"]["Config"][0]["Subnet"])
+        if requested is not None and existing != requested:
+            raise LabError(
+                f"the lab network {NETWORK} already uses {existing}, not {requested}; "
+                "`make lab-down` first to move the lab to another subnet"
+            )
+        return existing
+    candidate = pick_subnet(requested, used_subnets())
+    log(f"creating network {NETWORK} ({candidate})")
+    docker("network", "create", "--driver", "bridge", "--subnet", str(candidate), "--label", LABEL, NETWORK)
+    return candidate
 
 
 @functools.cache
@@ -549,10 +592,10 @@ def refresh_client_files(hosts: list[Host]) -> None:
     write_client_files(hosts, known_hosts)
 
 
-def up(requested: int | None) -> None:
+def up(requested: int | None, subnet_arg: str | None = None) -> None:
     ensure_images()
     ensure_key()
-    subnet = ensure_network()
+    subnet = ensure_network(requested_subnet(subnet_arg))
     existing = {host.number: host for host in lab_hosts()}
     count = requested or max([DEFAULT_HOSTS, *existing])
     for number, host in existing.items():
@@ -634,6 +677,9 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument(
         "--hosts", type=int, help=f"number of hosts (default: as many as exist, at least {DEFAULT_HOSTS})"
     )
+    up_parser.add_argument(
+        "--subnet", help=f"IPv4 subnet of a new lab network (default: ${SUBNET_ENV}, else the first free candidate)"
+    )
     down_parser = commands.add_parser("down", help="remove the lab containers, volumes and network")
     down_parser.add_argument("--images", action="store_true", help="also remove the lab images")
     commands.add_parser("status", help="show each host's state and whether dockerd and sshd answer")
@@ -648,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "images":
                 ensure_images(force=args.force)
             elif args.command == "up":
-                up(args.hosts)
+                up(args.hosts, args.subnet)
             elif args.command == "down":
                 down(args.images)
             elif args.command == "inventory":
