@@ -63,6 +63,7 @@ class Command:
     env: dict = field(default_factory=dict)
     display: str = ""  # what the table and the JSON show
     module: bool = False  # one of our modules: its stdout is its JSON result
+    timeout: float = 1800  # seconds; a command still running then is killed and fails its row
 
 
 @dataclass
@@ -182,10 +183,12 @@ def measure(command, cwd=REPO_ROOT):
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=cwd, start_new_session=True)
         try:
-            proc.wait()
-        except BaseException:
+            proc.wait(timeout=command.timeout)
+        except BaseException as exc:
             os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the command: nothing left running
             proc.wait()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise RowError(f"`{command.display[:200]}` did not finish within {command.timeout:.0f} s") from exc
             raise
         seconds = time.perf_counter() - start
         engine_after = engine_cpu()

@@ -11,17 +11,26 @@
 8   thin transfer: a container on a large base image the target already has; the bytes migrate
     sends, against the container's own changes and against a full `docker save`.
 
-The baseline runs on host1 and pushes to host2 over SSH with the lab's key, copied to host1 for
-the row and removed afterwards; migrate uses its own run key. Both sides leave the source running
-(migrate: consistency pause, cutover keep) and start the copy on host2, which cleanup removes.
+The baseline runs on host1 and pushes to host2 over SSH with the lab's key, which never leaves the
+controller: an ssh-agent started for the row holds it and the ssh to host1 forwards that agent.
+host2's address, user, port and host key come from the lab's state (lab/.state/ssh_config and
+known_hosts); the known_hosts copy lives in a temporary directory on host1 that teardown removes.
+migrate uses its own run key. Both sides leave the source running (migrate: consistency pause,
+cutover keep) and start the copy on host2, which cleanup removes.
+
+Every ssh has a connect timeout (lab/.state/ssh_config sets ConnectTimeout and ServerAliveInterval)
+and every call an overall limit, so a host that does not answer fails the row instead of hanging it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
 import subprocess
+import tempfile
 
 from benchmarks.data import MIB, DataSet
 from benchmarks.harness import REPO_ROOT, CheckFailed, Row, RowError, playbook_command, register, shell_command
@@ -30,33 +39,102 @@ LAB = REPO_ROOT / "lab"
 SSH_CONFIG = LAB / ".state" / "ssh_config"
 INVENTORY = LAB / ".state" / "inventory.ini"
 IMAGE = "ferry-lab/busybox:latest"
+KNOWN_HOSTS = LAB / ".state" / "known_hosts"
+KEY = LAB / ".state" / "id_ed25519"
 SOURCE, TARGET = "host1", "host2"
-BENCH_KEY = "/root/.ssh/ferry-bench"
-TARGET_ADDRESS = "172.30.250.12"
+SSH_SECONDS = 900  # the overall limit of one ssh call; the largest (1 GiB of data) take a few minutes
+# What the baseline's ssh from host1 to host2 is told, besides the address, user and port.
+HOP_OPTIONS = "-o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=6"
 
 
-def ssh(host, script, stdin=None, check=True):
+def run(argv, what, stdin=None, timeout=SSH_SECONDS, env=None):
+    """Run argv with an overall limit; RowError naming ``what`` if it does not end in time."""
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, check=False, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise RowError(f"{what} did not finish within {timeout} s: {shlex.join(map(str, argv))[:300]}") from exc
+
+
+def ssh(host, script, stdin=None, check=True, timeout=SSH_SECONDS):
     """Run a shell script on a lab host; its stdout."""
-    proc = subprocess.run(
-        ["ssh", "-F", str(SSH_CONFIG), host, script],
-        input=stdin,
-        capture_output=True,
-        check=False,
-    )
+    proc = run(["ssh", "-F", str(SSH_CONFIG), host, script], f"ssh {host}", stdin=stdin, timeout=timeout)
     if check and proc.returncode != 0:
         raise RowError(f"on {host}: `{script[:200]}` failed: {proc.stderr.decode(errors='replace')[-800:]}")
     return proc.stdout.decode(errors="replace")
 
 
+def lab_endpoint(host):
+    """``user@address`` and port of a lab host, as lab/.state/ssh_config has them (`ssh -G` reads, never connects)."""
+    proc = run(["ssh", "-F", str(SSH_CONFIG), "-G", host], f"ssh -G {host}", timeout=30)
+    config = dict(line.split(" ", 1) for line in proc.stdout.decode().splitlines() if " " in line)
+    if proc.returncode != 0 or "hostname" not in config:
+        raise RowError(f"{SSH_CONFIG} has no entry for {host}; run `make lab-up`")
+    return f"{config.get('user', 'root')}@{config['hostname']}", config.get("port", "22")
+
+
 def lab_up():
-    proc = subprocess.run(
-        [str(REPO_ROOT / ".venv" / "bin" / "python"), str(LAB / "lab.py"), "up"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = run([str(REPO_ROOT / ".venv" / "bin" / "python"), str(LAB / "lab.py"), "up"], "lab.py up", timeout=600)
     if proc.returncode != 0:
-        raise RowError(f"lab.py up failed: {proc.stderr[-800:]}")
+        raise RowError(f"lab.py up failed: {proc.stderr.decode(errors='replace')[-800:]}")
+
+
+class Hop:
+    """SSH from SOURCE to TARGET for a baseline, with the lab's key held by a local ssh-agent only.
+
+    The agent listens in a private temporary directory and the key is added with a lifetime, so an
+    interrupted run leaves no usable key behind; host2's host key goes to a temporary directory on
+    host1, which ``close`` removes.
+    """
+
+    def __init__(self):
+        self.local = tempfile.mkdtemp(prefix="ferry-bench-agent-")
+        self.socket = os.path.join(self.local, "agent.sock")
+        self.agent = subprocess.Popen(
+            ["ssh-agent", "-D", "-a", self.socket], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self.remote = ""
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self):
+        for _ in range(50):
+            if os.path.exists(self.socket):
+                break
+            if self.agent.poll() is not None:
+                raise RowError(f"ssh-agent did not start: {self.agent.stderr.read().decode()[-300:]}")
+            run(["sleep", "0.1"], "sleep")
+        added = run(["ssh-add", "-q", "-t", "3600", str(KEY)], "ssh-add", timeout=30, env=self.env())
+        if added.returncode != 0:
+            raise RowError(f"ssh-add {KEY} failed: {added.stderr.decode(errors='replace')[-300:]}")
+        self.remote = ssh(SOURCE, "mktemp -d /tmp/ferry-bench-hop.XXXXXX", timeout=60).strip()
+        ssh(SOURCE, f"umask 077 && cat > {self.remote}/known_hosts", stdin=KNOWN_HOSTS.read_bytes(), timeout=60)
+        self.endpoint, self.port = lab_endpoint(TARGET)
+
+    def env(self):
+        return {**os.environ, "SSH_AUTH_SOCK": self.socket}
+
+    def to_target(self):
+        """The ssh command, run on SOURCE, that reaches TARGET."""
+        return (
+            f"ssh {HOP_OPTIONS} -o StrictHostKeyChecking=yes -o UserKnownHostsFile={self.remote}/known_hosts "
+            f"-p {self.port} {self.endpoint}"
+        )
+
+    def wrap(self, script):
+        """argv and env that run ``script`` on SOURCE with this hop's agent forwarded."""
+        return ["ssh", "-F", str(SSH_CONFIG), "-A", SOURCE, script], {"SSH_AUTH_SOCK": self.socket}
+
+    def close(self):
+        if self.remote:
+            ssh(SOURCE, f"rm -rf {shlex.quote(self.remote)}", check=False, timeout=60)
+            self.remote = ""
+        if self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGTERM)
+            self.agent.wait(timeout=30)
+        subprocess.run(["rm", "-rf", self.local], check=False)
 
 
 def stream_data(host, container, dest, scale, seed, total=None, prefix=""):
@@ -72,7 +150,12 @@ def stream_data(host, container, dest, scale, seed, total=None, prefix=""):
     for chunk in data.tar_chunks(prefix):
         proc.stdin.write(chunk)
     proc.stdin.close()
-    if proc.wait() != 0:
+    try:
+        returncode = proc.wait(timeout=SSH_SECONDS)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        raise RowError(f"docker cp into {container} on {host} did not finish within {SSH_SECONDS} s") from exc
+    if returncode != 0:
         raise RowError(f"docker cp into {container} on {host} failed: {proc.stderr.read().decode()[-500:]}")
     return data
 
@@ -125,11 +208,6 @@ class MigrateRow(Row):
             "mountpoint": mountpoint,
             "volume_digest": tree_digest(SOURCE, mountpoint) if self.volume_fraction else "",
         }
-        # The baseline's SSH from host1 to host2: the lab key, for this row only.
-        key = (LAB / ".state" / "id_ed25519").read_bytes()
-        ssh(SOURCE, f"umask 077 && cat > {BENCH_KEY}", stdin=key)
-        known = (LAB / ".state" / "known_hosts").read_bytes()
-        ssh(SOURCE, f"umask 077 && cat > {BENCH_KEY}.known_hosts", stdin=known)
 
     def cleanup_target(self, ctx):
         name, volume, image = self.names(ctx)
@@ -147,11 +225,7 @@ class MigrateRow(Row):
     def teardown(self, ctx):
         name, volume, _image = self.names(ctx)
         self.cleanup_target(ctx)
-        ssh(
-            SOURCE,
-            f"docker rm -f {name}; docker volume rm {volume}; rm -f {BENCH_KEY} {BENCH_KEY}.known_hosts",
-            check=False,
-        )
+        ssh(SOURCE, f"docker rm -f {name}; docker volume rm {volume}", check=False)
 
     def migrate(self, ctx, **extra):
         name = self.names(ctx)[0]
@@ -200,15 +274,25 @@ class Migrate(MigrateRow):
     )
     target = 1.5
 
+    def setup(self, ctx):
+        super().setup(ctx)
+        ctx.state[self.number]["hop"] = Hop()
+
+    def teardown(self, ctx):
+        try:
+            hop = ctx.state.get(self.number, {}).pop("hop", None)
+            if hop is not None:
+                hop.close()
+        finally:
+            super().teardown(ctx)
+
     def command(self, ctx, side, run):
         if side == "ours":
             return self.migrate(ctx)
         name, volume, image = self.names(ctx)
         mountpoint = ctx.state[self.number]["mountpoint"]
-        to_target = (
-            f"ssh -i {BENCH_KEY} -o UserKnownHostsFile={BENCH_KEY}.known_hosts -o StrictHostKeyChecking=yes "
-            f"-o BatchMode=yes root@{TARGET_ADDRESS}"
-        )
+        hop = ctx.state[self.number]["hop"]
+        to_target = hop.to_target()
         target_volume = f"/var/lib/docker/volumes/{volume}/_data"
         script = (
             f"set -euo pipefail; docker commit {name} {image} >/dev/null; "
@@ -219,7 +303,10 @@ class Migrate(MigrateRow):
             f"--restart unless-stopped --mount type=volume,source={volume},target=/data {image} "
             f'sh -c "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www" >/dev/null\''
         )
-        return shell_command(f"ssh -F {SSH_CONFIG} {SOURCE} {shlex.quote(script)}")
+        argv, env = hop.wrap(script)
+        command = shell_command(shlex.join(argv))
+        command.env.update(env)
+        return command
 
     def check(self, ctx, side, run, outcome):
         if side == "ours":
@@ -276,13 +363,18 @@ class ThinTransfer(MigrateRow):
             f"&& docker commit {maker} {base} >/dev/null && docker rm {maker} >/dev/null",
         )
         saved = subprocess.Popen(["ssh", "-F", str(SSH_CONFIG), SOURCE, f"docker save {base}"], stdout=subprocess.PIPE)
-        loaded = subprocess.run(
-            ["ssh", "-F", str(SSH_CONFIG), TARGET, "docker load -q"],
-            stdin=saved.stdout,
-            capture_output=True,
-            check=False,
-        )
-        if saved.wait() != 0 or loaded.returncode != 0:
+        try:
+            loaded = run(
+                ["ssh", "-F", str(SSH_CONFIG), TARGET, "docker load -q"], f"copying {base}", stdin=saved.stdout
+            )
+            saved_code = saved.wait(timeout=60)
+        except BaseException:
+            saved.kill()
+            saved.wait()
+            raise
+        finally:
+            saved.stdout.close()
+        if saved_code != 0 or loaded.returncode != 0:
             raise RowError(f"could not copy {base} to {TARGET}: {loaded.stderr.decode()[-500:]}")
         self.image = base
         super().setup(ctx)

@@ -17,5 +17,5 @@ echo "== Report ($report)"
 cat "$report"
 echo
 echo "== The page, served from host2:"
-echo "   ssh -F lab/.state/ssh_config host2 curl -s http://127.0.0.1:8080/"
-ssh -F lab/.state/ssh_config host2 curl -s http://127.0.0.1:8080/
+echo "   ssh -F lab/.state/ssh_config host2 curl -s --connect-timeout 5 --max-time 20 http://127.0.0.1:8080/"
+ssh -F lab/.state/ssh_config host2 curl -s --connect-timeout 5 --max-time 20 http://127.0.0.1:8080/

@@ -106,6 +106,11 @@ RECIPE_VERSION = "1"  # bump to force a rebuild of both images
 
 WAIT_SECONDS = 120
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
+# Written into ssh_config and the inventory, so that every ssh to a lab host gives up on a host that
+# does not answer instead of hanging: 10 s to connect, and a connection dead for 30 s is dropped.
+SSH_CONNECT_TIMEOUT = 10
+SSH_ALIVE_INTERVAL = 5
+SSH_ALIVE_COUNT = 6
 
 
 class LabError(Exception):
@@ -558,7 +563,11 @@ def write_client_files(hosts: list[Host], known_hosts: list[str]) -> None:
     """inventory.ini for Ansible, ssh_config for `ssh -F`, and the known_hosts both of them check against."""
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     write_atomically(KNOWN_HOSTS, "".join(f"{line}\n" for line in known_hosts))
-    common_args = f"-o UserKnownHostsFile={KNOWN_HOSTS} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+    common_args = (
+        f"-o UserKnownHostsFile={KNOWN_HOSTS} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes "
+        f"-o ConnectTimeout={SSH_CONNECT_TIMEOUT} -o ServerAliveInterval={SSH_ALIVE_INTERVAL} "
+        f"-o ServerAliveCountMax={SSH_ALIVE_COUNT}"
+    )
     inventory = ["# Written by lab/lab.py; rewritten on every `lab.py up`.", "[lab]"]
     inventory += [f"{host.name} ansible_host={host.ip}" for host in hosts]
     inventory += [
@@ -582,6 +591,10 @@ def write_client_files(hosts: list[Host], known_hosts: list[str]) -> None:
             "  IdentitiesOnly yes",
             f"  UserKnownHostsFile {KNOWN_HOSTS}",
             "  StrictHostKeyChecking yes",
+            "  BatchMode yes",
+            f"  ConnectTimeout {SSH_CONNECT_TIMEOUT}",
+            f"  ServerAliveInterval {SSH_ALIVE_INTERVAL}",
+            f"  ServerAliveCountMax {SSH_ALIVE_COUNT}",
             "",
         ]
     write_atomically(SSH_CONFIG, "\n".join(config))

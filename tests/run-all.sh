@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: set up everything the tests need, then run every gate and every test.
 # Each step prints one line, PASS or FAIL, with its duration; the script exits non-zero if any failed.
+# Every setup task and step has an overall time limit (limit_for below; FERRY_STEP_SECONDS_<step>
+# overrides one, e.g. FERRY_STEP_SECONDS_molecule=3600): past it the step is stopped, with all that it
+# started, and fails with a line naming the step and the commands that were still running.
 # Usage: tests/run-all.sh [step ...]   (steps: ruff ansible-lint sanity unit integration bench molecule)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -17,9 +20,71 @@ export ANSIBLE_CONFIG=$root/ansible.cfg
 logs=$root/tests/output/logs
 mkdir -p "$logs"
 
+# Seconds each step may take: about three times what it takes on a 2-CPU machine, so that only a
+# hang reaches it. The sum stays under CI's 90 minutes.
+limit_for() {
+  local override="FERRY_STEP_SECONDS_${1//-/_}"
+  if [ -n "${!override:-}" ]; then echo "${!override}"; return; fi
+  case $1 in
+    ruff) echo 120 ;;
+    ansible-lint) echo 600 ;;
+    sanity) echo 900 ;;
+    unit) echo 300 ;;
+    integration) echo 1200 ;;
+    bench) echo 900 ;;
+    molecule) echo 1500 ;;
+    venv) echo 900 ;;
+    engine) echo 900 ;;
+    lab-images) echo 900 ;;
+    *) echo 600 ;;
+  esac
+}
+
+# within NAME LOG CMD...: run CMD in a session of its own with its output in LOG, for at most
+# limit_for NAME seconds. On time-out: append to LOG which commands of the session were still
+# running (the longest-running leaf processes first), stop the whole session, return 124.
+within() {
+  local name=$1 log=$2; shift 2
+  local limit pid deadline
+  limit=$(limit_for "$name")
+  rm -f "$logs/$name.hung"
+  setsid "$@" >"$log" 2>&1 </dev/null &
+  pid=$!
+  deadline=$((SECONDS + limit))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      {
+        echo
+        echo "TIMEOUT: step '$name' ran past its limit of $limit s; still running when stopped:"
+        hung_commands "$pid"
+      } | tee -a "$log" >"$logs/$name.hung"
+      kill -TERM -- "-$pid" 2>/dev/null
+      sleep 5
+      kill -KILL -- "-$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null
+      return 124
+    fi
+    sleep 1
+  done
+  wait "$pid"
+}
+
+# The processes of session SID that have no child, oldest first: the commands a step waits on.
+hung_commands() {
+  ps -e -o pid=,ppid=,sid=,etimes=,args= | awk -v sid="$1" '
+    $3 == sid { pid[$1] = 1; parent[$1] = $2; line[$1] = $0 }
+    END {
+      for (p in pid) if (parent[p] in pid) haschild[parent[p]] = 1
+      for (p in pid) if (!(p in haschild)) {
+        split(line[p], f, " "); args = line[p]; for (i = 1; i <= 4; i++) sub(/^ *[^ ]+/, "", args)
+        printf "%10d s  pid %-8s %s\n", f[4], p, substr(args, 2, 300)
+      }
+    }' | sort -rn
+}
+
 setup() {
   local what=$1; shift
-  if ! "$@" >"$logs/setup-$what.log" 2>&1; then
+  if ! within "$what" "$logs/setup-$what.log" "$@"; then
     echo "FAIL setup: $what (log: tests/output/logs/setup-$what.log)"
     tail -n 40 "$logs/setup-$what.log"
     exit 1
@@ -92,19 +157,24 @@ step_molecule() {
   return $status
 }
 
+# The steps run in a child bash (in a session of their own, see within): give it the functions.
+export -f "${all_steps[@]/#/step_}"
+export root venv logs python
 passed=0
 failed=0
 for step in "${steps[@]}"; do
   start=$SECONDS
   log=$logs/$step.log
-  if "step_$step" >"$log" 2>&1; then
+  if within "$step" "$log" bash -c "step_$step"; then
     passed=$((passed + 1))
     summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '[0-9]+ passed.* in [0-9.]+s' | tail -n 1 \
       | tr -d '=│' | sed 's/^ *//;s/ *$//')
     echo "PASS $step ($((SECONDS - start)) s)${summary:+: $summary}"
   else
     failed=$((failed + 1))
-    echo "FAIL $step ($((SECONDS - start)) s), last lines of tests/output/logs/$step.log:"
+    why=""
+    [ -s "$logs/$step.hung" ] && why=": timed out after $(limit_for "$step") s (see the TIMEOUT lines)"
+    echo "FAIL $step ($((SECONDS - start)) s)$why, last lines of tests/output/logs/$step.log:"
     tail -n 60 "$log" | sed 's/^/    /'
   fi
 done

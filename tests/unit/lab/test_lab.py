@@ -1,0 +1,156 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The lab's addresses come from its state, never from literals; every ssh to it has a timeout."""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+LAB_SCRIPT = REPO / "lab" / "lab.py"
+IPV4 = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?:/(\d{1,2}))?(?![\w.])")
+MAX_FILE = 2 * 1024 * 1024
+
+
+def load_lab():
+    spec = importlib.util.spec_from_file_location("ferry_lab", LAB_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+lab = load_lab()
+
+
+def repository_files():
+    """The files git knows (tracked, or new and not ignored); every file below the root without git."""
+    listing = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if listing.returncode == 0:
+        return [REPO / name for name in listing.stdout.decode().split("\0") if name]
+    skip = {".git", ".venv", ".cache", "output"}
+    return [p for p in REPO.rglob("*") if p.is_file() and not skip.intersection(p.relative_to(REPO).parts)]
+
+
+def lab_networks():
+    networks = [ipaddress.ip_network(candidate) for candidate in lab.SUBNET_CANDIDATES]
+    if os.environ.get(lab.SUBNET_ENV):
+        networks.append(ipaddress.ip_network(os.environ[lab.SUBNET_ENV]))
+    return networks
+
+
+def lab_literals(text, networks):
+    """Every IPv4 address or network in ``text`` that lies within one of ``networks``.
+
+    A wider network that merely contains a lab subnet (10.0.0.0/8) says nothing about the lab.
+    """
+    found = []
+    for match in IPV4.finditer(text):
+        try:
+            address = ipaddress.ip_network(match.group(0), strict=False)
+        except ValueError:
+            continue
+        if any(address.version == 4 and address.subnet_of(network) for network in networks):
+            found.append(match.group(0))
+    return found
+
+
+# The candidates as lab.py has them, so that this file holds no lab address either.
+C0, C1, C2 = (ipaddress.ip_network(c) for c in lab.SUBNET_CANDIDATES[:3])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"ssh root@{C1.network_address + 12} true", [f"{C1.network_address + 12}"]),
+        (f"subnet: {C0}", [str(C0)]),
+        (f"half of it: {next(C1.subnets(new_prefix=25))}", [str(next(C1.subnets(new_prefix=25)))]),
+        (f"a /16 that holds it: {C1.supernet(new_prefix=16)}", []),
+        ("bridge 172.17.0.0/16, test net 10.231.0.0/24, docs 192.0.2.1", []),
+        (f"version 1.{C1.network_address}", []),
+        ("not an address 999.1.1.1", []),
+    ],
+)
+def test_lab_literals_finds_addresses_in_the_lab_subnets(text, expected):
+    assert lab_literals(text, [C0, C1, C2]) == expected
+
+
+def test_no_lab_address_literal_outside_lab_py():
+    """Tests, benchmarks, roles and docs read the lab's addresses from lab/.state, never from a literal."""
+    networks = lab_networks()
+    offenders = []
+    for path in repository_files():
+        if path == LAB_SCRIPT or not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_FILE:
+            continue
+        data = path.read_bytes()
+        if b"\0" in data:
+            continue
+        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+            offenders += [f"{path.relative_to(REPO)}:{number}: {hit}" for hit in lab_literals(line, networks)]
+    assert not offenders, (
+        "lab addresses are chosen by lab/lab.py at `lab.py up` (the first free candidate, or LAB_SUBNET); "
+        "read them from lab/.state (inventory.ini, ssh_config) instead of writing them here:\n" + "\n".join(offenders)
+    )
+
+
+def test_client_files_give_every_ssh_a_timeout(tmp_path, monkeypatch):
+    for name in ("STATE_DIR", "KNOWN_HOSTS", "INVENTORY", "SSH_CONFIG", "KEY_FILE"):
+        monkeypatch.setattr(lab, name, tmp_path / getattr(lab, name).name)
+    host = lab.Host(name="host1", container="ferry-lab-host1", state="running", ip="192.0.2.11", image_id="x")
+    lab.write_client_files([host], ["192.0.2.11 ssh-ed25519 AAAA"])
+    config = (tmp_path / "ssh_config").read_text()
+    for option in ("BatchMode yes", "ConnectTimeout ", "ServerAliveInterval ", "ServerAliveCountMax "):
+        assert f"  {option}" in config
+    inventory = (tmp_path / "inventory.ini").read_text()
+    assert "host1 ansible_host=192.0.2.11" in inventory
+    for option in ("ConnectTimeout=", "ServerAliveInterval=", "ServerAliveCountMax="):
+        assert f"-o {option}" in inventory
+
+
+@pytest.mark.parametrize(
+    ("value", "used", "expected"),
+    [
+        (None, [], C0),
+        (None, [C0], C1),
+        (None, [C0.supernet(new_prefix=16), next(C1.subnets(new_prefix=25))], C2),
+        ("10.99.7.0/24", [C0], ipaddress.ip_network("10.99.7.0/24")),
+    ],
+)
+def test_pick_subnet(value, used, expected):
+    assert lab.pick_subnet(lab.requested_subnet(value), used) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "used", "message"),
+    [
+        ("10.99.7.0/24", ["10.99.0.0/16"], "overlaps 10.99.0.0/16"),
+        ("10.99.7.1/24", [], "not an IPv4 network"),
+        ("fd00::/64", [], "must be an IPv4 network"),
+        ("10.99.7.0/30", [], "at least a /27"),
+        ("lab", [], "not an IPv4 network"),
+        (None, list(lab.SUBNET_CANDIDATES), "set LAB_SUBNET"),
+    ],
+)
+def test_pick_subnet_refuses(value, used, message):
+    with pytest.raises(lab.LabError, match=re.escape(message)):
+        lab.pick_subnet(lab.requested_subnet(value), [ipaddress.ip_network(u) for u in used])
+
+
+def test_lab_subnet_from_the_environment(monkeypatch):
+    monkeypatch.setenv(lab.SUBNET_ENV, "10.98.0.0/24")
+    assert str(lab.requested_subnet(None)) == "10.98.0.0/24"
+    assert str(lab.requested_subnet("10.97.0.0/24")) == "10.97.0.0/24"  # the option wins
