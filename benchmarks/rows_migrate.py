@@ -48,9 +48,13 @@ HOP_OPTIONS = "-o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o
 
 
 def run(argv, what, stdin=None, timeout=SSH_SECONDS, env=None):
-    """Run argv with an overall limit; RowError naming ``what`` if it does not end in time."""
+    """Run argv with an overall limit; RowError naming ``what`` if it does not end in time.
+
+    ``stdin``: bytes to send, or a file (a pipe from another process) to read from.
+    """
+    feed = {"input": stdin} if stdin is None or isinstance(stdin, bytes) else {"stdin": stdin}
     try:
-        return subprocess.run(argv, input=stdin, capture_output=True, check=False, timeout=timeout, env=env)
+        return subprocess.run(argv, capture_output=True, check=False, timeout=timeout, env=env, **feed)
     except subprocess.TimeoutExpired as exc:
         raise RowError(f"{what} did not finish within {timeout} s: {shlex.join(map(str, argv))[:300]}") from exc
 
@@ -178,13 +182,16 @@ class MigrateRow(Row):
     """Shared lab plumbing: a service container on host1, migrated to host2 and removed after each run."""
 
     memory = False  # Ansible and ssh, not one module process: not part of the memory table
-    image = IMAGE
     volume_fraction = 1.0
     changes_fraction = 0.2
 
     def names(self, ctx):
         base = ctx.name(f"r{self.number}")
         return base, base + "-data", f"ferry-bench/r{self.number}:{ctx.run_id}"
+
+    def image(self, ctx):
+        """The image the service runs; present on SOURCE (the lab loads it), never pulled."""
+        return IMAGE
 
     def setup(self, ctx):
         lab_up()
@@ -193,8 +200,8 @@ class MigrateRow(Row):
         ssh(SOURCE, f"docker rm -f {name} >/dev/null 2>&1; docker volume rm {volume} >/dev/null 2>&1; true")
         ssh(
             SOURCE,
-            f"docker run -d --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 "
-            f"--restart unless-stopped --mount type=volume,source={volume},target=/data {self.image} "
+            f"docker run --pull never -d --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 "
+            f"--restart unless-stopped --mount type=volume,source={volume},target=/data {self.image(ctx)} "
             "sh -c 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www'",
         )
         scale, seed = ctx.source.scale, ctx.source.seed
@@ -299,7 +306,7 @@ class Migrate(MigrateRow):
             f"docker save {image} | zstd -T0 -3 -q | {to_target} 'zstd -d -q | docker load -q >/dev/null'; "
             f"tar -C {mountpoint} -cf - . | zstd -T0 -3 -q | "
             f"{to_target} 'docker volume create {volume} >/dev/null && zstd -d -q | tar -C {target_volume} -xf -'; "
-            f"{to_target} 'docker run -d --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 "
+            f"{to_target} 'docker run --pull never -d --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 "
             f"--restart unless-stopped --mount type=volume,source={volume},target=/data {image} "
             f'sh -c "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www" >/dev/null\''
         )
@@ -352,14 +359,18 @@ class ThinTransfer(MigrateRow):
     volume_fraction = 0
     changes_fraction = 0.0625  # the container's own changes: 1/16 of the scale
 
+    def image(self, ctx):
+        return f"ferry-bench/r8-base:{ctx.run_id}"
+
     def setup(self, ctx):
         # A large base image (half the scale, random bytes, on top of busybox) that host2 already has.
-        base = f"ferry-bench/r8-base:{ctx.run_id}"
+        lab_up()  # loads IMAGE into the hosts' engines
+        base = self.image(ctx)
         size = max(int((ctx.source.bytes or 3 * MIB) / 2), 2 * MIB)
         maker = ctx.name("r8-base")
         ssh(
             SOURCE,
-            f"docker run --name {maker} {IMAGE} sh -c 'head -c {size} /dev/urandom > /base.bin' "
+            f"docker run --pull never --name {maker} {IMAGE} sh -c 'head -c {size} /dev/urandom > /base.bin' "
             f"&& docker commit {maker} {base} >/dev/null && docker rm {maker} >/dev/null",
         )
         saved = subprocess.Popen(["ssh", "-F", str(SSH_CONFIG), SOURCE, f"docker save {base}"], stdout=subprocess.PIPE)
@@ -376,13 +387,12 @@ class ThinTransfer(MigrateRow):
             saved.stdout.close()
         if saved_code != 0 or loaded.returncode != 0:
             raise RowError(f"could not copy {base} to {TARGET}: {loaded.stderr.decode()[-500:]}")
-        self.image = base
         super().setup(ctx)
 
     def teardown(self, ctx):
         super().teardown(ctx)
-        for host in (SOURCE, TARGET):
-            ssh(host, f"docker rmi {self.image}", check=False)
+        for host in (SOURCE, TARGET):  # this run's base image only; IMAGE stays for the other rows
+            ssh(host, f"docker rmi {self.image(ctx)}", check=False)
 
     def command(self, ctx, side, run):
         return self.migrate(ctx)

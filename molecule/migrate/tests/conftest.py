@@ -74,7 +74,7 @@ def start_service(host, name, volume, port, network=NETWORK, extra_args=""):
     host.run_expect([0], f"mkdir -p {BIND} && echo ok > {BIND}/ready")
     host.run_expect(
         [0],
-        f"docker run -d --name {name} --init --restart unless-stopped -p {port}:80 -e GREETING=hi "
+        f"docker run --pull never -d --name {name} --init --restart unless-stopped -p {port}:80 -e GREETING=hi "
         f"-l ferry.test=migrate --network {network} --network-alias {ALIAS} "
         f"--mount type=volume,source={volume},target=/www --mount type=bind,source={BIND},target=/conf,readonly "
         f"--health-cmd 'test -s /conf/ready && wget -q -T 5 -O /dev/null http://127.0.0.1/index.html' "
