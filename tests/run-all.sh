@@ -121,9 +121,10 @@ step_sanity() {
   # ansible-test wants to run from .../ansible_collections/ferry/docker: sanity-check a copy of the
   # files git knows (tracked, or new and not ignored). The copy lives outside this work tree, or
   # ansible-test would ask this repository's git for the file list and find the copy ignored.
-  local work=${TMPDIR:-/tmp}/ferry-docker-sanity copy
+  local work copy status
+  work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-docker-sanity.XXXXXX") || return 1
   copy=$work/ansible_collections/ferry/docker
-  rm -rf "$work" && mkdir -p "$copy"
+  mkdir -p "$copy"
   git ls-files -z --cached --others --exclude-standard \
     | tar --null --files-from=- --ignore-failed-read -cf - | tar -xf - -C "$copy"
   # The pip bootstrap that ansible-test downloads cannot be fetched here; use the offline stand-in.
@@ -131,6 +132,9 @@ step_sanity() {
   mkdir -p "$cache"
   cp tests/sanity/get_pip_standin.py "$cache/get_pip_24_2.py"
   (cd "$copy" && ansible-test sanity --python 3.11 --requirements --color no)
+  status=$?
+  rm -rf "$work"
+  return $status
 }
 
 step_unit() {
