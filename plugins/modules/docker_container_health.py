@@ -1,0 +1,219 @@
+#!/usr/bin/python
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: docker_container_health
+short_description: Wait until a container is up, or fail with why it is not and its last log lines
+version_added: 0.1.0
+description:
+  - Polls the Docker engine until the container is up, has failed, or O(timeout) has passed.
+  - A container with a healthcheck is up when its health is C(healthy), and has failed when it is
+    C(unhealthy).
+  - A container without a healthcheck is up only after it has stayed running for O(stable_seconds)
+    with the same restart count and start time. The engine reports a container that waits for its
+    next automatic restart as running, so one look cannot tell a crash loop from a service.
+  - With or without a healthcheck, a container that restarts while it is watched, exits, dies or is
+    removed has failed at once.
+  - On failure the message and RV(log_tail) hold the last O(log_lines) lines of the container's log
+    (stdout and stderr). Its configuration and environment are never returned, and the values of
+    environment variables whose names look secret (password, token, key, ...) are masked if a log
+    line prints them.
+extends_documentation_fragment:
+  - ferry.docker.docker
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details:
+      - The module only reads; it behaves the same in check mode.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    support: full
+    details:
+      - It never changes anything.
+options:
+  name:
+    description:
+      - Name or ID of the container.
+    type: str
+    required: true
+  timeout:
+    description:
+      - Seconds to wait, in all, for the container to be up.
+      - Must be at least O(stable_seconds).
+    type: int
+    default: 120
+  stable_seconds:
+    description:
+      - Seconds a container without a healthcheck must stay running, with the same restart count and
+        start time, to count as up.
+    type: int
+    default: 10
+  interval:
+    description:
+      - Seconds between two looks at the container.
+    type: float
+    default: 1.0
+  log_lines:
+    description:
+      - How many of the last lines of the container's log a failure shows (0 for none).
+    type: int
+    default: 20
+requirements:
+  - Docker SDK for Python >= 5.0.0
+seealso:
+  - module: ferry.docker.docker_container_restore
+author:
+  - ferry.docker developers (@ferry-docker)
+"""
+
+EXAMPLES = r"""
+- name: Wait until db runs and stays up (healthy, if it has a healthcheck)
+  ferry.docker.docker_container_health:
+    name: db
+    timeout: 120
+    stable_seconds: 10
+"""
+
+RETURN = r"""
+status:
+  description:
+    - C(healthy) (its healthcheck passed) or C(running) (no healthcheck, stayed running for O(stable_seconds)).
+    - On failure C(missing), C(exited), C(restarting), C(unhealthy) or C(timeout).
+  returned: always
+  type: str
+  sample: running
+state:
+  description: The container's state at the last look.
+  returned: always
+  type: dict
+  contains:
+    status:
+      description: C(running), C(restarting), C(exited), ...
+      type: str
+    restart_count:
+      description: Times the engine restarted the container.
+      type: int
+    started_at:
+      description: When it was last started.
+      type: str
+    exit_code:
+      description: Exit code of its last run.
+      type: int
+    health:
+      description: C(healthy), C(unhealthy), C(starting), or C(none) without a healthcheck.
+      type: str
+    health_output:
+      description: Output of the last healthcheck run.
+      type: str
+  sample: {exists: true, status: running, running: true, restarting: false, paused: false, restart_count: 0,
+           started_at: "2026-11-30T05:00:00.123456789Z", exit_code: 0, oom_killed: false, error: "",
+           health: none, health_output: ""}
+log_tail:
+  description: Last lines of the container's log; only when the check failed.
+  returned: always
+  type: list
+  elements: str
+  sample: ['FATAL:  data directory "/var/lib/postgresql/15/main" has wrong ownership']
+waited:
+  description: Seconds spent watching.
+  returned: always
+  type: float
+checks:
+  description: How many times the container was looked at.
+  returned: always
+  type: int
+"""
+
+import time
+
+from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._health import (
+    FAILED,
+    UP,
+    HealthWatch,
+    Snapshot,
+    failure_message,
+    log_tail,
+)
+from ansible_collections.ferry.docker.plugins.module_utils._restore import RequestException, inspect_or_none
+
+
+def read_log_tail(client, container, inspect, lines):
+    """The container's last log lines, or one line saying why they cannot be read."""
+    if lines <= 0 or not container:
+        return []
+    env = ((inspect or {}).get("Config") or {}).get("Env") or []
+    try:
+        raw = client.logs(container, stdout=True, stderr=True, tail=lines, timestamps=False)
+    except (DockerException, RequestException) as exc:
+        return [f"(its log cannot be read: {exc})"]
+    return log_tail(raw, env, lines)
+
+
+def main():
+    fm = FerryModule(
+        dict(
+            name=dict(type="str", required=True),
+            timeout=dict(type="int", default=120),
+            stable_seconds=dict(type="int", default=10),
+            interval=dict(type="float", default=1.0),
+            log_lines=dict(type="int", default=20),
+        ),
+        supports_check_mode=True,
+    )
+    p = fm.params
+    name = p["name"]
+    if p["stable_seconds"] < 0 or p["timeout"] < p["stable_seconds"]:
+        fm.fail(
+            f"timeout ({p['timeout']}) must be at least stable_seconds ({p['stable_seconds']}), and neither "
+            "negative: a container without a healthcheck needs stable_seconds of the timeout to count as up"
+        )
+    if p["interval"] <= 0:
+        fm.fail(f"interval must be more than 0 seconds, not {p['interval']}")
+    client = fm.client
+    watch = HealthWatch(name, p["stable_seconds"])
+    started = time.monotonic()
+    deadline = started + p["timeout"]
+    checks = 0
+    inspect = None
+    try:
+        while True:
+            inspect = inspect_or_none(client.inspect_container, name)
+            now = time.monotonic()
+            checks += 1
+            verdict = watch.feed(Snapshot.from_inspect(inspect), now)
+            if verdict == UP:
+                break
+            if verdict != FAILED and now >= deadline:
+                verdict = watch.timeout(p["timeout"])
+            if verdict == FAILED:
+                break
+            time.sleep(max(0.0, min(p["interval"], deadline - now)))
+    except (DockerException, RequestException) as exc:
+        fm.fail(f"watching container {name} failed at the Docker engine: {exc}", checks=checks)
+    result = dict(
+        changed=False,
+        status=watch.status,
+        state=watch.last.as_dict(),
+        log_tail=[],
+        waited=round(time.monotonic() - started, 3),
+        checks=checks,
+    )
+    if verdict == UP:
+        fm.exit(**result)
+    container = (inspect or {}).get("Id") or (name if inspect is not None else "")
+    result["log_tail"] = read_log_tail(client, container, inspect, p["log_lines"])
+    fm.fail(failure_message(watch.reason, result["log_tail"], p["log_lines"]), **result)
+
+
+if __name__ == "__main__":
+    main()
