@@ -75,6 +75,11 @@ def playbook_variables(role):
     return set(re.findall(r"\b([a-z_][a-z0-9_]*)\s*\|\s*default\(", text))
 
 
+def is_of_type(value, kind):
+    """isinstance, except that JSON's true and false are not numbers (bool is an int in Python)."""
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 def choices_of(question):
     choices = question["choices"]
     if isinstance(choices, str):
@@ -118,13 +123,14 @@ def test_questions_follow_awx_survey_spec(role):
         assert question["type"] in QUESTION_TYPES, f"{where}: type {question['type']!r} is not an AWX type"
         for key in ("min", "max"):
             if key in question:
-                assert question[key] is None or type(question[key]) is int, f"{where}: {key} must be an integer"
+                assert question[key] is None or is_of_type(question[key], int), f"{where}: {key} must be an integer"
         if question["type"] in ("multiplechoice", "multiselect"):
             choices = choices_of(question)
             assert choices and all(isinstance(c, str) and c for c in choices), f"{where}: choices must be strings"
             assert len(set(choices)) == len(choices), f"{where}: duplicate choices"
         if "default" in question and question["default"] != "":
-            assert type(question["default"]) is QUESTION_TYPES[question["type"]], f"{where}: default of the wrong type"
+            expected = QUESTION_TYPES[question["type"]]
+            assert is_of_type(question["default"], expected), f"{where}: default is not a {expected.__name__}"
         variables.append(question["variable"])
     assert len(variables) == len(set(variables)), "a variable is asked twice"
 
