@@ -24,15 +24,25 @@ The rules, and why:
 * A hard link must name an earlier regular file (or hard link) of the same archive, so it can
   never give a name inside the root to a file outside it.
 * Device and FIFO nodes are refused unless explicitly allowed.
+* Extended attributes (PAX ``SCHILY.xattr.<name>`` records, as GNU tar and Docker write them) are
+  accepted only in the namespaces ferry.docker keeps: ``user.*``, ``security.capability`` (regular
+  files only) and the POSIX ACLs ``system.posix_acl_access`` and ``system.posix_acl_default``
+  (directories only), each with a well-formed value of at most 64 KiB. Any other attribute
+  (``trusted.*``, ``security.selinux``...) and libarchive's ``LIBARCHIVE.xattr.*`` records are
+  refused: the engine would apply them as root.
+* A sparse member's map must be ordered, non-overlapping and inside the file's apparent size.
 
 ``scan_stream`` reads a whole tar stream once, in streaming mode, and reports every problem
 plus a summary, without extracting anything. Its memory grows with the number of members (their
-names), never with the size of the data.
+names), never with the size of the data. The summary also carries what a restore needs after
+Docker's extraction: the root entry's metadata, and (up to ``LIST_LIMIT`` entries each) the sparse
+members with their maps and the members with extended attributes.
 """
 
 from __future__ import annotations
 
 import posixpath
+import struct
 import tarfile
 
 from ansible_collections.ferry.docker.plugins.module_utils._stream import (
@@ -42,7 +52,17 @@ from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     IterReader,
 )
 
-_XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
+PAX_XATTR = "SCHILY.xattr."
+_LIBARCHIVE_XATTR = "LIBARCHIVE.xattr."
+XATTR_USER = "user."
+XATTR_CAPABILITY = "security.capability"
+XATTR_ACL_ACCESS = "system.posix_acl_access"
+XATTR_ACL_DEFAULT = "system.posix_acl_default"
+XATTR_NAME_MAX = 255  # Linux XATTR_NAME_MAX
+XATTR_SIZE_MAX = 65536  # Linux XATTR_SIZE_MAX
+_ACL_VERSION = 2
+_ACL_HEADER, _ACL_ENTRY = 4, 8
+LIST_LIMIT = 100_000  # sparse members and members with xattrs remembered by scan_stream
 _REGULAR, _DIRECTORY, _SYMLINK, _OTHER = "f", "d", "l", "o"
 
 
@@ -61,6 +81,92 @@ def _components(name):
 def _path(name):
     """The canonical form of a checked member name; ``.`` is the extraction root."""
     return "/".join(_components(name)) or "."
+
+
+def xattr_kept(name):
+    """Whether ferry.docker captures and restores the extended attribute ``name``."""
+    if name.startswith(XATTR_USER):
+        return len(name) > len(XATTR_USER)
+    return name in (XATTR_CAPABILITY, XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT)
+
+
+def xattr_value(text):
+    """The bytes of a PAX xattr record value as tarfile decoded it (utf-8, surrogateescape)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def xattr_text(value):
+    """The PAX record text tarfile writes back as exactly the bytes ``value``."""
+    return value.decode("utf-8", "surrogateescape")
+
+
+def member_xattrs(member):
+    """``{name: bytes}`` of the extended attributes a member carries in ``SCHILY.xattr.*`` records."""
+    return {
+        key[len(PAX_XATTR) :]: xattr_value(value)
+        for key, value in member.pax_headers.items()
+        if key.startswith(PAX_XATTR)
+    }
+
+
+def _acl_problem(value):
+    if len(value) < _ACL_HEADER or (len(value) - _ACL_HEADER) % _ACL_ENTRY:
+        return "is not a POSIX ACL (wrong length)"
+    if struct.unpack_from("<I", value)[0] != _ACL_VERSION:
+        return "is not a version 2 POSIX ACL"
+    return None
+
+
+def check_xattrs(member):
+    """Return a problem with the extended attribute records of ``member``, or None."""
+    for key, text in member.pax_headers.items():
+        if key.startswith(_LIBARCHIVE_XATTR):
+            return (
+                f"member {member.name!r} carries a libarchive xattr record {key!r}; ferry.docker reads only "
+                "SCHILY.xattr records"
+            )
+        if not key.startswith(PAX_XATTR):
+            continue
+        name = key[len(PAX_XATTR) :]
+        if not xattr_kept(name):
+            return (
+                f"member {member.name!r} carries the extended attribute {name!r}; only user.*, "
+                f"{XATTR_CAPABILITY} and POSIX ACLs are restored"
+            )
+        if len(name.encode("utf-8", "surrogateescape")) > XATTR_NAME_MAX or "\0" in name:
+            return f"member {member.name!r} has an extended attribute with an invalid name {name!r}"
+        value = xattr_value(text)
+        if len(value) > XATTR_SIZE_MAX:
+            return f"extended attribute {name!r} of member {member.name!r} is larger than {XATTR_SIZE_MAX} bytes"
+        if name == XATTR_CAPABILITY and not (member.isreg() or member.islnk()):
+            return f"member {member.name!r} is not a regular file but carries {XATTR_CAPABILITY}"
+        if name == XATTR_ACL_DEFAULT and not member.isdir():
+            return f"member {member.name!r} is not a directory but carries {XATTR_ACL_DEFAULT}"
+        if name in (XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT):
+            if member.issym():
+                return f"symlink {member.name!r} carries {name}"
+            problem = _acl_problem(value)
+            if problem:
+                return f"extended attribute {name!r} of member {member.name!r} {problem}"
+        if name.startswith(XATTR_USER) and not (member.isreg() or member.islnk() or member.isdir()):
+            return f"member {member.name!r} carries {name!r}, but user.* attributes exist only on files and directories"
+    return None
+
+
+def check_sparse(member):
+    """Return a problem with the sparse map of ``member``, or None (also for a member that is not sparse)."""
+    if member.sparse is None:
+        return None
+    end = 0
+    for offset, length in member.sparse:
+        if offset < 0 or length < 0 or offset + length > member.size:
+            return f"sparse member {member.name!r} has a map entry outside the file"
+        if not length:  # GNU tar pads its old-format maps with (0, 0) and ends them with (size, 0)
+            continue
+        if offset < end:
+            return f"sparse member {member.name!r} has an unordered or overlapping map"
+        end = offset + length
+    return None
 
 
 def check_member(member, allow_devices=False):
@@ -97,7 +203,7 @@ def check_member(member, allow_devices=False):
             return f"member {name!r} is a device or FIFO node, which is not allowed here"
     elif not (member.isreg() or member.isdir()):
         return f"member {name!r} has an unsupported type {member.type!r}"
-    return None
+    return check_xattrs(member) or check_sparse(member)
 
 
 class TarChecker:
@@ -172,13 +278,40 @@ def _end_marker_tarinfo(state):
     return _TarInfo
 
 
+def _remember(summary, member):
+    """Note in ``summary`` what a restore applies itself: the root entry, sparse maps, xattr names."""
+    name = _path(member.name)
+    xattrs = member_xattrs(member)
+    summary["has_sparse"] |= member.sparse is not None
+    summary["has_xattrs"] |= bool(xattrs)
+    if name == ".":
+        summary["root"] = dict(
+            mode=member.mode & 0o7777, uid=member.uid, gid=member.gid, mtime=member.mtime, xattrs=xattrs
+        )
+        return
+    for key, entry in (("sparse", member.sparse is not None), ("xattrs", bool(xattrs))):
+        if not entry:
+            continue
+        if len(summary[key]) >= LIST_LIMIT:
+            summary["lists_complete"] = False
+        elif key == "sparse":
+            summary["sparse"].append((name, member.size, [(o, n) for o, n in member.sparse if n]))
+        else:
+            summary["xattrs"].append((name, sorted(xattrs)))
+
+
 def scan_stream(source, allow_devices=False, max_problems=100):
     """Read a tar stream once (file object or iterable of byte chunks) and check every member.
 
     Returns ``{"members", "bytes", "has_sparse", "has_xattrs", "complete", "problems",
-    "problem_count"}``: ``bytes`` is the size of the regular files' contents, ``complete`` says the
+    "problem_count", "root", "sparse", "xattrs", "lists_complete"}``: ``bytes`` is the apparent size
+    of the regular files (a sparse file counts with its holes), ``complete`` says the
     end-of-archive marker was reached, ``problems`` holds the first ``max_problems`` member problems
-    plus any problem of the stream itself, ``problem_count`` counts them all.
+    plus any problem of the stream itself, ``problem_count`` counts them all. ``root`` is
+    ``{"mode", "uid", "gid", "mtime", "xattrs"}`` of the member ``.`` (None without one),
+    ``sparse`` lists ``(name, size, map)`` of sparse regular files, ``xattrs`` lists ``(name,
+    sorted attribute names)``; both hold at most LIST_LIMIT entries (``lists_complete`` is False
+    when more were left out). Names are normalised (``dir/file``).
     The source is read to its end, so a decompressor or hashing reader behind it completes its
     own checks. Errors raised by the source itself (e.g. ArtifactError) propagate.
     """
@@ -186,6 +319,7 @@ def scan_stream(source, allow_devices=False, max_problems=100):
     checker = TarChecker(allow_devices)
     state = {"end_marker": False}
     summary = {"members": 0, "bytes": 0, "has_sparse": False, "has_xattrs": False, "problem_count": 0}
+    summary.update(root=None, sparse=[], xattrs=[], lists_complete=True)
     problems = []
     try:
         with tarfile.open(
@@ -196,13 +330,13 @@ def scan_stream(source, allow_devices=False, max_problems=100):
                 summary["members"] += 1
                 if member.isreg():
                     summary["bytes"] += member.size
-                summary["has_sparse"] |= member.sparse is not None
-                summary["has_xattrs"] |= any(key.startswith(_XATTR_PREFIXES) for key in member.pax_headers)
                 problem = checker.check(member)
                 if problem:
                     summary["problem_count"] += 1
                     if len(problems) < max_problems:  # a hostile archive may have millions
                         problems.append(problem)
+                    continue
+                _remember(summary, member)
         stream_problem = None
         if not state["end_marker"]:
             stream_problem = "the archive ends without an end-of-archive marker: it is truncated or damaged"

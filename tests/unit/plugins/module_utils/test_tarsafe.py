@@ -219,6 +219,10 @@ def test_summary_counts_and_xattrs():
         "complete": True,
         "problems": [],
         "problem_count": 0,
+        "root": None,
+        "sparse": [],
+        "xattrs": [("b", ["user.comment"])],
+        "lists_complete": True,
     }
     assert scan(build_tar(member("a", data=b"1")))["has_xattrs"] is False
 
@@ -239,7 +243,8 @@ def test_gnu_sparse_file(tmp_path):
         assert result["problems"] == []
         assert result["has_sparse"] is True
         assert result["members"] == 3
-        assert result["bytes"] == 64 * 1024 * 1024 + 3 + 5
+        assert result["bytes"] == 64 * 1024 * 1024 + 3 + 5  # apparent size
+        assert result["sparse"] == [("sparse.img", 64 * 1024 * 1024 + 3, [(64 * 1024 * 1024, 3)])]
 
 
 def test_many_problems_are_capped():
@@ -305,6 +310,10 @@ def test_empty_archive_is_complete():
         "complete": True,
         "problems": [],
         "problem_count": 0,
+        "root": None,
+        "sparse": [],
+        "xattrs": [],
+        "lists_complete": True,
     }
 
 
@@ -399,3 +408,95 @@ def test_accepted_archives_never_escape(spec):
         secret = os.stat(os.path.join(outside, "secret")).st_ino
         inside = _snapshot(root, None)
         assert all(entry[0] != secret for entry in inside.values())  # entry[0] is the inode
+
+
+ACL = bytes.fromhex("0200000001000600ffffffff04000400ffffffff20000000ffffffff")
+CAP = bytes.fromhex("0100000200200000000000000000000000000000")
+
+
+def xattr(name, value):
+    return {"SCHILY.xattr." + name: value.decode("utf-8", "surrogateescape")}
+
+
+@pytest.mark.parametrize(
+    ("kind", "pax"),
+    [
+        ("file", xattr("user.comment", b"hello")),
+        ("dir", xattr("user.x", b"")),
+        ("file", xattr("security.capability", CAP)),
+        ("file", xattr("system.posix_acl_access", ACL)),
+        ("dir", xattr("system.posix_acl_access", ACL)),
+        ("dir", xattr("system.posix_acl_default", ACL)),
+        ("file", xattr("user.binary", bytes(range(256)))),
+    ],
+)
+def test_kept_xattrs_pass(kind, pax):
+    assert check_member(member("./x", kind, pax=pax)[0]) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "pax", "problem"),
+    [
+        ("file", xattr("trusted.overlay.opaque", b"y"), "only user.*, security.capability and POSIX ACLs"),
+        ("file", xattr("security.selinux", b"system_u"), "only user.*"),
+        ("file", xattr("system.nfs4_acl", b"x"), "only user.*"),
+        ("file", xattr("user.", b"x"), "only user.*"),
+        ("file", {"LIBARCHIVE.xattr.user.x": "eA=="}, "libarchive xattr record"),
+        ("dir", xattr("security.capability", CAP), "is not a regular file"),
+        ("file", xattr("system.posix_acl_default", ACL), "is not a directory"),
+        ("symlink", xattr("system.posix_acl_access", ACL), "symlink './x' carries"),
+        ("symlink", xattr("user.x", b"1"), "exist only on files and directories"),
+        ("file", xattr("system.posix_acl_access", b"\x02\x00\x00\x00\x01"), "wrong length"),
+        ("file", xattr("system.posix_acl_access", bytes(12)), "not a version 2 POSIX ACL"),
+        ("file", xattr("user.big", b"x" * 65537), "larger than 65536 bytes"),
+        ("file", xattr("user." + "n" * 300, b"x"), "invalid name"),
+    ],
+)
+def test_other_or_malformed_xattrs_are_refused(kind, pax, problem):
+    info = member("./x", kind, target="y" if kind == "symlink" else "", pax=pax)[0]
+    found = check_member(info)
+    assert found is not None and problem in found
+    # and the same through a real archive and the scan
+    assert any(problem in p for p in scan(build_tar((info, b"")))["problems"])
+
+
+@pytest.mark.parametrize(
+    ("sparse", "size", "ok"),
+    [
+        ([(0, 10), (100, 5)], 105, True),
+        ([(4096, 3), (4099, 0), (0, 0), (0, 0)], 4099, True),  # GNU tar's old-format padding
+        ([], 50, True),
+        ([(100, 5), (0, 10)], 105, False),
+        ([(0, 10), (5, 10)], 105, False),
+        ([(100, 10)], 105, False),
+        ([(-1, 1)], 105, False),
+    ],
+)
+def test_sparse_maps(sparse, size, ok):
+    info = tarfile.TarInfo("./s")
+    info.size, info.sparse = size, sparse
+    assert (check_member(info) is None) is ok
+
+
+def test_scan_remembers_the_root_entry_and_what_a_restore_checks():
+    root = member(".", "dir", pax=xattr("user.origin", b"r"))[0]
+    root.mode, root.uid, root.gid, root.mtime = 0o700, 999, 998, 1_000_000_000
+    raw = build_tar((root, b""), member("./f", data=b"x", pax=xattr("user.a", b"1")), member("./g", data=b"y"))
+    result = scan(raw)
+    assert result["root"] == {
+        "mode": 0o700,
+        "uid": 999,
+        "gid": 998,
+        "mtime": 1_000_000_000,
+        "xattrs": {"user.origin": b"r"},
+    }
+    assert result["xattrs"] == [("f", ["user.a"])]
+
+
+def test_scan_lists_are_bounded(monkeypatch):
+    from ansible_collections.ferry.docker.plugins.module_utils import _tarsafe
+
+    monkeypatch.setattr(_tarsafe, "LIST_LIMIT", 2)
+    raw = build_tar(*[member(f"./f{i}", data=b"x", pax=xattr("user.a", b"1")) for i in range(5)])
+    result = scan(raw)
+    assert len(result["xattrs"]) == 2 and result["lists_complete"] is False
