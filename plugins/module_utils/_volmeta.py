@@ -1,0 +1,608 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils file is private to the ferry.docker collection. It may change without notice.
+
+"""Volume metadata that Docker's archive API loses, and the content digest that shows a loss.
+
+What the engine keeps and loses (measured on Docker 20.10, the behaviour of moby ``pkg/archive``):
+
+* ``GET /containers/{id}/archive`` (get_archive) writes the root entry ``.`` with its mode, owner
+  and mtime, but of all extended attributes only ``security.capability``; ``user.*`` attributes
+  and POSIX ACLs are never read, and sparse files come out as plain files full of zeros.
+* ``PUT /containers/{id}/archive`` (put_archive) applies ``SCHILY.xattr.*`` records (ignoring
+  ENOTSUP and EPERM without a word), writes every file in full (holes become allocated zeros),
+  and skips the member ``.`` when the target directory exists, so a volume root kept Docker's
+  ``0755 root:root``.
+
+So a volume is captured here, when its directory is reachable on this host (see
+``local_reason``), by walking the directory itself: ``TreeTar`` writes the same archive layout
+Docker does (``.`` then ``./path`` members, one pass, streamed in chunks) and adds the kept
+extended attributes as ``SCHILY.xattr.<name>`` PAX records and sparse files as GNU sparse 1.0
+members (a map of data segments, then only the data). The walk never follows a symlink: every
+directory is opened with ``O_NOFOLLOW`` relative to its parent's descriptor, every file with
+``O_NOFOLLOW``, and the attributes of entries that are not opened are read through
+``/proc/self/fd/<dir>/<name>``. Otherwise Docker's archive API is used and the module says what
+it could not keep.
+
+On restore the engine still extracts the archive (chrooted, with its own checks), and then:
+the root's metadata is applied by a second, one-member ``put_archive`` into the parent of the
+mount point (``vol/`` there is the volume's root, which Docker does not skip); when the volume's
+directory is reachable, holes are punched back into sparse files (``fallocate``) and every
+extended attribute the archive carried is checked on disk. Whatever could not be kept is named,
+attribute and file, in the module's result and warnings.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import os
+import socket
+import stat
+import tarfile
+
+from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, TAR_BUFSIZE
+from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
+    PAX_XATTR,
+    XATTR_CAPABILITY,
+    member_xattrs,
+    xattr_kept,
+    xattr_text,
+)
+
+# Version of the volume archive's metadata, recorded as ``metadata`` in the manifest's volume artifacts:
+# 1 (or absent): Docker's archive API (root entry, security.capability; no other xattrs, no sparse maps)
+# 2: also user.* and POSIX ACL xattrs and GNU sparse members, when the volume was read from its directory
+METADATA_VERSION = 2
+METADATA_API = 1
+
+_BLOCK = tarfile.BLOCKSIZE
+_RECORD = tarfile.RECORDSIZE
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_LOCAL_BASE_URLS = ("http+docker://localhost", "http+docker://localunixsocket")
+_NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM)
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+NOTE_EXAMPLES = 5
+
+
+class Notes:
+    """What could not be kept, by attribute: ``{attribute: {"count", "paths", "reason"}}`` (a few paths each)."""
+
+    def __init__(self):
+        self.items = {}
+
+    def add(self, attribute, path, reason):
+        item = self.items.setdefault(attribute, {"attribute": attribute, "count": 0, "paths": [], "reason": reason})
+        item["count"] += 1
+        if len(item["paths"]) < NOTE_EXAMPLES:
+            item["paths"].append(path)
+
+    def extend(self, other):
+        for item in other.items.values():
+            mine = self.items.setdefault(item["attribute"], dict(item, count=0, paths=[]))
+            mine["count"] += item["count"]
+            mine["paths"] = (mine["paths"] + item["paths"])[:NOTE_EXAMPLES]
+
+    def as_list(self):
+        return [dict(item) for _key, item in sorted(self.items.items())]
+
+    def messages(self, what):
+        """One sentence per attribute, naming the files (``what``: e.g. ``volume pgdata``)."""
+        out = []
+        for item in self.as_list():
+            more = item["count"] - len(item["paths"])
+            paths = ", ".join(item["paths"]) + (f" and {more} more" if more > 0 else "")
+            out.append(f"{what}: {item['attribute']} not kept on {paths}: {item['reason']}")
+        return out
+
+    def __bool__(self):
+        return bool(self.items)
+
+
+# ------------------------------------------------------------------------------------------------
+# may this host read the volume's directory itself?
+
+
+def local_reason(base_url, engine_name, security_options, mount_type, driver=None, options=None, path=None):
+    """None if the volume (or bind) directory ``path`` on this host is the one the engine uses, else why not.
+
+    Pure decision: the engine must answer on a local unix socket and call itself by this host's
+    name (so a forwarded socket of another machine is not mistaken for it), without user
+    namespaces or rootless mode (files on disk then carry shifted owners), and a volume must use
+    the ``local`` driver without options (a volume with mount options is only mounted while a
+    container uses it).
+    """
+    if base_url not in _LOCAL_BASE_URLS:
+        return "the Docker engine is not reached over a local unix socket"
+    if engine_name != socket.gethostname():
+        return f"the Docker engine runs on {engine_name or 'another host'}, not on {socket.gethostname()}"
+    for option in security_options or []:
+        if "name=userns" in option or "name=rootless" in option:
+            return "the engine remaps user IDs (userns-remap or rootless), so owners on disk differ"
+    if mount_type == "volume" and (driver != "local" or options):
+        return f"the volume uses driver {driver} with options, so it is mounted only while in use"
+    if not path or not os.path.isdir(path):
+        return f"its directory {path} is not a directory on this host"
+    if not os.path.isdir("/proc/self/fd"):
+        return "/proc is not mounted, so the directory cannot be read without following symlinks"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# reading a directory tree into a tar stream
+
+
+def read_xattrs(target, follow=True):
+    """``(kept {name: bytes}, other names)`` of a path or file descriptor; ``({}, [])`` where unsupported."""
+    try:
+        names = os.listxattr(target, follow_symlinks=follow)
+    except OSError as exc:
+        if exc.errno in _NO_XATTRS:
+            return {}, []
+        raise
+    kept, other = {}, []
+    for name in sorted(names):
+        if not xattr_kept(name):
+            other.append(name)
+            continue
+        try:
+            kept[name] = os.getxattr(target, name, follow_symlinks=follow)
+        except OSError as exc:
+            if exc.errno not in _NO_XATTRS:
+                raise
+    return kept, other
+
+
+def data_segments(fd, size):
+    """The data segments ``[(offset, length)]`` of an open file, from SEEK_DATA/SEEK_HOLE (all data if unsupported)."""
+    segments = []
+    pos = 0
+    try:
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # only a hole is left
+                    break
+                raise
+            if start >= size:
+                break
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            segments.append((start, end - start))
+            pos = end
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return [(0, size)] if size else []
+        raise
+    return segments
+
+
+def sparse_map_block(segments, size):
+    """The GNU sparse 1.0 map that precedes the data: count, then offset and length per segment, padded."""
+    entries = list(segments)
+    if not entries or entries[-1][0] + entries[-1][1] < size:
+        entries.append((size, 0))  # as GNU tar writes it: the apparent size is the end of the last entry
+    text = "".join(f"{o}\n{n}\n" for o, n in entries)
+    data = f"{len(entries)}\n{text}".encode("ascii")
+    return data + b"\0" * (-len(data) % _BLOCK), entries
+
+
+def _entry_type(mode):
+    if stat.S_ISDIR(mode):
+        return tarfile.DIRTYPE
+    if stat.S_ISREG(mode):
+        return tarfile.REGTYPE
+    if stat.S_ISLNK(mode):
+        return tarfile.SYMTYPE
+    if stat.S_ISCHR(mode):
+        return tarfile.CHRTYPE
+    if stat.S_ISBLK(mode):
+        return tarfile.BLKTYPE
+    if stat.S_ISFIFO(mode):
+        return tarfile.FIFOTYPE
+    return None  # a socket: tar has no type for it
+
+
+def _header(info):
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+class TreeTar:
+    """A PAX tar stream of a directory (``.`` first, then ``./path``), read without following symlinks.
+
+    ``chunks()`` yields the archive in pieces of about CHUNK_SIZE; the memory used is one chunk plus
+    the names of the directories on the current path and the (device, inode) of files with
+    several links. After the stream ends, ``notes`` says what could not be put in the archive
+    (other xattrs, sockets, entries that changed or vanished while read) and ``sparse_files``,
+    ``xattr_files`` count what was kept.
+    """
+
+    def __init__(self, path, chunk_size=CHUNK_SIZE):
+        self.path = path
+        self.chunk_size = chunk_size
+        self.notes = Notes()
+        self.sparse_files = 0
+        self.xattr_files = 0
+        self._buf = bytearray()
+        self._links = {}
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def _emit(self, data):
+        self._buf += data
+        if len(self._buf) >= self.chunk_size:
+            out, self._buf = bytes(self._buf), bytearray()
+            return out
+        return None
+
+    def _flush(self):
+        out, self._buf = bytes(self._buf), bytearray()
+        return out
+
+    # -- entries --------------------------------------------------------------------------------
+
+    def _info(self, name, st, kind, xattrs):
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        info.uname = info.gname = ""
+        info.mtime = int(st.st_mtime)
+        if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        info.pax_headers = {PAX_XATTR + k: xattr_text(v) for k, v in xattrs.items()}
+        if xattrs:
+            self.xattr_files += 1
+        return info
+
+    def _xattrs(self, target, name, follow=True):
+        kept, other = read_xattrs(target, follow)
+        for attribute in other:
+            self.notes.add(f"xattr {attribute}", name, "only user.*, security.capability and POSIX ACLs are captured")
+        return kept
+
+    def _file(self, dirfd, entry, name, st):
+        """Yield the header and data of a regular file (or a hard link to an earlier one)."""
+        if st.st_nlink > 1:
+            first = self._links.get((st.st_dev, st.st_ino))
+            if first is not None:
+                info = self._info(name, st, tarfile.LNKTYPE, {})
+                info.linkname = first
+                yield _header(info)
+                return
+        try:
+            fd = os.open(entry, _FILE_FLAGS, dir_fd=dirfd)
+        except OSError as exc:
+            self.notes.add("file", name, f"it changed or vanished while read ({exc.strerror})")
+            return
+        try:
+            now = os.fstat(fd)
+            if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                self.notes.add("file", name, "it was replaced while read")
+                return
+            if st.st_nlink > 1:
+                self._links[(st.st_dev, st.st_ino)] = name
+            size = now.st_size
+            info = self._info(name, now, tarfile.REGTYPE, self._xattrs(fd, name))
+            segments = data_segments(fd, size) if now.st_blocks * 512 < size else [(0, size)] if size else []
+            if sum(n for _o, n in segments) < size:
+                self.sparse_files += 1
+                block, entries = sparse_map_block(segments, size)
+                real = info.name
+                directory, _sep, base = real.rpartition("/")
+                info.name = f"{directory}/GNUSparseFile.0/{base}"
+                info.pax_headers.update(
+                    {
+                        "path": info.name,
+                        "GNU.sparse.major": "1",
+                        "GNU.sparse.minor": "0",
+                        "GNU.sparse.name": real,
+                        "GNU.sparse.realsize": str(size),
+                    }
+                )
+                info.size = len(block) + sum(n for _o, n in entries)
+                yield _header(info)
+                yield block
+            else:
+                info.size = size
+                yield _header(info)
+            stored = 0
+            for offset, length in segments:
+                stored += length
+                yield from self._copy(fd, offset, length, name)
+            if stored % _BLOCK:
+                yield b"\0" * (_BLOCK - stored % _BLOCK)
+        finally:
+            os.close(fd)
+
+    def _copy(self, fd, offset, length, name):
+        end = offset + length
+        while offset < end:
+            data = os.pread(fd, min(self.chunk_size, end - offset), offset)
+            if not data:  # the file shrank while read: keep the announced size, say so
+                self.notes.add("file", name, "it shrank while read; the missing end was stored as zeros")
+                while offset < end:
+                    step = min(self.chunk_size, end - offset)
+                    yield bytes(step)
+                    offset += step
+                return
+            offset += len(data)
+            yield data
+
+    def _entries(self):
+        """Yield raw tar bytes (headers, data, padding) for the whole tree."""
+        root = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        stack = []
+        try:
+            st = os.fstat(root)
+            yield _header(self._info(".", st, tarfile.DIRTYPE, self._xattrs(root, ".")))
+            stack.append((root, "./", iter(sorted(os.listdir(root)))))
+            while stack:
+                dirfd, prefix, names = stack[-1]
+                entry = next(names, None)
+                if entry is None:
+                    stack.pop()
+                    if dirfd != root:
+                        os.close(dirfd)
+                    continue
+                name = prefix + entry
+                try:
+                    st = os.stat(entry, dir_fd=dirfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    self.notes.add("file", name, "it vanished while read")
+                    continue
+                kind = _entry_type(st.st_mode)
+                if kind is None:
+                    self.notes.add("socket", name, "tar archives cannot hold sockets (the service recreates them)")
+                elif kind == tarfile.REGTYPE:
+                    yield from self._file(dirfd, entry, name, st)
+                elif kind == tarfile.DIRTYPE:
+                    try:
+                        child = os.open(entry, _DIR_FLAGS, dir_fd=dirfd)
+                    except OSError as exc:
+                        self.notes.add("directory", name, f"it changed or vanished while read ({exc.strerror})")
+                        continue
+                    now = os.fstat(child)
+                    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                        os.close(child)
+                        self.notes.add("directory", name, "it was replaced while read")
+                        continue
+                    yield _header(self._info(name, now, kind, self._xattrs(child, name)))
+                    stack.append((child, name + "/", iter(sorted(os.listdir(child)))))
+                else:
+                    proc = f"/proc/self/fd/{dirfd}/{entry}"
+                    info = self._info(name, st, kind, self._xattrs(proc, name, follow=False))
+                    if kind == tarfile.SYMTYPE:
+                        info.linkname = os.readlink(entry, dir_fd=dirfd)
+                    yield _header(info)
+        finally:
+            for dirfd, _prefix, _names in stack:
+                if dirfd != root:
+                    os.close(dirfd)
+            os.close(root)
+        yield b"\0" * (2 * _BLOCK)
+
+    def chunks(self):
+        """The archive as byte chunks of about ``chunk_size``, padded to whole tar records at the end."""
+        total = 0
+        for data in self._entries():
+            total += len(data)
+            if len(data) >= self.chunk_size and not self._buf:
+                yield data
+                continue
+            out = self._emit(data)
+            if out:
+                yield out
+        pad = -total % _RECORD
+        self._buf += b"\0" * pad
+        tail = self._flush()
+        if tail:
+            yield tail
+
+
+# ------------------------------------------------------------------------------------------------
+# the content digest
+
+
+def _entry_name(name, strip):
+    name = name.lstrip("/")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if strip and parts:
+        parts = parts[1:]
+    return "/".join(parts) or "."
+
+
+def tar_fingerprint(fileobj, strip_first=False, stop_after_first=False, xattrs="all"):
+    """``(sha256, count)`` over the members of a tar stream, the root entry included.
+
+    Each entry contributes its path, type, mode, uid, gid, size (apparent size for sparse files),
+    the sha256 of its content or its link target, and its kept extended attributes (names and
+    values; ``xattrs="capability"`` keeps only ``security.capability``, the one attribute
+    Docker's get_archive shows, ``"none"`` none). A hard link counts as the regular file it names,
+    since which name comes first depends on the walk. mtimes are left out on purpose (a
+    directory's mtime moves whenever something is added to it). The root (``.``) is an entry like
+    the others, so a lost root owner or mode changes the digest. With ``strip_first`` the first
+    path component (the archived directory's own name) is dropped. With ``stop_after_first``
+    reading stops at the first member below the root (count is then 0 or 1): an emptiness check.
+    ``count`` is the number of entries below the root.
+    """
+    digest = hashlib.sha256()
+    entries = []
+    files = {}  # name -> (size, content sha256) of regular files, for hard links
+    count = 0
+    with tarfile.open(fileobj=fileobj, mode="r|", bufsize=TAR_BUFSIZE) as archive:
+        for member in iter(archive.next, None):
+            del archive.members[:]
+            name = _entry_name(member.name, strip_first)
+            if name != ".":
+                if stop_after_first:
+                    return None, 1
+                count += 1
+            kind, mode, size, link, content = member.type, member.mode & 0o7777, 0, member.linkname, ""
+            if member.isreg():
+                data = archive.extractfile(member)
+                file_digest = hashlib.sha256()
+                while True:
+                    block = data.read(CHUNK_SIZE)
+                    if not block:
+                        break
+                    file_digest.update(block)
+                size, content = member.size, file_digest.hexdigest()
+                files[name] = (size, content)
+                kind, link = tarfile.REGTYPE, ""
+            elif member.islnk():
+                kind, link = tarfile.REGTYPE, ""
+                size, content = files.get(_entry_name(member.linkname, strip_first), (0, ""))
+            elif member.issym():
+                mode = 0  # a symlink's mode means nothing on Linux (always 0777 once extracted)
+            found = member_xattrs(member)
+            if xattrs == "capability":
+                found = {k: v for k, v in found.items() if k == XATTR_CAPABILITY}
+            elif xattrs == "none":
+                found = {}
+            attrs = ",".join(f"{k}={v.hex()}" for k, v in sorted(found.items()))
+            fields = (name, kind.decode("latin-1"), mode, member.uid, member.gid, size, link, content, attrs)
+            entries.append("\0".join(str(v) for v in fields))
+    for entry in sorted(entries):
+        digest.update(entry.encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest(), count
+
+
+def tree_digest(path, xattrs="all"):
+    """``(sha256, count)`` of a directory on this host, the same digest as ``tar_fingerprint`` of its archive."""
+    from ansible_collections.ferry.docker.plugins.module_utils._stream import IterReader
+
+    tree = TreeTar(path)
+    return tar_fingerprint(IterReader(tree.chunks()), xattrs=xattrs)
+
+
+# ------------------------------------------------------------------------------------------------
+# after Docker's extraction: holes and attributes
+
+
+def root_member(root, name="vol"):
+    """A one-member tar (bytes) that, put into the mount point's parent, gives the volume root ``root``.
+
+    ``root`` is the ``root`` of a ``_tarsafe.scan_stream`` summary. Docker skips the member ``.``
+    of an archive when the directory exists, but applies a named directory member to an existing
+    directory: mode, owner, xattrs and (after the walk) mtime.
+    """
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = root["mode"]
+    info.uid, info.gid, info.mtime = root["uid"], root["gid"], root["mtime"]
+    info.uname = info.gname = ""
+    info.pax_headers = {PAX_XATTR + k: xattr_text(v) for k, v in sorted(root["xattrs"].items())}
+    data = _header(info) + b"\0" * (2 * _BLOCK)
+    return data + b"\0" * (-len(data) % _RECORD)
+
+
+def holes(sparse_map, size, block_size):
+    """The ranges ``[(offset, length)]`` between the data segments of a map, shrunk to whole ``block_size`` blocks.
+
+    Only whole blocks can be deallocated; the partial blocks at the ends of a hole hold zeros
+    either way.
+    """
+    out = []
+    pos = 0
+    for offset, length in [*sorted((o, n) for o, n in sparse_map if n), (size, 0)]:
+        start = -(-pos // block_size) * block_size
+        end = min(offset, size) // block_size * block_size
+        if end > start:
+            out.append((start, end - start))
+        pos = max(pos, offset + length)
+    return out
+
+
+def _fallocate():
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    func = libc.fallocate
+    func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    func.restype = ctypes.c_int
+    return func
+
+
+def open_below(root, name, flags):
+    """Open ``name`` (``dir/file``) below the directory ``root`` without following any symlink."""
+    parts = name.split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def punch_holes(root, sparse, notes):
+    """Deallocate the holes of the sparse files ``[(name, size, map)]`` restored below ``root``; note failures."""
+    if not sparse:
+        return 0
+    fallocate = _fallocate()
+    done = 0
+    for name, size, sparse_map in sparse:
+        try:
+            fd = open_below(root, name, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            notes.add("sparse", name, f"it cannot be opened in the restored volume ({exc.strerror})")
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                notes.add("sparse", name, "the restored file is not the archived one")
+                continue
+            for offset, length in holes(sparse_map, size, st.st_blksize or 4096):
+                if fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+                    err = ctypes.get_errno()
+                    reason = f"the filesystem cannot punch holes ({os.strerror(err)}); it stays fully allocated"
+                    notes.add("sparse", name, reason)
+                    break
+            else:
+                done += 1
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))  # punching holes moves the mtime
+        finally:
+            os.close(fd)
+    return done
+
+
+def verify_xattrs(root, expected, root_xattrs, notes):
+    """Check that the restored entries below ``root`` carry the attributes ``[(name, [attributes])]`` listed."""
+    checks = [(".", sorted(root_xattrs))] if root_xattrs else []
+    for name, attributes in checks + list(expected):
+        target = root if name == "." else None
+        if target is None:
+            parent, _sep, base = name.rpartition("/")
+            try:
+                dirfd = open_below(root, parent, os.O_RDONLY | os.O_DIRECTORY) if parent else None
+            except OSError as exc:
+                for attribute in attributes:
+                    notes.add(f"xattr {attribute}", name, f"its directory cannot be opened ({exc.strerror})")
+                continue
+            fd = dirfd if dirfd is not None else os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            target = f"/proc/self/fd/{fd}/{base}"
+        try:
+            try:
+                present = set(os.listxattr(target, follow_symlinks=False))
+            except OSError as exc:
+                present = set()
+                if exc.errno not in _NO_XATTRS and exc.errno != errno.ENOENT:
+                    raise
+            for attribute in attributes:
+                if attribute not in present:
+                    notes.add(
+                        f"xattr {attribute}",
+                        name,
+                        "the engine or the volume's filesystem did not keep it (Docker ignores ENOTSUP and EPERM)",
+                    )
+        finally:
+            if name != ".":
+                os.close(fd)
+    return notes
