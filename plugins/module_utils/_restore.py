@@ -13,18 +13,19 @@ only then it acts. Nothing on the engine is touched before the checks pass.
 Volumes are filled without ever starting a container: a helper container is *created* (never
 started) from an image already on the host with the volume mounted at ``/ferry/vol``, and the
 decompressed archive is streamed into it with ``put_archive`` (Docker's own extraction keeps
-ownership, modes, mtimes, xattrs). The whole archive is scanned with ``_tarsafe.scan_stream``
-first, so a hostile archive is refused before one byte reaches the volume. The helper is
-removed in ``finally``.
+ownership, modes, mtimes and the ``SCHILY.xattr`` records). The whole archive is scanned with
+``_tarsafe.scan_stream`` first, so a hostile archive is refused before one byte reaches the
+volume. Then ``_volmeta`` does what Docker's extraction does not: the root entry's mode, owner,
+mtime and xattrs are applied by a one-member ``put_archive`` into ``/ferry`` (where ``vol`` is the
+volume's root), and, when the volume's directory is reachable on this host, sparse files get
+their holes back and every extended attribute is checked on disk. What could not be kept is
+listed in ``helper.notes`` and sent as a warning. The helper is removed in ``finally``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import posixpath
-import tarfile
 import time
 
 from ansible_collections.ferry.docker.plugins.module_utils._bundle import (
@@ -36,12 +37,29 @@ from ansible_collections.ferry.docker.plugins.module_utils._bundle import (
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
 from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     CHUNK_SIZE,
-    TAR_BUFSIZE,
     FerryError,
     IterReader,
     read_decompressed,
 )
-from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import scan_stream
+from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import XATTR_CAPABILITY, scan_stream
+from ansible_collections.ferry.docker.plugins.module_utils._volmeta import (
+    METADATA_API,
+    Notes,
+    TreeTar,
+    local_reason,
+    punch_holes,
+    root_member,
+    tar_fingerprint,
+    verify_xattrs,
+)
+
+try:
+    from ansible.module_utils.common.warnings import warn
+except ImportError:  # outside Ansible (unit tests of pure functions)
+
+    def warn(message):
+        return None
+
 
 try:
     from requests.exceptions import RequestException
@@ -53,6 +71,8 @@ except ImportError:  # the Docker SDK depends on requests; its absence is report
 
 ARTIFACT_LABEL = "ferry.docker.artifact-sha256"
 VOLUME_MOUNT = "/ferry/vol"
+VOLUME_PARENT, VOLUME_BASENAME = VOLUME_MOUNT.rsplit("/", 1)
+_SCANS = {}  # (path, sha256) -> scan summary, so a restore reads each archive once for the checks
 HELPER_COMMAND = ["/ferry-helper-is-never-started"]
 
 
@@ -134,6 +154,7 @@ def scan_artifact(bundle_dir, artifact, allow_devices=False):
     """Scan the decompressed tar of ``artifact`` with the tarsafe rules; RestoreError on any problem."""
     path = artifact_path(bundle_dir, artifact)
     summary = scan_stream(read_decompressed(path, artifact["compression"]), allow_devices=allow_devices)
+    _SCANS[(path, artifact.get("sha256"))] = summary
     if summary["problems"]:
         more = summary["problem_count"] - len(summary["problems"][:5])
         raise RestoreError(
@@ -154,61 +175,10 @@ def scan_artifact(bundle_dir, artifact, allow_devices=False):
 # content fingerprints, to tell whether a volume already holds exactly what an archive holds
 
 
-def _entry_name(name, strip):
-    name = posixpath.normpath(name.lstrip("/"))
-    if strip:
-        parts = name.split("/", 1)
-        name = parts[1] if len(parts) > 1 else "."
-    return "" if name == "." else name
-
-
-def tar_fingerprint(fileobj, strip_first=False, stop_after_first=False):
-    """``(sha256, count)`` over the members of a tar stream: name, type, mode, owner, size, link, content.
-
-    mtimes are left out on purpose: the engine sets them on extraction, but a directory's mtime
-    moves whenever something is added to it, and the comparison must not depend on extraction
-    order. The root entry itself is skipped. With ``stop_after_first`` reading stops at the first
-    member below the root (count is then 0 or 1): an emptiness check that does not read the volume.
-    """
-    digest = hashlib.sha256()
-    entries = []
-    files = {}  # name -> (size, content sha256) of regular files, for hard links
-    with tarfile.open(fileobj=fileobj, mode="r|", bufsize=TAR_BUFSIZE) as archive:
-        for member in iter(archive.next, None):
-            del archive.members[:]
-            name = _entry_name(member.name, strip_first)
-            if not name:
-                continue
-            if stop_after_first:
-                return None, 1
-            kind, mode, size, link, content = member.type, member.mode & 0o7777, 0, member.linkname, ""
-            if member.isreg():
-                data = archive.extractfile(member)
-                file_digest = hashlib.sha256()
-                for block in iter(lambda: data.read(CHUNK_SIZE), b""):  # noqa: B023 - used right here
-                    file_digest.update(block)
-                size, content = member.size, file_digest.hexdigest()
-                files[name] = (size, content)
-                link = ""
-            elif member.islnk():
-                # which of the names of a file comes as the regular member depends on the walk order
-                kind, link = tarfile.REGTYPE, ""
-                size, content = files.get(_entry_name(member.linkname, strip_first), (0, ""))
-            elif member.issym():
-                mode = 0  # a symlink's mode means nothing on Linux (always 0777 once extracted)
-            entries.append(
-                "\0".join(
-                    str(v) for v in (name, kind.decode("latin-1"), mode, member.uid, member.gid, size, link, content)
-                )
-            )
-    for entry in sorted(entries):
-        digest.update(entry.encode("utf-8", "surrogateescape") + b"\n")
-    return digest.hexdigest(), len(entries)
-
-
-def artifact_fingerprint(bundle_dir, artifact):
+def artifact_fingerprint(bundle_dir, artifact, xattrs="all"):
+    """``_volmeta.tar_fingerprint`` of an artifact's archive (the content digest, root and xattrs included)."""
     path = artifact_path(bundle_dir, artifact)
-    return tar_fingerprint(IterReader(read_decompressed(path, artifact["compression"])))
+    return tar_fingerprint(IterReader(read_decompressed(path, artifact["compression"])), xattrs=xattrs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,6 +218,26 @@ class VolumeHelper:
         self.image = image
         self.volume = volume
         self.id = None
+        self.notes = Notes()  # metadata the last fill could not keep
+        self._local = None
+
+    def local(self):
+        """``(directory, None)`` when the volume's directory is reachable on this host, else ``(None, why not)``."""
+        if self._local is None:
+            volume = self.client.inspect_volume(self.volume)
+            info = self.client.info()
+            path = volume.get("Mountpoint")
+            reason = local_reason(
+                getattr(self.client, "base_url", None),
+                info.get("Name"),
+                info.get("SecurityOptions"),
+                "volume",
+                volume.get("Driver"),
+                volume.get("Options"),
+                path,
+            )
+            self._local = (None, reason) if reason else (path, None)
+        return self._local
 
     def __enter__(self):
         host_config = self.client.create_host_config(binds={self.volume: {"bind": VOLUME_MOUNT, "mode": "rw"}})
@@ -280,39 +270,86 @@ class VolumeHelper:
         finally:
             reader.close()
 
+    def xattr_view(self):
+        """Which xattrs this helper's fingerprint can see: all of them from the directory, else the engine's one."""
+        return "all" if self.local()[0] else "capability"
+
     def fingerprint(self):
+        """The content digest of the volume, read from its directory when reachable, else through the engine."""
+        path = self.local()[0]
+        if path:
+            return tar_fingerprint(IterReader(TreeTar(path).chunks()))
         reader = self._archive(VOLUME_MOUNT)
         try:
-            return tar_fingerprint(reader, strip_first=True)
+            return tar_fingerprint(reader, strip_first=True, xattrs="capability")
         finally:
             reader.close()
 
-    def put(self, stream):
-        ok = self.client.put_archive(self.id, VOLUME_MOUNT, data=iter(stream))
+    def put(self, stream, path=VOLUME_MOUNT):
+        ok = self.client.put_archive(self.id, path, data=iter(stream))
         if not ok:
             raise RestoreError(f"the engine refused to extract the archive into volume {self.volume}")
+
+    def put_root(self, root):
+        """Give the volume's root the archived mode, owner, mtime and xattrs (Docker skips a ``.`` member)."""
+        self.put([root_member(root, VOLUME_BASENAME)], VOLUME_PARENT)
 
 
 def volume_state(helper, artifact_fingerprint_fn):
     """``"empty"``, ``"same"`` (already holds the archive's content) or ``"differs"`` for the helper's volume.
 
-    ``artifact_fingerprint_fn()`` gives the archive's fingerprint; it is only called for a non-empty volume.
+    ``artifact_fingerprint_fn(xattrs)`` gives the archive's fingerprint, counting the xattrs the
+    helper can see; it is only called for a non-empty volume.
     """
     if helper.is_empty():
         return "empty"
-    return "same" if helper.fingerprint()[0] == artifact_fingerprint_fn()[0] else "differs"
+    theirs = artifact_fingerprint_fn(helper.xattr_view())
+    return "same" if helper.fingerprint()[0] == theirs[0] else "differs"
 
 
 def fill_volume(helper, bundle_dir, artifact):
     """Stream the decompressed archive into the helper's volume; return ``(bytes_read, bytes_written)``."""
-    stream = CountingStream(artifact_path(bundle_dir, artifact), artifact["compression"])
+    path = artifact_path(bundle_dir, artifact)
+    summary = _SCANS.get((path, artifact.get("sha256"))) or scan_artifact(bundle_dir, artifact)
+    stream = CountingStream(path, artifact["compression"])
     helper.put(stream)
     if not stream.finished:
         raise RestoreError(
             f"the engine stopped reading the archive of volume {helper.volume} before its end; the volume may "
             "hold part of the data: restore it again with force=true"
         )
+    helper.notes = restore_metadata(helper, summary)
+    for message in helper.notes.messages(f"volume {helper.volume}"):
+        warn(message)
     return stream.bytes_read, stream.bytes_written
+
+
+def restore_metadata(helper, summary):
+    """After the engine's extraction: the root entry, holes of sparse files, a check of the xattrs; return Notes."""
+    notes = Notes()
+    root = summary.get("root")
+    if root is not None:
+        helper.put_root(root)
+    path, reason = helper.local()
+    if path:
+        punch_holes(path, summary["sparse"], notes)
+        verify_xattrs(path, summary["xattrs"], (root or {}).get("xattrs") or {}, notes)
+    else:
+        for name, _size, _map in summary["sparse"]:
+            notes.add("sparse", name, f"restored fully allocated: {reason}")
+        for name, attributes in summary["xattrs"]:
+            for attribute in attributes:
+                if attribute != XATTR_CAPABILITY:
+                    notes.add(f"xattr {attribute}", name, f"applied by the engine but not verified: {reason}")
+    if not summary.get("lists_complete", True):
+        notes.add("sparse and xattrs", "(beyond the first entries)", "too many entries to check them all")
+    return notes
+
+
+def metadata_version(artifact):
+    """The ``metadata`` version of a volume artifact (1 for bundles written before it was recorded)."""
+    version = artifact.get("metadata", METADATA_API)
+    return version if isinstance(version, int) and not isinstance(version, bool) else METADATA_API
 
 
 def inspect_or_none(getter, name):

@@ -18,10 +18,20 @@ description:
     device nodes unless O(allow_devices=true)). One failed check fails the task with nothing changed.
   - The data is extracted by the Docker engine itself (C(put_archive)) into a helper container that
     is created from an image already on the engine, never started, and always removed. Ownership,
-    modes, mtimes and extended attributes are kept.
+    modes, mtimes, hard links, symlinks and the extended attributes C(user.*),
+    C(security.capability) and POSIX ACLs are kept. Archives carrying any other extended attribute
+    are refused by the safety checks.
+  - The volume's root directory gets the archived mode, owner, group, mtime and extended attributes
+    (Docker's extraction alone leaves it C(0755 root:root)), also with O(force=true).
+  - When the volume's directory is on this host (local unix socket, same host name, no user
+    namespaces, C(local) driver without options), sparse files get their holes back and every
+    extended attribute of the archive is checked on disk. Whatever the engine or the filesystem did
+    not keep is named, attribute and file, in RV(volumes[].metadata_not_kept) and a warning; on
+    another engine sparse files stay fully allocated and the attributes cannot be checked, which
+    is reported the same way.
   - Idempotency is judged on content. A volume that already holds exactly the archive's content
-    (names, types, modes, owners, sizes, link targets and the sha256 of every file; mtimes are not
-    compared) is left alone.
+    (names, types, modes, owners, sizes, link targets, the sha256 of every file, the root entry and
+    the extended attributes; mtimes are not compared) is left alone.
 attributes:
   check_mode:
     support: full
@@ -142,6 +152,17 @@ volumes:
     bytes_written:
       description: Decompressed bytes fed to Docker.
       type: int
+    metadata:
+      description:
+        - Metadata version of the archive; 1 for bundles written before extended attributes and sparse
+          files were kept, or read through Docker's archive API.
+      type: int
+    metadata_not_kept:
+      description:
+        - What the engine or the volume's filesystem did not keep, per attribute (C(sparse), C(xattr <name>)),
+          with up to five paths, the number of entries and the reason. Empty when everything was kept.
+      type: list
+      elements: dict
   sample:
     - name: web-data
       artifact: web-data
@@ -152,6 +173,8 @@ volumes:
       action: create
       bytes_read: 1234
       bytes_written: 10240
+      metadata: 2
+      metadata_not_kept: []
 size:
   description: Total size of the archive files restored.
   returned: always
@@ -181,6 +204,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     base_result,
     fill_volume,
     inspect_or_none,
+    metadata_version,
     open_bundle,
     pick_helper_image,
     scan_artifact,
@@ -253,7 +277,9 @@ def main():
         for artifact in chosen:
             target = p["volume_map"].get(artifact["name"]) or artifact.get("volume") or artifact["name"]
             entry = base_result(bundle, artifact)
-            entry.update(name=target, artifact=artifact["name"])
+            entry.update(
+                name=target, artifact=artifact["name"], metadata=metadata_version(artifact), metadata_not_kept=[]
+            )
             existing = inspect_or_none(client.inspect_volume, target)
             plans.append((artifact, entry, existing))
 
@@ -266,7 +292,7 @@ def main():
                 entry.update(state_before="absent", action="create")
                 continue
             with VolumeHelper(client, helper_image, entry["name"]) as helper:
-                state = volume_state(helper, lambda a=artifact: artifact_fingerprint(bundle, a))
+                state = volume_state(helper, lambda xattrs, a=artifact: artifact_fingerprint(bundle, a, xattrs))
             entry["state_before"] = state
             if state == "empty":
                 entry["action"] = "fill"
@@ -295,6 +321,7 @@ def main():
                 try:
                     with VolumeHelper(client, helper_image, entry["name"]) as helper:
                         entry["bytes_read"], entry["bytes_written"] = fill_volume(helper, bundle, artifact)
+                        entry["metadata_not_kept"] = helper.notes.as_list()
                 except BaseException:
                     if created:  # a volume we made is not left half-filled
                         try:

@@ -130,8 +130,12 @@ def test_hard_link_counts_as_the_file_it_names_whichever_name_comes_first():
     assert tar_fingerprint(_tar(one)) == tar_fingerprint(_tar(other))
 
 
-def test_root_entry_is_stripped_so_a_volume_listing_matches_its_archive():
-    assert tar_fingerprint(_tar(FILES, root="vol"), strip_first=True) == tar_fingerprint(_tar(FILES))
+def test_the_archived_directory_name_is_stripped_so_a_volume_listing_matches_its_archive():
+    assert tar_fingerprint(_tar(FILES, root="vol"), strip_first=True) == tar_fingerprint(_tar(FILES, root="."))
+
+
+def test_the_root_entry_counts_in_the_digest():
+    assert tar_fingerprint(_tar(FILES, root=".")) != tar_fingerprint(_tar(FILES))
 
 
 @pytest.mark.parametrize(("entries", "count"), [([], 0), (FILES, 1)])
