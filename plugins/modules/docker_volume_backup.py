@@ -10,12 +10,22 @@ module: docker_volume_backup
 short_description: Back up Docker volumes (and optionally bind mounts) into a ferry.docker bundle
 version_added: 0.1.0
 description:
-  - Reads each volume through Docker's archive API and streams it into C(volume-<name>.tar.zst)
-    (or C(.tar.gz), C(.tar)) in a bundle directory, compressing and hashing on the fly.
-  - The volumes are read from a helper container that mounts them read-only and is created but never
-    started, from an image already on the host (the container's own image, else the smallest local
-    image); nothing is pulled. The helper carries the label C(ferry.docker.helper=1) and is removed
-    afterwards, also on failure.
+  - Streams each volume into C(volume-<name>.tar.zst) (or C(.tar.gz), C(.tar)) in a bundle directory,
+    compressing and hashing on the fly.
+  - When the volume's directory is on this host (the engine answers on a local unix socket under
+    this host's name, without user namespaces, and the volume uses the C(local) driver without
+    options; bind mounts are host directories), it is read directly, never following a symlink. The
+    archive then keeps the root directory's mode, owner, group and mtime, every file's extended
+    attributes C(user.*), C(security.capability) and POSIX ACLs, hard links, symlinks, special
+    modes and sparse files (GNU sparse members: the holes are not stored).
+  - Otherwise the volume is read through Docker's archive API from a helper container that mounts it
+    read-only and is created but never started, from an image already on the host (the container's
+    own image, else the smallest local image); nothing is pulled. The helper carries the label
+    C(ferry.docker.helper=1) and is removed afterwards, also on failure. That API keeps the root
+    entry and C(security.capability) but no other extended attribute and no holes; the result and a
+    warning say so for each volume (RV(metadata_not_kept)).
+  - Extended attributes in other namespaces (C(trusted.*), C(security.selinux)...) and sockets are
+    not captured; they are named, attribute and file, in RV(metadata_not_kept) and a warning.
   - Each archive starts with the member C(.) (the volume root) followed by C(./path) members, so it
     can be put back into the target volume's directory as is.
   - Records each artifact and the volume definitions (driver, options, labels) in the bundle's
@@ -108,6 +118,7 @@ artifacts:
       destination: /var/lib/postgresql/data
       rw: true
       root: .
+      metadata: 2
 results:
   description: Per artifact, what was written.
   returned: success, not in check mode
@@ -132,6 +143,22 @@ results:
     changed:
       description: Whether the file's content changed.
       type: bool
+    read_from:
+      description: V(directory) (read on this host) or V(engine) (Docker's archive API).
+      type: str
+metadata_not_kept:
+  description:
+    - Metadata that could not be put in the archives, one entry per source and attribute, with up to
+      five example paths (relative to the volume root) and the number of entries concerned.
+  returned: success, not in check mode
+  type: list
+  elements: dict
+  sample:
+    - name: dbdata
+      attribute: xattr security.selinux
+      count: 12
+      paths: [./base, ./base/1]
+      reason: only user.*, security.capability and POSIX ACLs are captured
 paths:
   description: Paths of the archive files (written, or that would be written in check mode).
   returned: always
@@ -170,6 +197,13 @@ from ansible_collections.ferry.docker.plugins.module_utils._capture import (
 from ansible_collections.ferry.docker.plugins.module_utils._client import FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._runconfig import volume_definition
 from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, suffix
+from ansible_collections.ferry.docker.plugins.module_utils._volmeta import (
+    METADATA_API,
+    METADATA_VERSION,
+    Notes,
+    TreeTar,
+    local_reason,
+)
 
 
 def plan(cap, inspect, volume_names, include_binds):
@@ -231,37 +265,86 @@ def quiesce(cap, inspect, consistency):
     return lambda: client.start(cid)
 
 
+def locate(cap, sources, inspects):
+    """Set ``local`` (the directory to read on this host, or None) and ``reason`` (why not) of each source."""
+    with cap.errors("reading the engine's info"):
+        info = cap.client.info()
+    base_url = getattr(cap.client, "base_url", None)
+    for source in sources:
+        if source["type"] == "volume":
+            volume = inspects[source["name"]]
+            path = volume.get("Mountpoint")
+            reason = local_reason(
+                base_url,
+                info.get("Name"),
+                info.get("SecurityOptions"),
+                "volume",
+                volume.get("Driver"),
+                volume.get("Options"),
+                path,
+            )
+        else:
+            path = source["source"]
+            reason = local_reason(base_url, info.get("Name"), info.get("SecurityOptions"), "bind", path=path)
+        source["local"], source["reason"] = (None, reason) if reason else (path, None)
+
+
+def read_directory(cap, source):
+    """Stream one source from its directory on this host; return (written, notes)."""
+    tree = TreeTar(source["local"])
+    with cap.errors(f"reading {source['name']} from {source['local']} into {cap.dest}"):
+        return cap.write(tree.chunks(), source["file"]), tree.notes
+    return None, None
+
+
+def api_notes(source):
+    notes = Notes()
+    reason = f"read through Docker's archive API because {source['reason']}"
+    notes.add("xattr user.* and POSIX ACLs", ".", reason)
+    notes.add("sparse", ".", reason + "; holes are stored as zeros")
+    return notes
+
+
 def backup(cap, image, sources):
-    """Create the helper, stream each source into the bundle, remove the helper; return written dicts."""
+    """Stream each source into the bundle; return ``[(written, notes)]`` in the order of ``sources``.
+
+    Sources without a directory on this host are read through a helper container, removed afterwards.
+    """
     client = cap.client
+    written = {}
+    for source in sources:
+        if source["local"]:
+            written[source["name"]] = read_directory(cap, source)
+    remote = [s for s in sources if not s["local"]]
     binds = []
-    for index, source in enumerate(sources):
+    for index, source in enumerate(remote):
         source["mount"] = posixpath.join(HELPER_MOUNT_ROOT, str(index))
         origin = source["volume"] if source["type"] == "volume" else source["source"]
         binds.append(f"{origin}:{source['mount']}:ro")
     helper = None
-    written = []
     try:
-        with cap.errors("creating the helper container to read the volumes"):
-            helper = client.create_container(
-                image=image,
-                command=["true"],
-                entrypoint=[],
-                network_disabled=True,
-                labels={HELPER_LABEL: "1"},
-                host_config=client.create_host_config(binds=binds, network_mode="none"),
-            )["Id"]
-        for source in sources:
+        if remote:
+            with cap.errors("creating the helper container to read the volumes"):
+                helper = client.create_container(
+                    image=image,
+                    command=["true"],
+                    entrypoint=[],
+                    network_disabled=True,
+                    labels={HELPER_LABEL: "1"},
+                    host_config=client.create_host_config(binds=binds, network_mode="none"),
+                )["Id"]
+        for source in remote:
             with cap.errors(f"reading {source['name']} into {cap.dest}"):
                 stream, _stat = client.get_archive(helper, source["mount"] + "/.", chunk_size=CHUNK_SIZE)
-                written.append(cap.write(stream, source["file"]))
+                written[source["name"]] = (cap.write(stream, source["file"]), api_notes(source))
     except BaseException:
         if helper is not None:
             attempt(client.remove_container, helper, v=True, force=True)  # the first failure is the one to report
         raise
-    with cap.errors(f"removing the helper container {helper[:12]} (remove it by hand)"):
-        client.remove_container(helper, v=True, force=True)
-    return written
+    if helper is not None:
+        with cap.errors(f"removing the helper container {helper[:12]} (remove it by hand)"):
+            client.remove_container(helper, v=True, force=True)
+    return [written[source["name"]] for source in sources]
 
 
 def main():
@@ -293,7 +376,8 @@ def main():
         if source["type"] == "volume" and source["name"] not in inspects:
             inspects[source["name"]] = cap.inspect_volume(source["name"])
     run_config = cap.run_config(inspect) if inspect else None
-    image = helper_image(cap, inspect)
+    locate(cap, sources, inspects)
+    image = helper_image(cap, inspect) if any(not s["local"] for s in sources) else None
     cap.ensure_dest(inspect)
     undo = quiesce(cap, inspect, params["consistency"]) if inspect else None
     try:
@@ -307,9 +391,18 @@ def main():
             undo()
 
     anonymous = {name for name, d in ((run_config or {}).get("volume_definitions") or {}).items() if d.get("Anonymous")}
-    entries, volumes, results = [], {}, []
-    for source, w in zip(sources, written):
-        extra = dict(type=source["type"], destination=source["destination"], rw=source["rw"], root=".")
+    entries, volumes, results, not_kept = [], {}, [], []
+    for source, (w, notes) in zip(sources, written):
+        for message in notes.messages(f"{source['type']} {source['name']}"):
+            fm.module.warn(message)
+        not_kept.extend(dict(item, name=source["name"]) for item in notes.as_list())
+        extra = dict(
+            type=source["type"],
+            destination=source["destination"],
+            rw=source["rw"],
+            root=".",
+            metadata=METADATA_VERSION if source["local"] else METADATA_API,
+        )
         if source["type"] == "volume":
             extra.update(volume=source["volume"], anonymous=source["name"] in anonymous)
             definition = volume_definition(inspects[source["name"]])
@@ -326,6 +419,7 @@ def main():
                 sha256=w["sha256"],
                 bytes_read=w["raw_size"],
                 changed=not w["unchanged"],
+                read_from="directory" if source["local"] else "engine",
             )
         )
     manifest_changed = cap.record(entries, inspect, run_config=run_config, volumes=volumes)
@@ -333,9 +427,10 @@ def main():
         changed=manifest_changed or any(r["changed"] for r in results),
         artifacts=entries,
         results=results,
+        metadata_not_kept=not_kept,
         paths=paths,
-        bytes_read=sum(w["raw_size"] for w in written),
-        bytes_written=sum(w["size"] for w in written),
+        bytes_read=sum(w["raw_size"] for w, _notes in written),
+        bytes_written=sum(w["size"] for w, _notes in written),
         duration=cap.duration(),
         manifest=cap.manifest_path,
     )
