@@ -32,10 +32,13 @@ Bundle layout written by the capture modules (one directory per container, mode 
     volume-<name>.tar<sfx>     kind "volume", name = volume name (binds: "bind:" + host path, file
                                ``volume-bind-<sanitised path>-<8 hex>.tar<sfx>``); extra: type ("volume"
                                or "bind"), volume (name) or source (host path), anonymous (bool),
-                               destination (mount point in the container, or null), rw, root ".".
-                               The archive is ``GET /containers/{id}/archive?path=<mount>/.``: its first
-                               member is "." (the mount root itself), then "./file", "./dir/...", so
-                               restore can ``put_archive`` it straight into the target mount directory.
+                               destination (mount point in the container, or null), rw, root ".",
+                               metadata (2: read from the directory, see _volmeta; 1 or absent: Docker's
+                               archive API). Its first member is "." (the mount root itself, with its
+                               mode, owner, mtime and xattrs), then "./file", "./dir/...", so restore can
+                               ``put_archive`` it straight into the target mount directory. Extended
+                               attributes are PAX ``SCHILY.xattr.*`` records, sparse files GNU sparse 1.0
+                               members.
 
 ``<sfx>`` is ``.zst``, ``.gz`` or empty (see _stream.suffix). Capturing into an existing bundle
 replaces the artifact of the same kind and name (a file it no longer uses, e.g. after a change of
@@ -51,9 +54,10 @@ member by member (``r|`` -> ``w|``) through the ArtifactWriter, skipping the exc
 members, and checks that its own manifest.json lists the same layers. Nothing is held in memory
 or spooled to disk; the cost is reading the image twice from the engine.
 
-Volumes are read from a helper container (label ``ferry.docker.helper=1``) that is created with
-each source bind-mounted read-only at ``/ferry/vol/<n>`` and never started; it is removed
-(``v=True``: only anonymous volumes it created for its image's VOLUMEs go with it) also on failure.
+Volumes whose directory is on this host are read there (``_volmeta.TreeTar``). The others are read
+from a helper container (label ``ferry.docker.helper=1``) that is created with each source
+bind-mounted read-only at ``/ferry/vol/<n>`` and never started; it is removed (``v=True``: only
+anonymous volumes it created for its image's VOLUMEs go with it) also on failure.
 """
 
 from __future__ import annotations
