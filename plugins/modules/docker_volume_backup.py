@@ -17,7 +17,7 @@ description:
     options; bind mounts are host directories), it is read directly, never following a symlink. The
     archive then keeps the root directory's mode, owner, group and mtime, every file's extended
     attributes C(user.*), C(security.capability) and POSIX ACLs, hard links, symlinks, special
-    modes and sparse files (GNU sparse members: the holes are not stored).
+    modes and sparse files (as GNU sparse members, so the holes are not stored).
   - Otherwise the volume is read through Docker's archive API from a helper container that mounts it
     read-only and is created but never started, from an image already on the host (the container's
     own image, else the smallest local image); nothing is pulled. The helper carries the label
