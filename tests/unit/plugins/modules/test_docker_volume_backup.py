@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
 import pytest
 
 from ansible_collections.ferry.docker.plugins.module_utils._bundle import _check_file_name
@@ -63,3 +66,50 @@ def test_parse_mode_accepts_octal_strings_and_ints(value, expected):
 def test_parse_mode_rejects_the_rest(value):
     with pytest.raises(ValueError, match="mode"):
         parse_mode(value, "mode")
+
+
+class FakeClient:
+    base_url = "http+docker://localhost"
+
+    def __init__(self, name, security=()):
+        self._info = {"Name": name, "SecurityOptions": list(security)}
+
+    def info(self):
+        return self._info
+
+
+class LocatingCapture(FakeCapture):
+    def __init__(self, client):
+        self.client = client
+
+    def errors(self, what):
+        return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize(
+    ("engine", "security", "driver", "options", "local"),
+    [
+        ("HOST", [], "local", {}, True),
+        ("HOST", [], "local", {"type": "nfs", "o": "addr=1.2.3.4"}, False),
+        ("HOST", ["name=rootless"], "local", {}, False),
+        ("other-host", [], "local", {}, False),
+    ],
+)
+def test_locate_reads_a_directory_only_when_it_is_the_engines(tmp_path, engine, security, driver, options, local):
+    host = socket.gethostname() if engine == "HOST" else engine
+    cap = LocatingCapture(FakeClient(host, security))
+    sources = [
+        dict(name="v", type="volume", volume="v"),
+        dict(name=f"bind:{tmp_path}", type="bind", source=str(tmp_path)),
+    ]
+    inspects = {"v": {"Mountpoint": str(tmp_path), "Driver": driver, "Options": options}}
+    mod.locate(cap, sources, inspects)
+    assert (sources[0]["local"] == str(tmp_path)) is local
+    assert (sources[0]["reason"] is None) is local
+    assert (sources[1]["local"] == str(tmp_path)) is (engine == "HOST" and not security)
+
+
+def test_a_source_read_through_the_engine_reports_what_it_loses():
+    notes = mod.api_notes(dict(reason="the Docker engine is not reached over a local unix socket"))
+    assert [item["attribute"] for item in notes.as_list()] == ["sparse", "xattr user.* and POSIX ACLs"]
+    assert all("not reached over a local unix socket" in item["reason"] for item in notes.as_list())
