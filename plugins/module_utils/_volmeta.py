@@ -45,7 +45,7 @@ import socket
 import stat
 import tarfile
 
-from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, TAR_BUFSIZE
+from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, TAR_BUFSIZE, IterReader
 from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
     PAX_XATTR,
     XATTR_CAPABILITY,
@@ -476,8 +476,6 @@ def tar_fingerprint(fileobj, strip_first=False, stop_after_first=False, xattrs="
 
 def tree_digest(path, xattrs="all"):
     """``(sha256, count)`` of a directory on this host, the same digest as ``tar_fingerprint`` of its archive."""
-    from ansible_collections.ferry.docker.plugins.module_utils._stream import IterReader
-
     tree = TreeTar(path)
     return tar_fingerprint(IterReader(tree.chunks()), xattrs=xattrs)
 

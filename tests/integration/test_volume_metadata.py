@@ -34,7 +34,7 @@ from ferry_run import run_module
 
 from ansible_collections.ferry.docker.plugins.module_utils import _bundle
 from ansible_collections.ferry.docker.plugins.module_utils._restore import artifact_fingerprint
-from ansible_collections.ferry.docker.plugins.module_utils._stream import IterReader
+from ansible_collections.ferry.docker.plugins.module_utils._stream import IterReader, write_stream
 from ansible_collections.ferry.docker.plugins.module_utils._volmeta import TreeTar, tree_digest
 
 OLD = 1_000_000_000  # 2001-09-09
@@ -312,8 +312,6 @@ def test_old_bundle_without_metadata_version_still_restores_with_its_root(client
     name = vols.name("old")
     bundle = tmp_path / "old"
     bundle.mkdir()
-    from ansible_collections.ferry.docker.plugins.module_utils._stream import write_stream
-
     written = write_stream([data.getvalue()], str(bundle), f"volume-{name}.tar.zst")
     entry = _bundle.artifact_entry("volume", name, written, type="volume", volume=name, anonymous=False, root=".")
     entry.update(destination="/var/lib/postgresql/data", rw=True)
