@@ -29,9 +29,12 @@ description:
     not keep is named, attribute and file, in RV(volumes[].metadata_not_kept) and a warning; on
     another engine sparse files stay fully allocated and the attributes cannot be checked, which
     is reported the same way.
+  - The engine writes the holes of a sparse file as zeros before they are punched again, so the
+    volume needs room for the file's full size while it is restored.
   - Idempotency is judged on content. A volume that already holds exactly the archive's content
     (names, types, modes, owners, sizes, link targets, the sha256 of every file, the root entry and
-    the extended attributes; mtimes are not compared) is left alone.
+    the extended attributes; mtimes are not compared) is left alone. A volume restored by an earlier
+    version of this module may differ in its root entry only; restore it again with O(force=true).
 attributes:
   check_mode:
     support: full
