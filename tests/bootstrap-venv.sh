@@ -15,6 +15,9 @@ if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# PYTHON may be the venv's own interpreter (make puts .venv/bin first on PATH): build from the
+# interpreter it was made from, which survives the rm below.
+python=$("$python" -c 'import sys; print(getattr(sys, "_base_executable", "") or sys.executable)')
 rm -rf "$venv"
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip

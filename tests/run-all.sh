@@ -4,12 +4,12 @@
 # Every setup task and step has an overall time limit (limit_for below; FERRY_STEP_SECONDS_<step>
 # overrides one, e.g. FERRY_STEP_SECONDS_molecule=3600): past it the step is stopped, with all that it
 # started, and fails with a line naming the step and the commands that were still running.
-# Usage: tests/run-all.sh [step ...]   (steps: ruff ansible-lint sanity unit integration bench molecule)
+# Usage: tests/run-all.sh [step ...]   (steps: ruff ansible-lint ecosystem sanity unit integration bench molecule)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$PWD
 
-all_steps=(ruff ansible-lint sanity unit integration bench molecule)
+all_steps=(ruff ansible-lint ecosystem sanity unit integration bench molecule)
 steps=("$@")
 [ "${#steps[@]}" -gt 0 ] || steps=("${all_steps[@]}")
 
@@ -28,6 +28,7 @@ limit_for() {
   case $1 in
     ruff) echo 120 ;;
     ansible-lint) echo 600 ;;
+    ecosystem) echo 300 ;;
     sanity) echo 900 ;;
     unit) echo 300 ;;
     integration) echo 1200 ;;
@@ -115,6 +116,11 @@ step_ruff() {
 
 step_ansible-lint() {
   ansible-lint --profile production
+}
+
+step_ecosystem() {
+  # galaxy-importer on the built tarball, ansible-builder introspect and create (no image build).
+  bash tests/gates/ecosystem.sh
 }
 
 step_sanity() {

@@ -22,6 +22,7 @@ ALIAS = "www"
 BIND = "/srv/ferry-mig/conf"
 PORT = 18080
 DIGEST_LABEL = "ferry.docker.config-digest"
+CURL = "curl -fsS --connect-timeout 5 --max-time 30"  # every HTTP check gives up on a host that does not answer
 
 
 def lab_host(name):

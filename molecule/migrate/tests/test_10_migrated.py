@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import ALIAS, BIND, DIGEST_LABEL, NETWORK, PORT, SERVICE, VOLUME, inspect, volume_checksums
+from conftest import ALIAS, BIND, CURL, DIGEST_LABEL, NETWORK, PORT, SERVICE, VOLUME, inspect, volume_checksums
 
 CONFIG_FIELDS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Healthcheck", "StopSignal", "Tty")
 HOST_CONFIG_FIELDS = (
@@ -61,7 +61,7 @@ def test_volume_data_has_the_same_checksums(lab):
 
 
 def test_the_page_is_served_on_the_published_port(lab):
-    assert lab["host2"].check_output(f"curl -fsS --connect-timeout 5 --max-time 30 http://127.0.0.1:{PORT}/index.html") == f"<h1>served by {SERVICE}</h1>"
+    assert lab["host2"].check_output(f"{CURL} http://127.0.0.1:{PORT}/index.html") == f"<h1>served by {SERVICE}</h1>"
 
 
 def test_target_runs_healthy_with_its_bind_mount(lab):

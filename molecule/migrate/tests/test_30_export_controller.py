@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import inspect, playbook, start_service, volume_checksums, wait_healthy
+from conftest import CURL, inspect, playbook, start_service, volume_checksums, wait_healthy
 
 NAME = "ferry-mig-exp"
 VOLUME = "ferry-mig-exp-page"
@@ -42,7 +42,7 @@ def test_export_through_the_controller(lab, tmp_path):
         assert target["Config"]["Cmd"] == source["Config"]["Cmd"]
         assert target["Config"]["Env"] == source["Config"]["Env"]
         assert volume_checksums(lab["host3"], VOLUME) == volume_checksums(lab["host1"], VOLUME)
-        page = lab["host3"].check_output("curl -fsS --connect-timeout 5 --max-time 30 http://127.0.0.1:18088/index.html")
+        page = lab["host3"].check_output(f"{CURL} http://127.0.0.1:18088/index.html")
         assert page == f"<h1>served by {NAME}</h1>"
         # cutover keep: the source was restarted right after the capture and still runs.
         assert inspect(lab["host1"], "container", NAME)["State"]["Running"]

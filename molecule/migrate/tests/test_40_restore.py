@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import inspect, playbook, start_service, volume_checksums, wait_healthy
+from conftest import CURL, inspect, playbook, start_service, volume_checksums, wait_healthy
 
 NAME = "ferry-mig-bk"
 VOLUME = "ferry-mig-bk-page"
@@ -29,7 +29,7 @@ def test_restore_latest_backup_onto_a_third_host(lab, tmp_path):
         target = inspect(lab["host3"], "container", NAME)
         assert target["State"]["Health"]["Status"] == "healthy"
         assert volume_checksums(lab["host3"], VOLUME) == volume_checksums(lab["host1"], VOLUME)
-        assert lab["host3"].check_output("curl -fsS --connect-timeout 5 --max-time 30 http://127.0.0.1:18090/index.html") == f"<h1>served by {NAME}</h1>"
+        assert lab["host3"].check_output(f"{CURL} http://127.0.0.1:18090/index.html") == f"<h1>served by {NAME}</h1>"
         # The source is untouched by a restore elsewhere, and the received copy is gone.
         assert inspect(lab["host1"], "container", NAME)["State"]["Running"]
         assert lab["host3"].check_output("ls -A /var/lib/ferry/incoming | grep -v '^.keys$' || true") == ""

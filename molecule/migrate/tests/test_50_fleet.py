@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import inspect, playbook, start_service, volume_checksums, wait_healthy
+from conftest import CURL, inspect, playbook, start_service, volume_checksums, wait_healthy
 
 # (container, source, target, host port); every host is both a source and a target.
 PLAN = [
@@ -34,8 +34,7 @@ def test_fleet_plan_runs_in_parallel(lab, tmp_path):
             assert inspect(lab[source], "container", name)["State"]["Status"] == "exited"
             assert volume_checksums(lab[target], f"{name}-page") == checksums[name]
             assert (
-                lab[target].check_output(f"curl -fsS --connect-timeout 5 --max-time 30 http://127.0.0.1:{port}/index.html")
-                == f"<h1>served by {name}</h1>"
+                lab[target].check_output(f"{CURL} http://127.0.0.1:{port}/index.html") == f"<h1>served by {name}</h1>"
             )
         # The source hosts worked side by side: every host's span of work overlaps every other's.
         spans = {
