@@ -828,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
     down_parser = commands.add_parser("down", help="remove the lab containers, volumes and network")
     down_parser.add_argument("--images", action="store_true", help="also remove the lab images")
     load_parser = commands.add_parser("load", help="build a lab image if needed and load it into every lab host")
-    load_parser.add_argument("image", help=f"lab image to load, for example {POSTGRES_IMAGE.split(':')[0]}")
+    load_parser.add_argument("image", help=f"lab image to load, for example {POSTGRES_IMAGE.partition(':')[0]}")
     commands.add_parser("status", help="show each host's state and whether dockerd and sshd answer")
     commands.add_parser("inventory", help="rewrite inventory, known_hosts and ssh_config from the running hosts")
     args = parser.parse_args(argv)

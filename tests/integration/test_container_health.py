@@ -22,6 +22,11 @@ from fixture_image import IMAGE
 SECRET = "s3cret-value-never-shown"
 
 
+def health(container, **options):
+    """Run docker_container_health on the local engine for `container`; return its result."""
+    return run_module("docker_container_health", **{"name": container, **options})
+
+
 @pytest.fixture
 def start(client):
     """start(suffix, command, **host_config) creates and starts a container; all are removed afterwards."""
@@ -54,7 +59,7 @@ def start(client):
 
 def test_service_that_stays_up_passes_after_the_window(start):
     name = start("up", "echo ready; exec sleep 300")
-    result = run_module("docker_container_health", name=name, timeout=30, stable_seconds=2, interval=0.5)
+    result = health(name, timeout=30, stable_seconds=2, interval=0.5)
     assert not result.get("failed"), result.get("msg")
     assert result["status"] == "running" and not result["changed"]
     assert result["waited"] >= 2 and result["log_tail"] == []
@@ -67,7 +72,7 @@ def test_crash_loop_with_restart_policy_fails_with_its_log(start):
         'echo "starting with password $DB_PASSWORD"; echo "FATAL: data directory has wrong ownership" >&2; exit 3',
         restart_policy={"Name": "unless-stopped"},
     )
-    result = run_module("docker_container_health", name=name, timeout=30, stable_seconds=10, interval=0.5)
+    result = health(name, timeout=30, stable_seconds=10, interval=0.5)
     assert result.get("failed")
     assert result["status"] == "restarting", result
     assert result["msg"].startswith(f"{name} did not become healthy: ")
@@ -80,7 +85,7 @@ def test_crash_loop_with_restart_policy_fails_with_its_log(start):
 
 def test_exited_process_fails_at_once(start):
     name = start("exit", "echo bye; exit 7")
-    result = run_module("docker_container_health", name=name, timeout=30, stable_seconds=10, interval=0.5)
+    result = health(name, timeout=30, stable_seconds=10, interval=0.5)
     assert result.get("failed")
     assert result["status"] == "exited" and result["state"]["exit_code"] == 7
     assert result["log_tail"] == ["bye"]
@@ -91,19 +96,17 @@ def test_healthcheck_decides_when_there_is_one(start):
     check = {"test": ["CMD-SHELL", "test -e /ok"], "interval": 500_000_000, "retries": 1}
     good = start("healthy", "touch /ok; exec sleep 300", healthcheck=check)
     bad = start("unhealthy", "echo no ok file; exec sleep 300", healthcheck=check)
-    passed = run_module("docker_container_health", name=good, timeout=30, stable_seconds=10, interval=0.5)
+    passed = health(good, timeout=30, stable_seconds=10, interval=0.5)
     assert not passed.get("failed"), passed.get("msg")
     assert passed["status"] == "healthy"
-    failed = run_module("docker_container_health", name=bad, timeout=30, stable_seconds=10, interval=0.5)
+    failed = health(bad, timeout=30, stable_seconds=10, interval=0.5)
     assert failed.get("failed") and failed["status"] == "unhealthy"
     assert failed["log_tail"] == ["no ok file"]
 
 
 def test_missing_container_and_bad_options():
-    missing = run_module(
-        "docker_container_health", name=f"ferry-it-hc-{uuid.uuid4().hex[:8]}-none", timeout=5, stable_seconds=1
-    )
+    missing = health(f"ferry-it-hc-{uuid.uuid4().hex[:8]}-none", timeout=5, stable_seconds=1)
     assert missing.get("failed") and missing["status"] == "missing"
     assert missing["log_tail"] == []
-    short = run_module("docker_container_health", name="any", timeout=5, stable_seconds=10)
+    short = health("any", timeout=5, stable_seconds=10)
     assert short.get("failed") and "must be at least stable_seconds" in short["msg"]
