@@ -104,7 +104,7 @@ class Hop:
             raise
 
     def _start(self):
-        for _ in range(50):
+        for _attempt in range(50):
             if os.path.exists(self.socket):
                 break
             if self.agent.poll() is not None:

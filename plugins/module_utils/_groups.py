@@ -304,8 +304,8 @@ def rewrite_references(body, name_map, index):
     if volumes_from:
         new_list = []
         for entry in volumes_from:
-            reference, _, options = entry.partition(":")
-            new_list.append(target_of(reference) + (":" + options if options else ""))
+            reference, colon, options = entry.partition(":")
+            new_list.append(target_of(reference) + colon + options)
         if new_list != volumes_from:
             host_config["VolumesFrom"] = new_list
             changed.append(f"VolumesFrom: {','.join(volumes_from)} -> {','.join(new_list)}")
@@ -313,7 +313,7 @@ def rewrite_references(body, name_map, index):
     if links:
         new_links = []
         for link in links:
-            reference, _, alias = link.partition(":")
+            reference, alias = link.split(":", 1) if ":" in link else (link, "")
             alias = alias.rsplit("/", 1)[-1] if alias else reference.lstrip("/")
             new_links.append(f"{target_of(reference)}:{alias}")
         if new_links != links:

@@ -78,7 +78,7 @@ def start_service(host, name, volume, port, network=NETWORK, extra_args=""):
         f"docker run --pull never -d --name {name} --init --restart unless-stopped -p {port}:80 -e GREETING=hi "
         f"-l ferry.test=migrate --network {network} --network-alias {ALIAS} "
         f"--mount type=volume,source={volume},target=/www --mount type=bind,source={BIND},target=/conf,readonly "
-        f"--health-cmd 'test -s /conf/ready && wget -q -T 5 -O /dev/null http://127.0.0.1/index.html' "
+        f"--health-cmd 'test -s /conf/ready && wget -q -O /dev/null http://127.0.0.1/index.html' "
         f"--health-interval 2s --health-retries 3 {extra_args} {IMAGE} "
         f"sh -c 'mkdir -p /www && echo \"<h1>served by {name}</h1>\" > /www/index.html && exec httpd -f -p 80 -h /www'",
     )
