@@ -44,6 +44,10 @@ KEY = LAB / ".state" / "id_ed25519"
 SOURCE, TARGET = "host1", "host2"
 SSH_SECONDS = 900  # the overall limit of one ssh call; the largest (1 GiB of data) take a few minutes
 # What the baseline's ssh from host1 to host2 is told, besides the address, user and port.
+# The service has a healthcheck, as a production one would: migrate's health step then waits for
+# "healthy" instead of the stable window it gives containers without one. Double quotes only, so it
+# nests in the single-quoted scripts below.
+HEALTH = '--health-cmd "wget -q -O /dev/null http://127.0.0.1/" --health-interval 1s --health-retries 30'
 HOP_OPTIONS = "-o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=6"
 
 
@@ -200,7 +204,7 @@ class MigrateRow(Row):
         ssh(SOURCE, f"docker rm -f {name} >/dev/null 2>&1; docker volume rm {volume} >/dev/null 2>&1; true")
         ssh(
             SOURCE,
-            f"docker run --pull never -d --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 "
+            f"docker run --pull never -d --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 {HEALTH} "
             f"--restart unless-stopped --mount type=volume,source={volume},target=/data {self.image(ctx)} "
             "sh -c 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www'",
         )
@@ -307,7 +311,7 @@ class Migrate(MigrateRow):
             f"tar -C {mountpoint} -cf - . | zstd -T0 -3 -q | "
             f"{to_target} 'docker volume create {volume} >/dev/null && zstd -d -q | tar -C {target_volume} -xf -'; "
             f"{to_target} 'docker run --pull never -d --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 "
-            f"--restart unless-stopped --mount type=volume,source={volume},target=/data {image} "
+            f"{HEALTH} --restart unless-stopped --mount type=volume,source={volume},target=/data {image} "
             f'sh -c "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www" >/dev/null\''
         )
         argv, env = hop.wrap(script)
