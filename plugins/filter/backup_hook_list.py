@@ -11,9 +11,9 @@ version_added: 0.1.0
 author:
   - ferry.docker developers (@ferry-docker)
 description:
-  - Reads the C(backup_hooks) variable of the C(ferry.docker.backup) role, a mapping from container
+  - "Reads the C(backup_hooks) variable of the C(ferry.docker.backup) role, a mapping from container
     name to C({pre: [hooks], post: [hooks]}), and returns the hooks of O(container) for O(phase),
-    each with every field set.
+    each with every field set."
   - A hook is a mapping with C(command) (a string run with C(sh -c), or a list that is the argv),
     and optionally C(timeout) (seconds), C(on_error) (C(fail) or C(continue)) and C(user).
   - Anything else (an unknown key, a phase other than C(pre) and C(post), a bad C(on_error), a
