@@ -1,0 +1,496 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils file is private to the ferry.docker collection. It may change without notice.
+
+"""The migration journal: what a run did to a host, written on that host before each step.
+
+One JSON document per run and host, ``<directory>/<run_id>.json``, and a lease file beside it,
+``<run_id>.lease``, whose modification time the run renews as it progresses. Both survive the
+controller: a guard process on the host (``_guard``) reads them when the lease lapses, and a later
+run or recover.yml reads them to resume or roll back.
+
+The document::
+
+    {"version": 1, "run_id": "...", "role": "source" | "target", "created": <epoch>, "updated": <epoch>,
+     "guard": {"status": "armed" | "fired" | "disarmed" | "none", "pid": <int>, "timeout": <s>, ...},
+     "targets": [{"host": ..., "address": ..., "port": ..., "user": ..., "key": ..., "known_hosts": ...}],
+     "containers": {"<name>": {"state_before": "running" | "paused" | ..., "phase": "...",
+                               "status": "in_progress" | "migrated" | "rolled_back" | "needs_decision",
+                               "target": "<host>", "target_name": "<name>", "history": [...]}}}
+
+Writes are atomic (a temporary file in the same directory, fsync, rename, fsync of the directory)
+and serialised with an exclusive ``flock`` on ``<run_id>.lock``. Only the standard library is used:
+the guard process imports this file outside Ansible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import shlex
+import tempfile
+import time
+
+VERSION = 1
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MAX_JOURNAL_BYTES = 4 * 1024 * 1024
+# The phases of one container, in order. From "restore" on, the target may hold a created or
+# started copy, so putting the source back first needs the target copy stopped.
+PHASES = ("preflight", "stop", "capture", "transfer", "restore", "health", "cutover", "done")
+TARGET_MAY_RUN = frozenset(("restore", "health", "cutover"))
+OPEN_STATUSES = frozenset(("in_progress", "needs_decision"))
+
+
+class JournalError(Exception):
+    """A journal that cannot be read or written; the message names the file and what to do."""
+
+
+def check_run_id(run_id):
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise JournalError(
+            f"run id {run_id!r} is not valid: use 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
+def new_document(run_id, role, now=None):
+    now = time.time() if now is None else now
+    return {
+        "version": VERSION,
+        "run_id": run_id,
+        "role": role,
+        "created": now,
+        "updated": now,
+        "guard": {"status": "none"},
+        "targets": [],
+        "containers": {},
+    }
+
+
+def validate(doc, path="journal"):
+    """Raise JournalError unless ``doc`` has the journal's shape; return it."""
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        raise JournalError(f"{path} is not a ferry.docker journal of version {VERSION}")
+    for key, kind in (("run_id", str), ("guard", dict), ("targets", list), ("containers", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise JournalError(f"{path}: '{key}' is missing or not a {kind.__name__}")
+    check_run_id(doc["run_id"])
+    for name, entry in doc["containers"].items():
+        if not isinstance(entry, dict) or entry.get("phase") not in PHASES:
+            raise JournalError(f"{path}: container {name!r} has no valid phase")
+    return doc
+
+
+def record(doc, name, now=None, **changes):
+    """Update the entry of container ``name`` (created if new) and append the change to its history."""
+    now = time.time() if now is None else now
+    entry = doc["containers"].setdefault(name, {"phase": "preflight", "status": "in_progress", "history": []})
+    if "phase" in changes and changes["phase"] not in PHASES:
+        raise JournalError(f"unknown phase {changes['phase']!r} for {name}; one of {', '.join(PHASES)}")
+    entry.update(changes)
+    entry.setdefault("history", []).append(dict(changes, at=round(now, 3)))
+    del entry["history"][:-50]
+    doc["updated"] = now
+    return entry
+
+
+def open_containers(doc):
+    """Names of the containers whose migration the run started and did not finish."""
+    return sorted(name for name, entry in doc["containers"].items() if entry.get("status") in OPEN_STATUSES)
+
+
+class Journal:
+    """The journal and lease of one run on this host."""
+
+    def __init__(self, directory, run_id):
+        self.directory = directory
+        self.run_id = check_run_id(run_id)
+        self.path = os.path.join(directory, f"{run_id}.json")
+        self.lease_path = os.path.join(directory, f"{run_id}.lease")
+        self.lock_path = os.path.join(directory, f"{run_id}.lock")
+
+    def ensure_directory(self):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self):
+        self.ensure_directory()
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def exists(self):
+        return os.path.exists(self.path)
+
+    def load(self):
+        """The document, or None when this run has no journal here."""
+        return read_document(self.path)
+
+    def save(self, doc):
+        write_atomically(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())
+
+    def update(self, change, role="source"):
+        """Apply ``change(doc)`` under the lock and write the result; returns the document."""
+        with self.locked():
+            doc = self.load() or new_document(self.run_id, role)
+            change(doc)
+            doc["updated"] = time.time()
+            self.save(doc)
+            return doc
+
+    def renew(self, now=None):
+        """Renew the lease: its modification time is the last sign of life of the run."""
+        self.ensure_directory()
+        fd = os.open(self.lease_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        now = time.time() if now is None else now
+        os.utime(self.lease_path, (now, now))
+
+    def lease_age(self, now=None):
+        """Seconds since the lease was last renewed; None when there is no lease."""
+        try:
+            renewed = os.stat(self.lease_path).st_mtime
+        except FileNotFoundError:
+            return None
+        return (time.time() if now is None else now) - renewed
+
+    def drop_lease(self):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.lease_path)
+
+
+def read_document(path):
+    """A journal document from ``path`` (None if absent), bounded, never following a symlink."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise JournalError(f"{path} is a symbolic link; a journal must be a regular file") from exc
+        raise JournalError(f"cannot open {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        if not os.path.isfile(path) or os.fstat(handle.fileno()).st_size > MAX_JOURNAL_BYTES:
+            raise JournalError(f"{path} is not a regular file of at most {MAX_JOURNAL_BYTES} bytes")
+        data = handle.read(MAX_JOURNAL_BYTES + 1)
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise JournalError(f"{path} is not valid JSON ({exc}); move it away to start over") from exc
+    return validate(doc, path)
+
+
+def write_atomically(path, data, mode=0o600):
+    directory = os.path.dirname(path) or "."
+    fd, temporary = tempfile.mkstemp(prefix=".journal-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def runs(directory):
+    """Every journal document in ``directory``, oldest first; unreadable ones as ``{"error": ...}``."""
+    found = []
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            found.append(read_document(path))
+        except JournalError as exc:
+            found.append({"run_id": name[: -len(".json")], "error": str(exc)})
+    return sorted(found, key=lambda doc: (doc.get("created", 0), doc.get("run_id", "")))
+
+
+def holders(directory, containers, run_id, alive):
+    """Other runs whose guard is still watching one of ``containers``: ``[(run_id, container)]``.
+
+    ``alive(doc)`` tells whether the guard process of a journal still runs. An armed journal whose
+    guard is gone (the host rebooted) holds nothing: its containers are for this run to resume or
+    roll back, as the journal says.
+    """
+    taken = []
+    for doc in runs(directory):
+        if doc.get("error") or doc["run_id"] == run_id or doc["guard"].get("status") != "armed" or not alive(doc):
+            continue
+        for name in containers:
+            if doc["containers"].get(name, {}).get("status") in OPEN_STATUSES:
+                taken.append((doc["run_id"], name))
+    return taken
+
+
+# --------------------------------------------------------------------------------------------- the guard
+#
+# A process detached from the run (its own session, so a lost controller or SSH connection does not
+# end it) that watches the lease of one run on the source host. Run as a script:
+#     python3 <copy of this file> guard <journal directory> <run id>
+# It needs the Docker SDK for Python (the collection's requirement on managed hosts) and ssh.
+
+GUARD_POLL_SECONDS = 1.0
+SSH_OPTIONS = (
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ConnectTimeout=10",
+    "-o",
+    "ServerAliveInterval=5",
+    "-o",
+    "ServerAliveCountMax=3",
+)
+TARGET_COMMAND_SECONDS = 120
+
+
+def decide(doc, lease_age):
+    """What the guard does now: "exit" (nothing to guard), "fire" (the lease lapsed) or "wait"."""
+    if doc is None or doc["guard"].get("status") != "armed":
+        return "exit"
+    if lease_age is None or lease_age > doc["guard"].get("timeout", 120):
+        return "fire"
+    return "wait"
+
+
+def fire_plan(doc):
+    """For each open container: ``(name, steps)`` where steps are ``("stop_target", target, name)``,
+    ``("restore_source", state_before)`` or ``("hold", reason)``; pure, in a fixed order.
+
+    The source is put back only when no copy can be running on the target: when the migration had
+    not reached the restore phase yet, or after the target's copy has been stopped. Stopping it is
+    the first step; if that fails the executor turns the remaining steps into a hold.
+    """
+    plan = []
+    targets = {target.get("host"): target for target in doc.get("targets", [])}
+    for name in open_containers(doc):
+        entry = doc["containers"][name]
+        steps = []
+        if entry.get("phase") in TARGET_MAY_RUN:
+            target, target_name = entry.get("target"), entry.get("target_name")
+            if target not in targets or not target_name:
+                plan.append(
+                    (name, [("hold", f"the phase was {entry['phase']} and the journal names no target to stop")])
+                )
+                continue
+            steps.append(("stop_target", target, target_name))
+        steps.append(("restore_source", entry.get("state_before", "running")))
+        plan.append((name, steps))
+    return plan
+
+
+def ssh_argv(target, command):
+    """ssh with the run's key to ``target`` (a journal target), running ``command`` (a string)."""
+    argv = ["ssh", *SSH_OPTIONS, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes"]
+    if target.get("key"):
+        argv += ["-i", target["key"]]
+    if target.get("known_hosts"):
+        argv += ["-o", f"UserKnownHostsFile={target['known_hosts']}"]
+    argv += ["-p", str(target.get("port") or 22), "-l", target.get("user") or "root", target["address"], command]
+    return argv
+
+
+class TargetOps:
+    """What the guard does on a target host, over ssh with the run's key."""
+
+    def __init__(self, targets, run=None):
+        self.targets = {target["host"]: target for target in targets}
+        self.run = run or _run
+
+    def stop(self, host, name):
+        """Stop ``name`` on ``host``; True when it is not running afterwards (also when absent)."""
+        quoted = shlex.quote(name)
+        script = (
+            f"docker stop -t 30 {quoted} >/dev/null 2>&1; "
+            f"state=$(docker inspect -f '{{{{.State.Running}}}}' {quoted} 2>&1) || "
+            "{ case $state in *'No such'*) exit 0;; esac; echo \"$state\" >&2; exit 3; }; "
+            '[ "$state" = false ]'
+        )
+        code, _out, err = self.run(ssh_argv(self.targets[host], script))
+        return code == 0, err.strip()[-300:]
+
+    def remove_key(self, host, comment):
+        """Remove the lines holding ``comment`` from authorized_keys on ``host``; True if done."""
+        quoted = shlex.quote(comment)
+        script = (
+            'f="$HOME/.ssh/authorized_keys"; [ -f "$f" ] || exit 0; '
+            f'grep -v -F -e {quoted} "$f" > "$f.ferry-guard" ; cat "$f.ferry-guard" > "$f" && rm -f "$f.ferry-guard"'
+        )
+        code, _out, err = self.run(ssh_argv(self.targets[host], script))
+        return code == 0, err.strip()[-300:]
+
+
+class SourceOps:
+    """What the guard does to the source containers, through the Docker engine on this host."""
+
+    def __init__(self, base_url, client=None):
+        if client is None:
+            import docker  # pylint: disable=import-outside-toplevel  (the guard runs outside Ansible)
+
+            client = docker.APIClient(base_url=base_url, version="auto", timeout=60)
+        self.client = client
+
+    def restore(self, name, state_before):
+        """Put container ``name`` back in ``state_before``; the state it is in afterwards."""
+        state = self.client.inspect_container(name)["State"]
+        if state_before in ("running", "paused"):
+            if state.get("Paused") and state_before == "running":
+                self.client.unpause(name)
+            elif not state.get("Running"):
+                self.client.start(name)
+            if state_before == "paused" and not self.client.inspect_container(name)["State"].get("Paused"):
+                self.client.pause(name)
+        state = self.client.inspect_container(name)["State"]
+        return "paused" if state.get("Paused") else state.get("Status", "unknown")
+
+
+def fire(journal, source_ops, target_ops, now=time.time):
+    """Carry out fire_plan under the journal's lock and record every outcome; the new document.
+
+    Re-checks under the lock that the guard is still armed and the lease still lapsed, so a run that
+    renews or disarms at the same moment either wins or finds the guard fired.
+    """
+    with journal.locked():
+        doc = journal.load()
+        if decide(doc, journal.lease_age()) != "fire":
+            return doc
+        results = []
+        for name, steps in fire_plan(doc):
+            outcome = "rolled_back"
+            for step in steps:
+                if step[0] == "hold":
+                    outcome, detail = "needs_decision", step[1]
+                elif step[0] == "stop_target":
+                    stopped, error = target_ops.stop(step[1], step[2])
+                    if not stopped:
+                        outcome = "needs_decision"
+                        detail = (
+                            f"could not stop {step[2]} on {step[1]} ({error or 'no answer'}): the source stays as it is"
+                        )
+                        break
+                    detail = f"stopped {step[2]} on {step[1]}"
+                else:
+                    try:
+                        detail = f"source is {source_ops.restore(name, step[1])} (was {step[1]} before the run)"
+                    except Exception as exc:  # pylint: disable=broad-except  (recorded for recover.yml)
+                        outcome, detail = "needs_decision", f"could not put the source back: {exc}"
+            record(doc, name, now(), status=outcome, guard=detail)
+            results.append({"container": name, "status": outcome, "detail": detail})
+        keys = []
+        for target in doc.get("targets", []):
+            if target.get("key_comment"):
+                removed, error = target_ops.remove_key(target["host"], target["key_comment"])
+                keys.append({"host": target["host"], "removed": removed, "error": error})
+        doc["guard"].update(status="fired", fired_at=now(), results=results, keys=keys)
+        doc["updated"] = now()
+        journal.save(doc)
+        return doc
+
+
+def watch(journal, source_ops, target_ops, sleep=time.sleep, poll=GUARD_POLL_SECONDS):
+    """The guard's loop: wait while the lease is fresh, fire once it lapses, exit when disarmed."""
+    while True:
+        doc = journal.load()
+        action = decide(doc, journal.lease_age())
+        if action == "exit":
+            return "exit"
+        if action == "fire":
+            doc = fire(journal, source_ops, target_ops)
+            if doc is not None and doc["guard"].get("status") == "fired":
+                return "fired"
+        sleep(poll)
+
+
+def guard_alive(doc, proc="/proc"):
+    """Whether the guard process recorded in ``doc`` still runs (and is this run's guard)."""
+    pid = (doc or {}).get("guard", {}).get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as handle:
+            cmdline = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return b"guard" in cmdline and doc["run_id"].encode() in cmdline
+
+
+def spawn(script, directory, run_id, python):
+    """Start ``python script guard directory run_id`` detached (new session, no terminal) and return.
+
+    Double fork: the guard is re-parented to init and outlives the module, the SSH session and the
+    controller. Its output goes to ``<run_id>.guard.log`` in the journal directory.
+    """
+    log_path = os.path.join(directory, f"{run_id}.guard.log")
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            null = os.open(os.devnull, os.O_RDONLY)
+            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            os.dup2(null, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.closerange(3, 1024)
+            os.execv(python, [python, script, "guard", directory, run_id])
+        finally:
+            os._exit(127)
+    os.waitpid(child, 0)
+
+
+def _run(argv, timeout=TARGET_COMMAND_SECONDS):
+    import subprocess  # pylint: disable=import-outside-toplevel
+
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 255, "", str(exc)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def guard_main(argv):
+    """``guard <journal directory> <run id>``: the guard process."""
+    directory, run_id = argv
+    journal = Journal(directory, run_id)
+
+    def armed(doc):
+        doc["guard"]["pid"] = os.getpid()
+        doc["guard"]["started_at"] = time.time()
+
+    doc = journal.update(armed)
+    source_ops = SourceOps(doc["guard"].get("docker_host") or "unix:///var/run/docker.sock")
+    outcome = watch(journal, source_ops, TargetOps(doc.get("targets", [])))
+    print(f"ferry.docker guard {run_id}: {outcome} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - the guard process
+    import sys
+
+    if len(sys.argv) == 4 and sys.argv[1] == "guard":
+        sys.exit(guard_main(sys.argv[2:]))
+    sys.exit("usage: _journal.py guard <journal directory> <run id>")

@@ -1,0 +1,260 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The migration journal and the guard's decisions, without an engine or ssh (fakes record the calls)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ansible_collections.ferry.docker.plugins.module_utils import _journal as j
+
+TARGET = {"host": "host2", "address": "192.0.2.12", "port": 22, "user": "root", "key": "/k", "key_comment": "run-1"}
+
+
+def journal_with(tmp_path, phase="stop", state_before="running", status="in_progress", lease_age=None, timeout=30):
+    journal = j.Journal(str(tmp_path), "run-1")
+
+    def change(doc):
+        j.record(doc, "web", phase=phase, status=status, state_before=state_before, target="host2", target_name="web")
+        doc["targets"] = [TARGET]
+        doc["guard"].update(status="armed", timeout=timeout)
+
+    journal.update(change)
+    if lease_age is not None:
+        journal.renew()
+        stamp = os.stat(journal.lease_path).st_mtime - lease_age
+        os.utime(journal.lease_path, (stamp, stamp))
+    return journal
+
+
+class FakeTargets:
+    def __init__(self, stop_ok=True):
+        self.calls = []
+        self.stop_ok = stop_ok
+
+    def stop(self, host, name):
+        self.calls.append(("stop", host, name))
+        return self.stop_ok, "" if self.stop_ok else "ssh: connect to host 192.0.2.12 port 22: Connection timed out"
+
+    def remove_key(self, host, comment):
+        self.calls.append(("remove_key", host, comment))
+        return True, ""
+
+
+class FakeSource:
+    def __init__(self):
+        self.calls = []
+
+    def restore(self, name, state_before):
+        self.calls.append((name, state_before))
+        return state_before
+
+
+@pytest.mark.parametrize("run_id", ["", "../x", "a/b", "-x", "x" * 129, "a b", None])
+def test_run_ids_that_could_leave_the_directory_are_refused(run_id):
+    with pytest.raises(j.JournalError, match="run id"):
+        j.Journal("/tmp", run_id)
+
+
+def test_record_keeps_a_bounded_history():
+    doc = j.new_document("run-1", "source", now=1.0)
+    for second in range(60):
+        j.record(doc, "web", now=float(second), phase="capture")
+    entry = doc["containers"]["web"]
+    assert entry["phase"] == "capture" and len(entry["history"]) == 50 and entry["history"][-1]["at"] == 59.0
+    with pytest.raises(j.JournalError, match="unknown phase"):
+        j.record(doc, "web", phase="teleport")
+
+
+def test_update_writes_atomically_and_reads_back(tmp_path):
+    journal = journal_with(tmp_path)
+    assert journal.load()["containers"]["web"]["state_before"] == "running"
+    assert oct(os.stat(journal.path).st_mode & 0o777) == "0o600"
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".journal-")]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{", "not valid JSON"),
+        (b"[" * 100000 + b"]" * 100000, "not valid JSON"),
+        (json.dumps({"version": 9}).encode(), "version 1"),
+        (json.dumps({**j.new_document("run-1", "source"), "containers": {"w": {"phase": "x"}}}).encode(), "phase"),
+    ],
+)
+def test_damaged_journals_are_refused_with_their_path(tmp_path, content, message):
+    path = tmp_path / "run-1.json"
+    path.write_bytes(content)
+    with pytest.raises(j.JournalError, match=message):
+        j.read_document(str(path))
+
+
+def test_a_journal_that_is_a_symlink_or_huge_is_refused(tmp_path):
+    (tmp_path / "run-1.json").symlink_to("/dev/zero")
+    with pytest.raises(j.JournalError, match="symbolic link"):
+        j.read_document(str(tmp_path / "run-1.json"))
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (j.MAX_JOURNAL_BYTES + 1))
+    with pytest.raises(j.JournalError, match="at most"):
+        j.read_document(str(big))
+
+
+def test_lease_age(tmp_path):
+    journal = j.Journal(str(tmp_path), "run-1")
+    assert journal.lease_age() is None
+    journal.renew(now=1000.0)
+    assert journal.lease_age(now=1042.5) == pytest.approx(42.5)
+    journal.drop_lease()
+    assert journal.lease_age() is None
+
+
+@pytest.mark.parametrize(
+    ("status", "age", "expected"),
+    [
+        ("armed", 5, "wait"),
+        ("armed", 31, "fire"),
+        ("armed", None, "fire"),
+        ("disarmed", 99, "exit"),
+        ("fired", 99, "exit"),
+    ],
+)
+def test_decide(status, age, expected):
+    doc = j.new_document("run-1", "source")
+    doc["guard"].update(status=status, timeout=30)
+    assert j.decide(doc, age) == expected
+    assert j.decide(None, age) == "exit"
+
+
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [
+        ("stop", [("restore_source", "running")]),
+        ("transfer", [("restore_source", "running")]),
+        ("restore", [("stop_target", "host2", "web"), ("restore_source", "running")]),
+        ("health", [("stop_target", "host2", "web"), ("restore_source", "running")]),
+        ("cutover", [("stop_target", "host2", "web"), ("restore_source", "running")]),
+    ],
+)
+def test_fire_plan_stops_the_target_copy_first_once_it_may_run(tmp_path, phase, expected):
+    doc = journal_with(tmp_path, phase=phase).load()
+    assert j.fire_plan(doc) == [("web", expected)]
+
+
+def test_fire_plan_holds_when_it_cannot_know_the_target_copy(tmp_path):
+    journal = journal_with(tmp_path, phase="health")
+    doc = journal.load()
+    doc["targets"] = []
+    ((name, steps),) = j.fire_plan(doc)
+    assert name == "web" and steps[0][0] == "hold"
+
+
+def test_fire_plan_skips_finished_containers(tmp_path):
+    assert j.fire_plan(journal_with(tmp_path, status="migrated").load()) == []
+
+
+def test_fire_restores_the_source_records_it_and_removes_the_key(tmp_path):
+    journal = journal_with(tmp_path, phase="capture", state_before="paused", lease_age=40)
+    source, targets = FakeSource(), FakeTargets()
+    doc = j.fire(journal, source, targets)
+    assert source.calls == [("web", "paused")]
+    assert targets.calls == [("remove_key", "host2", "run-1")]
+    assert doc["guard"]["status"] == "fired"
+    assert doc["containers"]["web"]["status"] == "rolled_back"
+    assert journal.load() == doc
+
+
+def test_fire_never_restarts_the_source_when_the_target_copy_cannot_be_stopped(tmp_path):
+    journal = journal_with(tmp_path, phase="health", lease_age=40)
+    source, targets = FakeSource(), FakeTargets(stop_ok=False)
+    doc = j.fire(journal, source, targets)
+    assert source.calls == []
+    entry = doc["containers"]["web"]
+    assert entry["status"] == "needs_decision" and "Connection timed out" in entry["guard"]
+
+
+def test_fire_does_nothing_when_the_lease_was_renewed_meanwhile(tmp_path):
+    journal = journal_with(tmp_path, lease_age=1)
+    source, targets = FakeSource(), FakeTargets()
+    assert j.fire(journal, source, targets)["guard"]["status"] == "armed"
+    assert source.calls == [] and targets.calls == []
+
+
+def test_watch_waits_while_renewed_then_fires(tmp_path):
+    journal = journal_with(tmp_path, lease_age=0, timeout=30)
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 3:  # the run stops renewing: the lease is now old
+            stamp = os.stat(journal.lease_path).st_mtime - 60
+            os.utime(journal.lease_path, (stamp, stamp))
+
+    source = FakeSource()
+    assert j.watch(journal, source, FakeTargets(), sleep=sleep) == "fired"
+    assert len(sleeps) == 3 and source.calls == [("web", "running")]
+
+
+def test_watch_exits_when_disarmed(tmp_path):
+    journal = journal_with(tmp_path, lease_age=0)
+    journal.update(lambda doc: doc["guard"].update(status="disarmed"))
+    assert j.watch(journal, FakeSource(), FakeTargets(), sleep=lambda s: None) == "exit"
+
+
+def test_holders_only_counts_live_guards_of_other_runs(tmp_path):
+    journal_with(tmp_path)
+    other = j.Journal(str(tmp_path), "run-2")
+    other.update(lambda doc: doc["guard"].update(status="armed"))
+    assert j.holders(str(tmp_path), ["web"], "run-2", alive=lambda doc: True) == [("run-1", "web")]
+    assert j.holders(str(tmp_path), ["web"], "run-2", alive=lambda doc: False) == []
+    assert j.holders(str(tmp_path), ["web"], "run-1", alive=lambda doc: True) == []
+    assert j.holders(str(tmp_path), ["db"], "run-2", alive=lambda doc: True) == []
+
+
+def test_runs_lists_damaged_journals_with_their_error(tmp_path):
+    journal_with(tmp_path)
+    (tmp_path / "broken.json").write_text("{")
+    found = j.runs(str(tmp_path))
+    assert [doc["run_id"] for doc in found] == ["broken", "run-1"] or [d["run_id"] for d in found] == [
+        "run-1",
+        "broken",
+    ]
+    assert any("error" in doc for doc in found)
+
+
+def test_guard_alive_checks_the_command_line(tmp_path):
+    doc = j.new_document("run-1", "source")
+    proc = tmp_path / "proc"
+    (proc / "4242").mkdir(parents=True)
+    (proc / "4242" / "cmdline").write_bytes(b"python3\0/x/run-1.guard.py\0guard\0/dir\0run-1\0")
+    doc["guard"]["pid"] = 4242
+    assert j.guard_alive(doc, proc=str(proc))
+    doc["run_id"] = "run-2"
+    assert not j.guard_alive(doc, proc=str(proc))
+    doc["guard"]["pid"] = 99999999
+    assert not j.guard_alive(doc, proc=str(proc))
+
+
+def test_ssh_argv_has_timeouts_and_checks_the_host_key():
+    argv = j.ssh_argv({**TARGET, "known_hosts": "/kh"}, "docker stop web")
+    text = " ".join(argv)
+    for option in ("BatchMode=yes", "ConnectTimeout=", "ServerAliveInterval=", "StrictHostKeyChecking=yes"):
+        assert option in text
+    assert argv[-2:] == ["192.0.2.12", "docker stop web"]
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_target_commands_quote_names(name):
+    seen = []
+    ops = j.TargetOps([TARGET], run=lambda argv: seen.append(argv[-1]) or (0, "", ""))
+    ops.stop("host2", name)
+    ops.remove_key("host2", name)
+    for script in seen:
+        assert shlex.quote(name) in script
