@@ -34,8 +34,20 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 import tempfile
 import time
+
+try:
+    import docker
+    from docker.errors import DockerException
+except ImportError:  # the journal itself works without the SDK; SourceOps needs it
+    docker = None
+
+    class DockerException(Exception):  # type: ignore[no-redef]
+        """Stand-in so that ``except DockerException`` works when the SDK is missing."""
+
 
 VERSION = 1
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -348,8 +360,8 @@ class SourceOps:
 
     def __init__(self, base_url, client=None):
         if client is None:
-            import docker  # pylint: disable=import-outside-toplevel  (the guard runs outside Ansible)
-
+            if docker is None:
+                raise JournalError("the guard needs the Docker SDK for Python (python3-docker) on this host")
             client = docker.APIClient(base_url=base_url, version="auto", timeout=60)
         self.client = client
 
@@ -395,7 +407,7 @@ def fire(journal, source_ops, target_ops, now=time.time):
                 else:
                     try:
                         detail = f"source is {source_ops.restore(name, step[1])} (was {step[1]} before the run)"
-                    except Exception as exc:  # pylint: disable=broad-except  (recorded for recover.yml)
+                    except (DockerException, OSError, KeyError) as exc:
                         outcome, detail = "needs_decision", f"could not put the source back: {exc}"
             record(doc, name, now(), status=outcome, guard=detail)
             results.append({"container": name, "status": outcome, "detail": detail})
@@ -463,8 +475,6 @@ def spawn(script, directory, run_id, python):
 
 
 def _run(argv, timeout=TARGET_COMMAND_SECONDS):
-    import subprocess  # pylint: disable=import-outside-toplevel
-
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -489,8 +499,6 @@ def guard_main(argv):
 
 
 if __name__ == "__main__":  # pragma: no cover - the guard process
-    import sys
-
     if len(sys.argv) == 4 and sys.argv[1] == "guard":
         sys.exit(guard_main(sys.argv[2:]))
     sys.exit("usage: _journal.py guard <journal directory> <run id>")
