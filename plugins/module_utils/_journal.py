@@ -494,11 +494,14 @@ def guard_main(argv):
     doc = journal.update(armed)
     source_ops = SourceOps(doc["guard"].get("docker_host") or "unix:///var/run/docker.sock")
     outcome = watch(journal, source_ops, TargetOps(doc.get("targets", [])))
-    print(f"ferry.docker guard {run_id}: {outcome} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}", flush=True)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    sys.stdout.write(f"ferry.docker guard {run_id}: {outcome} at {stamp}\n")  # the guard's log file
+    sys.stdout.flush()
     return 0
 
 
 if __name__ == "__main__":  # pragma: no cover - the guard process
-    if len(sys.argv) == 4 and sys.argv[1] == "guard":
-        sys.exit(guard_main(sys.argv[2:]))
-    sys.exit("usage: _journal.py guard <journal directory> <run id>")
+    if len(sys.argv) != 4 or sys.argv[1] != "guard":
+        sys.stderr.write("usage: _journal.py guard <journal directory> <run id>\n")
+        raise SystemExit(2)
+    raise SystemExit(guard_main(sys.argv[2:]))
