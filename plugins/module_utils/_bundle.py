@@ -18,19 +18,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import hashlib
 import json
 import os
 import pwd
 import re
+import stat
 import tempfile
 import time
 
 from ansible_collections.ferry.docker.plugins.module_utils._stream import (
+    CHUNK_SIZE,
     COMPRESSIONS,
     ArtifactError,
     ArtifactWriter,
     FerryError,
-    verify_file,
 )
 
 SCHEMA_VERSION = 1
@@ -44,6 +46,9 @@ SOURCE_FIELDS = ("hostname", "docker_version", "api_version", "architecture", "o
 CONTAINER_FIELDS = ("id", "name", "image", "image_id")
 ARTIFACT_FIELDS = ("kind", "name", "file", "compression", "size", "sha256", "raw_size")
 
+MANIFEST_MAX_BYTES = 16 * 1024 * 1024  # a manifest is a few KiB; anything near this is not one
+MANIFEST_MAX_DEPTH = 64  # the deepest real manifest (run config, healthcheck, IPAM) nests < 10 levels
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CREATED_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
@@ -204,12 +209,65 @@ def validate_manifest(doc):
     return problems
 
 
-def load_manifest(bundle_dir):
-    """Read and validate ``bundle_dir/manifest.json``; raise BundleError saying what is wrong."""
+def open_bundle_file(bundle_dir, name):
+    """Open the bundle file ``name`` for reading: a regular file directly inside ``bundle_dir``, never a link.
+
+    ``name`` must be a plain file name (no ``/``). The file is opened with ``O_NOFOLLOW`` (a symlink,
+    even one pointing inside the bundle, is refused) and ``O_NONBLOCK`` (a FIFO or device cannot make
+    the open hang), then ``fstat`` must show a regular file; the descriptor is returned as a binary
+    file object, so what was checked is what is read. Raises BundleError naming the file.
+    """
+    if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise BundleError(f"{name!r} is not a plain file name inside bundle {bundle_dir}; the manifest is damaged")
+    path = os.path.join(bundle_dir, name)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if os.path.islink(path):
+            raise BundleError(
+                f"{path} is a symbolic link; bundle files must be regular files inside the bundle. Copy the "
+                "bundle again without links (e.g. rsync without --links, cp -L) from a trusted source"
+            ) from exc
+        raise BundleError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BundleError(
+                f"{path} is not a regular file (a FIFO, device, socket or directory); bundle files must be "
+                "regular files: copy the bundle again from a trusted source"
+            )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _depth(doc):
+    """Nesting depth of a JSON document, iteratively (no recursion limit to hit)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, level)
+            if level > MANIFEST_MAX_DEPTH:
+                return level
+            stack.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def read_manifest_doc(bundle_dir):
+    """The parsed ``manifest.json`` of ``bundle_dir``, read through ``open_bundle_file`` and bounded.
+
+    At most MANIFEST_MAX_BYTES are read and the document may nest at most MANIFEST_MAX_DEPTH levels;
+    both are refused with a BundleError, never a traceback.
+    """
     path = os.path.join(bundle_dir, MANIFEST_NAME)
     try:
-        with open(path, "rb") as f:
-            doc = json.load(f)
+        with open_bundle_file(bundle_dir, MANIFEST_NAME) as f:
+            data = f.read(MANIFEST_MAX_BYTES + 1)
     except FileNotFoundError as exc:
         raise BundleError(
             f"no {MANIFEST_NAME} in {bundle_dir}: this is not a ferry.docker bundle; "
@@ -217,10 +275,34 @@ def load_manifest(bundle_dir):
         ) from exc
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > MANIFEST_MAX_BYTES:
+        raise BundleError(
+            f"{path} is larger than {MANIFEST_MAX_BYTES} bytes, which no ferry.docker manifest is; the bundle is "
+            "damaged or hostile: copy it again from a trusted source"
+        )
+    try:
+        doc = json.loads(data)
+    except RecursionError as exc:
+        raise BundleError(
+            f"{path} nests deeper than {MANIFEST_MAX_DEPTH} levels, which no ferry.docker manifest does; the bundle "
+            "is damaged or hostile: copy it again from a trusted source"
+        ) from exc
     except ValueError as exc:  # json.JSONDecodeError and undecodable bytes
         raise BundleError(
             f"{path} is not valid JSON ({exc}): the bundle is damaged; copy it again from the source"
         ) from exc
+    if _depth(doc) > MANIFEST_MAX_DEPTH:
+        raise BundleError(
+            f"{path} nests deeper than {MANIFEST_MAX_DEPTH} levels, which no ferry.docker manifest does; the bundle "
+            "is damaged or hostile: copy it again from a trusted source"
+        )
+    return doc
+
+
+def load_manifest(bundle_dir):
+    """Read and validate ``bundle_dir/manifest.json``; raise BundleError saying what is wrong."""
+    path = os.path.join(bundle_dir, MANIFEST_NAME)
+    doc = read_manifest_doc(bundle_dir)
     version = doc.get("schema_version") if isinstance(doc, dict) else None
     if _is_int(version) and version > SCHEMA_VERSION:
         raise BundleError(
@@ -347,8 +429,34 @@ def verify_artifacts(bundle_dir, manifest, kinds=None, names=None):
     if missing:
         raise BundleError(f"bundle {bundle_dir} has no artifact named {', '.join(missing)}")
     for artifact in chosen:
-        try:
-            verify_file(os.path.join(bundle_dir, artifact["file"]), artifact["sha256"], artifact["size"])
-        except ArtifactError as exc:
-            raise BundleError(f"{artifact['kind']} artifact {artifact['name']} of bundle {bundle_dir}: {exc}") from exc
+        verify_bundle_file(bundle_dir, artifact)
     return chosen
+
+
+def verify_bundle_file(bundle_dir, artifact):
+    """Check that the artifact's file is a regular file of the bundle with the recorded size and sha256."""
+    what = f"{artifact['kind']} artifact {artifact['name']} of bundle {bundle_dir}"
+    advice = "the archive is corrupt or truncated; capture it again or copy it again from the source bundle"
+    path = os.path.join(bundle_dir, artifact["file"])
+    try:
+        with open_bundle_file(bundle_dir, artifact["file"]) as f:
+            digest, size = hashlib.sha256(), 0
+            while True:
+                chunk = f.read(CHUNK_SIZE)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > artifact["size"]:
+                    break
+                digest.update(chunk)
+    except BundleError as exc:
+        raise BundleError(f"{what}: {exc}") from exc
+    except OSError as exc:
+        raise BundleError(f"{what}: artifact {path} cannot be read ({exc.strerror or exc}); {advice}") from exc
+    if size != artifact["size"]:
+        more = "more than" if size > artifact["size"] else f"{size} bytes,"
+        raise BundleError(f"{what}: artifact {path} has {more} expected {artifact['size']}: {advice}")
+    if digest.hexdigest() != artifact["sha256"]:
+        raise BundleError(
+            f"{what}: artifact {path} has sha256 {digest.hexdigest()}, expected {artifact['sha256']}: {advice}"
+        )

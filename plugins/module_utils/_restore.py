@@ -32,16 +32,23 @@ from ansible_collections.ferry.docker.plugins.module_utils._bundle import (
     BundleError,
     find_artifact,
     load_manifest,
+    open_bundle_file,
     verify_artifacts,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
+from ansible_collections.ferry.docker.plugins.module_utils._names import manifest_name_problems
 from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     CHUNK_SIZE,
     FerryError,
     IterReader,
     read_decompressed,
 )
-from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import XATTR_CAPABILITY, scan_stream
+from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
+    XATTR_CAPABILITY,
+    UnsafeTarError,
+    normalised_chunks,
+    scan_stream,
+)
 from ansible_collections.ferry.docker.plugins.module_utils._volmeta import (
     METADATA_API,
     Notes,
@@ -92,13 +99,24 @@ class Timer:
 def open_bundle(bundle_dir, kinds=None, names=None):
     """Load and validate the manifest of ``bundle_dir`` and verify the chosen artifacts; return both.
 
-    Raises BundleError (missing bundle, bad or newer manifest, missing, truncated or corrupt artifact).
+    Every name in the manifest is checked against Docker's grammar (``_names``) before anything else.
+    Raises BundleError (missing bundle, bad or newer manifest, invalid name, missing, truncated or
+    corrupt artifact).
     """
     if not os.path.isdir(bundle_dir):
         raise BundleError(
             f"bundle {bundle_dir} does not exist or is not a directory; give the directory a capture module wrote"
         )
     manifest = load_manifest(bundle_dir)
+    problems = manifest_name_problems(manifest)
+    if problems:
+        raise BundleError(
+            "bundle {} names objects Docker would not accept or that would reach outside Docker's own storage: {}{}. "
+            "Nothing was changed; the manifest is damaged or hostile: capture the bundle again from a trusted "
+            "source".format(
+                bundle_dir, "; ".join(problems[:5]), f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            )
+        )
     artifacts = verify_artifacts(bundle_dir, manifest, kinds=kinds, names=names) if kinds or names else []
     return manifest, artifacts
 
@@ -150,15 +168,52 @@ class CountingStream:
         self.finished = True
 
 
+def apparent_limit(artifact):
+    """The most bytes the artifact's regular files may hold, sparse files at their apparent size.
+
+    ``apparent_size`` when the manifest records it (volume archives read from their directory, which
+    may hold sparse files), else ``raw_size``: without holes, the files of a tar are smaller than it.
+    """
+    recorded = artifact.get("apparent_size")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 0:
+        return max(recorded, artifact["raw_size"])
+    return artifact["raw_size"]
+
+
+def bounded_decompressed(bundle_dir, artifact, chunk_size=CHUNK_SIZE):
+    """The decompressed chunks of an artifact; RestoreError as soon as they pass the recorded ``raw_size``.
+
+    The file is opened through ``_bundle.open_bundle_file`` first (a regular file of the bundle, not a
+    link or FIFO), so a decompression bomb stops at ``raw_size`` + one chunk, before anything further.
+    """
+    open_bundle_file(bundle_dir, artifact["file"]).close()
+    limit, total = artifact["raw_size"], 0
+    for chunk in read_decompressed(artifact_path(bundle_dir, artifact), artifact["compression"], chunk_size):
+        total += len(chunk)
+        if total > limit:
+            raise RestoreError(
+                f"{artifact['kind']} artifact {artifact['name']} ({artifact_path(bundle_dir, artifact)}) decompresses "
+                f"to more than its recorded raw_size of {limit} bytes. Nothing was changed; the bundle is damaged or "
+                "hostile: capture it again from a trusted source"
+            )
+        yield chunk
+
+
 def scan_artifact(bundle_dir, artifact, allow_devices=False):
-    """Scan the decompressed tar of ``artifact`` with the tarsafe rules; RestoreError on any problem."""
+    """Scan the decompressed tar of ``artifact`` with the tarsafe rules and the size bounds; RestoreError if unsafe."""
     path = artifact_path(bundle_dir, artifact)
-    summary = scan_stream(read_decompressed(path, artifact["compression"]), allow_devices=allow_devices)
-    _SCANS[(path, artifact.get("sha256"))] = summary
+    summary = scan_stream(bounded_decompressed(bundle_dir, artifact), allow_devices=allow_devices)
+    limit = apparent_limit(artifact)
+    if summary["bytes"] > limit:
+        summary["problems"].append(
+            f"its files hold {summary['bytes']} bytes (sparse files at their apparent size), more than the "
+            f"recorded {limit} bytes"
+        )
+        summary["problem_count"] += 1
     if summary["problems"]:
         more = summary["problem_count"] - len(summary["problems"][:5])
         raise RestoreError(
-            "{} artifact {} ({}) is not safe to restore: {}{}. Nothing was changed; capture the volume again "
+            "{} artifact {} ({}) is not safe to restore: {}{}. Nothing was changed; capture it again "
             "from a trusted source{}.".format(
                 artifact["kind"],
                 artifact["name"],
@@ -168,7 +223,53 @@ def scan_artifact(bundle_dir, artifact, allow_devices=False):
                 "" if allow_devices else ", or set allow_devices=true if device nodes are expected",
             )
         )
+    _SCANS[(path, artifact.get("sha256"))] = summary
     return summary
+
+
+class BoundedStream(CountingStream):
+    """The decompressed chunks of an artifact as stored (an image archive for ``docker load``), bounded by raw_size."""
+
+    def __init__(self, bundle_dir, artifact, chunk_size=CHUNK_SIZE):
+        super().__init__(artifact_path(bundle_dir, artifact), artifact["compression"], chunk_size)
+        self.bundle_dir = bundle_dir
+        self.artifact = artifact
+
+    def __iter__(self):
+        for chunk in bounded_decompressed(self.bundle_dir, self.artifact, self.chunk_size):
+            self.bytes_written += len(chunk)
+            yield chunk
+        self.bytes_read = os.path.getsize(self.path)
+        self.finished = True
+
+
+class NormalisedStream(CountingStream):
+    """The chunks of ``_tarsafe.normalised_chunks`` over an artifact: what the engine receives, never the file as is.
+
+    Checks every member again while streaming and stops (RestoreError) at the first problem or when
+    the files pass the recorded size; ``bytes_written`` counts the normalised tar fed to the engine.
+    """
+
+    def __init__(self, bundle_dir, artifact, allow_devices=False, chunk_size=CHUNK_SIZE):
+        super().__init__(artifact_path(bundle_dir, artifact), artifact["compression"], chunk_size)
+        self.bundle_dir = bundle_dir
+        self.artifact = artifact
+        self.allow_devices = allow_devices
+
+    def __iter__(self):
+        source = bounded_decompressed(self.bundle_dir, self.artifact, self.chunk_size)
+        chunks = normalised_chunks(source, self.allow_devices, apparent_limit(self.artifact), self.chunk_size)
+        try:
+            for chunk in chunks:
+                self.bytes_written += len(chunk)
+                yield chunk
+        except UnsafeTarError as exc:
+            raise RestoreError(
+                f"{self.artifact['kind']} artifact {self.artifact['name']} ({self.path}) is not safe to restore: "
+                f"{exc}. Capture it again from a trusted source"
+            ) from exc
+        self.bytes_read = os.path.getsize(self.path)
+        self.finished = True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,8 +278,7 @@ def scan_artifact(bundle_dir, artifact, allow_devices=False):
 
 def artifact_fingerprint(bundle_dir, artifact, xattrs="all"):
     """``_volmeta.tar_fingerprint`` of an artifact's archive (the content digest, root and xattrs included)."""
-    path = artifact_path(bundle_dir, artifact)
-    return tar_fingerprint(IterReader(read_decompressed(path, artifact["compression"])), xattrs=xattrs)
+    return tar_fingerprint(IterReader(bounded_decompressed(bundle_dir, artifact)), xattrs=xattrs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -307,11 +407,11 @@ def volume_state(helper, artifact_fingerprint_fn):
     return "same" if helper.fingerprint()[0] == theirs[0] else "differs"
 
 
-def fill_volume(helper, bundle_dir, artifact):
+def fill_volume(helper, bundle_dir, artifact, allow_devices=False):
     """Stream the decompressed archive into the helper's volume; return ``(bytes_read, bytes_written)``."""
     path = artifact_path(bundle_dir, artifact)
-    summary = _SCANS.get((path, artifact.get("sha256"))) or scan_artifact(bundle_dir, artifact)
-    stream = CountingStream(path, artifact["compression"])
+    summary = _SCANS.get((path, artifact.get("sha256"))) or scan_artifact(bundle_dir, artifact, allow_devices)
+    stream = NormalisedStream(bundle_dir, artifact, allow_devices)
     helper.put(stream)
     if not stream.finished:
         raise RestoreError(
@@ -456,3 +556,13 @@ def import_changes(image_config, labels=None):
         key for key, value in config.items() if value not in (None, "", [], {}) and key not in supported
     )
     return changes, not_applied
+
+
+def refuse_privileged(what, settings, allow_privileged):
+    """RestoreError listing the privilege-bearing ``settings`` of ``what`` unless ``allow_privileged``."""
+    if settings and not allow_privileged:
+        raise RestoreError(
+            f"{what} asks for privilege-bearing settings: {'; '.join(settings)}. Nothing was changed. A bundle is "
+            "input, not truth: check that these settings are wanted, then set allow_privileged=true (or change "
+            "them with the module's map options)"
+        )

@@ -31,6 +31,18 @@ The rules, and why:
   (``trusted.*``, ``security.selinux``...) and libarchive's ``LIBARCHIVE.xattr.*`` records are
   refused: the engine would apply them as root.
 * A sparse member's map must be ordered, non-overlapping and inside the file's apparent size.
+* PAX global headers (type ``g``) are refused: Python's tarfile folds them into every later member
+  while other readers (Go's archive/tar, used by the engine) ignore or apply them differently.
+
+Parser differentials (old-style ``prefix`` fields, GNU long names, PAX ``path`` records, star
+trailers, repeated extension headers: each tar reader resolves some of them differently) are closed
+by never handing the engine the archive as stored. ``normalised_chunks`` parses the archive with the
+same reader the scan uses, checks every member again with a fresh TarChecker, and writes a new POSIX
+PAX archive of exactly those members: a ustar header without prefix (names longer than 100 bytes
+get a PAX ``path`` record, which every reader applies the same way), no global header, no GNU
+extension, only the kept ``SCHILY.xattr`` records, sparse files written in full at their apparent
+size. The engine therefore extracts the very names, types and link targets that were checked; the
+proof does not depend on knowing how the engine would have read the original.
 
 ``scan_stream`` reads a whole tar stream once, in streaming mode, and reports every problem
 plus a summary, without extracting anything. Its memory grows with the number of members (their
@@ -337,6 +349,12 @@ def scan_stream(source, allow_devices=False, max_problems=100):
                         problems.append(problem)
                     continue
                 _remember(summary, member)
+            if archive.pax_headers:
+                summary["problem_count"] += 1
+                problems.append(
+                    "the archive has a PAX global header, which tar readers apply differently; "
+                    "ferry.docker archives never have one"
+                )
         stream_problem = None
         if not state["end_marker"]:
             stream_problem = "the archive ends without an end-of-archive marker: it is truncated or damaged"
@@ -349,3 +367,58 @@ def scan_stream(source, allow_devices=False, max_problems=100):
         pass
     summary.update(complete=stream_problem is None, problems=problems)
     return summary
+
+
+def _normal_info(member):
+    """A fresh TarInfo with only what ferry.docker restores of ``member``: no GNU or global extensions."""
+    info = tarfile.TarInfo(member.name)
+    info.type = tarfile.REGTYPE if member.isreg() else member.type
+    for field in ("mode", "uid", "gid", "mtime", "uname", "gname", "devmajor", "devminor"):
+        setattr(info, field, getattr(member, field))
+    info.linkname = member.linkname if (member.issym() or member.islnk()) else ""
+    info.size = member.size if member.isreg() else 0
+    info.pax_headers = {key: value for key, value in member.pax_headers.items() if key.startswith(PAX_XATTR)}
+    return info
+
+
+def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CHUNK_SIZE):
+    """Yield a new PAX tar stream of the checked members of ``source`` (file object or iterable of chunks).
+
+    Every member is checked with a fresh TarChecker as it is read; a problem raises UnsafeTarError
+    before that member is written. ``max_bytes`` bounds the apparent size of all regular files
+    (sparse files count at their apparent size): the member that would exceed it raises
+    UnsafeTarError before its header is written, so a consumer never receives more.
+    """
+    fileobj = source if hasattr(source, "read") else IterReader(source)
+    checker = TarChecker(allow_devices)
+    total = 0
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|", bufsize=TAR_BUFSIZE) as archive:
+            for member in iter(archive.next, None):
+                del archive.members[:]
+                if archive.pax_headers:
+                    raise UnsafeTarError("the archive has a PAX global header, which tar readers apply differently")
+                checker(member)
+                info = _normal_info(member)
+                total += info.size
+                if max_bytes is not None and total > max_bytes:
+                    raise UnsafeTarError(
+                        f"member {member.name!r} takes the archive's files beyond the recorded size of "
+                        f"{max_bytes} bytes"
+                    )
+                yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+                if not info.size:
+                    continue
+                data = archive.extractfile(member)
+                left = info.size
+                while left:
+                    chunk = data.read(min(chunk_size, left))
+                    if not chunk:
+                        raise UnsafeTarError(f"member {member.name!r} ends before its recorded size")
+                    left -= len(chunk)
+                    yield chunk
+                if info.size % tarfile.BLOCKSIZE:
+                    yield bytes(tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+    except tarfile.TarError as exc:
+        raise UnsafeTarError(f"the stream is not a readable tar archive: {exc}") from exc
+    yield bytes(2 * tarfile.BLOCKSIZE)

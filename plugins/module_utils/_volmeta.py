@@ -220,7 +220,7 @@ class TreeTar:
     the names of the directories on the current path and the (device, inode) of files with
     several links. After the stream ends, ``notes`` says what could not be put in the archive
     (other xattrs, sockets, entries that changed or vanished while read) and ``sparse_files``,
-    ``xattr_files`` count what was kept.
+    ``xattr_files`` count what was kept, ``apparent_bytes`` the size of the regular files.
     """
 
     def __init__(self, path, chunk_size=CHUNK_SIZE):
@@ -229,6 +229,7 @@ class TreeTar:
         self.notes = Notes()
         self.sparse_files = 0
         self.xattr_files = 0
+        self.apparent_bytes = 0  # of the regular files, sparse files at their apparent size
         self._buf = bytearray()
         self._links = {}
 
@@ -289,6 +290,7 @@ class TreeTar:
             if st.st_nlink > 1:
                 self._links[(st.st_dev, st.st_ino)] = name
             size = now.st_size
+            self.apparent_bytes += size
             info = self._info(name, now, tarfile.REGTYPE, self._xattrs(fd, name))
             segments = data_segments(fd, size) if now.st_blocks * 512 < size else [(0, size)] if size else []
             if sum(n for _o, n in segments) < size:

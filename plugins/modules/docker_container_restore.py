@@ -423,7 +423,9 @@ class Restore:
                     )
                 entry["name"] = mount["Name"]
                 with VolumeHelper(client, self.image_id, mount["Name"]) as helper:
-                    entry["bytes_read"], entry["bytes_written"] = fill_volume(helper, self.p["bundle"], artifact)
+                    entry["bytes_read"], entry["bytes_written"] = fill_volume(
+                        helper, self.p["bundle"], artifact, self.p["allow_devices"]
+                    )
         except BaseException:
             try:
                 client.remove_container(container_id, force=True, v=True)

@@ -20,7 +20,11 @@ description:
     warning. M(ferry.docker.docker_container_restore) sets the stop signal from the run config.
   - The image gets the label C(ferry.docker.artifact-sha256) with the sha256 of the archive. If the
     image O(repository):O(tag) already carries the label with that value, nothing is imported.
-  - The size and sha256 of the archive are checked before anything is imported.
+  - The size and sha256 of the archive are checked before anything is imported, and the archive is
+    read once through the same tar safety rules as a volume restore (no absolute names, no C(..), no
+    member written through a symlink, no device nodes unless O(allow_devices=true), files no larger
+    than the recorded size). The engine then receives a tar rewritten from the checked members,
+    never the file as stored.
 attributes:
   check_mode:
     support: full
@@ -48,6 +52,10 @@ options:
     description: Tag of the image to create.
     type: str
     default: latest
+  allow_devices:
+    description: Accept device and FIFO nodes in the filesystem archive.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ferry.docker.docker
 requirements:
@@ -125,16 +133,16 @@ import re
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     ARTIFACT_LABEL,
-    CountingStream,
+    NormalisedStream,
     RequestException,
     RestoreError,
     Timer,
-    artifact_path,
     base_result,
     import_changes,
     inspect_or_none,
     open_bundle,
     require_artifact,
+    scan_artifact,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._stream import FerryError
 
@@ -175,6 +183,7 @@ def main():
             name=dict(type="str"),
             repository=dict(type="str"),
             tag=dict(type="str", default="latest"),
+            allow_devices=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -186,6 +195,7 @@ def main():
         manifest = open_bundle(bundle)[0]
         artifact = require_artifact(bundle, manifest, "filesystem", p["name"])
         result.update(base_result(bundle, artifact))
+        scan_artifact(bundle, artifact, allow_devices=p["allow_devices"])
         repository = p["repository"] or _default_repository(manifest)
         reference = f"{repository}:{p['tag']}"
         changes, not_applied = import_changes(manifest.get("image_config") or {}, {ARTIFACT_LABEL: artifact["sha256"]})
@@ -203,7 +213,7 @@ def main():
         if present is not None:
             result["image_id"] = present["Id"]
         if result["changed"] and not module.check_mode:
-            stream = CountingStream(artifact_path(bundle, artifact), artifact["compression"])
+            stream = NormalisedStream(bundle, artifact, p["allow_devices"])
             try:
                 output = client.import_image_from_data(
                     iter(stream), repository=repository, tag=p["tag"], changes=changes

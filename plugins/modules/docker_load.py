@@ -111,11 +111,10 @@ duration:
 
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
-    CountingStream,
+    BoundedStream,
     RequestException,
     RestoreError,
     Timer,
-    artifact_path,
     base_result,
     inspect_or_none,
     open_bundle,
@@ -197,7 +196,7 @@ def main():
         result.update(operation=action, changed=action != "none")
         if action != "none" and not module.check_mode:
             if action == "load":
-                stream = CountingStream(artifact_path(bundle, artifact), artifact["compression"])
+                stream = BoundedStream(bundle, artifact)
                 for message in client.load_image(data=iter(stream)):
                     if isinstance(message, dict) and message.get("error"):
                         raise RestoreError(

@@ -293,7 +293,9 @@ def read_directory(cap, source):
     """Stream one source from its directory on this host; return (written, notes)."""
     tree = TreeTar(source["local"])
     with cap.errors(f"reading {source['name']} from {source['local']} into {cap.dest}"):
-        return cap.write(tree.chunks(), source["file"]), tree.notes
+        written = cap.write(tree.chunks(), source["file"])
+        written["apparent_size"] = tree.apparent_bytes  # the bound a restore checks (sparse files)
+        return written, tree.notes
     return None, None
 
 
@@ -401,6 +403,7 @@ def main():
             destination=source["destination"],
             rw=source["rw"],
             root=".",
+            apparent_size=w.get("apparent_size", w["raw_size"]),
             metadata=METADATA_VERSION if source["local"] else METADATA_API,
         )
         if source["type"] == "volume":

@@ -81,6 +81,16 @@ options:
       - Accept device and FIFO nodes in the archives.
     type: bool
     default: false
+  allow_privileged:
+    description:
+      - Create volumes whose recorded C(local) driver options mount a host path or device
+        (C(type=none), C(o=bind), C(device=/...)).
+      - Without it such a volume fails the task before anything is changed; a bundle is input, not
+        truth, and these options make the restore write into a host directory.
+      - Once signed bundles land (issue 13 C), a bundle signed by a trusted signer will be the other
+        way to allow them.
+    type: bool
+    default: false
   helper_image:
     description:
       - Local image to create the helper container from. It is never started, so any image works.
@@ -198,6 +208,7 @@ duration:
 
 from ansible_collections.ferry.docker.plugins.module_utils._bundle import verify_artifacts
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._names import name_problem, volume_option_problems
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     RequestException,
     RestoreError,
@@ -210,6 +221,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     metadata_version,
     open_bundle,
     pick_helper_image,
+    refuse_privileged,
     scan_artifact,
     volume_state,
 )
@@ -243,6 +255,7 @@ def main():
             volume_map=dict(type="dict", default={}),
             force=dict(type="bool", default=False),
             allow_devices=dict(type="bool", default=False),
+            allow_privileged=dict(type="bool", default=False),
             helper_image=dict(type="str"),
         ),
         supports_check_mode=True,
@@ -275,10 +288,21 @@ def main():
                 )
             scan_artifact(bundle, artifact, allow_devices=p["allow_devices"])
 
+        targets = {}
+        for artifact in chosen:
+            target = p["volume_map"].get(artifact["name"]) or artifact.get("volume") or artifact["name"]
+            problem = name_problem("volume", target)
+            if problem:
+                raise RestoreError(f"cannot restore {artifact['name']}: {problem}; nothing was changed")
+            refuse_privileged(
+                f"volume {target}", volume_option_problems(_definition(manifest, artifact)), p["allow_privileged"]
+            )
+            targets[artifact["name"]] = target
+
         client = module.client
         plans = []
         for artifact in chosen:
-            target = p["volume_map"].get(artifact["name"]) or artifact.get("volume") or artifact["name"]
+            target = targets[artifact["name"]]
             entry = base_result(bundle, artifact)
             entry.update(
                 name=target, artifact=artifact["name"], metadata=metadata_version(artifact), metadata_not_kept=[]
@@ -323,7 +347,9 @@ def main():
                     client.create_volume(**volume_create_kwargs(_definition(manifest, artifact), entry["name"]))
                 try:
                     with VolumeHelper(client, helper_image, entry["name"]) as helper:
-                        entry["bytes_read"], entry["bytes_written"] = fill_volume(helper, bundle, artifact)
+                        entry["bytes_read"], entry["bytes_written"] = fill_volume(
+                            helper, bundle, artifact, p["allow_devices"]
+                        )
                         entry["metadata_not_kept"] = helper.notes.as_list()
                 except BaseException:
                     if created:  # a volume we made is not left half-filled

@@ -427,3 +427,77 @@ def test_verify_artifacts_missing_file(bundle):
     os.unlink(bundle_dir / "image-nginx.tar.zst")
     with pytest.raises(BundleError, match=r"image artifact nginx .* cannot be read"):
         verify_artifacts(bundle_dir, copy.deepcopy(doc))
+
+
+# ------------------------------------------------------------------------------------------------
+# bundle files are regular files inside the bundle, read with bounds (issue 13 F)
+
+
+def _bundle_with_artifact(tmp_path, manifest_doc):
+    written = write_stream([b"payload"], str(tmp_path), "volume-data.tar", compression="none")
+    entry = artifact_entry("volume", "data", written)
+    manifest_doc["artifacts"] = [entry]
+    write_manifest(str(tmp_path), manifest_doc)
+    return entry
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: os.symlink("/dev/zero", p), "symbolic link"),
+        (lambda p: os.symlink("other.json", p), "symbolic link"),
+        (lambda p: os.mkfifo(p), "not a regular file"),
+        (lambda p: os.mkdir(p), "not a regular file"),
+    ],
+)
+def test_manifest_must_be_a_regular_file(tmp_path, manifest, make, message):
+    (tmp_path / "other.json").write_text(json.dumps(manifest))
+    make(str(tmp_path / "manifest.json"))
+    with pytest.raises(BundleError, match=message):
+        load_manifest(str(tmp_path))
+
+
+def test_manifest_size_is_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(_bundle, "MANIFEST_MAX_BYTES", 100)
+    (tmp_path / "manifest.json").write_text(" " * 101 + "{}")
+    with pytest.raises(BundleError, match="larger than 100 bytes"):
+        load_manifest(str(tmp_path))
+
+
+@pytest.mark.parametrize("depth", [65, 100_000])
+def test_deeply_nested_manifest_is_a_clear_error(tmp_path, depth):
+    (tmp_path / "manifest.json").write_text("[" * depth + "]" * depth)
+    with pytest.raises(BundleError, match="nests deeper than 64 levels"):
+        load_manifest(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p, outside: os.symlink(outside, p), "symbolic link"),
+        (lambda p, outside: os.mkfifo(p), "not a regular file"),
+    ],
+)
+def test_artifact_must_be_a_regular_file_of_the_bundle(tmp_path, manifest, make, message):
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    entry = _bundle_with_artifact(bundle, manifest)
+    outside = tmp_path / "outside"
+    (bundle / entry["file"]).rename(outside)
+    make(str(bundle / entry["file"]), str(outside))
+    with pytest.raises(BundleError, match=message):
+        verify_artifacts(str(bundle), load_manifest(str(bundle)))
+
+
+def test_artifact_longer_than_recorded_is_refused_without_reading_it_all(tmp_path, manifest):
+    entry = _bundle_with_artifact(tmp_path, manifest)
+    with open(tmp_path / entry["file"], "ab") as f:
+        f.write(b"x" * 10)
+    with pytest.raises(BundleError, match="more than expected 7"):
+        verify_artifacts(str(tmp_path), load_manifest(str(tmp_path)))
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../x", "a\0b", None])
+def test_open_bundle_file_takes_plain_names_only(tmp_path, name):
+    with pytest.raises(BundleError, match="plain file name"):
+        _bundle.open_bundle_file(str(tmp_path), name)

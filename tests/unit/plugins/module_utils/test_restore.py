@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import tarfile
 
 import pytest
 
+from ansible_collections.ferry.docker.plugins.module_utils import _restore
+from ansible_collections.ferry.docker.plugins.module_utils._bundle import artifact_entry
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     RestoreError,
     import_changes,
     tar_fingerprint,
 )
+from ansible_collections.ferry.docker.plugins.module_utils._stream import write_stream
 
 SECOND = 1_000_000_000  # Docker durations are nanoseconds
 
@@ -141,3 +145,64 @@ def test_the_root_entry_counts_in_the_digest():
 @pytest.mark.parametrize(("entries", "count"), [([], 0), (FILES, 1)])
 def test_emptiness_check_stops_at_the_first_member(entries, count):
     assert tar_fingerprint(_tar(entries, root="vol"), strip_first=True, stop_after_first=True)[1] == count
+
+
+# ------------------------------------------------------------------------------------------------
+# size bounds (issue 13 F)
+
+
+def _plain_tar(*files):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _artifact(tmp_path, raw, **overrides):
+    written = write_stream([raw], str(tmp_path), "volume-v.tar.gz", compression="gzip")
+    entry = artifact_entry("volume", "v", written)
+    entry.update(overrides)
+    return entry
+
+
+def test_zip_bomb_stops_at_the_recorded_raw_size(tmp_path):
+    raw = _plain_tar(("zeros", bytes(8 * 1024 * 1024)))
+    entry = _artifact(tmp_path, raw, raw_size=10 * 1024)
+    assert entry["size"] < 64 * 1024
+    read = 0
+    with pytest.raises(_restore.RestoreError, match="more than its recorded raw_size of 10240"):
+        for chunk in _restore.bounded_decompressed(str(tmp_path), entry, chunk_size=4096):
+            read += len(chunk)
+    assert read <= 10 * 1024
+    with pytest.raises(_restore.RestoreError, match="raw_size"):
+        _restore.scan_artifact(str(tmp_path), entry)
+
+
+def test_files_larger_than_recorded_are_refused(tmp_path):
+    raw = _plain_tar(("a", b"x" * 5000))
+    entry = _artifact(tmp_path, raw, apparent_size=100)
+    assert _restore.apparent_limit(entry) == entry["raw_size"]  # never below the tar's own size
+    fine = _restore.scan_artifact(str(tmp_path), entry)
+    assert fine["bytes"] == 5000
+
+
+def test_sparse_bomb_counts_at_apparent_size(tmp_path):
+    (tmp_path / "src").mkdir()
+    with open(tmp_path / "src" / "hole", "wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    raw = subprocess.run(
+        ["tar", "-C", str(tmp_path / "src"), "--sparse", "--format=posix", "-cf", "-", "hole"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    entry = _artifact(tmp_path, raw)
+    with pytest.raises(_restore.RestoreError, match="more than the recorded"):
+        _restore.scan_artifact(str(tmp_path), entry)
+    entry["apparent_size"] = 64 * 1024 * 1024
+    assert _restore.scan_artifact(str(tmp_path), entry)["bytes"] == 64 * 1024 * 1024
+    stream = _restore.NormalisedStream(str(tmp_path), dict(entry, apparent_size=1024))
+    with pytest.raises(_restore.RestoreError, match="beyond the recorded size"):
+        list(stream)

@@ -24,6 +24,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
     TarChecker,
     UnsafeTarError,
     check_member,
+    normalised_chunks,
     scan_stream,
 )
 
@@ -500,3 +501,172 @@ def test_scan_lists_are_bounded(monkeypatch):
     raw = build_tar(*[member(f"./f{i}", data=b"x", pax=xattr("user.a", b"1")) for i in range(5)])
     result = scan(raw)
     assert len(result["xattrs"]) == 2 and result["lists_complete"] is False
+
+
+# ------------------------------------------------------------------------------------------------
+# parser differentials and normalisation (issue 13 F)
+
+
+def raw_header(name, kind=b"0", size=0, prefix=b"", magic=b"ustar\x0000", linkname=b""):
+    """One tar header block written by hand, so fields tarfile would never write together can be set."""
+    block = bytearray(tarfile.BLOCKSIZE)
+    block[0:100] = name.ljust(100, b"\0")[:100]
+    block[100:108] = b"0000644\0"
+    block[108:116] = b"0000000\0"
+    block[116:124] = b"0000000\0"
+    block[124:136] = b"%011o\0" % size
+    block[136:148] = b"00000000000\0"
+    block[156:157] = kind
+    block[157:257] = linkname.ljust(100, b"\0")[:100]
+    block[257:265] = magic
+    block[345:500] = prefix.ljust(155, b"\0")[:155]
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def data_blocks(data):
+    return data + bytes(-len(data) % tarfile.BLOCKSIZE)
+
+
+END = bytes(2 * tarfile.BLOCKSIZE)
+
+
+def pax_record(key, value):
+    body = f" {key}={value}\n".encode()
+    length = len(body)
+    while len(str(length).encode()) + len(body) != length:
+        length = len(str(length).encode()) + len(body)
+    return str(length).encode() + body
+
+
+def test_pax_global_header_is_refused():
+    records = pax_record("path", "link")
+    raw = raw_header(b"pax_global_header", b"g", len(records)) + data_blocks(records)
+    raw += raw_header(b"file", size=3) + data_blocks(b"abc") + END
+    result = scan(raw)
+    assert any("PAX global header" in p for p in result["problems"])
+    with pytest.raises(UnsafeTarError, match="global header"):
+        b"".join(normalised_chunks(io.BytesIO(raw)))
+
+
+def parse(raw):
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r|") as archive:
+        return [(m.name, m.type, m.linkname, m.size) for m in archive]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # old-style prefix with GNU magic: Go ignores the field (atime), Python prepends it
+        raw_header(b"passwd", size=2, prefix=b"etc", magic=b"ustar  \0") + data_blocks(b"x\n") + END,
+        # GNU long name in front of a ustar header that also has a prefix
+        raw_header(b"././@LongLink", b"L", 5)
+        + data_blocks(b"evil\0")
+        + raw_header(b"name", size=2, prefix=b"dir")
+        + data_blocks(b"x\n")
+        + END,
+        # PAX path and GNU long name for the same member: readers disagree which one wins
+        raw_header(b"././@PaxHeader", b"x", len(pax_record("path", "a")))
+        + data_blocks(pax_record("path", "a"))
+        + raw_header(b"././@LongLink", b"L", 2)
+        + data_blocks(b"b\0")
+        + raw_header(b"c", size=1)
+        + data_blocks(b"x")
+        + END,
+    ],
+)
+def test_normalised_stream_is_exactly_what_was_checked(raw):
+    """Whatever the original's ambiguity, the normalised tar has one reading: the checked members."""
+    checked = parse(raw)
+    out = b"".join(normalised_chunks(io.BytesIO(raw)))
+    assert parse(out) == [(n, tarfile.REGTYPE, link, size) for n, _t, link, size in checked]
+    assert b"ustar  \0" not in out and b"@LongLink" not in out  # no GNU extensions, no prefix field
+    with tarfile.open(fileobj=io.BytesIO(out), mode="r|") as archive:
+        for info in archive:
+            assert out[info.offset + 345 : info.offset + 500].strip(b"\0") == b""
+
+
+def test_prefix_differential_with_symlink_cannot_write_through_it():
+    """link -> /etc, then a member Python reads as 'link/passwd' via prefix: refused by the checker."""
+    raw = raw_header(b"link", b"2", linkname=b"/etc") + raw_header(b"passwd", size=2, prefix=b"link")
+    raw += data_blocks(b"x\n") + END
+    assert any("through the symlink" in p for p in scan(raw)["problems"])
+    with pytest.raises(UnsafeTarError, match="symlink"):
+        b"".join(normalised_chunks(io.BytesIO(raw)))
+
+
+def test_normalised_stream_keeps_members_and_xattrs():
+    raw = build_tar(
+        member(".", "dir"),
+        member("./d", "dir"),
+        member("./d/f", data=b"hello", pax={"SCHILY.xattr.user.k": "v", "comment": "dropped"}),
+        member("./d/l", "symlink", "f"),
+        member("./d/h", "hardlink", "./d/f"),
+        member("./" + "n" * 150, data=b"long"),
+    )
+    out = b"".join(normalised_chunks(io.BytesIO(raw)))
+    with tarfile.open(fileobj=io.BytesIO(out)) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+        assert archive.extractfile("./d/f").read() == b"hello"
+    assert set(members) == {".", "./d", "./d/f", "./d/l", "./d/h", "./" + "n" * 150}
+    assert members["./d/f"].pax_headers == {"SCHILY.xattr.user.k": "v"}
+    assert members["./d/l"].linkname == "f" and members["./d/h"].linkname == "./d/f"
+
+
+def test_normalised_sparse_file_is_written_at_its_apparent_size(tmp_path):
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.seek(1024 * 1024)
+        f.write(b"end")
+    raw = subprocess.run(
+        ["tar", "-C", str(tmp_path), "--sparse", "--format=posix", "-cf", "-", "sparse"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    out = b"".join(normalised_chunks(io.BytesIO(raw)))
+    with tarfile.open(fileobj=io.BytesIO(out)) as archive:
+        info = archive.getmember("sparse")
+        assert info.sparse is None and info.size == 1024 * 1024 + 3 and "GNU.sparse.map" not in info.pax_headers
+        assert archive.extractfile(info).read()[-3:] == b"end"
+    with pytest.raises(UnsafeTarError, match="recorded size"):
+        b"".join(normalised_chunks(io.BytesIO(raw), max_bytes=1024))
+
+
+@pytest.mark.parametrize("limit,ok", [(None, True), (5, True), (4, False)])
+def test_normalised_stream_is_bounded_before_the_member_is_written(limit, ok):
+    raw = build_tar(member("a", data=b"12"), member("b", data=b"345"))
+    chunks = normalised_chunks(io.BytesIO(raw), max_bytes=limit)
+    if ok:
+        assert parse(b"".join(chunks))[1][0] == "b"
+        return
+    first = next(chunks)  # the header of "a"
+    assert b"a" in first
+    with pytest.raises(UnsafeTarError, match="'b'"):
+        list(chunks)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.text("abc.-/\u00e9", min_size=1, max_size=12), min_size=1, max_size=3),
+            st.sampled_from(["file", "dir", "symlink"]),
+            st.binary(max_size=600),
+        ),
+        max_size=6,
+    )
+)
+def test_normalised_output_scans_the_same(entries):
+    """Property: normalising never adds a member or a problem; it returns what the scan accepted."""
+    members = [member("/".join(parts), kind, "x" if kind == "symlink" else "", data) for parts, kind, data in entries]
+    raw = build_tar(*members)
+    first = scan(raw)
+    try:
+        out = b"".join(normalised_chunks(io.BytesIO(raw)))
+    except UnsafeTarError:
+        assert first["problems"]
+        return
+    assert not first["problems"]
+    second = scan(out)
+    assert not second["problems"] and second["members"] == first["members"] and second["bytes"] == first["bytes"]

@@ -1,0 +1,274 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Hostile bundles against a real engine (issue 13 E and F): each is refused, with a message naming
+the object and what to do, in check mode and for real, and nothing is left on the host.
+
+The bundles are built here by hand: tar headers no tar tool writes together, decompression and
+sparse bombs, FIFOs and symlinks where bundle files belong, manifests that name host paths.
+Needs a reachable engine: the tests fail without one, never skip. Resources are named
+``ferry-it-rs-<random>-*`` (the ``res`` fixture of test_restore_modules) and removed in ``finally``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import tarfile
+
+import pytest
+from ferry_run import run_module
+from fixture_image import IMAGE
+from test_restore_modules import Resources, edit_manifest, make_volume_bundle, tar_bytes
+
+from ansible_collections.ferry.docker.plugins.module_utils import _bundle
+from ansible_collections.ferry.docker.plugins.module_utils._stream import write_stream
+
+BLOCK = tarfile.BLOCKSIZE
+END = bytes(2 * BLOCK)
+
+
+@pytest.fixture
+def res(client):
+    resources = Resources(client)
+    try:
+        yield resources
+    finally:
+        resources.cleanup()
+
+
+def header(name, kind=b"0", size=0, prefix=b"", magic=b"ustar\x0000", linkname=b""):
+    """One tar header block written by hand."""
+    block = bytearray(BLOCK)
+    block[0:100] = name.ljust(100, b"\0")[:100]
+    block[100:108] = b"0000644\0"
+    block[108:116] = block[116:124] = b"0000000\0"
+    block[124:136] = b"%011o\0" % size
+    block[136:148] = b"00000000000\0"
+    block[156:157] = kind
+    block[157:257] = linkname.ljust(100, b"\0")[:100]
+    block[257:265] = magic
+    block[345:500] = prefix.ljust(155, b"\0")[:155]
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def pad(data):
+    return data + bytes(-len(data) % BLOCK)
+
+
+def pax_record(key, value):
+    body = f" {key}={value}\n".encode()
+    length = len(body)
+    while len(str(length)) + len(body) != length:
+        length = len(str(length)) + len(body)
+    return str(length).encode() + body
+
+
+def global_header_tar():
+    records = pax_record("path", "link")
+    return header(b"pax_global_header", b"g", len(records)) + pad(records) + header(b"f", size=1) + pad(b"x") + END
+
+
+def prefix_symlink_tar():
+    # "link" -> /etc, then a GNU-magic header whose atime field Python would read as the prefix "link"
+    return (
+        header(b"link", b"2", linkname=b"/etc")
+        + header(b"passwd", size=2, prefix=b"link", magic=b"ustar  \0")
+        + pad(b"x\n")
+        + END
+    )
+
+
+def assert_refused(result, *words):
+    assert result.get("failed"), result
+    for word in words:
+        assert word in result["msg"], result["msg"]
+
+
+def refused_everywhere(module, words, **args):
+    for check in (True, False):
+        assert_refused(run_module(module, check=check, **args), *words)
+
+
+# --------------------------------------------------------------------------------------------- F: tar
+
+
+@pytest.mark.parametrize(
+    "raw,words",
+    [
+        (global_header_tar(), ["PAX global header", "capture it again"]),
+        (prefix_symlink_tar(), ["through the symlink", "capture it again"]),
+    ],
+    ids=["pax-global-header", "prefix-differential-symlink"],
+)
+def test_parser_differentials_are_refused(client, res, tmp_path, raw, words):
+    name = res.name("diff")
+    bundle = make_volume_bundle(tmp_path / "b", {name: raw})
+    refused_everywhere("docker_volume_restore", [name, *words], bundle=bundle)
+    assert res.leftovers() == []
+
+
+def test_zip_bomb_is_refused_before_the_engine_writes_it(client, res, tmp_path):
+    name = res.name("bomb")
+    info = tarfile.TarInfo("zeros")
+    info.size = 512 * 1024 * 1024
+    bundle = make_volume_bundle(tmp_path / "b", {name: tar_bytes([(dict(name="small"), b"ok")])})
+    # the artifact becomes a gzip stream of 512 MiB of zeros, while the manifest records a small raw_size
+    path = os.path.join(bundle, f"volume-{name}.tar.zst")
+    os.unlink(path)
+    gz_name = f"volume-{name}.tar.gz"
+    with gzip.open(os.path.join(bundle, gz_name), "wb", compresslevel=1) as f:
+        f.write(info.tobuf(tarfile.PAX_FORMAT))
+        zeros = bytes(1024 * 1024)
+        for _ in range(512):
+            f.write(zeros)
+        f.write(END)
+    size = os.path.getsize(os.path.join(bundle, gz_name))
+    with open(os.path.join(bundle, gz_name), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    assert size < 4 * 1024 * 1024
+
+    def bomb(doc):
+        artifact = doc["artifacts"][0]
+        artifact.update(file=gz_name, compression="gzip", size=size, sha256=digest, raw_size=10240)
+
+    edit_manifest(bundle, bomb)
+    refused_everywhere("docker_volume_restore", [name, "more than its recorded raw_size of 10240"], bundle=bundle)
+    assert res.leftovers() == []
+
+
+def test_sparse_bomb_is_refused(client, res, tmp_path):
+    name = res.name("sparse")
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "hole", "wb") as f:
+        f.truncate(2 * 1024 * 1024 * 1024)
+    raw = subprocess.run(
+        ["tar", "-C", str(src), "--sparse", "--format=posix", "-cf", "-", "hole"], check=True, capture_output=True
+    ).stdout
+    bundle = make_volume_bundle(tmp_path / "b", {name: raw})
+    refused_everywhere(
+        "docker_volume_restore", [name, "sparse files at their apparent size", "2147483648"], bundle=bundle
+    )
+    assert res.leftovers() == []
+
+
+# --------------------------------------------------------------------------------------------- F: files
+
+
+def _replace_artifact(bundle, make):
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        artifact = json.load(f)["artifacts"][0]
+    path = os.path.join(bundle, artifact["file"])
+    os.unlink(path)
+    make(path)
+    return artifact
+
+
+@pytest.mark.parametrize(
+    "case,words",
+    [
+        ("fifo-artifact", ["not a regular file"]),
+        ("artifact-symlink-out", ["symbolic link"]),
+        ("manifest-dev-zero", ["symbolic link", "manifest.json"]),
+        ("deep-json", ["nests deeper than 64 levels"]),
+    ],
+)
+def test_bundle_files_must_be_regular_files_inside_the_bundle(client, res, tmp_path, case, words):
+    name = res.name("files")
+    bundle = make_volume_bundle(tmp_path / "b", {name: tar_bytes([(dict(name="f"), b"data")])})
+    outside = tmp_path / "outside.tar.zst"
+    if case == "fifo-artifact":
+        _replace_artifact(bundle, os.mkfifo)
+    elif case == "artifact-symlink-out":
+        with open(os.path.join(bundle, "manifest.json")) as f:
+            artifact = json.load(f)["artifacts"][0]
+        os.rename(os.path.join(bundle, artifact["file"]), outside)
+        os.symlink(outside, os.path.join(bundle, artifact["file"]))
+    elif case == "manifest-dev-zero":
+        os.unlink(os.path.join(bundle, "manifest.json"))
+        os.symlink("/dev/zero", os.path.join(bundle, "manifest.json"))
+    else:
+        with open(os.path.join(bundle, "manifest.json"), "w") as f:
+            f.write("[" * 200_000 + "]" * 200_000)
+    modules = ["docker_volume_restore"]
+    if case.startswith(("manifest", "deep")):
+        modules += ["docker_container_restore", "docker_load", "docker_import"]
+    for module in modules:
+        assert_refused(run_module(module, check=False, bundle=bundle), *words)
+    assert res.leftovers() == []
+
+
+def test_import_runs_the_same_scan(client, res, tmp_path):
+    bundle = make_volume_bundle(tmp_path / "b", {res.name("unused"): tar_bytes([(dict(name="f"), b"data")])})
+    written = write_stream([prefix_symlink_tar()], bundle, "filesystem-x.tar.zst", compression="zstd")
+    _bundle.update_manifest(
+        bundle, lambda m: _bundle.add_artifact(m, _bundle.artifact_entry("filesystem", "x", written))
+    )
+    repository = res.name("imp")
+    res.images.append(f"{repository}:latest")
+    refused_everywhere(
+        "docker_import", ["filesystem artifact x", "through the symlink"], bundle=bundle, repository=repository
+    )
+    assert res.leftovers() == []
+
+
+# --------------------------------------------------------------------------------------------- E: names
+
+
+def test_absolute_path_volume_name_is_refused_in_check_mode_too(client, res, tmp_path):
+    target = tmp_path / "host-dir"
+    name = res.name("abs")
+    bundle = make_volume_bundle(tmp_path / "b", {name: tar_bytes([(dict(name="planted"), b"x")])})
+
+    def absolute(doc):
+        doc["artifacts"][0]["volume"] = str(target)
+        doc["volumes"][str(target)] = dict(doc["volumes"].pop(name), Name=str(target))
+
+    edit_manifest(bundle, absolute)
+    for module in ("docker_volume_restore", "docker_container_restore"):
+        refused_everywhere(module, [str(target), "not a valid Docker volume name", "absolute path"], bundle=bundle)
+    assert not target.exists()
+    assert res.leftovers() == []
+
+
+def test_bind_driver_options_are_refused_by_default(client, res, tmp_path):
+    target = tmp_path / "host-dir"
+    target.mkdir()
+    name = res.name("bindopts")
+    bundle = make_volume_bundle(tmp_path / "b", {name: tar_bytes([(dict(name="planted"), b"x")])})
+
+    def bind(doc):
+        doc["volumes"][name]["DriverOpts"] = {"type": "none", "o": "bind", "device": str(target)}
+
+    edit_manifest(bundle, bind)
+    refused_everywhere(
+        "docker_volume_restore", [f"volume {name}", "bind-mount a host path", "allow_privileged=true"], bundle=bundle
+    )
+    assert os.listdir(target) == []
+    assert res.leftovers() == []
+
+
+def test_hostile_image_names_are_refused(client, res, tmp_path):
+    bundle = make_volume_bundle(tmp_path / "b", {res.name("v"): tar_bytes([(dict(name="f"), b"x")])})
+
+    def bad_container(doc):
+        doc["container"] = {
+            "id": "c" * 64,
+            "name": "../../etc",
+            "image": IMAGE,
+            "image_id": "sha256:" + "a" * 64,
+            "state": {"status": "exited", "running": False, "paused": False},
+        }
+
+    edit_manifest(bundle, bad_container)
+    assert_refused(
+        run_module("docker_volume_restore", bundle=bundle), "'../../etc'", "not a valid Docker container name"
+    )
+    assert res.leftovers() == []
