@@ -28,16 +28,16 @@ import re
 
 NAME_MAX = 255
 _RESTRICTED = "[a-zA-Z0-9][a-zA-Z0-9_.-]+"
-_RESTRICTED_RE = re.compile(rf"^{_RESTRICTED}$")
+_RESTRICTED_RE = re.compile(rf"^{_RESTRICTED}\Z")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_REFERENCE_RE = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$", re.ASCII)
-_IMAGE_ID_RE = re.compile(r"^(?:sha256:)?[0-9a-f]{64}$")
-_DRIVER_RE = re.compile(rf"^{_NAME}(?::{_TAG})?$", re.ASCII)
+_REFERENCE_RE = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?\Z", re.ASCII)
+_IMAGE_ID_RE = re.compile(r"^(?:sha256:)?[0-9a-f]{64}\Z")
+_DRIVER_RE = re.compile(rf"^{_NAME}(?::{_TAG})?\Z", re.ASCII)
 KINDS = ("container", "volume", "network")
 
 

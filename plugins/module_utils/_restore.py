@@ -46,6 +46,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._stream import (
 from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
     XATTR_CAPABILITY,
     UnsafeTarError,
+    copy_info,
     normalised_chunks,
     scan_stream,
 )
@@ -566,3 +567,75 @@ def refuse_privileged(what, settings, allow_privileged):
             "input, not truth: check that these settings are wanted, then set allow_privileged=true (or change "
             "them with the module's map options)"
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# docker load: an image archive that moves no tag by itself
+
+ARCHIVE_INDEX_MAX = 16 * 1024 * 1024  # manifest.json of a docker save archive
+
+
+def untagged_image_archive(bundle_dir, artifact, chunk_size=CHUNK_SIZE):
+    """Yield the image archive of ``artifact`` rewritten so that ``docker load`` applies no tag of its own.
+
+    ``docker load`` tags the image with the ``RepoTags`` of the archive's ``manifest.json`` and the
+    ``repositories`` file, silently moving a tag that names another image. Here ``RepoTags`` are
+    emptied and ``repositories`` left out while streaming (every other member is copied as read,
+    through ``_tarsafe.normalised_chunks``' header writer); docker_load then sets the tags it was
+    asked for itself, under its own rule (``force_tag``). Bounded by the recorded raw_size.
+    """
+    import tarfile
+
+    def rewrite(archive, member):
+        if member.size > ARCHIVE_INDEX_MAX:
+            raise RestoreError(
+                f"manifest.json of image archive {artifact['name']} is larger than {ARCHIVE_INDEX_MAX} bytes"
+            )
+        doc = json.loads(archive.extractfile(member).read())
+        for entry in doc if isinstance(doc, list) else []:
+            if isinstance(entry, dict):
+                entry["RepoTags"] = None
+        return json.dumps(doc).encode()
+
+    try:
+        with tarfile.open(fileobj=IterReader(bounded_decompressed(bundle_dir, artifact)), mode="r|") as archive:
+            for member in iter(archive.next, None):
+                del archive.members[:]
+                name = member.name[2:] if member.name.startswith("./") else member.name
+                if name == "repositories":
+                    continue
+                info = copy_info(member)
+                data = archive.extractfile(member) if member.isreg() and member.size else None
+                if name == "manifest.json" and member.isreg():
+                    content = rewrite(archive, member)
+                    info.size = len(content)
+                    data = IterReader([content])
+                yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+                if data is None:
+                    continue
+                left = info.size
+                while left:
+                    chunk = data.read(min(chunk_size, left))
+                    if not chunk:
+                        raise RestoreError(f"member {member.name!r} of image archive {artifact['name']} is truncated")
+                    left -= len(chunk)
+                    yield chunk
+                if info.size % tarfile.BLOCKSIZE:
+                    yield bytes(tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+    except (tarfile.TarError, ValueError, RecursionError) as exc:
+        raise RestoreError(
+            f"image archive {artifact['name']} of bundle {bundle_dir} cannot be read as a docker save archive "
+            f"({exc}); capture it again"
+        ) from exc
+    yield bytes(2 * tarfile.BLOCKSIZE)
+
+
+class UntaggedImageStream(BoundedStream):
+    """``untagged_image_archive`` with the byte counts of CountingStream."""
+
+    def __iter__(self):
+        for chunk in untagged_image_archive(self.bundle_dir, self.artifact, self.chunk_size):
+            self.bytes_written += len(chunk)
+            yield chunk
+        self.bytes_read = os.path.getsize(self.path)
+        self.finished = True

@@ -369,7 +369,7 @@ def scan_stream(source, allow_devices=False, max_problems=100):
     return summary
 
 
-def _normal_info(member):
+def copy_info(member):
     """A fresh TarInfo with only what ferry.docker restores of ``member``: no GNU or global extensions."""
     info = tarfile.TarInfo(member.name)
     info.type = tarfile.REGTYPE if member.isreg() else member.type
@@ -399,7 +399,7 @@ def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CH
                 if archive.pax_headers:
                     raise UnsafeTarError("the archive has a PAX global header, which tar readers apply differently")
                 checker(member)
-                info = _normal_info(member)
+                info = copy_info(member)
                 total += info.size
                 if max_bytes is not None and total > max_bytes:
                     raise UnsafeTarError(

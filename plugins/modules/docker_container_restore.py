@@ -24,9 +24,15 @@ description:
   - Extra networks are connected after create and before start.
   - The create request is stamped with the label C(ferry.docker.config-digest). A container of that
     name with the same digest is left alone (only started if O(state=started) and it is stopped); a
-    container with another digest is replaced. It is stopped and renamed aside, the new container is
-    created (and started); only then is the old one removed, its volumes kept. If anything fails, the
-    new container is removed and the old one gets its name back and is started again if it was running.
+    container with another digest, created by an earlier restore (it carries the label), is replaced.
+    A container of that name that no restore created (no label) is never replaced unless
+    O(replace=true). A replaced container is stopped and renamed aside, the new container is created
+    (and started); only then is the old one removed, its volumes kept. If anything fails, the new
+    container is removed, so are the networks and volumes this run created, and the old one gets its
+    name back and is started again if it was running.
+  - Every name the create request uses (container, image, networks, volumes, drivers) is checked
+    against Docker's grammar first. Recorded volume definitions whose C(local) driver options mount a
+    host path or device are refused unless O(allow_privileged=true).
   - Everything is checked before the engine is touched; the manifest, the checksums and the tar
     safety of the archives to fill, the image (never pulled), and the bind mount sources.
 attributes:
@@ -101,6 +107,22 @@ options:
     default: false
   allow_devices:
     description: Accept device and FIFO nodes in the anonymous volume archives.
+    type: bool
+    default: false
+  replace:
+    description:
+      - Replace an existing container of the same name that no restore created (it has no
+        C(ferry.docker.config-digest) label), for example the original container on the host it was
+        backed up from.
+      - Without it such a container fails the task before anything is changed.
+    type: bool
+    default: false
+  allow_privileged:
+    description:
+      - Create named volumes whose recorded C(local) driver options mount a host path or device
+        (C(type=none), C(o=bind), C(device=/...)).
+      - Once signed bundles land (issue 13 C), a bundle signed by a trusted signer will be the other
+        way to allow them.
     type: bool
     default: false
   stop_timeout:
@@ -231,6 +253,12 @@ import os
 
 from ansible_collections.ferry.docker.plugins.module_utils._bundle import MANIFEST_NAME, verify_artifacts
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._names import (
+    create_body_problems,
+    network_definition_problems,
+    volume_definition_problems,
+    volume_option_problems,
+)
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     RequestException,
     RestoreError,
@@ -240,6 +268,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     fill_volume,
     inspect_or_none,
     open_bundle,
+    refuse_privileged,
     scan_artifact,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._runconfig import (
@@ -304,6 +333,19 @@ class Restore:
         self.name, self.body, self.extra_networks = to_create_body(run_config, overrides)
         if not self.name:
             raise RestoreError("the run config records no container name; set name")
+        problems = create_body_problems(
+            self.name,
+            self.body,
+            self.extra_networks,
+            named_volumes(self.body),
+            needed_networks(self.body, self.extra_networks),
+        )
+        if problems:
+            raise RestoreError(
+                f"the run config of container {self.name} names objects Docker would not accept: "
+                f"{'; '.join(problems[:5])}. Nothing was changed; fix the run config or the name, image and "
+                "map options"
+            )
         self.digest = stamp_digest(self.body, self.extra_networks)
         self.result.update(name=self.name, digest=self.digest)
 
@@ -347,6 +389,11 @@ class Restore:
                     f"network {net} of container {self.name} does not exist and the run config has no definition "
                     "for it; create it first or map it to an existing network with network_map"
                 )
+            problems = network_definition_problems(net, definition)
+            if problems:
+                raise RestoreError(
+                    f"network {net} of container {self.name}: {'; '.join(problems)}; nothing was changed"
+                )
             self.networks_to_create.append((net, definition))
         volume_definitions = dict((self.manifest or {}).get("volumes") or {})
         for vol, definition in (self.run_config.get("volume_definitions") or {}).items():
@@ -355,7 +402,26 @@ class Restore:
         for vol in named_volumes(self.body):
             if inspect_or_none(client.inspect_volume, vol) is None:
                 definition = dict(volume_definitions.get(vol) or {"Name": vol})
+                problems = volume_definition_problems(vol, definition)
+                if problems:
+                    raise RestoreError(
+                        f"volume {vol} of container {self.name}: {'; '.join(problems)}; nothing was changed"
+                    )
+                refuse_privileged(
+                    f"volume {vol} of container {self.name}",
+                    volume_option_problems(definition),
+                    self.p["allow_privileged"],
+                )
                 self.volumes_to_create.append((vol, definition))
+        for mount in (self.body.get("HostConfig") or {}).get("Mounts") or []:
+            driver_config = (mount.get("VolumeOptions") or {}).get("DriverConfig") or {}
+            refuse_privileged(
+                f"the volume mount at {mount.get('Target')} of container {self.name}",
+                volume_option_problems(
+                    {"Driver": driver_config.get("Name"), "DriverOpts": driver_config.get("Options")}
+                ),
+                self.p["allow_privileged"],
+            )
         self.bind_paths_to_create = []
         for path in bind_sources(self.body):
             if os.path.exists(path):
@@ -378,13 +444,18 @@ class Restore:
             client.stop(old_id, timeout=self.p["stop_timeout"])
             client.rename(old_id, f"{self.name}-ferry-replaced-{old_id[:12]}")
         try:
-            container_id = self.create(fills)
+            try:
+                container_id = self.create(fills)
+            except BaseException:
+                self.undo_created()
+                raise
             if start:
                 try:
                     client.start(container_id)
                 except BaseException:
                     client.remove_container(container_id, force=True, v=True)
                     self.result.pop("container", None)
+                    self.undo_created()
                     raise
         except BaseException:
             if old_id is not None:
@@ -395,6 +466,24 @@ class Restore:
         if old_id is not None:
             client.remove_container(old_id, v=False)
         return container_id
+
+    def undo_created(self):
+        """Remove the networks and volumes this run created (after a failure); keep going on errors."""
+        for vol in reversed(self.result["volumes_created"]):
+            try:
+                self.client.remove_volume(vol)
+            except (DockerException, RequestException):
+                continue
+        for net in reversed(self.result["networks_created"]):
+            try:
+                self.client.remove_network(net)
+            except (DockerException, RequestException):
+                continue
+        for path in reversed(self.result["bind_paths_created"]):
+            try:
+                os.rmdir(path)
+            except OSError:
+                continue
 
     def create(self, fills):
         client = self.client
@@ -447,6 +536,12 @@ class Restore:
             running = bool((existing.get("State") or {}).get("Running"))
             before = {"digest": labels.get(DIGEST_LABEL), "running": running}
         want_running = self.p["state"] == "started"
+        if before is not None and before["digest"] is None and not self.p["replace"]:
+            raise RestoreError(
+                f"a container named {self.name} already exists ({existing['Id'][:12]}) and was not created by a "
+                "restore (it has no ferry.docker.config-digest label). Nothing was changed; set replace=true to "
+                "replace it, restore under another name with name, or remove it first"
+            )
         if before is not None and before["digest"] == self.digest:
             action = "start" if want_running and not before["running"] else "none"
             container_id = existing["Id"]
@@ -497,6 +592,8 @@ def main():
             create_bind_paths=dict(type="bool", default=False),
             allow_devices=dict(type="bool", default=False),
             stop_timeout=dict(type="int", default=10),
+            replace=dict(type="bool", default=False),
+            allow_privileged=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
         required_one_of=[["bundle", "run_config"]],

@@ -17,6 +17,13 @@ description:
     module checks that the engine already has every left-out layer, at the same position of the
     layer chain; if not, it fails naming the missing layers and nothing is loaded.
   - If the engine already has the image (same image ID), nothing is loaded; missing tags are added.
+  - C(docker load) receives the archive without its own tags (C(RepoTags) of its C(manifest.json)
+    emptied, C(repositories) left out, while streaming), so it moves no tag by itself. The module
+    then sets the tags of the bundle, or O(tag), each checked against Docker's reference grammar
+    first. A tag that already names another image on the engine is never moved unless
+    O(force_tag=true); without it the task fails before anything is loaded.
+  - If the load fails, or the loaded image is not the one the manifest names, the tags and the image
+    this run added are removed again and tags it moved are put back.
 attributes:
   check_mode:
     support: full
@@ -39,8 +46,13 @@ options:
   tag:
     description:
       - Tag (C(repository:tag)) to give the loaded image instead of the tags recorded in the bundle.
-      - Note that C(docker load) itself applies the tags stored in the archive; this option adds one.
+      - Only this tag is set; the tags recorded in the bundle are not.
     type: str
+  force_tag:
+    description:
+      - Move a tag that already names another image on the engine to the loaded image.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ferry.docker.docker
 requirements:
@@ -110,11 +122,12 @@ duration:
 """
 
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._names import image_problem, split_reference
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
-    BoundedStream,
     RequestException,
     RestoreError,
     Timer,
+    UntaggedImageStream,
     base_result,
     inspect_or_none,
     open_bundle,
@@ -145,11 +158,28 @@ def missing_layers(artifact, chains):
     return [layer for layer in excluded if layer not in known]
 
 
-def _split_tag(reference):
-    name, sep, tag = reference.rpartition(":")
-    if not sep or "/" in tag:
-        return reference, "latest"
-    return name, tag
+def _undo(client, image_id, present, added, moved, loaded_ids, existing_ids=()):
+    """Remove the tags and the image a failed load added, and give moved tags back; errors are ignored."""
+    for reference in added:
+        try:
+            client.remove_image(reference, noprune=True)
+        except (DockerException, RequestException):
+            continue
+    for reference, old_id in moved.items():
+        repository, tag = split_reference(reference)
+        try:
+            client.tag(old_id, repository, tag=tag, force=True)
+        except (DockerException, RequestException):
+            continue
+    if present is not None:
+        return
+    for loaded in dict.fromkeys([*loaded_ids, image_id]):
+        if loaded in existing_ids:
+            continue
+        try:
+            client.remove_image(loaded, force=True)
+        except (DockerException, RequestException):
+            continue
 
 
 def main():
@@ -158,6 +188,7 @@ def main():
             bundle=dict(type="path", required=True),
             name=dict(type="str"),
             tag=dict(type="str"),
+            force_tag=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -178,8 +209,24 @@ def main():
         wanted_tags = [p["tag"]] if p["tag"] else list(artifact.get("repo_tags") or [])
         result["excluded_layers"] = list(artifact.get("excluded_layers") or [])
 
+        problems = [problem for problem in map(image_problem, wanted_tags) if problem]
+        if problems:
+            raise RestoreError(
+                f"image artifact {artifact['name']} of bundle {bundle}: {'; '.join(problems)}; nothing was loaded"
+            )
+
         client = module.client
         present = inspect_or_none(client.inspect_image, image_id)
+        owners = {ref: (inspect_or_none(client.inspect_image, ref) or {}).get("Id") for ref in sorted(set(wanted_tags))}
+        moved = {reference: owner for reference, owner in owners.items() if owner and owner != image_id}
+        if moved and not p["force_tag"]:
+            raise RestoreError(
+                "loading image {} of bundle {} would move {} from another image; nothing was loaded. Set "
+                "force_tag=true to move them, or give another tag with tag".format(
+                    image_id, bundle, ", ".join(f"{ref} (now {owner[:19]})" for ref, owner in sorted(moved.items()))
+                )
+            )
+        added = [reference for reference, owner in owners.items() if not owner]
         if present is None:
             missing = missing_layers(artifact, local_layer_chains(client)) if result["excluded_layers"] else []
             if missing:
@@ -194,27 +241,14 @@ def main():
             have_tags = list(present.get("RepoTags") or [])
             action = "tag" if set(wanted_tags) - set(have_tags) else "none"
         result.update(operation=action, changed=action != "none")
+        loaded_ids = []
         if action != "none" and not module.check_mode:
-            if action == "load":
-                stream = BoundedStream(bundle, artifact)
-                for message in client.load_image(data=iter(stream)):
-                    if isinstance(message, dict) and message.get("error"):
-                        raise RestoreError(
-                            f"docker load of {result['path']} failed: {message['error']}; nothing usable was loaded"
-                        )
-                result["bytes_read"], result["bytes_written"] = stream.bytes_read, stream.bytes_written
-                loaded = inspect_or_none(client.inspect_image, image_id)
-                if loaded is None:
-                    raise RestoreError(
-                        f"docker load of {result['path']} finished but image {image_id} is not on the engine; "
-                        "the archive does not hold the image the manifest names: capture it again"
-                    )
-                have_tags = list(loaded.get("RepoTags") or [])
-            for reference in wanted_tags:
-                if reference not in have_tags:
-                    repository, tag = _split_tag(reference)
-                    client.tag(image_id, repository, tag=tag, force=True)
-                    have_tags.append(reference)
+            existing_ids = {image["Id"] for image in client.images(all=True)} if action == "load" else set()
+            try:
+                have_tags = _apply(client, bundle, artifact, result, action, wanted_tags, have_tags, loaded_ids)
+            except BaseException:
+                _undo(client, image_id, present, added, moved, loaded_ids, existing_ids)
+                raise
         result["tags"] = sorted(set(have_tags) | set(wanted_tags))
         if module.module._diff:
             result["diff"] = dict(
@@ -227,6 +261,36 @@ def main():
         module.fail(f"loading the image of bundle {bundle} failed at the Docker engine: {exc}")
     result["duration"] = timer.elapsed
     module.exit(**result)
+
+
+def _apply(client, bundle, artifact, result, action, wanted_tags, have_tags, loaded_ids):
+    """Load (if needed) and tag; returns the tags of the image afterwards.
+
+    ``loaded_ids`` receives the image IDs the engine reports as loaded, so a failure can remove them.
+    """
+    image_id = result["image_id"]
+    if action == "load":
+        stream = UntaggedImageStream(bundle, artifact)
+        for message in client.load_image(data=iter(stream)):
+            if isinstance(message, dict) and message.get("error"):
+                raise RestoreError(f"docker load of {result['path']} failed: {message['error']}; nothing was kept")
+            text = str((message or {}).get("stream") or "") if isinstance(message, dict) else ""
+            if text.startswith("Loaded image ID: "):
+                loaded_ids.append(text[len("Loaded image ID: ") :].strip())
+        result["bytes_read"], result["bytes_written"] = stream.bytes_read, stream.bytes_written
+        loaded = inspect_or_none(client.inspect_image, image_id)
+        if loaded is None:
+            raise RestoreError(
+                f"docker load of {result['path']} finished but image {image_id} is not on the engine; the archive "
+                "does not hold the image the manifest names, what it loaded was removed again: capture it again"
+            )
+        have_tags = list(loaded.get("RepoTags") or [])
+    for reference in wanted_tags:
+        if reference not in have_tags:
+            repository, tag = split_reference(reference)
+            client.tag(image_id, repository, tag=tag, force=True)
+            have_tags.append(reference)
+    return have_tags
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import tarfile
 import pytest
 from ferry_run import run_module
 from fixture_image import IMAGE
-from test_restore_modules import Resources, edit_manifest, make_volume_bundle, tar_bytes
+from test_restore_modules import Resources, edit_manifest, make_volume_bundle, plain_run_config, tar_bytes
 
 from ansible_collections.ferry.docker.plugins.module_utils import _bundle
 from ansible_collections.ferry.docker.plugins.module_utils._stream import write_stream
@@ -272,3 +272,95 @@ def test_hostile_image_names_are_refused(client, res, tmp_path):
         run_module("docker_volume_restore", bundle=bundle), "'../../etc'", "not a valid Docker container name"
     )
     assert res.leftovers() == []
+
+
+# --------------------------------------------------------------------------------------------- E: replacement
+
+
+def test_unrelated_container_of_the_same_name_is_never_replaced(client, res):
+    name = res.name("theirs")
+    theirs = client.create_container(IMAGE, command=["sleep", "300"], name=name)["Id"]
+    res.containers.append(theirs)
+    client.start(theirs)
+    run_config = plain_run_config(res)
+    run_config["name"] = name
+    refused_everywhere("docker_container_restore", [f"container named {name}", "replace=true"], run_config=run_config)
+    inspect = client.inspect_container(name)
+    assert inspect["Id"] == theirs and inspect["State"]["Running"]
+
+    replaced = run_module("docker_container_restore", run_config=run_config, replace=True)
+    assert replaced.get("changed") and replaced["operation"] == "recreate", replaced
+    res.containers.append(replaced["container"])
+    assert client.inspect_container(name)["Id"] == replaced["container"] != theirs
+
+
+def test_failing_create_removes_the_networks_and_volumes_it_made(client, res):
+    run_config = plain_run_config(res)
+    network, volume = res.name("net"), res.name("vol")
+    run_config["host_config"] = {"NetworkMode": network, "Binds": [f"{volume}:/data"], "Memory": 1024}
+    run_config["network_definitions"] = {network: {"Name": network, "Driver": "bridge"}}
+    run_config["volume_definitions"] = {volume: {"Name": volume, "Driver": "local"}}
+    try:
+        failed = run_module("docker_container_restore", run_config=run_config)
+        assert failed.get("failed"), failed
+        assert not client.networks(names=[network])
+        assert res.leftovers() == []
+    finally:
+        for net in client.networks(names=[network]):
+            client.remove_network(net["Id"])
+
+
+# --------------------------------------------------------------------------------------------- E: tags
+
+
+def test_load_never_moves_a_tag_without_force_tag(client, res, tmp_path):
+    helper = client.create_container(IMAGE, command=["true"], name=res.name("src"))["Id"]
+    res.containers.append(helper)
+    other = client.commit(helper, repository=res.name("other"), tag="v1", changes=['LABEL ferry.test="other"'])["Id"]
+    res.images.append(f"{res.name('other')}:v1")
+    repository = res.name("app")
+    client.tag(IMAGE, repository, tag="live")
+    res.images.append(f"{repository}:live")
+    original = client.inspect_image(f"{repository}:live")["Id"]
+    bundle = make_volume_bundle(tmp_path / "b", {res.name("v"): tar_bytes([(dict(name="f"), b"x")])})
+    # the archive itself tags the image repository:live, as a docker save of that tag would
+    client.tag(other, repository, tag="live", force=True)
+    written = write_stream(client.get_image(f"{repository}:live"), bundle, "image.tar.zst", compression="zstd")
+    client.tag(original, repository, tag="live", force=True)
+    client.remove_image(other, force=True)
+    entry = _bundle.artifact_entry("image", "img", written, image_id=other, repo_tags=[])
+    _bundle.update_manifest(bundle, lambda m: _bundle.add_artifact(m, entry))
+    res.images.append(other)
+
+    loaded = run_module("docker_load", bundle=bundle)  # the archive's own tag is not applied
+    assert loaded.get("changed") and loaded["operation"] == "load", loaded
+    assert client.inspect_image(f"{repository}:live")["Id"] == original
+
+    for check in (True, False):
+        moved = run_module("docker_load", check=check, bundle=bundle, tag=f"{repository}:live")
+        assert_refused(moved, f"{repository}:live", "force_tag=true")
+    assert client.inspect_image(f"{repository}:live")["Id"] == original
+    forced = run_module("docker_load", bundle=bundle, tag=f"{repository}:live", force_tag=True)
+    assert forced.get("changed"), forced
+    assert client.inspect_image(f"{repository}:live")["Id"] == other
+
+
+def test_failed_image_id_check_leaves_nothing_behind(client, res, tmp_path):
+    helper = client.create_container(IMAGE, command=["true"], name=res.name("src2"))["Id"]
+    res.containers.append(helper)
+    image = client.commit(helper, repository=res.name("lie"), tag="v1", changes=['LABEL ferry.test="lie"'])["Id"]
+    client.remove_container(helper)
+    bundle = make_volume_bundle(tmp_path / "b", {res.name("v"): tar_bytes([(dict(name="f"), b"x")])})
+    written = write_stream(client.get_image(image), bundle, "image.tar.zst", compression="zstd")
+    client.remove_image(image, force=True)
+    claimed = "sha256:" + "e" * 64  # the manifest names another image than the archive holds
+    entry = _bundle.artifact_entry("image", "img", written, image_id=claimed, repo_tags=[f"{res.name('lie')}:v2"])
+    _bundle.update_manifest(bundle, lambda m: _bundle.add_artifact(m, entry))
+    try:
+        failed = run_module("docker_load", bundle=bundle)
+        assert_refused(failed, claimed, "capture it again")
+        assert not [i for i in client.images(all=True) if i["Id"] == image]
+        assert res.leftovers() == []
+    finally:
+        if [i for i in client.images(all=True) if i["Id"] == image]:
+            client.remove_image(image, force=True)
