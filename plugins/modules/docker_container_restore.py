@@ -31,8 +31,15 @@ description:
     container is removed, so are the networks and volumes this run created, and the old one gets its
     name back and is started again if it was running.
   - Every name the create request uses (container, image, networks, volumes, drivers) is checked
-    against Docker's grammar first. Recorded volume definitions whose C(local) driver options mount a
-    host path or device are refused unless O(allow_privileged=true).
+    against Docker's grammar first.
+  - Privilege-bearing settings are applied only with O(allow_privileged=true), otherwise the task
+    fails naming them before anything is changed (also in check mode) - privileged mode; the host's
+    network, pid, ipc, uts or user namespace; C(cap_add) beyond Docker's default set; devices, device
+    requests and device cgroup rules; binds of C(/), of system directories (C(/etc), C(/proc),
+    C(/sys), C(/dev), C(/usr), C(/var/lib/docker), C(/run)...) or of a Docker socket; security
+    options that unconfine (C(seccomp=unconfined), C(apparmor=unconfined), C(label=disable),
+    C(systempaths=unconfined)); and volumes whose C(local) driver options mount a host path or
+    device. M(ferry.docker.docker_restore_preflight) lists them.
   - Everything is checked before the engine is touched; the manifest, the checksums and the tar
     safety of the archives to fill, the image (never pulled), and the bind mount sources.
 attributes:
@@ -119,8 +126,11 @@ options:
     default: false
   allow_privileged:
     description:
-      - Create named volumes whose recorded C(local) driver options mount a host path or device
-        (C(type=none), C(o=bind), C(device=/...)).
+      - Apply the privilege-bearing settings of the run config (see the description), including named
+        volumes whose recorded C(local) driver options mount a host path or device (C(type=none),
+        C(o=bind), C(device=/...)).
+      - A bundle is input, not truth; set this only for a bundle from a source you trust. The migrate
+        role sets it, a migration copies a container the operator chose.
       - Once signed bundles land (issue 13 C), a bundle signed by a trusted signer will be the other
         way to allow them.
     type: bool
@@ -259,6 +269,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._names import (
     volume_definition_problems,
     volume_option_problems,
 )
+from ansible_collections.ferry.docker.plugins.module_utils._policy import privileged_settings
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     RequestException,
     RestoreError,
@@ -346,6 +357,8 @@ class Restore:
                 f"{'; '.join(problems[:5])}. Nothing was changed; fix the run config or the name, image and "
                 "map options"
             )
+        self.privileged = privileged_settings(self.body)
+        refuse_privileged(f"the run config of container {self.name}", self.privileged, self.p["allow_privileged"])
         self.digest = stamp_digest(self.body, self.extra_networks)
         self.result.update(name=self.name, digest=self.digest)
 
@@ -413,15 +426,7 @@ class Restore:
                     self.p["allow_privileged"],
                 )
                 self.volumes_to_create.append((vol, definition))
-        for mount in (self.body.get("HostConfig") or {}).get("Mounts") or []:
-            driver_config = (mount.get("VolumeOptions") or {}).get("DriverConfig") or {}
-            refuse_privileged(
-                f"the volume mount at {mount.get('Target')} of container {self.name}",
-                volume_option_problems(
-                    {"Driver": driver_config.get("Name"), "DriverOpts": driver_config.get("Options")}
-                ),
-                self.p["allow_privileged"],
-            )
+
         self.bind_paths_to_create = []
         for path in bind_sources(self.body):
             if os.path.exists(path):

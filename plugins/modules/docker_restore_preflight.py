@@ -228,6 +228,17 @@ ports:
       description: C(tcp), C(udp) or C(sctp).
       type: str
   sample: [{host_ip: "", host_port: 8080, proto: tcp}]
+privileged:
+  description:
+    - The privilege-bearing settings of the run config (privileged mode, host namespaces, capabilities
+      beyond Docker's default set, devices, binds of C(/), system directories or a Docker socket,
+      unconfining security options, volume options that bind-mount a host path).
+    - Not a problem here; M(ferry.docker.docker_container_restore) applies them only with
+      C(allow_privileged=true).
+  returned: always
+  type: list
+  elements: str
+  sample: ["privileged mode", "a bind of the Docker socket /var/run/docker.sock"]
 networks_to_create:
   description: User-defined networks the container needs that do not exist yet; the restore creates them.
   returned: always
@@ -277,6 +288,8 @@ layers_present:
 import os
 
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._names import create_body_problems
+from ansible_collections.ferry.docker.plugins.module_utils._policy import privileged_settings
 from ansible_collections.ferry.docker.plugins.module_utils._preflight import (
     bind_path_problem,
     disk_problems,
@@ -332,6 +345,7 @@ class Preflight:
             bind_paths_to_create=[],
             free_bytes={"dest": None, "docker_root": None},
             layers_present=[],
+            privileged=[],
         )
 
     def problem(self, text):
@@ -351,7 +365,17 @@ class Preflight:
             raise RunConfigError("the run config records no container name; set name")
         self.digest = stamp_digest(self.body, self.extra_networks)
         self.ports = published_ports(self.body)
+        names = create_body_problems(
+            self.name,
+            self.body,
+            self.extra_networks,
+            named_volumes(self.body),
+            needed_networks(self.body, self.extra_networks),
+        )
+        for text in names:
+            self.problem(f"{text}; fix the run config or the name, image and map options")
         self.result.update(
+            privileged=privileged_settings(self.body),
             name=self.name,
             digest=self.digest,
             ports=[{k: port[k] for k in ("host_ip", "host_port", "proto")} for port in self.ports],

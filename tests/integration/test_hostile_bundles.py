@@ -126,7 +126,7 @@ def test_zip_bomb_is_refused_before_the_engine_writes_it(client, res, tmp_path):
     with gzip.open(os.path.join(bundle, gz_name), "wb", compresslevel=1) as f:
         f.write(info.tobuf(tarfile.PAX_FORMAT))
         zeros = bytes(1024 * 1024)
-        for _ in range(512):
+        for _mebibyte in range(512):
             f.write(zeros)
         f.write(END)
     size = os.path.getsize(os.path.join(bundle, gz_name))
@@ -364,3 +364,46 @@ def test_failed_image_id_check_leaves_nothing_behind(client, res, tmp_path):
     finally:
         if [i for i in client.images(all=True) if i["Id"] == image]:
             client.remove_image(image, force=True)
+
+
+# --------------------------------------------------------------------------------------------- D: policy
+
+
+@pytest.mark.parametrize(
+    "host_config,word",
+    [
+        ({"Privileged": True}, "privileged mode"),
+        ({"Binds": ["/:/host"]}, "root directory"),
+        ({"Binds": ["/var/run/docker.sock:/var/run/docker.sock"]}, "Docker socket"),
+        ({"CapAdd": ["ALL"]}, "ALL"),
+        ({"NetworkMode": "host"}, "network namespace"),
+        ({"PidMode": "host"}, "pid namespace"),
+        ({"IpcMode": "host"}, "ipc namespace"),
+        ({"UTSMode": "host"}, "uts namespace"),
+        ({"UsernsMode": "host"}, "userns namespace"),
+        ({"SecurityOpt": ["seccomp=unconfined", "apparmor=unconfined"]}, "unconfined"),
+        (
+            {"Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/x", "CgroupPermissions": "rwm"}]},
+            "/dev/null",
+        ),
+    ],
+    ids=lambda v: None if isinstance(v, str) else "-".join(v),
+)
+def test_privilege_bearing_run_config_needs_allow_privileged(client, res, host_config, word):
+    run_config = plain_run_config(res)
+    run_config["host_config"] = host_config
+    refused_everywhere(
+        "docker_container_restore", [run_config["name"], word, "allow_privileged=true"], run_config=run_config
+    )
+    assert res.leftovers() == []
+    listed = run_module("docker_restore_preflight", run_config=run_config, fail_on_problems=False)
+    assert any(word in setting for setting in listed["privileged"]), listed
+
+
+def test_allow_privileged_applies_them(client, res):
+    run_config = plain_run_config(res)
+    run_config["host_config"] = {"CapAdd": ["SYS_PTRACE"]}
+    created = run_module("docker_container_restore", run_config=run_config, allow_privileged=True, state="created")
+    assert created.get("changed"), created
+    res.containers.append(created["container"])
+    assert client.inspect_container(created["container"])["HostConfig"]["CapAdd"] == ["SYS_PTRACE"]

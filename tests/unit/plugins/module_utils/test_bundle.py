@@ -446,8 +446,8 @@ def _bundle_with_artifact(tmp_path, manifest_doc):
     [
         (lambda p: os.symlink("/dev/zero", p), "symbolic link"),
         (lambda p: os.symlink("other.json", p), "symbolic link"),
-        (lambda p: os.mkfifo(p), "not a regular file"),
-        (lambda p: os.mkdir(p), "not a regular file"),
+        (os.mkfifo, "not a regular file"),
+        (os.mkdir, "not a regular file"),
     ],
 )
 def test_manifest_must_be_a_regular_file(tmp_path, manifest, make, message):
