@@ -131,6 +131,7 @@ import json
 import re
 
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._names import image_problem
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     ARTIFACT_LABEL,
     NormalisedStream,
@@ -198,6 +199,9 @@ def main():
         scan_artifact(bundle, artifact, allow_devices=p["allow_devices"])
         repository = p["repository"] or _default_repository(manifest)
         reference = f"{repository}:{p['tag']}"
+        problem = image_problem(reference)
+        if problem:
+            raise RestoreError(f"cannot import bundle {bundle}: {problem}; set repository and tag")
         changes, not_applied = import_changes(manifest.get("image_config") or {}, {ARTIFACT_LABEL: artifact["sha256"]})
         result.update(image=reference, changes=_masked(changes), not_applied=not_applied)
         if not_applied:

@@ -12,6 +12,7 @@ version_added: 0.1.0
 description:
   - Creates each volume with the driver, driver options and labels recorded in the bundle (or uses
     an existing empty volume) and streams the volume archive into it.
+  - If restoring one volume fails, every volume this run created is removed again.
   - Before anything is changed the manifest is validated, the size and sha256 of every archive to
     restore are checked, and every archive is read once through the tar safety rules (no absolute
     names, no C(..), no link leading outside the volume, no member written through a symlink, no
@@ -339,25 +340,26 @@ def main():
         if changed and not module.check_mode:
             if helper_image is None:
                 helper_image = pick_helper_image(client, p["helper_image"])
-            for artifact, entry, _existing in plans:
-                if entry["action"] == "none":
-                    continue
-                created = entry["action"] == "create"
-                if created:
-                    client.create_volume(**volume_create_kwargs(_definition(manifest, artifact), entry["name"]))
-                try:
+            created = []
+            try:
+                for artifact, entry, _existing in plans:
+                    if entry["action"] == "none":
+                        continue
+                    if entry["action"] == "create":
+                        client.create_volume(**volume_create_kwargs(_definition(manifest, artifact), entry["name"]))
+                        created.append(entry["name"])
                     with VolumeHelper(client, helper_image, entry["name"]) as helper:
                         entry["bytes_read"], entry["bytes_written"] = fill_volume(
                             helper, bundle, artifact, p["allow_devices"]
                         )
                         entry["metadata_not_kept"] = helper.notes.as_list()
-                except BaseException:
-                    if created:  # a volume we made is not left half-filled
-                        try:
-                            client.remove_volume(entry["name"])
-                        except (DockerException, RequestException):
-                            pass
-                    raise
+            except BaseException:
+                for name in reversed(created):  # every volume this run made goes, none is left half-filled
+                    try:
+                        client.remove_volume(name)
+                    except (DockerException, RequestException):
+                        continue
+                raise
     except (FerryError, ValueError) as exc:
         module.fail(str(exc))
     except (DockerException, RequestException) as exc:

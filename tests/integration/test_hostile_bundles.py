@@ -407,3 +407,26 @@ def test_allow_privileged_applies_them(client, res):
     assert created.get("changed"), created
     res.containers.append(created["container"])
     assert client.inspect_container(created["container"])["HostConfig"]["CapAdd"] == ["SYS_PTRACE"]
+
+
+def test_failing_volume_restore_removes_every_volume_it_created(client, res, tmp_path):
+    first, second = res.name("one"), res.name("two")
+    bundle = make_volume_bundle(
+        tmp_path / "b", {first: tar_bytes([(dict(name="a"), b"1")]), second: tar_bytes([(dict(name="b"), b"2")])}
+    )
+    edit_manifest(bundle, lambda doc: doc["volumes"][second].update(Driver="ferry-no-such-driver"))
+    failed = run_module("docker_volume_restore", bundle=bundle)
+    assert failed.get("failed") and "ferry-no-such-driver" in failed["msg"], failed
+    assert res.leftovers() == []
+
+
+def test_import_names_are_checked(client, res, tmp_path):
+    bundle = make_volume_bundle(tmp_path / "b", {res.name("unused"): tar_bytes([(dict(name="f"), b"data")])})
+    written = write_stream([tar_bytes([(dict(name="f"), b"x")])], bundle, "filesystem-x.tar.zst", compression="zstd")
+    _bundle.update_manifest(
+        bundle, lambda m: _bundle.add_artifact(m, _bundle.artifact_entry("filesystem", "x", written))
+    )
+    refused_everywhere(
+        "docker_import", ["'Upper/Case:latest'", "reference grammar"], bundle=bundle, repository="Upper/Case"
+    )
+    assert res.leftovers() == []
