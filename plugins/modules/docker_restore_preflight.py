@@ -107,6 +107,14 @@ options:
         inspect). RV(layers_present) tells how many of them the engine already has.
     type: list
     elements: str
+  allow_privileged:
+    description:
+      - Whether the restore will be allowed to apply privilege-bearing settings (RV(privileged)), as
+        O(ferry.docker.docker_container_restore#module:allow_privileged).
+      - Without it, each such setting is a problem, so that a restore stops here, before anything is
+        loaded or created, instead of at the container.
+    type: bool
+    default: false
   fail_on_problems:
     description:
       - Fail the task when there is any problem, with a message listing them all.
@@ -233,8 +241,8 @@ privileged:
     - The privilege-bearing settings of the run config (privileged mode, host namespaces, capabilities
       beyond Docker's default set, devices, binds of C(/), system directories or a Docker socket,
       unconfining security options, volume options that bind-mount a host path).
-    - Not a problem here; M(ferry.docker.docker_container_restore) applies them only with
-      C(allow_privileged=true).
+    - A problem unless O(allow_privileged=true); M(ferry.docker.docker_container_restore) applies them
+      only with C(allow_privileged=true).
   returned: always
   type: list
   elements: str
@@ -374,8 +382,15 @@ class Preflight:
         )
         for text in names:
             self.problem(f"{text}; fix the run config or the name, image and map options")
+        privileged = privileged_settings(self.body)
+        if privileged and not p["allow_privileged"]:
+            self.problem(
+                f"container {self.name} asks for privilege-bearing settings: {'; '.join(privileged)}. A bundle is "
+                "input, not truth: if it comes from a source you trust, allow them with allow_privileged=true "
+                "(restore_allow_privileged in the restore role)"
+            )
         self.result.update(
-            privileged=privileged_settings(self.body),
+            privileged=privileged,
             name=self.name,
             digest=self.digest,
             ports=[{k: port[k] for k in ("host_ip", "host_port", "proto")} for port in self.ports],
@@ -567,6 +582,7 @@ def main():
             required_bytes=dict(type="int", default=0),
             docker_required_bytes=dict(type="int", default=0),
             layers=dict(type="list", elements="str"),
+            allow_privileged=dict(type="bool", default=False),
             fail_on_problems=dict(type="bool", default=True),
         ),
         supports_check_mode=True,

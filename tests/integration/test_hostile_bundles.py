@@ -398,6 +398,11 @@ def test_privilege_bearing_run_config_needs_allow_privileged(client, res, host_c
     assert res.leftovers() == []
     listed = run_module("docker_restore_preflight", run_config=run_config, fail_on_problems=False)
     assert any(word in setting for setting in listed["privileged"]), listed
+    assert not listed["ok"] and any("allow_privileged=true" in problem for problem in listed["problems"]), listed
+    allowed = run_module(
+        "docker_restore_preflight", run_config=run_config, fail_on_problems=False, allow_privileged=True
+    )
+    assert not any("privilege-bearing" in problem for problem in allowed["problems"]), allowed
 
 
 def test_allow_privileged_applies_them(client, res):
