@@ -47,6 +47,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
     XATTR_CAPABILITY,
     UnsafeTarError,
     copy_info,
+    member_chunks,
     normalised_chunks,
     scan_stream,
 )
@@ -54,11 +55,11 @@ from ansible_collections.ferry.docker.plugins.module_utils._volmeta import (
     METADATA_API,
     Notes,
     TreeTar,
-    local_reason,
     punch_holes,
     root_member,
     tar_fingerprint,
     verify_xattrs,
+    volume_local_reason,
 )
 
 try:
@@ -328,15 +329,7 @@ class VolumeHelper:
             volume = self.client.inspect_volume(self.volume)
             info = self.client.info()
             path = volume.get("Mountpoint")
-            reason = local_reason(
-                getattr(self.client, "base_url", None),
-                info.get("Name"),
-                info.get("SecurityOptions"),
-                "volume",
-                volume.get("Driver"),
-                volume.get("Options"),
-                path,
-            )
+            reason = volume_local_reason(getattr(self.client, "base_url", None), info, volume)
             self._local = (None, reason) if reason else (path, None)
         return self._local
 
@@ -610,18 +603,8 @@ def untagged_image_archive(bundle_dir, artifact, chunk_size=CHUNK_SIZE):
                     content = rewrite(archive, member)
                     info.size = len(content)
                     data = IterReader([content])
-                yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-                if data is None:
-                    continue
-                left = info.size
-                while left:
-                    chunk = data.read(min(chunk_size, left))
-                    if not chunk:
-                        raise RestoreError(f"member {member.name!r} of image archive {artifact['name']} is truncated")
-                    left -= len(chunk)
-                    yield chunk
-                if info.size % tarfile.BLOCKSIZE:
-                    yield bytes(tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+                short = RestoreError(f"member {member.name!r} of image archive {artifact['name']} is truncated")
+                yield from member_chunks(info, data, chunk_size, short)
     except (tarfile.TarError, ValueError, RecursionError) as exc:
         raise RestoreError(
             f"image archive {artifact['name']} of bundle {bundle_dir} cannot be read as a docker save archive "

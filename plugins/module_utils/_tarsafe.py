@@ -369,6 +369,22 @@ def scan_stream(source, allow_devices=False, max_problems=100):
     return summary
 
 
+def member_chunks(info, data, chunk_size, short):
+    """One member of a new PAX tar: the header of ``info``, then ``info.size`` bytes read from ``data``
+    in chunks of at most ``chunk_size``, padded to a whole block. Raises ``short`` (an exception) if
+    ``data`` ends first."""
+    yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    left = info.size
+    while left:
+        chunk = data.read(min(chunk_size, left))
+        if not chunk:
+            raise short
+        left -= len(chunk)
+        yield chunk
+    if info.size % tarfile.BLOCKSIZE:
+        yield bytes(tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+
+
 def copy_info(member):
     """A fresh TarInfo with only what ferry.docker restores of ``member``: no GNU or global extensions."""
     info = tarfile.TarInfo(member.name)
@@ -406,19 +422,9 @@ def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CH
                         f"member {member.name!r} takes the archive's files beyond the recorded size of "
                         f"{max_bytes} bytes"
                     )
-                yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-                if not info.size:
-                    continue
-                data = archive.extractfile(member)
-                left = info.size
-                while left:
-                    chunk = data.read(min(chunk_size, left))
-                    if not chunk:
-                        raise UnsafeTarError(f"member {member.name!r} ends before its recorded size")
-                    left -= len(chunk)
-                    yield chunk
-                if info.size % tarfile.BLOCKSIZE:
-                    yield bytes(tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+                data = archive.extractfile(member) if info.size else None
+                short = UnsafeTarError(f"member {member.name!r} ends before its recorded size")
+                yield from member_chunks(info, data, chunk_size, short)
     except tarfile.TarError as exc:
         raise UnsafeTarError(f"the stream is not a readable tar archive: {exc}") from exc
     yield bytes(2 * tarfile.BLOCKSIZE)

@@ -138,6 +138,19 @@ def local_reason(base_url, engine_name, security_options, mount_type, driver=Non
 # reading a directory tree into a tar stream
 
 
+def volume_local_reason(base_url, info, volume):
+    """local_reason for a named volume, from the engine's ``info`` and the volume's inspect document."""
+    return local_reason(
+        base_url,
+        info.get("Name"),
+        info.get("SecurityOptions"),
+        "volume",
+        volume.get("Driver"),
+        volume.get("Options"),
+        volume.get("Mountpoint"),
+    )
+
+
 def read_xattrs(target, follow=True):
     """``(kept {name: bytes}, other names)`` of a path or file descriptor; ``({}, [])`` where unsupported."""
     try:

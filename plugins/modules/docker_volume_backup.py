@@ -203,6 +203,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._volmeta import (
     Notes,
     TreeTar,
     local_reason,
+    volume_local_reason,
 )
 
 
@@ -274,15 +275,7 @@ def locate(cap, sources, inspects):
         if source["type"] == "volume":
             volume = inspects[source["name"]]
             path = volume.get("Mountpoint")
-            reason = local_reason(
-                base_url,
-                info.get("Name"),
-                info.get("SecurityOptions"),
-                "volume",
-                volume.get("Driver"),
-                volume.get("Options"),
-                path,
-            )
+            reason = volume_local_reason(base_url, info, volume)
         else:
             path = source["source"]
             reason = local_reason(base_url, info.get("Name"), info.get("SecurityOptions"), "bind", path=path)
