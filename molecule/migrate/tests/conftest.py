@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
-import testinfra
 
 ROOT = Path(__file__).resolve().parents[3]
-INVENTORY = ROOT / "lab/.state/inventory.ini"
+
+
+def _shared():
+    """molecule/shared/labtests.py, what every scenario's verifier shares."""
+    spec = importlib.util.spec_from_file_location("labtests", ROOT / "molecule" / "shared" / "labtests.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+labtests = _shared()
+inspect, lab_host, playbook = labtests.inspect, labtests.lab_host, labtests.playbook
+
 # Same values as molecule/migrate/vars/scenario.yml.
 IMAGE = "ferry-lab/busybox:latest"
 SERVICE = "ferry-mig-web"
@@ -25,20 +33,10 @@ DIGEST_LABEL = "ferry.docker.config-digest"
 CURL = "curl -fsS --connect-timeout 5 --max-time 30"  # every HTTP check gives up on a host that does not answer
 
 
-def lab_host(name):
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
-
-
 @pytest.fixture(scope="session")
 def lab():
     """The three lab hosts as testinfra hosts."""
     return {name: lab_host(name) for name in ("host1", "host2", "host3")}
-
-
-def inspect(host, kind, name):
-    """`docker <kind> inspect` of one object on host, or None if it does not exist."""
-    out = host.run(f"docker {kind} inspect {name}")
-    return json.loads(out.stdout)[0] if out.rc == 0 else None
 
 
 def volume_checksums(host, volume):
@@ -47,26 +45,6 @@ def volume_checksums(host, volume):
     assert data is not None, f"volume {volume} is missing on {host.backend.get_hostname()}"
     out = host.check_output(f"cd {data['Mountpoint']} && find . -type f | sort | xargs -r sha256sum")
     return dict(reversed(line.split(None, 1)) for line in out.splitlines())
-
-
-def playbook(name, extra, tmp_path, expect_rc=0):
-    """Run playbooks/<name>.yml on the lab with extra vars; return (process, report or None)."""
-    report = tmp_path / f"{name}-report.json"
-    extra = {f"{name}_report_path": str(report), **extra}
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_HOST_KEY_CHECKING="true")
-    argv = [
-        str(Path(sys.executable).parent / "ansible-playbook"),
-        "--inventory",
-        str(INVENTORY),
-        "--extra-vars",
-        json.dumps(extra),
-        str(ROOT / f"playbooks/{name}.yml"),
-    ]
-    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    if expect_rc is not None:
-        assert proc.returncode == expect_rc, proc.stdout[-6000:] + proc.stderr[-3000:]
-    data = json.loads(report.read_text()) if report.exists() else None
-    return proc, data
 
 
 def start_service(host, name, volume, port, network=NETWORK, extra_args=""):
