@@ -5,8 +5,8 @@ Every lab host is a container of ``ferry-lab/host`` (Debian 12 made with deboots
 dockerd, its own /var/lib/docker volume and an sshd that Ansible logs in to as root with the lab key.
 No registry is used: both images are built locally and rebuilt only when their recipe changes.
 
-    python lab/lab.py images            build ferry-lab/host, /busybox and /postgres if their recipe changed
-    python lab/lab.py load IMAGE        build (if needed) and load a lab image (ferry-lab/postgres) into every host
+    python lab/lab.py images            build ferry-lab/host, /busybox, /postgres and /redis if their recipe changed
+    python lab/lab.py load IMAGE        build (if needed) and load a lab image (ferry-lab/postgres) into the hosts
     python lab/lab.py up [--hosts N] [--subnet CIDR]
                                         start (or repair) the lab and write lab/.state/inventory.ini
     python lab/lab.py status            table of hosts: container state, IP, dockerd and sshd answering
@@ -51,6 +51,7 @@ BUILD_ROOT = Path(os.environ.get("FERRY_LAB_BUILD_DIR", "/var/tmp/ferry-lab-buil
 HOST_IMAGE = "ferry-lab/host:latest"
 WORKLOAD_IMAGE = "ferry-lab/busybox:latest"
 POSTGRES_IMAGE = "ferry-lab/postgres:latest"
+REDIS_IMAGE = "ferry-lab/redis:latest"
 NETWORK = "ferry-lab"
 LABEL = "ferry.lab=1"
 HOST_LABEL = "ferry.lab.host"
@@ -136,6 +137,31 @@ POSTGRES_PRUNE = (
     "usr/lib/*-linux-gnu/libz3.so*",
     "usr/lib/postgresql/15/lib/llvmjit*",
     "usr/lib/postgresql/15/lib/bitcode",
+)
+# ferry-lab/redis: Debian 12's redis-server, run as the user redis in the foreground with its
+# defaults (no config file: Debian's daemonizes and logs to a file), its data in /var/lib/redis
+# (0750, redis), meant for a named volume. Loaded only by the tests that use it (`lab.py load`).
+REDIS_PACKAGES = ("redis-server",)
+REDIS_DATA = "/var/lib/redis"
+REDIS_CHANGES = (
+    f'ENTRYPOINT ["redis-server", "--dir", "{REDIS_DATA}", "--bind", "0.0.0.0", "--protected-mode", "no"]',
+    "USER redis",
+    f"WORKDIR {REDIS_DATA}",
+    "ENV LANG=C.UTF-8",
+    "EXPOSE 6379",
+)
+REDIS_PRUNE = (
+    "var/cache/apt/archives/*.deb",
+    "var/cache/apt/*.bin",
+    "var/lib/apt/lists/*_*",
+    "usr/share/doc/*",
+    "usr/share/man/*",
+    "usr/share/info/*",
+    "usr/share/locale/*",
+    "usr/share/i18n/*",
+    "var/log/*.log",
+    "var/log/apt/*",
+    "var/lib/redis/*",
 )
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnobody:x:65534:\nnogroup:x:65534:\n"
@@ -369,6 +395,10 @@ def debootstrap_rootfs(prefix: str, packages: tuple[str, ...]):
         raise LabError("debootstrap is not installed; run `bash lab/ensure-docker.sh` as root")
     BUILD_ROOT.mkdir(parents=True, exist_ok=True)
     rootfs = Path(tempfile.mkdtemp(prefix=prefix, dir=BUILD_ROOT))
+    # mkdtemp makes the directory 0700, and the tar's "./" entry carries that mode into the image's root.
+    # Under the vfs storage driver (the lab hosts' engines) the container's / then stays 0700, and a
+    # process without CAP_DAC_OVERRIDE cannot even exec its entrypoint. A Debian root is 0755.
+    rootfs.chmod(0o755)
     mirror = debian_mirror()
     try:
         log(f"debootstrap {SUITE} with {', '.join(packages)} from {mirror} into {rootfs} (about a minute)")
@@ -418,11 +448,47 @@ def build_postgres(recipe: str) -> None:
         )
 
 
+def redis_recipe() -> str:
+    return recipe_hash(
+        SUITE,
+        *REDIS_PACKAGES,
+        *REDIS_CHANGES,
+        *REDIS_PRUNE,
+        inspect.getsource(debootstrap_rootfs),
+        inspect.getsource(build_redis),
+    )
+
+
+def build_redis(recipe: str) -> None:
+    """Debian 12 minbase plus Debian's redis-server, imported as ferry-lab/redis."""
+    with debootstrap_rootfs("redis-rootfs-", REDIS_PACKAGES) as rootfs:
+        for pattern in REDIS_PRUNE:
+            for path in rootfs.glob(pattern):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        account = next(
+            (line.split(":") for line in (rootfs / "etc/passwd").read_text().splitlines() if line.startswith("redis:")),
+            None,
+        )
+        if account is None:
+            raise LabError("the redis-server package made no user redis; the recipe needs a look")
+        # The empty data directory (0750, redis), so that a new named volume mounted there gets its owner and mode.
+        data = rootfs / REDIS_DATA.lstrip("/")
+        data.mkdir(parents=True, exist_ok=True)
+        os.chown(data, int(account[2]), int(account[3]))
+        data.chmod(0o750)
+        log(f"importing {REDIS_IMAGE}")
+        docker_import(["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], REDIS_IMAGE, recipe, REDIS_CHANGES)
+
+
 # Built by `lab.py images`; `lab.py up` builds only the first two, `lab.py load` builds the one it loads.
 IMAGES = {
     WORKLOAD_IMAGE: (busybox_recipe, build_busybox),
     HOST_IMAGE: (host_recipe, build_host),
     POSTGRES_IMAGE: (postgres_recipe, build_postgres),
+    REDIS_IMAGE: (redis_recipe, build_redis),
 }
 
 

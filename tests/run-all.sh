@@ -184,8 +184,13 @@ for step in "${steps[@]}"; do
     failed=$((failed + 1))
     why=""
     [ -s "$logs/$step.hung" ] && why=": timed out after $(limit_for "$step") s (see the TIMEOUT lines)"
-    echo "FAIL $step ($((SECONDS - start)) s)$why, last lines of tests/output/logs/$step.log:"
-    tail -n 60 "$log" | sed 's/^/    /'
+    # The first errors say why far more often than the last lines, which are a molecule scenario's
+    # cleanup and destroy: print both.
+    echo "FAIL $step ($((SECONDS - start)) s)$why, first errors in tests/output/logs/$step.log:"
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -n -A 12 -E '^(E  |FAILED )|fatal: \[|\[ERROR\]|Traceback' \
+      | head -n 80 | sed 's/^/    /'
+    echo "  last lines:"
+    tail -n 40 "$log" | sed 's/^/    /'
   fi
 done
 
