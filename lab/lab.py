@@ -147,6 +147,7 @@ REDIS_CHANGES = (
     f'ENTRYPOINT ["redis-server", "--dir", "{REDIS_DATA}", "--bind", "0.0.0.0", "--protected-mode", "no"]',
     "USER redis",
     f"WORKDIR {REDIS_DATA}",
+    "ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "ENV LANG=C.UTF-8",
     "EXPOSE 6379",
 )
