@@ -7,8 +7,9 @@ No registry is used: both images are built locally and rebuilt only when their r
 
     python lab/lab.py images            build ferry-lab/host, /busybox, /postgres and /redis if their recipe changed
     python lab/lab.py load IMAGE        build (if needed) and load a lab image (ferry-lab/postgres) into the hosts
-    python lab/lab.py up [--hosts N] [--subnet CIDR]
-                                        start (or repair) the lab and write lab/.state/inventory.ini
+    python lab/lab.py up [--hosts N] [--subnet CIDR] [--sudo-host]
+                                        start (or repair) the lab and write lab/.state/inventory.ini;
+                                        --sudo-host adds sudo1 (see SUDO_HOST), kept by later runs
     python lab/lab.py status            table of hosts: container state, IP, dockerd and sshd answering
     python lab/lab.py inventory         rewrite inventory, known_hosts and ssh_config from running hosts
     python lab/lab.py down [--images]   remove the lab containers, their volumes and network (and images)
@@ -167,6 +168,20 @@ REDIS_PRUNE = (
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnobody:x:65534:\nnogroup:x:65534:\n"
 RECIPE_VERSION = "1"  # bump to force a rebuild of both images
+
+# The sudo host (`lab.py up --sudo-host`): one more lab host, sudo1, that refuses root logins
+# (PermitRootLogin no) and is reached as the user `ferry`, who may run anything with sudo, without a
+# password (become). Not in inventory.ini, so that plays on `all` or `lab` never reach it: its own
+# inventory is lab/.state/inventory-sudo.ini. Its address is the lab subnet's last usable one. sudo
+# is installed from Debian's package, downloaded on this machine (the host image is left as it is).
+SUDO_HOST = "sudo1"
+SUDO_CONTAINER = "ferry-lab-sudo1"
+SUDO_VOLUME = "ferry-lab-sudo1-docker"
+SUDO_LABEL = "ferry.lab.sudo-host"
+SUDO_USER = "ferry"
+SUDO_GROUP = "lab_sudo"
+SUDO_INVENTORY = STATE_DIR / "inventory-sudo.ini"
+SUDO_SSHD_CONF = "/etc/ssh/sshd_config.d/00-lab-sudo-host.conf"
 
 WAIT_SECONDS = 120
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
@@ -801,10 +816,139 @@ def write_client_files(hosts: list[Host], known_hosts: list[str]) -> None:
 
 def refresh_client_files(hosts: list[Host]) -> None:
     known_hosts = [line for host in hosts if host.state == "running" for line in scan_host_keys(host)]
+    sudo = sudo_host()
+    if sudo is not None and sudo.state == "running":
+        known_hosts += scan_host_keys(sudo)
     write_client_files(hosts, known_hosts)
+    write_sudo_client_files(sudo if sudo is not None and sudo.state == "running" else None)
 
 
-def up(requested: int | None, subnet_arg: str | None = None) -> None:
+# ---------------------------------------------------------------------------------------- sudo host
+
+
+def sudo_host() -> Host | None:
+    """The sudo host's container, if it exists."""
+    ids = docker("ps", "-aq", "--filter", f"label={SUDO_LABEL}").stdout.split()
+    if not ids:
+        return None
+    info = json.loads(docker("inspect", ids[0]).stdout)[0]
+    network = info["NetworkSettings"]["Networks"].get(NETWORK) or {}
+    ip = network.get("IPAddress") or (network.get("IPAMConfig") or {}).get("IPv4Address", "")
+    return Host(SUDO_HOST, info["Name"].lstrip("/"), info["State"]["Status"], ip, info["Image"])
+
+
+def sudo_package() -> Path:
+    """Debian's sudo package for the hosts' suite, downloaded once into the build directory."""
+    debs = BUILD_ROOT / "debs"
+    found = sorted(debs.glob("sudo_*.deb"))
+    if found:
+        return found[-1]
+    debs.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["apt-get", "download", "sudo"], cwd=debs, env=apt_proxy_env(), capture_output=True, text=True, check=False
+    )
+    found = sorted(debs.glob("sudo_*.deb"))
+    if result.returncode != 0 or not found:
+        raise LabError(f"`apt-get download sudo` failed (run `apt-get update` as root first?): {result.stderr.strip()}")
+    return found[-1]
+
+
+def create_sudo_host(subnet: ipaddress.IPv4Network) -> None:
+    ip = subnet.broadcast_address - 1
+    log(f"creating {SUDO_CONTAINER} ({ip})")
+    labels = ("--label", LABEL, "--label", f"{SUDO_LABEL}={SUDO_HOST}")
+    docker("volume", "create", *labels, SUDO_VOLUME)
+    docker(
+        "run", "--detach", "--name", SUDO_CONTAINER, "--hostname", SUDO_HOST, *labels,
+        "--network", NETWORK, "--ip", str(ip),
+        "--volume", f"{SUDO_VOLUME}:/var/lib/docker", "--stop-timeout", "30",
+        *privilege_flags(), HOST_IMAGE,
+    )  # fmt: skip
+
+
+def configure_sudo_host(host: Host) -> None:
+    """sudo, the user with the lab key and passwordless sudo, and no root login; each step only if missing."""
+    has_sudo = docker("exec", host.container, "sh", "-c", "command -v sudo", check=False).returncode == 0
+    if not has_sudo:
+        log(f"installing sudo on {host.name}")
+        docker("cp", str(sudo_package()), f"{host.container}:/tmp/sudo.deb")
+        docker("exec", host.container, "sh", "-c", "dpkg -i /tmp/sudo.deb >/dev/null && rm -f /tmp/sudo.deb")
+    script = (
+        'user="$1"; conf="$2"; read -r key; '
+        'id -u "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"; '
+        'mkdir -p /etc/sudoers.d; printf "%s ALL=(ALL:ALL) NOPASSWD: ALL\\n" "$user" > /etc/sudoers.d/ferry-lab; '
+        "chmod 0440 /etc/sudoers.d/ferry-lab; "
+        'home=$(getent passwd "$user" | cut -d: -f6); umask 077; mkdir -p "$home/.ssh"; '
+        'touch "$home/.ssh/authorized_keys"; '
+        'grep -qxF "$key" "$home/.ssh/authorized_keys" || echo "$key" >> "$home/.ssh/authorized_keys"; '
+        'chown -R "$user:$user" "$home/.ssh"; '
+        'if [ ! -f "$conf" ]; then printf "PermitRootLogin no\\n" > "$conf"; '
+        'kill -HUP "$(pgrep -o -x sshd)"; fi'
+    )
+    public_key = KEY_FILE.with_suffix(".pub").read_text().strip()
+    docker("exec", "-i", host.container, "sh", "-c", script, "sh", SUDO_USER, SUDO_SSHD_CONF, input=public_key + "\n")
+
+
+def ensure_sudo_host(subnet: ipaddress.IPv4Network, create: bool) -> Host | None:
+    """Start (or repair) the sudo host if it exists, or create it if asked to; None when there is none."""
+    host = sudo_host()
+    if host is None and not create:
+        return None
+    if host is None:
+        create_sudo_host(subnet)
+    elif host.state != "running":
+        log(f"starting {host.container} (was {host.state})")
+        docker("start", host.container)
+    host = sudo_host()
+    wait_for(host, "dockerd", dockerd_answers)
+    configure_sudo_host(host)
+    load_workload_image(host)
+    return host
+
+
+def write_sudo_client_files(host: Host | None) -> None:
+    """inventory-sudo.ini and the sudo host's entry at the end of ssh_config (or no inventory when there is none)."""
+    if host is None:
+        SUDO_INVENTORY.unlink(missing_ok=True)
+        return
+    common_args = (
+        f"-o UserKnownHostsFile={KNOWN_HOSTS} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes "
+        f"-o ConnectTimeout={SSH_CONNECT_TIMEOUT} -o ServerAliveInterval={SSH_ALIVE_INTERVAL} "
+        f"-o ServerAliveCountMax={SSH_ALIVE_COUNT}"
+    )
+    inventory = [
+        "# Written by lab/lab.py: the sudo host (`lab.py up --sudo-host`); root logins are refused there.",
+        f"[{SUDO_GROUP}]",
+        f"{host.name} ansible_host={host.ip}",
+        "",
+        f"[{SUDO_GROUP}:vars]",
+        f"ansible_user={SUDO_USER}",
+        "ansible_become=true",
+        "ansible_port=22",
+        f"ansible_ssh_private_key_file={KEY_FILE}",
+        "ansible_python_interpreter=/usr/bin/python3",
+        f"ansible_ssh_common_args='{common_args}'",
+    ]
+    write_atomically(SUDO_INVENTORY, "\n".join(inventory) + "\n")
+    entry = [
+        f"Host {host.name}",
+        f"  HostName {host.ip}",
+        f"  User {SUDO_USER}",
+        "  Port 22",
+        f"  IdentityFile {KEY_FILE}",
+        "  IdentitiesOnly yes",
+        f"  UserKnownHostsFile {KNOWN_HOSTS}",
+        "  StrictHostKeyChecking yes",
+        "  BatchMode yes",
+        f"  ConnectTimeout {SSH_CONNECT_TIMEOUT}",
+        f"  ServerAliveInterval {SSH_ALIVE_INTERVAL}",
+        f"  ServerAliveCountMax {SSH_ALIVE_COUNT}",
+        "",
+    ]
+    write_atomically(SSH_CONFIG, SSH_CONFIG.read_text() + "\n".join(entry))
+
+
+def up(requested: int | None, subnet_arg: str | None = None, with_sudo_host: bool = False) -> None:
     ensure_images()
     ensure_key()
     subnet = ensure_network(requested_subnet(subnet_arg))
@@ -828,10 +972,13 @@ def up(requested: int | None, subnet_arg: str | None = None) -> None:
         wait_for(host, "dockerd", dockerd_answers)
         authorize_key(host)
         load_workload_image(host)
+    sudo = ensure_sudo_host(subnet, with_sudo_host)
     refresh_client_files(hosts)
-    for host in hosts:
+    for host in hosts + ([sudo] if sudo is not None else []):
         wait_for(host, "sshd", sshd_answers)
     log(f"lab is up: {', '.join(f'{host.name}={host.ip}' for host in hosts)}; inventory {INVENTORY}")
+    if sudo is not None:
+        log(f"sudo host {sudo.name}={sudo.ip} (user {SUDO_USER}, sudo, no root login); inventory {SUDO_INVENTORY}")
 
 
 def down(remove_images: bool) -> None:
@@ -853,6 +1000,7 @@ def down(remove_images: bool) -> None:
     if STATE_DIR.exists():
         # The hosts are gone: leave an inventory with an empty group rather than one pointing at nothing.
         write_client_files([], [])
+        write_sudo_client_files(None)
     log("lab is down")
 
 
@@ -890,6 +1038,11 @@ def main(argv: list[str] | None = None) -> int:
         "--hosts", type=int, help=f"number of hosts (default: as many as exist, at least {DEFAULT_HOSTS})"
     )
     up_parser.add_argument(
+        "--sudo-host",
+        action="store_true",
+        help=f"also start {SUDO_HOST}: reached as {SUDO_USER} with sudo, root login refused ({SUDO_INVENTORY.name})",
+    )
+    up_parser.add_argument(
         "--subnet", help=f"IPv4 subnet of a new lab network (default: ${SUBNET_ENV}, else the first free candidate)"
     )
     down_parser = commands.add_parser("down", help="remove the lab containers, volumes and network")
@@ -911,7 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
                 require_docker()
                 load(args.image)
             elif args.command == "up":
-                up(args.hosts, args.subnet)
+                up(args.hosts, args.subnet, args.sudo_host)
             elif args.command == "down":
                 down(args.images)
             elif args.command == "inventory":

@@ -154,3 +154,26 @@ def test_lab_subnet_from_the_environment(monkeypatch):
     monkeypatch.setenv(lab.SUBNET_ENV, "10.98.0.0/24")
     assert str(lab.requested_subnet(None)) == "10.98.0.0/24"
     assert str(lab.requested_subnet("10.97.0.0/24")) == "10.97.0.0/24"  # the option wins
+
+
+def test_sudo_host_has_its_own_inventory_and_no_root_login(tmp_path, monkeypatch):
+    for name in ("STATE_DIR", "KNOWN_HOSTS", "INVENTORY", "SSH_CONFIG", "KEY_FILE", "SUDO_INVENTORY"):
+        monkeypatch.setattr(lab, name, tmp_path / getattr(lab, name).name)
+    host = lab.Host(name="host1", container="ferry-lab-host1", state="running", ip="192.0.2.11", image_id="x")
+    sudo = lab.Host(name=lab.SUDO_HOST, container=lab.SUDO_CONTAINER, state="running", ip="192.0.2.254", image_id="x")
+    lab.write_client_files([host], [])
+    lab.write_sudo_client_files(sudo)
+    # Plays on `all` or `lab` over the shared inventory never reach the sudo host.
+    assert lab.SUDO_HOST not in (tmp_path / "inventory.ini").read_text()
+    inventory = (tmp_path / lab.SUDO_INVENTORY.name).read_text()
+    assert f"{lab.SUDO_HOST} ansible_host=192.0.2.254" in inventory
+    assert f"ansible_user={lab.SUDO_USER}" in inventory
+    assert "ansible_become=true" in inventory
+    assert "ansible_user=root" not in inventory
+    config = (tmp_path / "ssh_config").read_text()
+    assert "Host host1\n" in config
+    assert f"Host {lab.SUDO_HOST}\n  HostName 192.0.2.254\n  User {lab.SUDO_USER}\n" in config
+    lab.write_client_files([host], [])
+    lab.write_sudo_client_files(None)
+    assert not (tmp_path / lab.SUDO_INVENTORY.name).exists()
+    assert lab.SUDO_HOST not in (tmp_path / "ssh_config").read_text()
