@@ -374,16 +374,31 @@ def _one_line(text, limit=2000):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def cleanup_failures(cleanup):
+    """``(kind, name, msg)`` of every removal that failed.
+
+    Each item is ``{"kind", "name", "result"}`` with a registered task result, or a registered loop
+    item itself with ``kind`` added (its name in the loop variable ``__verify_volume``); skipped and
+    successful removals are left out.
+    """
+    failures = []
+    for item in cleanup or []:
+        if not isinstance(item, dict):
+            continue
+        result = item.get("result", item)
+        if not isinstance(result, dict) or not result.get("failed"):
+            continue
+        name = item.get("name") or item.get("__verify_volume") or ""
+        failures.append((item.get("kind", "object"), name, result.get("msg") or "the removal failed"))
+    return failures
+
+
 def drill_entry(raw):
     """One container's drill for the report: status ``pass`` or ``fail``, the reason, timings, scratch names."""
     error = raw.get("error") or {}
     marks = raw.get("marks") or []
     failed_step = _failed_step(marks, error)
-    leftovers = [
-        f"{c.get('kind')} {c.get('name')}: {_one_line(c.get('msg'), 300)}"
-        for c in raw.get("cleanup") or []
-        if c.get("failed")
-    ]
+    leftovers = [f"{kind} {name}: {_one_line(msg, 300)}" for kind, name, msg in cleanup_failures(raw.get("cleanup"))]
     if error:
         what = STEP_FAILURES.get(failed_step, f"the step {failed_step} failed")
         task = f" (task: {error['task']})" if error.get("task") else ""
@@ -394,12 +409,13 @@ def drill_entry(raw):
     else:
         reason = ""
     plan = raw.get("plan") or {}
+    status = "fail" if reason else "checked" if raw.get("check_mode") else "pass"
     return {
         "container": raw.get("container", ""),
         "target": raw.get("target", ""),
         "bundle_host": raw.get("bundle_host", ""),
         "bundle": raw.get("bundle", ""),
-        "status": "fail" if reason else "pass",
+        "status": status,
         "failed_step": failed_step,
         "reason": reason,
         "log_tail": list(raw.get("log_tail") or []),
@@ -420,9 +436,12 @@ def drill_entry(raw):
 
 
 def drill_report(raws, started=None, finished=None):
-    """The whole run's report: ``status`` (``pass`` only if every drill passed), counts and one entry per drill."""
+    """The whole run's report: ``status`` (``pass`` only if no drill failed), counts and one entry per drill.
+
+    A drill in check mode only checked its bundle: ``checked``, counted as passed.
+    """
     entries = [drill_entry(raw) for raw in raws or []]
-    failed = [e for e in entries if e["status"] != "pass"]
+    failed = [e for e in entries if e["status"] == "fail"]
     report = {
         "status": "fail" if failed or not entries else "pass",
         "passed": len(entries) - len(failed),

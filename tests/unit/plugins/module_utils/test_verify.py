@@ -304,7 +304,11 @@ def test_a_passing_drill():
             "marks": [["check", 0], ["restore", 1], ["health", 2], ["cleanup", 3]],
             "finished": 4,
             "plan": {"name": "s", "image": "i", "network": "n", "volumes": [], "changes": ["no published ports"]},
-            "cleanup": [{"kind": "container", "name": "s", "failed": False}],
+            "cleanup": [
+                {"kind": "container", "name": "s", "result": {"changed": True}},
+                {"kind": "network", "name": "", "result": {"skipped": True}},
+                {"kind": "volume", "__verify_volume": "v1", "changed": True},
+            ],
             "health": "healthy",
         }
     )
@@ -348,12 +352,26 @@ def test_leftovers_fail_a_drill_that_passed():
     entry = drill_entry(
         {
             "marks": [["check", 0], ["cleanup", 1]],
-            "cleanup": [{"kind": "volume", "name": "v1", "failed": True, "msg": "volume is in use"}],
+            "cleanup": [
+                {"kind": "volume", "__verify_volume": "v1", "failed": True, "msg": "volume is in use"},
+                {"kind": "image tag", "name": "t", "result": {"failed": True, "msg": "conflict"}},
+            ],
         }
     )
     assert entry["status"] == "fail"
     assert entry["failed_step"] == "cleanup"
-    assert entry["leftovers"] == ["volume v1: volume is in use"]
+    assert entry["leftovers"] == ["volume v1: volume is in use", "image tag t: conflict"]
+    assert entry["reason"] == (
+        "the drill could not remove what it created: volume v1: volume is in use; image tag t: conflict"
+    )
+
+
+def test_check_mode_only_checks():
+    entry = drill_entry({"check_mode": True, "marks": [["check", 0], ["cleanup", 1]], "finished": 1})
+    assert entry["status"] == "checked"
+    assert drill_report([{"check_mode": True}])["status"] == "pass"
+    failed = drill_entry({"check_mode": True, "error": {"msg": "damaged"}, "marks": [["check", 0]]})
+    assert failed["status"] == "fail"
 
 
 def test_the_report_passes_only_when_every_drill_passed():
