@@ -241,6 +241,35 @@ def runs(directory):
     return sorted(found, key=lambda doc: (doc.get("created", 0), doc.get("run_id", "")))
 
 
+def summary(doc, alive):
+    """What an operator (and recover.yml) needs of one journal: the run, its guard, and each container's
+    phase, status and state before the run; ``open`` lists the containers the run did not finish."""
+    if doc.get("error"):
+        return {"run_id": doc.get("run_id", ""), "error": doc["error"], "open": [], "containers": {}}
+    return {
+        "run_id": doc["run_id"],
+        "created": doc.get("created", 0),
+        "updated": doc.get("updated", 0),
+        "guard": doc["guard"].get("status", "none"),
+        "guard_alive": bool(alive(doc)),
+        "targets": [target.get("host") for target in doc.get("targets", [])],
+        "containers": {
+            name: {
+                key: entry.get(key)
+                for key in ("phase", "status", "state_before", "target", "target_name", "target_volumes", "guard")
+            }
+            for name, entry in doc["containers"].items()
+        },
+        "open": open_containers(doc),
+    }
+
+
+def unfinished(directory, alive):
+    """Summaries of the journals in ``directory`` that still have open containers, oldest first."""
+    found = [summary(doc, alive) for doc in runs(directory)]
+    return [item for item in found if item["open"] or item.get("error")]
+
+
 def holders(directory, containers, run_id, alive):
     """Other runs whose guard is still watching one of ``containers``: ``[(run_id, container)]``.
 
@@ -266,6 +295,13 @@ def holders(directory, containers, run_id, alive):
 # It needs the Docker SDK for Python (the collection's requirement on managed hosts) and ssh.
 
 GUARD_POLL_SECONDS = 1.0
+# Every step of a run on the source host carries this variable in its environment (the role sets it
+# on the tasks of a migration). While a process with it runs, the run is alive even if it has not
+# renewed the lease for a while: a long capture or rsync renews it that way. When the controller is
+# lost, its SSH sessions end, the step's processes end with them, and the lease lapses.
+RUN_ENVIRONMENT = "FERRY_MIGRATE_RUN"
+# The label of every container this collection restores (see _runconfig): the guard removes only those.
+DIGEST_LABEL = "ferry.docker.config-digest"
 SSH_OPTIONS = (
     "-o",
     "BatchMode=yes",
@@ -288,7 +324,7 @@ def decide(doc, lease_age):
     return "wait"
 
 
-def fire_plan(doc):
+def fire_plan(doc, target_stopped=False):
     """For each open container: ``(name, steps)`` where steps are ``("stop_target", target, name)``,
     ``("restore_source", state_before)`` or ``("hold", reason)``; pure, in a fixed order.
 
@@ -301,14 +337,14 @@ def fire_plan(doc):
     for name in open_containers(doc):
         entry = doc["containers"][name]
         steps = []
-        if entry.get("phase") in TARGET_MAY_RUN:
+        if entry.get("phase") in TARGET_MAY_RUN and not target_stopped:
             target, target_name = entry.get("target"), entry.get("target_name")
             if target not in targets or not target_name:
                 plan.append(
                     (name, [("hold", f"the phase was {entry['phase']} and the journal names no target to stop")])
                 )
                 continue
-            steps.append(("stop_target", target, target_name))
+            steps.append(("stop_target", target, target_name, tuple(entry.get("target_volumes") or ())))
         steps.append(("restore_source", entry.get("state_before", "running")))
         plan.append((name, steps))
     return plan
@@ -332,17 +368,36 @@ class TargetOps:
         self.targets = {target["host"]: target for target in targets}
         self.run = run or _run
 
-    def stop(self, host, name):
-        """Stop ``name`` on ``host``; True when it is not running afterwards (also when absent)."""
+    def stop(self, host, name, volumes=()):
+        """Stop ``name`` on ``host``; True when it is not running afterwards (also when absent).
+
+        A stopped copy that this collection restored (it carries the config-digest label) is then removed
+        with ``volumes``, the named volumes the run created for it (preflight refused volumes that existed
+        before), so that a later run finds the target as it was. Anything else is left in place.
+        """
         quoted = shlex.quote(name)
+        drop = " ".join(shlex.quote(volume) for volume in volumes)
         script = (
             f"docker stop -t 30 {quoted} >/dev/null 2>&1; "
             f"state=$(docker inspect -f '{{{{.State.Running}}}}' {quoted} 2>&1) || "
             "{ case $state in *'No such'*) exit 0;; esac; echo \"$state\" >&2; exit 3; }; "
-            '[ "$state" = false ]'
+            '[ "$state" = false ] || exit 4; '
+            f"label=$(docker inspect -f '{{{{index .Config.Labels \"{DIGEST_LABEL}\"}}}}' {quoted}) && "
+            f'[ -n "$label" ] && [ "$label" != "<no value>" ] && docker rm {quoted} >/dev/null && '
+            f'for volume in {drop}; do docker volume rm "$volume" >/dev/null 2>&1; done; exit 0'
         )
         code, _out, err = self.run(ssh_argv(self.targets[host], script))
         return code == 0, err.strip()[-300:]
+
+    def busy(self, host, run_id):
+        """Whether a step of ``run_id`` runs on ``host`` (a process with the run's environment marker)."""
+        marker = shlex.quote(f"{RUN_ENVIRONMENT}={run_id}")
+        script = (
+            "for f in /proc/[0-9]*/environ; do "
+            f"tr '\\0' '\\n' 2>/dev/null < \"$f\" | grep -qxF {marker} && exit 0; done; exit 1"
+        )
+        code, _out, _err = self.run(ssh_argv(self.targets[host], script))
+        return code == 0
 
     def remove_key(self, host, comment):
         """Remove the lines holding ``comment`` from authorized_keys on ``host``; True if done."""
@@ -379,24 +434,26 @@ class SourceOps:
         return "paused" if state.get("Paused") else state.get("Status", "unknown")
 
 
-def fire(journal, source_ops, target_ops, now=time.time):
+def fire(journal, source_ops, target_ops, now=time.time, force=False, target_stopped=False):
     """Carry out fire_plan under the journal's lock and record every outcome; the new document.
 
     Re-checks under the lock that the guard is still armed and the lease still lapsed, so a run that
-    renews or disarms at the same moment either wins or finds the guard fired.
+    renews or disarms at the same moment either wins or finds the guard fired. ``force`` (recover.yml)
+    rolls back whatever is open whatever the guard's state; ``target_stopped`` says that the caller has
+    already stopped the target copies.
     """
     with journal.locked():
         doc = journal.load()
-        if decide(doc, journal.lease_age()) != "fire":
+        if doc is None or (not force and decide(doc, journal.lease_age()) != "fire"):
             return doc
         results = []
-        for name, steps in fire_plan(doc):
+        for name, steps in fire_plan(doc, target_stopped=target_stopped):
             outcome = "rolled_back"
             for step in steps:
                 if step[0] == "hold":
                     outcome, detail = "needs_decision", step[1]
                 elif step[0] == "stop_target":
-                    stopped, error = target_ops.stop(step[1], step[2])
+                    stopped, error = target_ops.stop(step[1], step[2], step[3])
                     if not stopped:
                         outcome = "needs_decision"
                         detail = (
@@ -416,17 +473,59 @@ def fire(journal, source_ops, target_ops, now=time.time):
             if target.get("key_comment"):
                 removed, error = target_ops.remove_key(target["host"], target["key_comment"])
                 keys.append({"host": target["host"], "removed": removed, "error": error})
+            for path in (target.get("key"), target.get("key") and target["key"] + ".pub"):
+                if path:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
         doc["guard"].update(status="fired", fired_at=now(), results=results, keys=keys)
         doc["updated"] = now()
         journal.save(doc)
         return doc
 
 
-def watch(journal, source_ops, target_ops, sleep=time.sleep, poll=GUARD_POLL_SECONDS):
-    """The guard's loop: wait while the lease is fresh, fire once it lapses, exit when disarmed."""
+def run_busy(run_id, proc="/proc", own_pid=None):
+    """Whether a process of this host, other than ``own_pid``, runs a step of ``run_id``."""
+    marker = f"{RUN_ENVIRONMENT}={run_id}".encode()
+    own_pid = os.getpid() if own_pid is None else own_pid
+    try:
+        pids = [name for name in os.listdir(proc) if name.isdigit() and int(name) != own_pid]
+    except OSError:
+        return False
+    for pid in pids:
+        try:
+            with open(os.path.join(proc, pid, "environ"), "rb") as handle:
+                if marker in handle.read().split(b"\0"):
+                    return True
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return False
+
+
+def target_busy(doc, target_ops):
+    """Whether a step of the run still works on a target: the restore or the health check of a container
+    whose migration is open runs there, not on this host. Only targets the journal can reach count."""
+    hosts = sorted(
+        {
+            doc["containers"][name].get("target")
+            for name in open_containers(doc)
+            if doc["containers"][name].get("phase") in TARGET_MAY_RUN
+        }
+    )
+    reachable = {target.get("host") for target in doc.get("targets", []) if target.get("key")}
+    return any(target_ops.busy(host, doc["run_id"]) for host in hosts if host in reachable)
+
+
+def watch(journal, source_ops, target_ops, sleep=time.sleep, poll=GUARD_POLL_SECONDS, busy=run_busy):
+    """The guard's loop: wait while the lease is fresh or a step of the run works (here, or on a target
+    it restores to), fire once the lease lapses, exit when disarmed."""
     while True:
+        if busy(journal.run_id):
+            journal.renew()
         doc = journal.load()
         action = decide(doc, journal.lease_age())
+        if action == "fire" and target_busy(doc, target_ops):
+            journal.renew()
+            action = "wait"
         if action == "exit":
             return "exit"
         if action == "fire":
@@ -468,7 +567,8 @@ def spawn(script, directory, run_id, python):
             os.dup2(log, 1)
             os.dup2(log, 2)
             os.closerange(3, 1024)
-            os.execv(python, [python, script, "guard", directory, run_id])
+            environment = {k: v for k, v in os.environ.items() if k != RUN_ENVIRONMENT}
+            os.execve(python, [python, script, "guard", directory, run_id], environment)
         finally:
             os._exit(127)
     os.waitpid(child, 0)

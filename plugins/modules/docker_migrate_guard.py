@@ -18,7 +18,17 @@ description:
   - O(state=renewed) renews the lease and records the phase or status of containers. It fails when the
     guard has already fired, so a run that lost its lease stops instead of going on.
   - O(state=disarmed) ends the guard. Run it at cutover, when the target serves.
-  - O(state=status) reads the journal and changes nothing.
+  - O(state=status) reads the journal and changes nothing. Without O(run_id) it lists, in RV(runs),
+    every run of O(journal_dir) that left containers unfinished (what C(playbooks/recover.yml) shows).
+  - O(state=rolled_back) and O(state=finished) are for C(playbooks/recover.yml), after a run was lost:
+    V(rolled_back) does at once what the guard does when it fires (with O(target_stopped=true) when the
+    caller has already stopped the target copies); V(finished) records O(containers) as migrated, after
+    the caller checked that their target copies serve and stopped their sources. Both refuse a run whose
+    guard still runs with a fresh lease: that run is not lost.
+  - Every step of a run carries C(FERRY_MIGRATE_RUN=<run_id>) in its environment (the migrate role sets
+    it). While such a process runs on the host, the guard counts the lease as renewed, so long steps
+    (a capture of many GB, an rsync) need no renewals of their own; once the controller is lost, its
+    SSH sessions and with them those processes end, and the lease lapses.
   - When the lease is older than O(timeout) seconds, the guard, for each container whose migration
     is unfinished, stops the target's copy first if the run had reached the restore phase (over ssh
     with the run key), then starts, unpauses or pauses the source as it was before the run, and
@@ -50,14 +60,20 @@ options:
   run_id:
     description:
       - The migration run, as the journal file name (letters, digits, C(_), C(.), C(-)).
+      - Required unless O(state=status).
     type: str
-    required: true
   state:
     description:
       - What to do; see the description.
     type: str
-    choices: [armed, renewed, disarmed, status]
+    choices: [armed, renewed, disarmed, status, rolled_back, finished]
     default: status
+  target_stopped:
+    description:
+      - With O(state=rolled_back), the caller has stopped the run's copies on the targets (with its own
+        connection), so the sources are put back without stopping them over ssh first.
+    type: bool
+    default: false
   journal_dir:
     description:
       - Directory of the journals on this host (created with mode 0700).
@@ -91,6 +107,13 @@ options:
       target_name:
         description: The container's name on the target.
         type: str
+      target_volumes:
+        description:
+          - The named volumes the run creates for it on the target. When the guard stops a copy that this
+            collection restored there, it removes the copy and these volumes, so that the target is as it
+            was before the run.
+        type: list
+        elements: str
   phase:
     description:
       - The phase the containers enter. From V(restore) on, the guard stops the target's copy before it
@@ -186,6 +209,15 @@ guard_alive:
   description: Whether the guard process runs after the call.
   returned: always
   type: bool
+runs:
+  description:
+    - With O(state=status) and no O(run_id), the unfinished runs of O(journal_dir), oldest first; each
+      has C(run_id), C(guard), C(guard_alive), C(targets), C(open) (the containers left unfinished) and
+      C(containers) (phase, status, state_before, target, target_name per container), or C(error) for a
+      journal that cannot be read.
+  returned: when O(state=status) and no O(run_id)
+  type: list
+  elements: dict
 """
 
 import inspect
@@ -238,7 +270,9 @@ def arm(module, journal):
             "start a new run (a new run id) or run playbooks/recover.yml"
         )
     wanted = {
-        c["name"]: {k: c[k] for k in ("state_before", "target", "target_name") if c.get(k) is not None}
+        c["name"]: {
+            k: c[k] for k in ("state_before", "target", "target_name", "target_volumes") if c.get(k) is not None
+        }
         for c in params["containers"]
     }
     unchanged = (
@@ -338,10 +372,65 @@ def disarm(module, journal):
     return journal.load(), True
 
 
+def refuse_live(module, journal, doc):
+    if doc is None:
+        module.fail(f"run {journal.run_id} has no journal in {journal.directory}; nothing to recover")
+    age = journal.lease_age()
+    if doc["guard"].get("status") == "armed" and _journal.guard_alive(doc) and _journal.decide(doc, age) == "wait":
+        module.fail(
+            f"run {journal.run_id} is still in progress (its guard runs and its lease was renewed {age:.0f} s ago); "
+            "let it finish, or wait for its guard to act"
+        )
+
+
+def roll_back(module, journal):
+    doc = journal.load()
+    refuse_live(module, journal, doc)
+    if not _journal.open_containers(doc) or module.check_mode:
+        return doc, bool(_journal.open_containers(doc))
+    source_ops = _journal.SourceOps(module.base_url)
+    doc = _journal.fire(
+        journal,
+        source_ops,
+        _journal.TargetOps(doc.get("targets", [])),
+        force=True,
+        target_stopped=module.params["target_stopped"],
+    )
+    return doc, True
+
+
+def finish(module, journal):
+    doc = journal.load()
+    refuse_live(module, journal, doc)
+    names = [c["name"] for c in module.params["containers"]]
+    unknown = [name for name in names if name not in doc["containers"]]
+    if not names or unknown:
+        module.fail(f"finishing run {journal.run_id} needs the names of its containers (unknown: {unknown})")
+    todo = [name for name in names if doc["containers"][name].get("status") != "migrated"]
+    if not todo or module.check_mode:
+        return doc, bool(todo)
+
+    def change(current):
+        for name in todo:
+            _journal.record(current, name, phase="done", status="migrated", guard="finished by recover.yml")
+        if not _journal.open_containers(current):
+            current["guard"]["status"] = (
+                "disarmed" if current["guard"].get("status") == "armed" else current["guard"]["status"]
+            )
+        current["guard"]["recovered_at"] = time.time()
+
+    return journal.update(change), True
+
+
 def main():
     argument_spec = dict(
-        run_id=dict(type="str", required=True),
-        state=dict(type="str", default="status", choices=["armed", "renewed", "disarmed", "status"]),
+        run_id=dict(type="str"),
+        state=dict(
+            type="str",
+            default="status",
+            choices=["armed", "renewed", "disarmed", "status", "rolled_back", "finished"],
+        ),
+        target_stopped=dict(type="bool", default=False),
         journal_dir=dict(type="path", default="/var/lib/ferry/journal"),
         timeout=dict(type="int", default=120),
         containers=dict(
@@ -353,6 +442,7 @@ def main():
                 state_before=dict(type="str"),
                 target=dict(type="str"),
                 target_name=dict(type="str"),
+                target_volumes=dict(type="list", elements="str"),
             ),
         ),
         phase=dict(type="str", choices=list(_journal.PHASES)),
@@ -372,12 +462,24 @@ def main():
             ),
         ),
     )
-    module = FerryModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = FerryModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[
+            ("state", state, ["run_id"]) for state in ("armed", "renewed", "disarmed", "rolled_back", "finished")
+        ],
+    )
     params = module.params
     if connection_kwargs(params).get("tls"):
         module.fail("the guard talks to the engine on its own host; use its local socket, without TLS options")
     if params["timeout"] < 5:
         module.fail(f"timeout={params['timeout']} is too short for a guard; give at least 5 seconds")
+    if params["state"] == "status" and not params["run_id"]:
+        try:
+            found = _journal.unfinished(params["journal_dir"], _journal.guard_alive)
+        except OSError as exc:
+            module.fail(f"cannot read the journals in {params['journal_dir']}: {exc}")
+        module.exit(changed=False, runs=found, journal={}, path=params["journal_dir"], guard_alive=False)
     try:
         journal = _journal.Journal(params["journal_dir"], params["run_id"])
         if params["state"] == "armed":
@@ -386,6 +488,10 @@ def main():
             doc, changed = renew(module, journal)
         elif params["state"] == "disarmed":
             doc, changed = disarm(module, journal)
+        elif params["state"] == "rolled_back":
+            doc, changed = roll_back(module, journal)
+        elif params["state"] == "finished":
+            doc, changed = finish(module, journal)
         else:
             doc, changed = journal.load(), False
     except (_journal.JournalError, OSError) as exc:

@@ -40,13 +40,19 @@ class FakeTargets:
         self.calls = []
         self.stop_ok = stop_ok
 
-    def stop(self, host, name):
+    def stop(self, host, name, volumes=()):
         self.calls.append(("stop", host, name))
         return self.stop_ok, "" if self.stop_ok else "ssh: connect to host 192.0.2.12 port 22: Connection timed out"
 
     def remove_key(self, host, comment):
         self.calls.append(("remove_key", host, comment))
         return True, ""
+
+    def busy(self, host, run_id):
+        self.calls.append(("busy", host, run_id))
+        return bool(self.working and self.working.pop())
+
+    working = ()
 
 
 class FakeSource:
@@ -138,9 +144,9 @@ def test_decide(status, age, expected):
     [
         ("stop", [("restore_source", "running")]),
         ("transfer", [("restore_source", "running")]),
-        ("restore", [("stop_target", "host2", "web"), ("restore_source", "running")]),
-        ("health", [("stop_target", "host2", "web"), ("restore_source", "running")]),
-        ("cutover", [("stop_target", "host2", "web"), ("restore_source", "running")]),
+        ("restore", [("stop_target", "host2", "web", ()), ("restore_source", "running")]),
+        ("health", [("stop_target", "host2", "web", ()), ("restore_source", "running")]),
+        ("cutover", [("stop_target", "host2", "web", ()), ("restore_source", "running")]),
     ],
 )
 def test_fire_plan_stops_the_target_copy_first_once_it_may_run(tmp_path, phase, expected):
@@ -198,14 +204,107 @@ def test_watch_waits_while_renewed_then_fires(tmp_path):
             os.utime(journal.lease_path, (stamp, stamp))
 
     source = FakeSource()
-    assert j.watch(journal, source, FakeTargets(), sleep=sleep) == "fired"
+    assert j.watch(journal, source, FakeTargets(), sleep=sleep, busy=lambda run: False) == "fired"
     assert len(sleeps) == 3 and source.calls == [("web", "running")]
 
 
 def test_watch_exits_when_disarmed(tmp_path):
     journal = journal_with(tmp_path, lease_age=0)
     journal.update(lambda doc: doc["guard"].update(status="disarmed"))
-    assert j.watch(journal, FakeSource(), FakeTargets(), sleep=lambda s: None) == "exit"
+    assert j.watch(journal, FakeSource(), FakeTargets(), sleep=lambda s: None, busy=lambda run: False) == "exit"
+
+
+def test_watch_does_not_fire_while_a_step_of_the_run_works(tmp_path):
+    """A long capture renews nothing itself: while one of its processes runs, the lease counts as renewed."""
+    journal = journal_with(tmp_path, lease_age=600, timeout=30)
+    working = [True, True, True]
+    source = FakeSource()
+
+    def busy(run):
+        assert run == "run-1"
+        return bool(working and working.pop())
+
+    def sleep(seconds):
+        if not working:  # the step ended and nothing renewed since: the lease ages past the timeout
+            stamp = os.stat(journal.lease_path).st_mtime - 60
+            os.utime(journal.lease_path, (stamp, stamp))
+
+    assert j.watch(journal, source, FakeTargets(), sleep=sleep, busy=busy) == "fired"
+    assert source.calls == [("web", "running")]
+
+
+def test_watch_waits_while_the_target_restores_then_fires(tmp_path):
+    """In the restore phase the run's step works on the target: the guard asks it before acting."""
+    journal = journal_with(tmp_path, phase="restore", lease_age=600, timeout=30)
+    targets = FakeTargets()
+    targets.working = [True, True]
+    source = FakeSource()
+    assert j.watch(journal, source, targets, sleep=age_lease(journal), busy=lambda run: False) == "fired"
+    assert targets.calls[:3] == [("busy", "host2", "run-1")] * 3
+    assert ("stop", "host2", "web") in targets.calls and source.calls == [("web", "running")]
+
+
+def test_target_busy_asks_only_reachable_targets_of_target_phases(tmp_path):
+    targets = FakeTargets()
+    targets.working = [True]
+    doc = journal_with(tmp_path, phase="capture").load()
+    assert not j.target_busy(doc, targets) and targets.calls == []
+    doc["containers"]["web"]["phase"] = "health"
+    doc["targets"][0].pop("key")
+    assert not j.target_busy(doc, targets) and targets.calls == []
+    doc["targets"][0]["key"] = "/k"
+    assert j.target_busy(doc, targets)
+
+
+def age_lease(journal):
+    def sleep(seconds):
+        stamp = os.stat(journal.lease_path).st_mtime - 60
+        os.utime(journal.lease_path, (stamp, stamp))
+
+    return sleep
+
+
+def fake_proc(tmp_path, environments):
+    proc = tmp_path / "proc"
+    for pid, environ in environments.items():
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "environ").write_bytes(b"\0".join(environ) + b"\0")
+    (proc / "self").mkdir()
+    return str(proc)
+
+
+def test_run_busy_finds_a_process_carrying_the_run_but_not_itself(tmp_path):
+    marker = f"{j.RUN_ENVIRONMENT}=run-1".encode()
+    proc = fake_proc(tmp_path, {10: [b"PATH=/bin"], 11: [b"HOME=/root", marker], 12: [marker + b"0"]})
+    assert j.run_busy("run-1", proc=proc, own_pid=1)
+    assert not j.run_busy("run-1", proc=proc, own_pid=11)
+    assert not j.run_busy("run-2", proc=proc, own_pid=1)
+    assert not j.run_busy("run-1", proc=str(tmp_path / "absent"), own_pid=1)
+
+
+def test_fire_removes_the_run_key_pair_on_the_source(tmp_path):
+    key = tmp_path / "id_ed25519"
+    key.write_text("private")
+    (tmp_path / "id_ed25519.pub").write_text("public")
+    journal = journal_with(tmp_path, phase="capture", lease_age=40)
+    journal.update(lambda doc: doc["targets"][0].update(key=str(key)))
+    j.fire(journal, FakeSource(), FakeTargets())
+    assert not key.exists() and not (tmp_path / "id_ed25519.pub").exists()
+
+
+def test_unfinished_lists_open_runs_with_what_recover_needs(tmp_path):
+    journal_with(tmp_path, phase="restore", state_before="paused")
+    done = j.Journal(str(tmp_path), "run-2")
+    done.update(lambda doc: j.record(doc, "db", phase="done", status="migrated", state_before="running"))
+    (tmp_path / "broken.json").write_text("{")
+    found = j.unfinished(str(tmp_path), alive=lambda doc: False)
+    assert {item["run_id"] for item in found} == {"broken", "run-1"}  # run-2 is finished
+    run = next(item for item in found if item["run_id"] == "run-1")
+    assert run["open"] == ["web"] and run["guard"] == "armed" and run["guard_alive"] is False
+    assert run["containers"]["web"]["state_before"] == "paused" and run["containers"]["web"]["phase"] == "restore"
+    assert run["targets"] == ["host2"]
+    broken = next(item for item in found if item["run_id"] == "broken")
+    assert "not valid JSON" in broken["error"]
 
 
 def test_holders_only_counts_live_guards_of_other_runs(tmp_path):
@@ -254,7 +353,7 @@ def test_ssh_argv_has_timeouts_and_checks_the_host_key():
 def test_target_commands_quote_names(name):
     seen = []
     ops = j.TargetOps([TARGET], run=lambda argv: seen.append(argv[-1]) or (0, "", ""))
-    ops.stop("host2", name)
+    ops.stop("host2", name, [name])
     ops.remove_key("host2", name)
     for script in seen:
         assert shlex.quote(name) in script
