@@ -50,7 +50,7 @@ label ``ferry.docker.config-digest``; an existing container whose label equals t
 new body needs no change. Capturing a stamped container and rebuilding its body gives the same
 digest (the digest ignores its own label).
 
-Public API: ``capture``, ``to_create_body``, ``config_digest``, ``stamp_digest``, ``redact``,
+Public API: ``capture``, ``to_create_body``, ``config_digest``, ``stamp_digest``, ``redact``, ``redact_env``,
 ``normalize_for_compare``, ``diff_inspect``, ``network_definition``, ``network_create_kwargs``,
 ``volume_definition``, ``volume_create_kwargs``, ``connect_kwargs``, ``needed_networks``,
 ``named_volumes``, ``bind_sources``; errors are ``RunConfigError``
@@ -844,12 +844,30 @@ def stamp_digest(body, extra_networks=None):
     return digest
 
 
+def redact_env(entries, mask=REDACTED, prefix=""):
+    """``entries`` with every environment value replaced by ``mask``: the one redaction of env values.
+
+    An entry ``NAME=value`` becomes ``NAME=********``; an entry without ``=`` (a name only) stays as
+    it is. With ``prefix`` (``"ENV "`` for Dockerfile-style changes) only the entries that start with
+    it are redacted, after the prefix, and the others are kept unchanged. Module results and reports
+    use this, so that names stay visible (useful) and values never reach a log.
+    """
+    redacted = []
+    for entry in entries or []:
+        text = str(entry)
+        if text.startswith(prefix) and "=" in text[len(prefix) :]:
+            redacted.append(prefix + _env_key(text[len(prefix) :]) + "=" + mask)
+        else:
+            redacted.append(entry)
+    return redacted
+
+
 def redact(run_config, mask=REDACTED):
     """A copy of ``run_config`` with every env value replaced by ``mask`` (``NAME=********``)."""
     redacted = copy.deepcopy(run_config)
     config = redacted.get("config") or {}
     if config.get("Env"):
-        config["Env"] = [(_env_key(e) + "=" + mask) if "=" in e else e for e in config["Env"]]
+        config["Env"] = redact_env(config["Env"], mask)
     return redacted
 
 

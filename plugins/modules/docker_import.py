@@ -145,6 +145,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     require_artifact,
     scan_artifact,
 )
+from ansible_collections.ferry.docker.plugins.module_utils._runconfig import redact_env
 from ansible_collections.ferry.docker.plugins.module_utils._stream import FerryError
 
 
@@ -155,7 +156,7 @@ def _default_repository(manifest):
 
 
 def _masked(changes):
-    return [re.sub(r"^ENV ([^=]+)=.*$", r"ENV \1=********", change) for change in changes]
+    return redact_env(changes, prefix="ENV ")
 
 
 def _imported_id(output):

@@ -981,6 +981,35 @@ def test_redact_without_config():
     assert rc.redact({"name": "x"}) == {"name": "x"}
 
 
+@pytest.mark.parametrize(
+    ("entries", "prefix", "expected"),
+    [
+        (["A=1", "B=", "C", "D=x=y"], "", ["A=********", "B=********", "C", "D=********"]),
+        ([], "", []),
+        (None, "", []),
+        (
+            ['ENV PASSWORD="s3 cret"', 'CMD ["sh"]', "LABEL a=b", "ENV NAMEONLY", "ENV K=v=w"],
+            "ENV ",
+            ["ENV PASSWORD=********", 'CMD ["sh"]', "LABEL a=b", "ENV NAMEONLY", "ENV K=********"],
+        ),
+    ],
+)
+def test_redact_env(entries, prefix, expected):
+    assert rc.redact_env(entries, prefix=prefix) == expected
+
+
+ENV_NAMES = st.text(st.characters(exclude_characters="=\x00", exclude_categories=("Cs",)), min_size=1, max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(ENV_NAMES, st.text(max_size=40)), max_size=8))
+def test_redact_env_keeps_names_and_drops_every_value(pairs):
+    entries = [f"{name}={value}" for name, value in pairs]
+    redacted = rc.redact_env(entries, mask="#")
+    assert redacted == [f"{name}=#" for name, _value in pairs]
+    assert rc.redact({"config": {"Env": entries}}, mask="#")["config"].get("Env", []) == (redacted or [])
+
+
 # --------------------------------------------------------------------------------------------
 # comparing inspect documents
 
