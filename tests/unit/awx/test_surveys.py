@@ -20,7 +20,7 @@ from ansible.module_utils.common.validation import check_type_bool
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SURVEYS = REPO_ROOT / "awx" / "surveys"
-ROLES = ("backup", "migrate", "restore")
+ROLES = ("backup", "migrate", "restore", "verify")
 
 # AWX's question types and the Python type of their default (awx/api/views JobTemplateSurveySpec).
 QUESTION_TYPES = {
@@ -53,6 +53,7 @@ TYPES_FOR = {
     "bool": {"multiplechoice"},
     "int": {"integer"},
     "float": {"float"},
+    "raw": {"text", "textarea"},  # verify_command: a string runs with sh -c
 }
 
 
