@@ -128,19 +128,25 @@ def test_no_secret_in_vvv_output_of_backup_restore_migrate(planted, ansible_adho
     # Redacted, not dropped: the output still names the variable.
     assert SECRET_NAME in out
 
+    restore_vars = {
+        "restore_target": "host2",
+        "restore_bundle_host": "host1",
+        "restore_container": name,
+        "restore_backup_dir": dirs["backup"],
+        "restore_work_dir": dirs["incoming"],
+        "restore_health_stable_seconds": 2,
+        "restore_health_timeout": 60,
+    }
+    # The preflight's result is hidden (its input holds the env values), but a failure of the module
+    # itself still says why: here a negative disk margin, refused before anything is changed.
     rc, out, report = run_playbook(
-        "restore",
-        {
-            "restore_target": "host2",
-            "restore_bundle_host": "host1",
-            "restore_container": name,
-            "restore_backup_dir": dirs["backup"],
-            "restore_work_dir": dirs["incoming"],
-            "restore_health_stable_seconds": 2,
-            "restore_health_timeout": 60,
-        },
-        tmp_path / "restore-report.json",
+        "restore", {**restore_vars, "restore_disk_margin_bytes": -(10**15)}, tmp_path / "refused-report.json"
     )
+    outputs["refused restore"] = (out, report)
+    assert rc != 0, out[-6000:]
+    assert "required_bytes is -" in out, out[-6000:]
+
+    rc, out, report = run_playbook("restore", restore_vars, tmp_path / "restore-report.json")
     outputs["restore"] = (out, report)
     assert rc == 0, out[-6000:]
     assert report, "restore.yml wrote no report"
