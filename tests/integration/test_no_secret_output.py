@@ -4,11 +4,12 @@
 
 """No environment value of a container in the output of backup, restore or migrate, at -vvv (issue 13 A).
 
-A container on host1 gets a unique secret in its environment. playbooks/backup.yml backs it up,
-playbooks/restore.yml restores that bundle on host2, and playbooks/migrate.yml then moves the
-restored container back to host1 (once the original is removed there), each with ``-vvv``. The
-restored container runs the committed image of the backup, whose image config holds the secret
-too, so the migration also shows that image inspect data stays out of the output.
+A container on host1 gets a unique secret in its environment. playbooks/backup.yml backs it up
+(export mode), playbooks/restore.yml restores that bundle on host2 (an import whose ENV changes
+carry the secret), and playbooks/migrate.yml then moves the restored container back to host1
+(commit mode, cutover remove; once the original is removed there), each with ``-vvv``. The
+restored container runs an image whose config holds the secret too, so the migration also shows
+that image inspect data stays out of the output.
 
 All their output (stdout and stderr) and the JSON reports they write must hold the secret 0 times,
 also base64-encoded (at any of the three byte alignments, as inside a slurped file). The restored
@@ -119,7 +120,13 @@ def test_no_secret_in_vvv_output_of_backup_restore_migrate(planted, ansible_adho
 
     rc, out, report = run_playbook(
         "backup",
-        {"ferry_backup_hosts": "host1", "backup_containers": [name], "backup_dir": dirs["backup"]},
+        # export mode: the restore then imports the filesystem with the env as ENV changes (docker_import)
+        {
+            "ferry_backup_hosts": "host1",
+            "backup_containers": [name],
+            "backup_dir": dirs["backup"],
+            "backup_mode": "export",
+        },
         tmp_path / "backup-report.json",
     )
     outputs["backup"] = (out, report)
@@ -149,6 +156,7 @@ def test_no_secret_in_vvv_output_of_backup_restore_migrate(planted, ansible_adho
     rc, out, report = run_playbook("restore", restore_vars, tmp_path / "restore-report.json")
     outputs["restore"] = (out, report)
     assert rc == 0, out[-6000:]
+    assert f"ENV {SECRET_NAME}=********" in out  # docker_import's changes, redacted
     assert report, "restore.yml wrote no report"
     assert f"{SECRET_NAME}={secret}" in env_on(ansible_adhoc, "host2", name)
 
@@ -164,6 +172,7 @@ def test_no_secret_in_vvv_output_of_backup_restore_migrate(planted, ansible_adho
             "migrate_source": "host2",
             "migrate_target": "host1",
             "migrate_containers": [name],
+            "migrate_cutover": "remove",
             "migrate_work_dir": dirs["migrate"],
             "migrate_target_dir": dirs["incoming"],
             "migrate_health_stable_seconds": 2,
