@@ -34,6 +34,12 @@ from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     ArtifactWriter,
     FerryError,
 )
+from ansible_collections.ferry.docker.plugins.module_utils._trust import (
+    ENCRYPTION,
+    SIGNATURE_MAX_BYTES,
+    SIGNATURE_NAME,
+    sealed_problems,
+)
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -88,6 +94,8 @@ def artifact_entry(kind, name, written, **extra):
     """
     entry = {"kind": kind, "name": name}
     entry.update((key, written[key]) for key in ("file", "compression", "size", "sha256", "raw_size"))
+    if written.get("encryption"):
+        entry["encryption"] = written["encryption"]
     entry.update(extra)
     return entry
 
@@ -130,7 +138,7 @@ def _check_strings(problems, where, value, fields):
 def _check_file_name(name):
     if not isinstance(name, str) or not name:
         return "must be a non-empty string"
-    if "/" in name or "\0" in name or name.startswith(".") or name == MANIFEST_NAME:
+    if "/" in name or "\0" in name or name.startswith(".") or name in (MANIFEST_NAME, SIGNATURE_NAME):
         return f"must be a plain file name inside the bundle (no '/', not starting with '.'), got {name!r}"
     return None
 
@@ -158,6 +166,8 @@ def _check_artifact(problems, index, artifact):
             problems.append(f"{where}.{field} must be an integer >= 0")
     if "sha256" in artifact and not (isinstance(artifact["sha256"], str) and _SHA256_RE.match(artifact["sha256"])):
         problems.append(f"{where}.sha256 must be 64 lowercase hexadecimal characters")
+    if "encryption" in artifact and artifact["encryption"] != ENCRYPTION:
+        problems.append(f"{where}.encryption must be {ENCRYPTION!r} when present")
 
 
 def validate_manifest(doc):
@@ -190,6 +200,7 @@ def validate_manifest(doc):
     for field in ("networks", "volumes"):
         if not isinstance(doc.get(field), dict):
             problems.append(f"{field} must be an object")
+    problems.extend(sealed_problems(doc))
     artifacts = doc.get("artifacts")
     if not isinstance(artifacts, list):
         problems.append("artifacts must be a list")
@@ -258,12 +269,8 @@ def _depth(doc):
     return deepest
 
 
-def read_manifest_doc(bundle_dir):
-    """The parsed ``manifest.json`` of ``bundle_dir``, read through ``open_bundle_file`` and bounded.
-
-    At most MANIFEST_MAX_BYTES are read and the document may nest at most MANIFEST_MAX_DEPTH levels;
-    both are refused with a BundleError, never a traceback.
-    """
+def read_manifest_bytes(bundle_dir):
+    """The bytes of ``bundle_dir/manifest.json``, read through ``open_bundle_file`` (at most MANIFEST_MAX_BYTES)."""
     path = os.path.join(bundle_dir, MANIFEST_NAME)
     try:
         with open_bundle_file(bundle_dir, MANIFEST_NAME) as f:
@@ -280,6 +287,34 @@ def read_manifest_doc(bundle_dir):
             f"{path} is larger than {MANIFEST_MAX_BYTES} bytes, which no ferry.docker manifest is; the bundle is "
             "damaged or hostile: copy it again from a trusted source"
         )
+    return data
+
+
+def read_signature(bundle_dir):
+    """The bytes of ``manifest.json.sig`` of ``bundle_dir`` (bounded), or None when the bundle is not signed."""
+    path = os.path.join(bundle_dir, SIGNATURE_NAME)
+    try:
+        with open_bundle_file(bundle_dir, SIGNATURE_NAME) as f:
+            data = f.read(SIGNATURE_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > SIGNATURE_MAX_BYTES:
+        raise BundleError(f"{path} is larger than {SIGNATURE_MAX_BYTES} bytes, which no OpenSSH signature is")
+    return data
+
+
+def read_manifest_doc(bundle_dir, data=None):
+    """The parsed ``manifest.json`` of ``bundle_dir``, read through ``open_bundle_file`` and bounded.
+
+    At most MANIFEST_MAX_BYTES are read and the document may nest at most MANIFEST_MAX_DEPTH levels;
+    both are refused with a BundleError, never a traceback. ``data``, when given, are the manifest's
+    bytes already read (e.g. the bytes whose signature was checked).
+    """
+    path = os.path.join(bundle_dir, MANIFEST_NAME)
+    if data is None:
+        data = read_manifest_bytes(bundle_dir)
     try:
         doc = json.loads(data)
     except RecursionError as exc:
@@ -299,10 +334,10 @@ def read_manifest_doc(bundle_dir):
     return doc
 
 
-def load_manifest(bundle_dir):
-    """Read and validate ``bundle_dir/manifest.json``; raise BundleError saying what is wrong."""
+def load_manifest(bundle_dir, data=None):
+    """Read and validate ``bundle_dir/manifest.json`` (or its bytes ``data``); BundleError says what is wrong."""
     path = os.path.join(bundle_dir, MANIFEST_NAME)
-    doc = read_manifest_doc(bundle_dir)
+    doc = read_manifest_doc(bundle_dir, data)
     version = doc.get("schema_version") if isinstance(doc, dict) else None
     if _is_int(version) and version > SCHEMA_VERSION:
         raise BundleError(
@@ -320,13 +355,39 @@ def write_manifest(bundle_dir, manifest, mode=0o600):
     problems = validate_manifest(manifest)
     if problems:
         raise BundleError(f"refusing to write an invalid manifest to {bundle_dir}: {'; '.join(problems)}")
-    text = json.dumps(manifest, sort_keys=True, indent=2) + "\n"
+    data = (json.dumps(manifest, sort_keys=True, indent=2) + "\n").encode("utf-8")
     try:
         with ArtifactWriter(bundle_dir, MANIFEST_NAME, compression="none", mode=mode) as writer:
-            writer.write(text.encode("utf-8"))
+            writer.write(data)
             writer.commit()
     except ArtifactError as exc:
         raise BundleError(f"cannot write the manifest of {bundle_dir}: {exc}") from exc
+    return data
+
+
+def _update_signature(bundle_dir, data, sign):
+    """Write ``sign(data)`` as ``manifest.json.sig`` (no ``sign``: remove a stale one); return whether it changed."""
+    current = read_signature(bundle_dir)
+    if sign is None:
+        if current is None:
+            return False
+        try:
+            os.unlink(os.path.join(bundle_dir, SIGNATURE_NAME))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise BundleError(f"cannot remove the stale signature of {bundle_dir}: {exc.strerror or exc}") from exc
+        return True
+    signature = sign(data)
+    if signature == current:
+        return False
+    try:
+        with ArtifactWriter(bundle_dir, SIGNATURE_NAME, compression="none", mode=0o600) as writer:
+            writer.write(signature)
+            writer.commit()
+    except ArtifactError as exc:
+        raise BundleError(f"cannot write the signature of {bundle_dir}: {exc}") from exc
+    return True
 
 
 @contextlib.contextmanager
@@ -343,14 +404,16 @@ def _locked(bundle_dir):
         os.close(fd)  # closing releases the lock
 
 
-def update_manifest(bundle_dir, fn, source=None, container=None):
+def update_manifest(bundle_dir, fn, source=None, container=None, sign=None):
     """Read-modify-write the manifest under an exclusive lock; return ``(manifest, changed)``.
 
     ``fn(manifest)`` edits the manifest in place (or returns a new one). A missing manifest is
     created from ``source`` (required then). A given ``source`` or ``container`` replaces the
     stored one; a container with another name is refused, one bundle holds one container.
     The file is rewritten only when the document changed, so ``changed`` can drive a module's
-    ``changed`` result. The lock file ``.manifest.lock`` stays in the bundle.
+    ``changed`` result. The lock file ``.manifest.lock`` stays in the bundle. ``sign(data)``, when
+    given, returns the signature of the manifest's bytes, kept in ``manifest.json.sig``; without it a
+    signature left from an earlier capture is removed when the manifest changes (it no longer matches).
     """
     with _locked(bundle_dir):
         if os.path.exists(os.path.join(bundle_dir, MANIFEST_NAME)):
@@ -374,7 +437,11 @@ def update_manifest(bundle_dir, fn, source=None, container=None):
         manifest = manifest if result is None else result
         changed = manifest != before
         if changed:
-            write_manifest(bundle_dir, manifest)
+            data = write_manifest(bundle_dir, manifest)
+        elif sign is not None:
+            data = read_manifest_bytes(bundle_dir)
+        if changed or sign is not None:
+            changed = _update_signature(bundle_dir, data, sign) or changed
         return manifest, changed
 
 

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -72,7 +73,7 @@ import re
 import tarfile
 import time
 
-from ansible_collections.ferry.docker.plugins.module_utils import _bundle, _runconfig
+from ansible_collections.ferry.docker.plugins.module_utils import _bundle, _runconfig, _trust
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
 from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     CHUNK_SIZE,
@@ -133,6 +134,9 @@ def argument_spec():
         compression_level=dict(type="int"),
         mode=dict(type="raw", default="0600"),
         dir_mode=dict(type="raw", default="0700"),
+        encrypt_recipients=dict(type="list", elements="str", default=[]),
+        # a path on the managed host, not key material
+        sign_key=dict(type="path", no_log=False),
     )
 
 
@@ -302,6 +306,15 @@ class Capture(Lookups):
         self.dest = os.path.abspath(params["dest"])
         self.manifest_path = os.path.join(self.dest, _bundle.MANIFEST_NAME)
         self.started = time.monotonic()
+        self.sign_key = params.get("sign_key")
+        try:
+            self.recipients = _trust.parse_recipients(params.get("encrypt_recipients"))
+        except FerryError as exc:
+            fm.fail(str(exc))
+        if self.sign_key and not os.path.isfile(self.sign_key):
+            fm.fail(f"sign_key {self.sign_key} is not a file on this host; give the path of an OpenSSH private key")
+        texts = [str(r).strip() for r in params.get("encrypt_recipients") or []]
+        self.encrypt = functools.partial(_trust.Encryptor, texts) if self.recipients else None
 
     # -- acting -------------------------------------------------------------------------------
 
@@ -336,10 +349,24 @@ class Capture(Lookups):
                 self.fm.module.warn(f"could not remove the replaced artifact {name} from {self.dest}: {exc}")
 
     def writer(self, filename):
-        return ArtifactWriter(self.dest, filename, compression=self.compression, level=self.level, mode=self.mode)
+        return ArtifactWriter(
+            self.dest, filename, compression=self.compression, level=self.level, mode=self.mode, encrypt=self.encrypt
+        )
 
     def write(self, chunks, filename):
-        return write_stream(chunks, self.dest, filename, compression=self.compression, level=self.level, mode=self.mode)
+        return write_stream(
+            chunks,
+            self.dest,
+            filename,
+            compression=self.compression,
+            level=self.level,
+            mode=self.mode,
+            encrypt=self.encrypt,
+        )
+
+    def sign(self, data):
+        """The signature of the manifest bytes ``data`` with ``sign_key``."""
+        return _trust.sign(self.sign_key, data)
 
     def record(self, entries, container_inspect=None, run_config=None, extra=None, volumes=None):
         """Add ``entries`` (artifact dicts) and the container facts to the manifest; return whether it changed.
@@ -362,13 +389,18 @@ class Capture(Lookups):
                 manifest["run_config"] = copy.deepcopy(run_config)
                 manifest["networks"].update(copy.deepcopy(run_config.get("network_definitions") or {}))
                 manifest["volumes"].update(copy.deepcopy(run_config.get("volume_definitions") or {}))
+                _trust.seal_env(manifest, "run_config", self.recipients)
             if volumes:
                 manifest["volumes"].update(copy.deepcopy(volumes))
             for key, value in (extra or {}).items():
                 manifest[key] = copy.deepcopy(value)
+                if key in _trust.SEALED_PLACES:
+                    _trust.seal_env(manifest, key, self.recipients)
 
         try:
-            manifest, changed = _bundle.update_manifest(self.dest, edit, source=source, container=container)
+            manifest, changed = _bundle.update_manifest(
+                self.dest, edit, source=source, container=container, sign=self.sign if self.sign_key else None
+            )
         except FerryError as exc:
             self.fail(f"cannot record the artifacts in {self.manifest_path}: {exc}")
         self._prune(replaced, manifest)

@@ -33,6 +33,8 @@ from ansible_collections.ferry.docker.plugins.module_utils._bundle import (
     find_artifact,
     load_manifest,
     open_bundle_file,
+    read_manifest_bytes,
+    read_signature,
     verify_artifacts,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
@@ -50,6 +52,14 @@ from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
     member_chunks,
     normalised_chunks,
     scan_stream,
+)
+from ansible_collections.ferry.docker.plugins.module_utils._trust import (
+    SIGNATURE_NAME,
+    DecryptingReader,
+    encrypted,
+    no_identities,
+    unseal_env,
+    verify,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._volmeta import (
     METADATA_API,
@@ -82,6 +92,7 @@ ARTIFACT_LABEL = "ferry.docker.artifact-sha256"
 VOLUME_MOUNT = "/ferry/vol"
 VOLUME_PARENT, VOLUME_BASENAME = VOLUME_MOUNT.rsplit("/", 1)
 _SCANS = {}  # (path, sha256) -> scan summary, so a restore reads each archive once for the checks
+_KEYS = {}  # absolute bundle path -> _trust.BundleKeys given to open_bundle (the identities to decrypt with)
 HELPER_COMMAND = ["/ferry-helper-is-never-started"]
 
 
@@ -98,18 +109,40 @@ class Timer:
         return round(time.monotonic() - self._start, 3)
 
 
-def open_bundle(bundle_dir, kinds=None, names=None):
+def open_bundle(bundle_dir, kinds=None, names=None, keys=None):
     """Load and validate the manifest of ``bundle_dir`` and verify the chosen artifacts; return both.
 
+    With ``keys`` (a ``_trust.BundleKeys``) that name ``trusted_signers``, the manifest's bytes and
+    its signature are read once, the signature is verified (``keys.signer`` is set to the trusted
+    principal) and exactly the verified bytes are parsed; an unsigned or wrongly signed bundle is
+    refused. Sealed env values are decrypted with ``keys.identities``, which are also kept for the
+    artifacts read later (``bounded_decompressed``).
     Every name in the manifest is checked against Docker's grammar (``_names``) before anything else.
     Raises BundleError (missing bundle, bad or newer manifest, invalid name, missing, truncated or
-    corrupt artifact).
+    corrupt artifact) or _trust.TrustError (signature, keys).
     """
     if not os.path.isdir(bundle_dir):
         raise BundleError(
             f"bundle {bundle_dir} does not exist or is not a directory; give the directory a capture module wrote"
         )
-    manifest = load_manifest(bundle_dir)
+    if keys is not None and keys.trusted_signers:
+        data = read_manifest_bytes(bundle_dir)
+        signature = read_signature(bundle_dir)
+        if signature is None:
+            raise BundleError(
+                f"bundle {bundle_dir} is not signed (it has no {SIGNATURE_NAME}) and trusted_signers is set, so it is "
+                "refused. Nothing was changed. Capture it again with sign_key set to a key listed in "
+                f"{keys.trusted_signers}, or restore it without trusted_signers if you trust its source"
+            )
+        keys.signer = verify(keys.trusted_signers, data, signature, bundle_dir)
+        manifest = load_manifest(bundle_dir, data)
+    else:
+        manifest = load_manifest(bundle_dir)
+    if encrypted(manifest):
+        if keys is None or not keys.identities:
+            raise no_identities(f"bundle {bundle_dir}")
+        unseal_env(manifest, keys.identities, bundle_dir)
+    _KEYS[os.path.abspath(bundle_dir)] = keys
     problems = manifest_name_problems(manifest)
     if problems:
         raise BundleError(
@@ -190,7 +223,8 @@ def bounded_decompressed(bundle_dir, artifact, chunk_size=CHUNK_SIZE):
     """
     open_bundle_file(bundle_dir, artifact["file"]).close()
     limit, total = artifact["raw_size"], 0
-    for chunk in read_decompressed(artifact_path(bundle_dir, artifact), artifact["compression"], chunk_size):
+    path = artifact_path(bundle_dir, artifact)
+    for chunk in read_decompressed(path, artifact["compression"], chunk_size, _decryptor(bundle_dir, artifact)):
         total += len(chunk)
         if total > limit:
             raise RestoreError(
@@ -199,6 +233,16 @@ def bounded_decompressed(bundle_dir, artifact, chunk_size=CHUNK_SIZE):
                 "hostile: capture it again from a trusted source"
             )
         yield chunk
+
+
+def _decryptor(bundle_dir, artifact):
+    """For an encrypted artifact, the factory of its plaintext reader with the identity files open_bundle had."""
+    if not artifact.get("encryption"):
+        return None
+    keys = _KEYS.get(os.path.abspath(bundle_dir))
+    paths = keys.identity_paths if keys is not None else []
+    name = f"{artifact['kind']} artifact {artifact['name']} ({artifact_path(bundle_dir, artifact)})"
+    return lambda f: DecryptingReader(f, paths, name)
 
 
 def scan_artifact(bundle_dir, artifact, allow_devices=False):
@@ -557,8 +601,8 @@ def refuse_privileged(what, settings, allow_privileged):
     if settings and not allow_privileged:
         raise RestoreError(
             f"{what} asks for privilege-bearing settings: {'; '.join(settings)}. Nothing was changed. A bundle is "
-            "input, not truth: check that these settings are wanted, then set allow_privileged=true (or change "
-            "them with the module's map options)"
+            "input, not truth: check that these settings are wanted, then set allow_privileged=true, or restore a "
+            "bundle signed by a key of trusted_signers (or change them with the module's map options)"
         )
 
 

@@ -130,9 +130,12 @@ class ArtifactWriter:
     destination untouched. Leaving the ``with`` block with an exception calls ``abort()``.
     ``threads=-1`` lets zstd use one worker per CPU, like ``zstd -T0``, but at most ZSTD_MAX_WORKERS,
     so that memory stays bounded on large machines; ``threads=0`` compresses in the calling thread.
+    ``encrypt``, when given, is a factory ``encrypt(file)`` of an encryptor (``write``, ``abort`` and
+    ``close``, which returns the sha256 and size of what it wrote to ``file``; see ``_trust.Encryptor``)
+    put after the compressor: the file then holds ciphertext, and ``size`` and ``sha256`` describe it.
     """
 
-    def __init__(self, dest_dir, filename, compression="zstd", level=None, mode=0o600, threads=-1):
+    def __init__(self, dest_dir, filename, compression="zstd", level=None, mode=0o600, threads=-1, encrypt=None):
         if os.path.basename(filename) != filename or filename in ("", ".", ".."):
             raise ValueError(f"artifact file name {filename!r} must be a plain file name")
         _require(compression)
@@ -144,6 +147,7 @@ class ArtifactWriter:
         self.bytes_written = 0
         self._sha256 = hashlib.sha256()
         self._compressor = _compressor(compression, level, threads)
+        self._encryptor = None
         try:
             fd, self._tmp_path = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=self.dest_dir)
         except OSError as exc:
@@ -155,6 +159,12 @@ class ArtifactWriter:
             os.close(fd)
             os.unlink(self._tmp_path)
             raise
+        if encrypt is not None:
+            try:
+                self._encryptor = encrypt(self._file)
+            except BaseException:
+                self.abort()
+                raise
 
     def __enter__(self):
         return self
@@ -169,11 +179,17 @@ class ArtifactWriter:
             self._file.write(data)
             self.bytes_written += len(data)
 
+    def _feed(self, data):
+        if self._encryptor is None:
+            self._store(data)
+        elif data:
+            self._encryptor.write(data)
+
     def write(self, chunk):
         """Feed raw (uncompressed) bytes."""
         self.bytes_read += len(chunk)
         try:
-            self._store(self._compressor.compress(chunk))
+            self._feed(self._compressor.compress(chunk))
         except OSError as exc:
             raise ArtifactError(f"writing {self.path} failed: {exc.strerror or exc}") from exc
 
@@ -186,11 +202,14 @@ class ArtifactWriter:
         untouched, the new one is discarded and ``unchanged`` is ``True``.
         """
         try:
-            self._store(self._compressor.flush())
+            self._feed(self._compressor.flush())
+            if self._encryptor is not None:
+                digest, self.bytes_written = self._encryptor.close()
+            else:
+                digest = self._sha256.hexdigest()
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            digest = self._sha256.hexdigest()
             unchanged = _same_file(self.path, digest, self.bytes_written)
             if unchanged:
                 os.unlink(self._tmp_path)
@@ -203,7 +222,7 @@ class ArtifactWriter:
         except BaseException:
             self.abort()
             raise
-        return {
+        written = {
             "file": self.filename,
             "path": self.path,
             "compression": self.compression,
@@ -212,9 +231,14 @@ class ArtifactWriter:
             "raw_size": self.bytes_read,
             "unchanged": unchanged,
         }
+        if self._encryptor is not None:
+            written["encryption"] = "age"
+        return written
 
     def abort(self):
         """Discard the temporary file; the destination is left as it was. Safe to call twice."""
+        if self._encryptor is not None:
+            self._encryptor.abort()
         self._file.close()
         try:
             os.unlink(self._tmp_path)
@@ -381,17 +405,26 @@ def _gunzip(f, chunk_size):
         raise ArtifactError("the gzip stream ends before its end-of-stream marker")
 
 
-def read_decompressed(path, compression, chunk_size=CHUNK_SIZE):
+def read_decompressed(path, compression, chunk_size=CHUNK_SIZE, decrypt=None):
     """Yield the raw (decompressed) bytes of an artifact file in chunks of at most ``chunk_size``.
 
     A corrupt stream, or one that ends early, raises ArtifactError rather than yielding short data.
+    ``decrypt``, for an encrypted artifact, is a factory ``decrypt(f)`` of a reader of the plaintext
+    of ``f`` (``read``, ``close``; see ``_trust.DecryptingReader``).
     """
     _require(compression)
     decode = {"none": _read_chunks, "gzip": _gunzip, "zstd": _unzstd}[compression]
     corrupt = (ArtifactError, zlib.error) + ((zstandard.ZstdError,) if zstandard else ())
     try:
         with open(path, "rb") as f:
-            yield from decode(f, chunk_size)
+            if decrypt is None:
+                yield from decode(f, chunk_size)
+                return
+            plain = decrypt(f)
+            try:
+                yield from decode(plain, chunk_size)
+            finally:
+                plain.close()
     except corrupt as exc:
         raise ArtifactError(
             f"artifact {path} is not a complete {compression} stream ({exc}): the archive is corrupt or "

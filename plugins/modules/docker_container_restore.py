@@ -32,7 +32,8 @@ description:
     name back and is started again if it was running.
   - Every name the create request uses (container, image, networks, volumes, drivers) is checked
     against Docker's grammar first.
-  - Privilege-bearing settings are applied only with O(allow_privileged=true), otherwise the task
+  - Privilege-bearing settings are applied only with O(allow_privileged=true) or when the run config
+    comes from a bundle signed by a key of O(trusted_signers), otherwise the task
     fails naming them before anything is changed (also in check mode) - privileged mode; the host's
     network, pid, ipc, uts or user namespace; C(cap_add) beyond Docker's default set; devices, device
     requests and device cgroup rules; binds of C(/), of system directories (C(/etc), C(/proc),
@@ -131,8 +132,8 @@ options:
         C(o=bind), C(device=/...)).
       - A bundle is input, not truth; set this only for a bundle from a source you trust. The migrate
         role sets it, a migration copies a container the operator chose.
-      - Once signed bundles land (issue 13 C), a bundle signed by a trusted signer will be the other
-        way to allow them.
+      - A bundle signed by a key of O(trusted_signers) allows them too (its run config, not one given
+        as an option).
     type: bool
     default: false
   stop_timeout:
@@ -141,6 +142,7 @@ options:
     default: 10
 extends_documentation_fragment:
   - ferry.docker.docker
+  - ferry.docker.bundle_trust
 requirements:
   - Docker SDK for Python >= 5.0.0
   - C(zstandard) Python library for zstd-compressed bundles
@@ -172,6 +174,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+signer:
+  description:
+    - The principal of O(trusted_signers) whose signature of the bundle was verified; null without
+      O(trusted_signers) or O(bundle).
+  returned: always
+  type: str
+  sample: backup@example.org
 container:
   description: Id of the container.
   returned: success, not in check mode
@@ -261,6 +270,7 @@ duration:
 
 import os
 
+from ansible_collections.ferry.docker.plugins.module_utils import _trust
 from ansible_collections.ferry.docker.plugins.module_utils._bundle import MANIFEST_NAME, verify_artifacts
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._names import (
@@ -309,6 +319,7 @@ class Restore:
         self.p = module.params
         self.client = None
         self.manifest = None
+        self.trusted = False
         self.result = dict(
             changed=False,
             name=None,
@@ -323,6 +334,7 @@ class Restore:
             sha256="",
             bytes_read=0,
             bytes_written=0,
+            signer=None,
         )
 
     # -------------------------------------------------------------------------------- decide
@@ -330,7 +342,11 @@ class Restore:
         p = self.p
         bundle = p["bundle"]
         if bundle:
-            self.manifest = open_bundle(bundle)[0]
+            keys = _trust.BundleKeys.from_params(p)
+            self.manifest = open_bundle(bundle, keys=keys)[0]
+            # a trusted signature vouches for the bundle's run config, not for one given as an option
+            self.trusted = keys.trusted and not p["run_config"]
+            self.result["signer"] = keys.signer
             path = os.path.join(bundle, MANIFEST_NAME)
             self.result["sha256"], self.result["size"] = sha256_file(path)
             self.result["path"] = path
@@ -358,7 +374,9 @@ class Restore:
                 "map options"
             )
         self.privileged = privileged_settings(self.body)
-        refuse_privileged(f"the run config of container {self.name}", self.privileged, self.p["allow_privileged"])
+        refuse_privileged(
+            f"the run config of container {self.name}", self.privileged, self.p["allow_privileged"] or self.trusted
+        )
         self.digest = stamp_digest(self.body, self.extra_networks)
         self.result.update(name=self.name, digest=self.digest)
 
@@ -423,7 +441,7 @@ class Restore:
                 refuse_privileged(
                     f"volume {vol} of container {self.name}",
                     volume_option_problems(definition),
-                    self.p["allow_privileged"],
+                    self.p["allow_privileged"] or self.trusted,
                 )
                 self.volumes_to_create.append((vol, definition))
 
@@ -599,6 +617,7 @@ def main():
             stop_timeout=dict(type="int", default=10),
             replace=dict(type="bool", default=False),
             allow_privileged=dict(type="bool", default=False),
+            **_trust.argument_spec(),
         ),
         supports_check_mode=True,
         required_one_of=[["bundle", "run_config"]],

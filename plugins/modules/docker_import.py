@@ -58,6 +58,7 @@ options:
     default: false
 extends_documentation_fragment:
   - ferry.docker.docker
+  - ferry.docker.bundle_trust
 requirements:
   - Docker SDK for Python >= 5.0.0
   - C(zstandard) Python library for zstd-compressed bundles
@@ -130,6 +131,7 @@ duration:
 import json
 import re
 
+from ansible_collections.ferry.docker.plugins.module_utils import _trust
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._names import image_problem
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
@@ -186,6 +188,7 @@ def main():
             repository=dict(type="str"),
             tag=dict(type="str", default="latest"),
             allow_devices=dict(type="bool", default=False),
+            **_trust.argument_spec(),
         ),
         supports_check_mode=True,
     )
@@ -194,7 +197,7 @@ def main():
     bundle = p["bundle"]
     result = dict(changed=False)
     try:
-        manifest = open_bundle(bundle)[0]
+        manifest = open_bundle(bundle, keys=_trust.BundleKeys.from_params(p))[0]
         artifact = require_artifact(bundle, manifest, "filesystem", p["name"])
         result.update(base_result(bundle, artifact))
         scan_artifact(bundle, artifact, allow_devices=p["allow_devices"])

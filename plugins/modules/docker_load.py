@@ -55,6 +55,7 @@ options:
     default: false
 extends_documentation_fragment:
   - ferry.docker.docker
+  - ferry.docker.bundle_trust
 requirements:
   - Docker SDK for Python >= 5.0.0
   - C(zstandard) Python library for zstd-compressed bundles
@@ -121,6 +122,7 @@ duration:
   type: float
 """
 
+from ansible_collections.ferry.docker.plugins.module_utils import _trust
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._names import image_problem, split_reference
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
@@ -189,6 +191,7 @@ def main():
             name=dict(type="str"),
             tag=dict(type="str"),
             force_tag=dict(type="bool", default=False),
+            **_trust.argument_spec(),
         ),
         supports_check_mode=True,
     )
@@ -197,7 +200,7 @@ def main():
     bundle = p["bundle"]
     result = dict(changed=False, operation="none", tags=[], excluded_layers=[])
     try:
-        manifest = open_bundle(bundle)[0]
+        manifest = open_bundle(bundle, keys=_trust.BundleKeys.from_params(p))[0]
         artifact = require_artifact(bundle, manifest, "image", p["name"])
         result.update(base_result(bundle, artifact))
         image_id = artifact.get("image_id")

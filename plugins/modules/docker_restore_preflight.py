@@ -46,8 +46,17 @@ options:
         option (with any real environment values it holds) in the task's C(invocation), so set
         C(no_log) on the task when they are secret. Env values are part of the config digest, so with a
         redacted run config an already restored container shows as V(differs) in RV(container_state).
+      - One of O(run_config) and O(bundle) is required; without O(run_config), the run config of
+        O(bundle) is checked.
     type: dict
-    required: true
+  bundle:
+    description:
+      - A bundle directory on the managed host to read the run config from (with its env values
+        decrypted with O(decrypt_identities)), and whose signature O(trusted_signers) checks.
+      - With O(trusted_signers), a bundle signed by a trusted signer may apply privilege-bearing
+        settings, as with O(allow_privileged=true) - but only when the run config is the bundle's
+        (O(run_config) not given). An unsigned or wrongly signed bundle fails the task.
+    type: path
   name:
     description: Name of the container to restore; by default the recorded name.
     type: str
@@ -124,6 +133,7 @@ options:
     default: true
 extends_documentation_fragment:
   - ferry.docker.docker
+  - ferry.docker.bundle_trust
 notes:
   - The module must run on the Docker host (as the ferry.docker roles run it). Bind mount sources,
     host ports held by processes other than containers, and the free space of Docker's root
@@ -176,6 +186,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+signer:
+  description:
+    - The principal of O(trusted_signers) whose signature of the bundle was verified; null without
+      O(trusted_signers) or O(bundle).
+  returned: always
+  type: str
+  sample: backup@example.org
 ok:
   description: Whether there is no problem, so the restore can go ahead.
   returned: always
@@ -295,6 +312,7 @@ layers_present:
 
 import os
 
+from ansible_collections.ferry.docker.plugins.module_utils import _trust
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._names import create_body_problems
 from ansible_collections.ferry.docker.plugins.module_utils._policy import privileged_settings
@@ -314,7 +332,11 @@ from ansible_collections.ferry.docker.plugins.module_utils._preflight import (
     published_ports,
     subnet_clashes,
 )
-from ansible_collections.ferry.docker.plugins.module_utils._restore import RequestException, inspect_or_none
+from ansible_collections.ferry.docker.plugins.module_utils._restore import (
+    RequestException,
+    inspect_or_none,
+    open_bundle,
+)
 from ansible_collections.ferry.docker.plugins.module_utils._runconfig import (
     DIGEST_LABEL,
     RunConfigError,
@@ -324,6 +346,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._runconfig import (
     stamp_digest,
     to_create_body,
 )
+from ansible_collections.ferry.docker.plugins.module_utils._stream import FerryError
 
 OVERRIDES = ("name", "image", "port_map", "bind_map", "network_map")
 
@@ -354,6 +377,7 @@ class Preflight:
             free_bytes={"dest": None, "docker_root": None},
             layers_present=[],
             privileged=[],
+            signer=None,
         )
 
     def problem(self, text):
@@ -367,8 +391,19 @@ class Preflight:
                 raise RunConfigError(f"{option} is {p[option]}; give a number of bytes, 0 or more")
         if p["required_bytes"] and not p["dest"]:
             raise RunConfigError("required_bytes needs dest, the directory the bundle will be received in")
+        run_config, trusted = p["run_config"], False
+        if p["bundle"]:
+            keys = _trust.BundleKeys.from_params(p)
+            manifest = open_bundle(p["bundle"], keys=keys)[0]
+            # a trusted signature vouches for the bundle's run config, not for one given as an option
+            trusted = keys.trusted and not run_config
+            self.result["signer"] = keys.signer
+            run_config = run_config or manifest.get("run_config")
+            if not run_config:
+                raise RunConfigError(f"bundle {p['bundle']} holds no run_config; give run_config")
         overrides = {k: p[k] for k in OVERRIDES if p[k]}
-        self.name, self.body, self.extra_networks = to_create_body(p["run_config"], overrides)
+        self.run_config = run_config
+        self.name, self.body, self.extra_networks = to_create_body(run_config, overrides)
         if not self.name:
             raise RunConfigError("the run config records no container name; set name")
         self.digest = stamp_digest(self.body, self.extra_networks)
@@ -383,7 +418,7 @@ class Preflight:
         for text in names:
             self.problem(f"{text}; fix the run config or the name, image and map options")
         privileged = privileged_settings(self.body)
-        if privileged and not p["allow_privileged"]:
+        if privileged and not (p["allow_privileged"] or trusted):
             self.problem(
                 f"container {self.name} asks for privilege-bearing settings: {'; '.join(privileged)}. A bundle is "
                 "input, not truth: if it comes from a source you trust, allow them with allow_privileged=true "
@@ -470,7 +505,7 @@ class Preflight:
                 self.problem(problem)
 
     def check_networks(self):
-        definitions = self.p["run_config"].get("network_definitions") or {}
+        definitions = self.run_config.get("network_definitions") or {}
         reverse_map = {new: old for old, new in (self.p["network_map"] or {}).items()}
         present = None
         for net in needed_networks(self.body, self.extra_networks):
@@ -570,7 +605,8 @@ class Preflight:
 def main():
     module = FerryModule(
         dict(
-            run_config=dict(type="dict", required=True),
+            run_config=dict(type="dict"),
+            bundle=dict(type="path"),
             name=dict(type="str"),
             image=dict(type="str"),
             port_map=dict(type="dict"),
@@ -584,15 +620,17 @@ def main():
             layers=dict(type="list", elements="str"),
             allow_privileged=dict(type="bool", default=False),
             fail_on_problems=dict(type="bool", default=True),
+            **_trust.argument_spec(),
         ),
         supports_check_mode=True,
+        required_one_of=[["bundle", "run_config"]],
     )
     preflight = Preflight(module)
     result = preflight.result
     error = None
     try:
         preflight.run()
-    except ValueError as exc:
+    except (FerryError, ValueError) as exc:
         error = str(exc)
     except (DockerException, RequestException) as exc:
         error = f"the preflight check of container {result['name']} failed at the Docker engine: {exc}"

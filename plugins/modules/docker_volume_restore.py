@@ -88,8 +88,7 @@ options:
         (C(type=none), C(o=bind), C(device=/...)).
       - Without it such a volume fails the task before anything is changed; a bundle is input, not
         truth, and these options make the restore write into a host directory.
-      - Once signed bundles land (issue 13 C), a bundle signed by a trusted signer will be the other
-        way to allow them.
+      - A bundle signed by a key of O(trusted_signers) allows them too.
     type: bool
     default: false
   helper_image:
@@ -99,6 +98,7 @@ options:
     type: str
 extends_documentation_fragment:
   - ferry.docker.docker
+  - ferry.docker.bundle_trust
 requirements:
   - Docker SDK for Python >= 5.0.0
   - C(zstandard) Python library for zstd-compressed bundles
@@ -207,6 +207,7 @@ duration:
   type: float
 """
 
+from ansible_collections.ferry.docker.plugins.module_utils import _trust
 from ansible_collections.ferry.docker.plugins.module_utils._bundle import verify_artifacts
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._names import name_problem, volume_option_problems
@@ -258,6 +259,7 @@ def main():
             allow_devices=dict(type="bool", default=False),
             allow_privileged=dict(type="bool", default=False),
             helper_image=dict(type="str"),
+            **_trust.argument_spec(),
         ),
         supports_check_mode=True,
     )
@@ -265,7 +267,8 @@ def main():
     timer = Timer()
     bundle = p["bundle"]
     try:
-        manifest = open_bundle(bundle)[0]
+        keys = _trust.BundleKeys.from_params(p)
+        manifest = open_bundle(bundle, keys=keys)[0]
         names = p["volumes"]
         if names is None:
             names = [
@@ -296,7 +299,9 @@ def main():
             if problem:
                 raise RestoreError(f"cannot restore {artifact['name']}: {problem}; nothing was changed")
             refuse_privileged(
-                f"volume {target}", volume_option_problems(_definition(manifest, artifact)), p["allow_privileged"]
+                f"volume {target}",
+                volume_option_problems(_definition(manifest, artifact)),
+                p["allow_privileged"] or keys.trusted,
             )
             targets[artifact["name"]] = target
 

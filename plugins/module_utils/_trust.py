@@ -1,0 +1,602 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils file is private to the ferry.docker collection. It may change without notice.
+
+"""Encryption at rest (age, through pyrage) and authenticity (OpenSSH signatures) of ferry.docker bundles.
+
+Encryption. With ``encrypt_recipients`` the capture modules store every artifact as an age file
+(https://age-encryption.org/v1): raw bytes -> compressor -> age -> sha256 -> file. The recipients
+are age X25519 public keys (``age1...``) or OpenSSH ``ssh-ed25519``/``ssh-rsa`` public keys. The
+artifact entry gets ``"encryption": "age"``; its ``size`` and ``sha256`` are those of the ciphertext
+on disk, so a bundle (and a central copy of it) is verified byte for byte without any key, and a
+restore checks the sha256 of the ciphertext before it decrypts one byte. The plaintext is then
+authenticated chunk by chunk by age's STREAM construction (ChaCha20-Poly1305, 64 KiB chunks, the
+last chunk marked), so a decryption that does not fail returned exactly what was encrypted.
+pyrage encrypts and decrypts with ``encrypt_io``/``decrypt_io`` in a child process fed through
+pipes (see below): memory is a few chunks whatever the artifact size, and no plaintext copy is ever
+written to disk.
+
+The env values of the manifest (``run_config.config.Env``, ``image_config.Env``) are sealed: each
+list is replaced by the same entries with the values masked (``NAME=********``), and the list
+itself is stored as an age ciphertext (base64) in ``sealed_env.<run_config|image_config>``.
+``unseal_env`` puts the values back in memory. Env names stay readable, values do not.
+
+Authenticity. With ``sign_key`` the capture modules sign ``manifest.json`` with
+``ssh-keygen -Y sign -n ferry.docker`` into ``manifest.json.sig`` (the manifest lists the sha256 of
+every artifact file, so the signature covers every byte of the bundle). A restore with
+``trusted_signers`` (an OpenSSH allowed_signers file) reads the manifest and the signature once,
+checks them with ``ssh-keygen -Y find-principals`` and ``ssh-keygen -Y verify`` and parses exactly
+the bytes it verified.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+from ansible_collections.ferry.docker.plugins.module_utils._stream import FerryError
+
+PYRAGE_IMPORT_ERROR = None
+try:
+    import pyrage
+    from pyrage import ssh as age_ssh
+    from pyrage import x25519 as age_x25519
+except ImportError as exc:  # reported by the modules with missing_required_lib
+    pyrage = age_ssh = age_x25519 = None
+    PYRAGE_IMPORT_ERROR = str(exc)
+
+ENCRYPTION = "age"
+NAMESPACE = "ferry.docker"
+SIGNATURE_NAME = "manifest.json.sig"
+MASK = "********"
+SEALED_KEY = "sealed_env"
+SEALED_PLACES = ("run_config", "image_config")
+IDENTITY_MAX_BYTES = 1024 * 1024  # an identity file is a few KiB
+SIGNATURE_MAX_BYTES = 64 * 1024  # an SSHSIG is under 2 KiB even with RSA 8192
+SSH_KEYGEN_TIMEOUT = 60
+_QUEUE_DEPTH = 4
+_PUSH_BYTES = 1024 * 1024  # decrypted bytes are handed over in pieces of about this size
+_SSH_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ")
+
+
+class TrustError(FerryError):
+    """A key, recipient, signature or encrypted file cannot be used; the message says which and what to do."""
+
+
+def require_pyrage():
+    if pyrage is None:
+        raise TrustError(
+            f"encryption needs the Python library pyrage on the managed host ({PYRAGE_IMPORT_ERROR}); "
+            "install it (pip install pyrage) or leave encrypt_recipients and decrypt_identities empty"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# keys
+
+
+def parse_recipients(values):
+    """pyrage recipients of ``values`` (``age1...``, ``ssh-ed25519 ...`` or ``ssh-rsa ...`` public keys).
+
+    Raises TrustError naming the position of a recipient that is not one of these (public keys are
+    not secret, but a private key pasted by mistake must not be echoed, so its text is never shown).
+    """
+    if not values:
+        return []
+    require_pyrage()
+    recipients = []
+    for index, value in enumerate(values):
+        text = str(value).strip()
+        try:
+            if text.startswith("age1"):
+                recipients.append(age_x25519.Recipient.from_str(text))
+            elif text.startswith(_SSH_PREFIXES):
+                recipients.append(age_ssh.Recipient.from_str(text))
+            else:
+                raise ValueError("unknown kind")
+        except (ValueError, pyrage.RecipientError) as exc:
+            raise TrustError(
+                f"encrypt_recipients[{index}] is not an age X25519 public key (age1...) nor an ssh-ed25519 or "
+                f"ssh-rsa public key line ({type(exc).__name__}); give public keys only, e.g. the output of "
+                "age-keygen -y or the content of id_ed25519.pub"
+            ) from None
+    return recipients
+
+
+def _read_key_file(path, what):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TrustError(
+            f"{what} {path} cannot be opened ({exc.strerror or exc}); give a readable regular file"
+        ) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TrustError(f"{what} {path} is not a regular file; give the path of the key file")
+        os.set_blocking(fd, True)
+        data = f.read(IDENTITY_MAX_BYTES + 1)
+    if len(data) > IDENTITY_MAX_BYTES:
+        raise TrustError(f"{what} {path} is larger than {IDENTITY_MAX_BYTES} bytes, which no key file is")
+    return data
+
+
+def load_identities(paths):
+    """pyrage identities from identity files: age identity files (``AGE-SECRET-KEY-1...`` lines, ``#``
+    comments) or unencrypted OpenSSH ed25519/RSA private keys. TrustError names the file, never its content.
+    """
+    if not paths:
+        return []
+    require_pyrage()
+    identities = []
+    for path in paths:
+        data = _read_key_file(path, "decrypt identity file")
+        try:
+            if b"-----BEGIN" in data:
+                identities.append(age_ssh.Identity.from_buffer(data))
+                continue
+            found = 0
+            for line in data.decode("ascii").splitlines():
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                identities.append(age_x25519.Identity.from_str(line))
+                found += 1
+            if not found:
+                raise ValueError("no identity")
+        except (ValueError, UnicodeDecodeError, pyrage.IdentityError):
+            raise TrustError(
+                f"decrypt identity file {path} holds no usable identity: give an age identity file "
+                "(AGE-SECRET-KEY-1... lines, as age-keygen writes) or an unencrypted OpenSSH ed25519 or RSA "
+                "private key"
+            ) from None
+    return identities
+
+
+# ------------------------------------------------------------------------------------------------
+# streaming age in a child process
+#
+# pyrage holds the GIL while it encrypts, so a thread gives no parallelism: every chunk would wait for
+# the module's own Python work (reading files, building the tar). A child Python process runs pyrage
+# instead, on the second core: the module writes compressed bytes into its stdin pipe; for encryption
+# it writes the ciphertext straight to the artifact's temporary file (its descriptor is passed) and
+# reports the sha256 and size of what it wrote; for decryption it reads the bundle file (descriptor
+# passed) and writes the plaintext to its stdout pipe. The child gets public keys or identity file
+# paths on its command line, never key material.
+
+_CHILD = r"""
+import hashlib, json, os, sys
+import pyrage
+from pyrage import ssh, x25519
+
+class Out:
+    def __init__(self, fd, digest):
+        self.fd, self.digest, self.size = fd, digest, 0
+    def write(self, data):
+        view = memoryview(data)
+        if self.digest is not None:
+            self.digest.update(view)
+        self.size += len(view)
+        while view:
+            view = view[os.write(self.fd, view):]
+        return len(data)
+    def flush(self):
+        return None
+
+def identities(paths):
+    found = []
+    for path in paths:
+        with open(path, "rb") as f:
+            data = f.read()
+        if b"-----BEGIN" in data:
+            found.append(ssh.Identity.from_buffer(data))
+            continue
+        for line in data.decode("ascii").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                found.append(x25519.Identity.from_str(line))
+    return found
+
+def recipient(text):
+    return x25519.Recipient.from_str(text) if text.startswith("age1") else ssh.Recipient.from_str(text)
+
+mode, fd, keys = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+try:
+    if mode == "encrypt":
+        out = Out(fd, hashlib.sha256())
+        pyrage.encrypt_io(sys.stdin.buffer, out, [recipient(k) for k in keys])
+        sys.stdout.write(json.dumps({"sha256": out.digest.hexdigest(), "size": out.size}))
+    else:
+        with os.fdopen(fd, "rb") as source:
+            pyrage.decrypt_io(source, Out(1, None), identities(keys))
+except BrokenPipeError:
+    sys.exit(3)
+except Exception as exc:
+    sys.stderr.write(f"{type(exc).__name__}: {exc}")
+    sys.exit(2)
+"""
+
+
+def _child(mode, fd, keys, **kwargs):
+    require_pyrage()
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", _CHILD, mode, str(fd), json.dumps(list(keys))],
+            pass_fds=(fd,),
+            close_fds=True,
+            **kwargs,
+        )
+    except OSError as exc:
+        raise TrustError(f"cannot start the age {mode}ion process ({exc.strerror or exc})") from None
+
+
+def _child_error(proc):
+    return proc.stderr.read().decode("utf-8", "replace").strip()[-500:] if proc.stderr else ""
+
+
+class Encryptor:
+    """Push-style age encryption into ``out`` (a binary file object): ``write(data)``..., then ``close()``.
+
+    ``close()`` finishes the age file (its last STREAM chunk) and returns ``(sha256 hexdigest, size)``
+    of the ciphertext written to ``out``; ``abort()`` stops without finishing. ``recipients`` are the
+    public key strings (checked with ``parse_recipients`` first).
+    """
+
+    def __init__(self, recipients, out):
+        out.flush()
+        self._proc = _child(
+            "encrypt",
+            out.fileno(),
+            recipients,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._closed = False
+
+    def write(self, data):
+        try:
+            self._proc.stdin.write(data)
+        except BrokenPipeError:
+            self._proc.wait()
+            raise TrustError(f"age encryption stopped: {_child_error(self._proc)}") from None
+
+    def close(self):
+        if self._closed:
+            raise TrustError("the age encryption was already closed")
+        self._closed = True
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        report = self._proc.stdout.read()
+        error = _child_error(self._proc)
+        if self._proc.wait() != 0:
+            raise TrustError(f"age encryption failed: {error or f'exit {self._proc.returncode}'}")
+        try:
+            report = json.loads(report)
+            return report["sha256"], report["size"]
+        except (ValueError, KeyError, TypeError):
+            raise TrustError("age encryption gave no sha256 and size of what it wrote") from None
+
+    def abort(self):
+        if self._closed:
+            return
+        self._closed = True
+        self._proc.kill()
+        for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        self._proc.wait()
+
+
+class DecryptingReader:
+    """A readable file object of the plaintext of the age file ``f`` (``read(size)``); call ``close()``.
+
+    ``identity_paths`` are identity files (checked with ``load_identities`` first). A wrong identity, a
+    damaged or truncated file raises TrustError from ``read``, at the latest when the end is reached;
+    ``name`` is used in the messages.
+    """
+
+    def __init__(self, f, identity_paths, name):
+        if not identity_paths:
+            raise no_identities(name)
+        self.name = name
+        self._proc = _child(
+            "decrypt",
+            f.fileno(),
+            identity_paths,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._done = False
+
+    def read(self, size=-1):
+        if self._done:
+            return b""
+        data = self._proc.stdout.read(size if size is not None and size >= 0 else -1)
+        if not data or size is None or size < 0:
+            self._finish()
+        return data
+
+    def _finish(self):
+        self._done = True
+        error = _child_error(self._proc)
+        if self._proc.wait() != 0:
+            raise decrypt_error(self.name, error or f"exit {self._proc.returncode}")
+
+    def close(self):
+        if self._proc.poll() is None:
+            self._proc.kill()
+        for pipe in (self._proc.stdout, self._proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        self._proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def no_identities(name):
+    """The TrustError for an encrypted ``name`` and no identities."""
+    return TrustError(
+        f"{name} is encrypted (age) and no decrypt_identities were given; give the identity file of one of the "
+        "bundle's recipients (decrypt_identities; restore_decrypt_identities in the restore role)"
+    )
+
+
+def decrypt_error(name, exc):
+    """The TrustError for a failed decryption of ``name`` (``exc``: the error or its text)."""
+    text = str(exc)
+    if "No matching keys" in text:
+        return TrustError(
+            f"{name} is encrypted for other keys: none of the decrypt_identities is one of its recipients; give "
+            "the identity file of a key the bundle was encrypted to (see the README on key rotation)"
+        )
+    return TrustError(
+        f"{name} cannot be decrypted ({text or type(exc).__name__}): the file is damaged or was changed after "
+        "capture; copy the bundle again from its source"
+    )
+
+
+def encrypt_bytes(data, recipients):
+    require_pyrage()
+    return pyrage.encrypt(data, list(recipients))
+
+
+def decrypt_bytes(data, identities, name):
+    require_pyrage()
+    if not identities:
+        raise no_identities(name)
+    try:
+        return pyrage.decrypt(data, list(identities))
+    except pyrage.DecryptError as exc:
+        raise decrypt_error(name, exc) from None
+
+
+# ------------------------------------------------------------------------------------------------
+# sealed env values
+
+
+def _env_name(entry):
+    return str(entry).split("=", 1)[0]
+
+
+def _masked(env):
+    return [(_env_name(e) + "=" + MASK) if "=" in str(e) else e for e in env]
+
+
+def seal_env(manifest, place, recipients):
+    """Seal the env values of ``manifest[place]`` (in place): masked list stays, ciphertext goes to sealed_env.
+
+    ``place`` is ``run_config`` (``config.Env``) or ``image_config`` (``Env``). Without recipients any
+    sealed copy of that place is dropped (the plaintext one just written supersedes it).
+    """
+    sealed = manifest.get(SEALED_KEY) or {}
+    holder = _env_holder(manifest, place)
+    env = holder.get("Env") if holder is not None else None
+    if recipients and env:
+        plaintext = json.dumps(list(env)).encode("utf-8")
+        sealed[place] = base64.b64encode(encrypt_bytes(plaintext, recipients)).decode("ascii")
+        holder["Env"] = _masked(env)
+    else:
+        sealed.pop(place, None)
+    if sealed:
+        manifest[SEALED_KEY] = sealed
+    else:
+        manifest.pop(SEALED_KEY, None)
+    return manifest
+
+
+def _env_holder(manifest, place):
+    value = manifest.get(place)
+    if not isinstance(value, dict):
+        return None
+    if place == "run_config":
+        config = value.get("config")
+        return config if isinstance(config, dict) else None
+    return value
+
+
+def sealed_problems(manifest):
+    """Problems of the ``sealed_env`` of a manifest (empty when absent or well formed)."""
+    if SEALED_KEY not in manifest:
+        return []
+    sealed = manifest[SEALED_KEY]
+    if not isinstance(sealed, dict):
+        return [f"{SEALED_KEY} must be an object"]
+    problems = []
+    for place, value in sealed.items():
+        if place not in SEALED_PLACES:
+            problems.append(f"{SEALED_KEY} has an unknown key {place!r}")
+        elif not isinstance(value, str) or len(value) > 4 * 1024 * 1024:
+            problems.append(f"{SEALED_KEY}.{place} must be a base64 string")
+        elif not isinstance((_env_holder(manifest, place) or {}).get("Env"), list):
+            problems.append(f"{SEALED_KEY}.{place} seals an env list that {place} does not have")
+    return problems
+
+
+def unseal_env(manifest, identities, bundle_dir):
+    """Put the sealed env values of ``manifest`` back (in place); TrustError if they cannot be decrypted.
+
+    The decrypted list must have the same names in the same order as the masked list it replaces.
+    """
+    sealed = manifest.pop(SEALED_KEY, None) or {}
+    for place in SEALED_PLACES:
+        if place not in sealed:
+            continue
+        name = f"the sealed env values ({place}) of bundle {bundle_dir}"
+        try:
+            ciphertext = base64.b64decode(sealed[place], validate=True)
+        except ValueError:
+            raise TrustError(f"{name} are not valid base64: the manifest is damaged; copy the bundle again") from None
+        try:
+            env = json.loads(decrypt_bytes(ciphertext, identities, name).decode("utf-8"))
+        except ValueError:
+            raise TrustError(f"{name} do not decrypt to a JSON list: the manifest is damaged") from None
+        holder = _env_holder(manifest, place)
+        masked = holder.get("Env") if holder else None
+        if not (isinstance(env, list) and all(isinstance(e, str) for e in env) and masked == _masked(env)):
+            raise TrustError(
+                f"{name} do not match the env names of the manifest: the manifest was changed after capture; "
+                "copy the bundle again from its source"
+            )
+        holder["Env"] = env
+    return manifest
+
+
+def encrypted(manifest):
+    """Whether any part of ``manifest`` (an artifact or env values) is encrypted."""
+    return bool(manifest.get(SEALED_KEY)) or any(
+        isinstance(a, dict) and a.get("encryption") for a in manifest.get("artifacts") or []
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# OpenSSH signatures
+
+
+def _ssh_keygen():
+    path = shutil.which("ssh-keygen")
+    if not path:
+        raise TrustError(
+            "ssh-keygen is not installed on this host; install openssh-client (Debian, Ubuntu) or "
+            "openssh (RHEL) to sign or verify bundles"
+        )
+    return path
+
+
+def _run(args, data=None):
+    try:
+        return subprocess.run(
+            args,
+            input=data,
+            capture_output=True,
+            timeout=SSH_KEYGEN_TIMEOUT,
+            check=False,
+            start_new_session=True,  # no controlling terminal: a passphrase prompt fails instead of hanging
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+        )
+    except subprocess.TimeoutExpired:
+        raise TrustError(f"ssh-keygen did not finish within {SSH_KEYGEN_TIMEOUT} s") from None
+    except OSError as exc:
+        raise TrustError(f"ssh-keygen cannot be run: {exc.strerror or exc}") from None
+
+
+def sign(key_path, data):
+    """The ``ssh-keygen -Y sign -n ferry.docker`` signature of ``data`` with the private key ``key_path``."""
+    if not os.path.isfile(key_path):
+        raise TrustError(f"sign_key {key_path} is not a file on this host; give the path of an OpenSSH private key")
+    proc = _run([_ssh_keygen(), "-q", "-Y", "sign", "-f", key_path, "-n", NAMESPACE], data)
+    if proc.returncode != 0 or not proc.stdout.startswith(b"-----BEGIN SSH SIGNATURE-----"):
+        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise TrustError(
+            f"signing with sign_key {key_path} failed ({detail[-1] if detail else f'exit {proc.returncode}'}); "
+            "give an OpenSSH private key without a passphrase that this user can read"
+        )
+    return proc.stdout
+
+
+def verify(allowed_signers, data, signature, bundle_dir):
+    """The principal of ``allowed_signers`` whose key made ``signature`` over ``data`` for ferry.docker.
+
+    TrustError naming the bundle when no trusted principal signed exactly these bytes.
+    """
+    if not os.path.isfile(allowed_signers):
+        raise TrustError(
+            f"trusted_signers {allowed_signers} is not a file on this host; give an OpenSSH allowed_signers file"
+        )
+    refused = (
+        f"bundle {bundle_dir} is refused: its signature {SIGNATURE_NAME} "
+        "{why}. Nothing was changed. If the bundle is yours, capture it again with sign_key set to a key "
+        f"listed in {allowed_signers}; otherwise do not restore it"
+    )
+    tool = _ssh_keygen()
+    with tempfile.TemporaryDirectory(prefix="ferry-verify-") as tmp:
+        sig_path = os.path.join(tmp, SIGNATURE_NAME)
+        with open(sig_path, "wb") as f:
+            f.write(signature)
+        found = _run([tool, "-Y", "find-principals", "-s", sig_path, "-f", allowed_signers, "-n", NAMESPACE])
+        principals = [p for p in found.stdout.decode("utf-8", "replace").splitlines() if p.strip()]
+        if found.returncode != 0 or not principals:
+            if b"not a signature" in found.stderr.lower() or b"invalid" in found.stderr.lower():
+                raise TrustError(refused.format(why="is not a valid OpenSSH signature (damaged or forged)"))
+            raise TrustError(refused.format(why=f"was made by a key that is not trusted in {allowed_signers}"))
+        for principal in principals:
+            proc = _run(
+                [tool, "-Y", "verify", "-f", allowed_signers, "-I", principal, "-n", NAMESPACE, "-s", sig_path], data
+            )
+            if proc.returncode == 0:
+                return principal
+    raise TrustError(
+        refused.format(why="does not match its manifest.json: the manifest or the signature was changed after signing")
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# what a restore module is given
+
+
+def argument_spec():
+    """Options of the restore modules that read a bundle: decrypt_identities and trusted_signers."""
+    return dict(
+        decrypt_identities=dict(type="list", elements="path", default=[]),
+        trusted_signers=dict(type="path"),
+    )
+
+
+class BundleKeys:
+    """The keys a restore uses for one bundle: loaded identities, the allowed_signers file, and who signed.
+
+    ``signer`` is set by ``_restore.open_bundle`` to the principal whose signature was verified;
+    ``trusted`` is true only then.
+    """
+
+    def __init__(self, identity_paths=(), trusted_signers=None):
+        self.identity_paths = list(identity_paths or [])
+        self.identities = load_identities(self.identity_paths)
+        self.trusted_signers = trusted_signers or None
+        self.signer = None
+
+    @classmethod
+    def from_params(cls, params):
+        return cls(params.get("decrypt_identities"), params.get("trusted_signers"))
+
+    @property
+    def trusted(self):
+        return self.signer is not None
