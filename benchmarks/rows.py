@@ -15,6 +15,9 @@ import json
 import shlex
 import shutil
 
+import pyrage
+from pyrage import x25519
+
 from benchmarks.data import LABEL, fingerprint_archive, fingerprint_tree, image_archive
 from benchmarks.harness import ROWS, CheckFailed, Row, RowError, measure, module_command, register, shell_command
 
@@ -319,3 +322,44 @@ class Load(Row):
         if "r5" in ctx.state:
             _remove_image(ctx.api, ctx.state["r5"]["image_id"])
         shutil.rmtree(ctx.path("r5-bundle"), ignore_errors=True)
+
+
+@register
+class EncryptedVolumeBackup(Row):
+    """Row 9: the cost of encryption at rest, our module against itself on the same volume."""
+
+    number = 9
+    title = "docker_volume_backup (zstd) with encrypt_recipients (age X25519)"
+    baseline = "docker_volume_backup (zstd), not encrypted"
+    target = 1.1
+
+    def out(self, ctx, side, run):
+        return ctx.path(f"r9-{side}-{run}")
+
+    def setup(self, ctx):
+        identity = x25519.Identity.generate()
+        ctx.state["r9"] = {"identity": identity, "recipient": str(identity.to_public())}
+
+    def prepare(self, ctx, side, run):
+        _fresh_dir(self.out(ctx, side, run))
+
+    def command(self, ctx, side, run):
+        out = self.out(ctx, side, run)
+        args = dict(volumes=[ctx.source.volume], dest=str(out), compression="zstd", timeout=TIMEOUT)
+        if side == "ours":
+            args["encrypt_recipients"] = [ctx.state["r9"]["recipient"]]
+        return module_command(ctx, "docker_volume_backup", args, f"r9-{side}-{run}")
+
+    def check(self, ctx, side, run, outcome):
+        artifact = _only_artifact(outcome.result)
+        path = self.out(ctx, side, run) / artifact["file"]
+        if side == "ours":
+            if artifact.get("encryption") != "age":
+                raise CheckFailed(f"the artifact of {side} is not encrypted: {artifact!r}")
+            plain = self.out(ctx, side, run) / "check.tar.zst"  # the check's own copy, outside the timed run
+            pyrage.decrypt_file(str(path), str(plain), [ctx.state["r9"]["identity"]])
+            path = plain
+        _expect(ctx, fingerprint_archive(path), f"the archive of {side}")
+
+    def cleanup(self, ctx, side, run):
+        shutil.rmtree(self.out(ctx, side, run), ignore_errors=True)
