@@ -40,6 +40,13 @@ Bundle layout written by the capture modules (one directory per container, mode 
                                attributes are PAX ``SCHILY.xattr.*`` records, sparse files GNU sparse 1.0
                                members.
 
+    manifest.json.sig          with ``sign_key``: ``ssh-keygen -Y sign -n ferry.docker`` of manifest.json
+                               (see _trust); a capture without it that changes the manifest removes it.
+
+With ``encrypt_recipients`` every archive is an age file (entry ``"encryption": "age"``; ``size`` and
+``sha256`` of the ciphertext) and the env values of ``run_config`` and ``image_config`` are sealed
+(``sealed_env``, see _trust); the archive names do not change.
+
 ``<sfx>`` is ``.zst``, ``.gz`` or empty (see _stream.suffix). Capturing into an existing bundle
 replaces the artifact of the same kind and name (a file it no longer uses, e.g. after a change of
 compression, is removed); identical bytes keep the old file (changed=false). A bundle holds one
