@@ -31,7 +31,7 @@ limit_for() {
     ecosystem) echo 300 ;;
     sanity) echo 900 ;;
     unit) echo 300 ;;
-    integration) echo 1200 ;;
+    integration) echo 1800 ;;
     bench) echo 900 ;;
     molecule) echo 1500 ;;
     venv) echo 900 ;;

@@ -302,6 +302,8 @@ GUARD_POLL_SECONDS = 1.0
 RUN_ENVIRONMENT = "FERRY_MIGRATE_RUN"
 # The label of every container this collection restores (see _runconfig): the guard removes only those.
 DIGEST_LABEL = "ferry.docker.config-digest"
+# The repository of the images migrations commit (see the migrate role).
+MIGRATE_IMAGE_PREFIX = "ferry-migrate/"
 SSH_OPTIONS = (
     "-o",
     "BatchMode=yes",
@@ -378,13 +380,17 @@ class TargetOps:
         quoted = shlex.quote(name)
         drop = " ".join(shlex.quote(volume) for volume in volumes)
         script = (
-            f"docker stop -t 30 {quoted} >/dev/null 2>&1; "
+            f"docker stop {quoted} >/dev/null 2>&1; "  # the container's own stop timeout, as the run's stop
             f"state=$(docker inspect -f '{{{{.State.Running}}}}' {quoted} 2>&1) || "
             "{ case $state in *'No such'*) exit 0;; esac; echo \"$state\" >&2; exit 3; }; "
             '[ "$state" = false ] || exit 4; '
             f"label=$(docker inspect -f '{{{{index .Config.Labels \"{DIGEST_LABEL}\"}}}}' {quoted}) && "
+            f"image=$(docker inspect -f '{{{{.Config.Image}}}}' {quoted}) && "
             f'[ -n "$label" ] && [ "$label" != "<no value>" ] && docker rm {quoted} >/dev/null && '
-            f'for volume in {drop}; do docker volume rm "$volume" >/dev/null 2>&1; done; exit 0'
+            f'for volume in {drop}; do docker volume rm "$volume" >/dev/null 2>&1; done; '
+            # the tag a migration gives its committed image: a stale one would make the next run's load
+            # refuse to move it; removing a tag leaves an image that something else still uses
+            f'case $image in {MIGRATE_IMAGE_PREFIX}*) docker image rm "$image" >/dev/null 2>&1;; esac; exit 0'
         )
         code, _out, err = self.run(ssh_argv(self.targets[host], script))
         return code == 0, err.strip()[-300:]
