@@ -215,17 +215,15 @@ def test_encrypted_image_bundle_round_trip_and_container_env(client, res, tmp_pa
     )
 
     restored_name = res.name("img-restored")
-    restored = ok(
-        run_module(
-            "docker_container_restore",
-            bundle=str(bundle),
-            name=restored_name,
-            image=tag,
-            state="created",
-            decrypt_identities=[keys["age"][0]],
-            trusted_signers=keys["allowed"],
-        )
+    options = dict(
+        bundle=str(bundle),
+        image=tag,
+        state="created",
+        decrypt_identities=[keys["age"][0]],
+        trusted_signers=keys["allowed"],
     )
+    # name is run_module's positional parameter too: passed in a mapping, as test_container_health does
+    restored = ok(run_module("docker_container_restore", **{"name": restored_name, **options}))
     res.containers.append(restored_name)
     assert restored["signer"] == "backup@ferry"
     env = client.inspect_container(restored_name)["Config"]["Env"]
@@ -311,7 +309,7 @@ def privileged_bundle(path, res, sign_key=None):
 
 def test_privileged_settings_need_a_trusted_signature_or_allow_privileged(client, res, tmp_path, keys):
     signed, run_config = privileged_bundle(tmp_path / "signed", res, keys["ssh"][0])
-    unsigned, _ = privileged_bundle(tmp_path / "unsigned", res)
+    unsigned = privileged_bundle(tmp_path / "unsigned", res)[0]
     name = run_config["name"]
     res.containers.append(name)
     base = dict(state="created")

@@ -192,7 +192,7 @@ def test_a_write_error_of_the_child_reaches_the_caller(tmp_path, age_key):
     with open(path, "rb") as out:  # the child cannot write to it
         encryptor = _trust.Encryptor([age_key[1]], out)
         with pytest.raises(_trust.TrustError, match="age encryption"):
-            for _ in range(100):
+            for _chunk in range(100):
                 encryptor.write(b"w" * 1_000_000)
             encryptor.close()
         encryptor.abort()
