@@ -141,7 +141,7 @@ def open_bundle(bundle_dir, kinds=None, names=None, keys=None):
     if encrypted(manifest):
         if keys is None or not keys.identities:
             raise no_identities(f"bundle {bundle_dir}")
-        unseal_env(manifest, keys.identities, bundle_dir)
+        unseal_env(manifest, keys.identities, f"bundle {bundle_dir}")
     _KEYS[os.path.abspath(bundle_dir)] = keys
     problems = manifest_name_problems(manifest)
     if problems:

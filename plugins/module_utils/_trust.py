@@ -451,16 +451,17 @@ def sealed_problems(manifest):
     return problems
 
 
-def unseal_env(manifest, identities, bundle_dir):
+def unseal_env(manifest, identities, where):
     """Put the sealed env values of ``manifest`` back (in place); TrustError if they cannot be decrypted.
 
     The decrypted list must have the same names in the same order as the masked list it replaces.
+    ``where`` names the manifest in messages (``bundle /srv/b``).
     """
     sealed = manifest.pop(SEALED_KEY, None) or {}
     for place in SEALED_PLACES:
         if place not in sealed:
             continue
-        name = f"the sealed env values ({place}) of bundle {bundle_dir}"
+        name = f"the sealed env values ({place}) of {where}"
         try:
             ciphertext = base64.b64decode(sealed[place], validate=True)
         except ValueError:

@@ -49,6 +49,13 @@ options:
       - One of O(run_config) and O(bundle) is required; without O(run_config), the run config of
         O(bundle) is checked.
     type: dict
+  sealed_env:
+    description:
+      - The C(sealed_env) of the bundle's manifest, when O(run_config) is the manifest's run config of an
+        encrypted bundle (env values masked as C(NAME=********)); the values are decrypted with
+        O(decrypt_identities), so that the config digest, and RV(container_state), are those of the real
+        configuration.
+    type: dict
   bundle:
     description:
       - A bundle directory on the managed host to read the run config from (with its env values
@@ -310,6 +317,7 @@ layers_present:
   elements: str
 """
 
+import copy
 import os
 
 from ansible_collections.ferry.docker.plugins.module_utils import _trust
@@ -392,6 +400,13 @@ class Preflight:
         if p["required_bytes"] and not p["dest"]:
             raise RunConfigError("required_bytes needs dest, the directory the bundle will be received in")
         run_config, trusted = p["run_config"], False
+        if run_config and p["sealed_env"]:
+            sealed = {"run_config": copy.deepcopy(run_config), _trust.SEALED_KEY: p["sealed_env"]}
+            problems = _trust.sealed_problems(sealed)
+            if problems:
+                raise RunConfigError(f"sealed_env does not fit run_config: {'; '.join(problems)}")
+            identities = _trust.BundleKeys.from_params(p).identities
+            run_config = _trust.unseal_env(sealed, identities, "the run_config option")["run_config"]
         if p["bundle"]:
             keys = _trust.BundleKeys.from_params(p)
             manifest = open_bundle(p["bundle"], keys=keys)[0]
@@ -607,6 +622,7 @@ def main():
         dict(
             run_config=dict(type="dict"),
             bundle=dict(type="path"),
+            sealed_env=dict(type="dict"),
             name=dict(type="str"),
             image=dict(type="str"),
             port_map=dict(type="dict"),

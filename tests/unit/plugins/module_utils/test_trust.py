@@ -236,7 +236,7 @@ def test_seal_and_unseal_env(age_key):
     assert set(manifest["sealed_env"]) == {"run_config", "image_config"}
     assert _trust.sealed_problems(manifest) == []
     assert _trust.encrypted(manifest)
-    _trust.unseal_env(manifest, _trust.load_identities([age_key[0]]), "/b")
+    _trust.unseal_env(manifest, _trust.load_identities([age_key[0]]), "bundle /b")
     assert manifest == MANIFEST
 
 
@@ -254,11 +254,11 @@ def test_unseal_refuses_swapped_names_and_wrong_keys(age_key):
     swapped = copy.deepcopy(manifest)
     swapped["run_config"]["config"]["Env"][0] = "OTHER=********"
     with pytest.raises(_trust.TrustError, match="do not match the env names"):
-        _trust.unseal_env(swapped, _trust.load_identities([age_key[0]]), "/b")
+        _trust.unseal_env(swapped, _trust.load_identities([age_key[0]]), "bundle /b")
     with pytest.raises(_trust.TrustError, match="encrypted for other keys"):
-        _trust.unseal_env(copy.deepcopy(manifest), [x25519.Identity.generate()], "/b")
+        _trust.unseal_env(copy.deepcopy(manifest), [x25519.Identity.generate()], "bundle /b")
     with pytest.raises(_trust.TrustError, match="no decrypt_identities"):
-        _trust.unseal_env(copy.deepcopy(manifest), [], "/b")
+        _trust.unseal_env(copy.deepcopy(manifest), [], "bundle /b")
 
 
 @pytest.mark.parametrize(
