@@ -16,7 +16,7 @@ description:
   - "Scratch names: container C(<prefix>-<run>-<name>), image C(<prefix>/<name>:<run>), network
     C(<prefix>-<run>-<name>-net), volumes C(<prefix>-<run>-<name>-v<N>), each checked against Docker's grammar."
   - The rewritten run config publishes no port, has no restart policy and no C(AutoRemove), logs with
-    C(json-file), and is attached only to the scratch network, which is C(internal) (no route out);
+    C(json-file), and is attached only to the scratch network, which is C(internal) (Docker lets no traffic out of it);
     links, static addresses, C(VolumesFrom) and C(container:) namespaces are dropped.
   - Every named volume and every bind mount becomes a scratch volume of the C(local) driver with no
     driver options, filled from the bundle's archive when there is one. No host path is mounted.

@@ -15,7 +15,7 @@ container cannot touch the host's real containers, data or network:
 * no published ports (``PortBindings`` and ``PublishAllPorts`` dropped), no restart policy, no
   ``AutoRemove``, logs in ``json-file`` (a remote log driver would ship the drill's logs to the
   real log service);
-* one network, the scratch network, created ``internal`` (no route out); links, static addresses,
+* one network, the scratch network, created ``internal`` (Docker lets no traffic out of it); links, static addresses,
   ``container:`` network modes, ``VolumesFrom`` and ``container:`` PID/IPC namespaces dropped;
 * every named volume and every bind mount becomes a scratch volume of the ``local`` driver with no
   driver options (recorded options may bind a host directory), filled from the bundle's archive
