@@ -377,7 +377,7 @@ def test_check_mode_only_checks():
 def test_the_report_passes_only_when_every_drill_passed():
     ok = {"marks": [["check", 0]], "finished": 1}
     bad = {"marks": [["check", 0]], "finished": 1, "error": {"msg": "x"}}
-    assert drill_report([ok, ok], started=0, finished=3) | {"drills": None} == {
+    assert {**drill_report([ok, ok], started=0, finished=3), "drills": None} == {
         "status": "pass",
         "passed": 2,
         "failed": 0,
