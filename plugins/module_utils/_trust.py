@@ -231,6 +231,7 @@ def _child(mode, fd, keys, **kwargs):
             [sys.executable, "-c", _CHILD, mode, str(fd), json.dumps(list(keys))],
             pass_fds=(fd,),
             close_fds=True,
+            cwd="/",  # sys.path[0] of ``-c`` is the working directory: never import from the module's
             **kwargs,
         )
     except OSError as exc:
