@@ -231,6 +231,44 @@ def test_encrypted_image_bundle_round_trip_and_container_env(client, res, tmp_pa
     assert SECRET not in json.dumps(restored)
 
 
+def test_encrypted_filesystem_bundle_round_trip(client, res, tmp_path, keys):
+    name, cid = res.container("fs", environment={"DB_PASSWORD": SECRET})
+    client.put_archive(cid, "/", tar_bytes({"srv/app.txt": "exported\n"}))
+    bundle = tmp_path / "bundle"
+    exported = ok(
+        run_module(
+            "docker_export",
+            container=name,
+            dest=str(bundle),
+            encrypt_recipients=[keys["ssh"][1]],
+            sign_key=keys["ssh"][0],
+        )
+    )
+    assert exported["artifact"]["encryption"] == "age"
+    no_secret_in(bundle)
+    manifest = _bundle.load_manifest(str(bundle))
+    assert set(manifest["sealed_env"]) == {"run_config", "image_config"}
+    repository = res.name("fs").lower()
+    res.images.append(f"{repository}:latest")
+    args = dict(bundle=str(bundle), repository=repository)
+    refused(run_module("docker_import", **args), "no decrypt_identities")
+    refused(run_module("docker_import", decrypt_identities=[keys["other_ssh"][0]], **args), "encrypted for other keys")
+    imported = ok(
+        run_module("docker_import", decrypt_identities=[keys["ssh"][0]], trusted_signers=keys["allowed"], **args)
+    )
+    assert imported["changed"] is True
+    res.images.append(imported["image_id"])
+    config = client.inspect_image(f"{repository}:latest")["Config"]
+    assert f"DB_PASSWORD={SECRET}" in (config.get("Env") or [])  # the sealed image_config env, decrypted
+    probe = client.create_container(f"{repository}:latest", command=["true"])
+    try:
+        stream, _stat = client.get_archive(probe["Id"], "/srv/app.txt")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            assert tar.extractfile("app.txt").read() == b"exported\n"
+    finally:
+        client.remove_container(probe["Id"], force=True)
+
+
 # --------------------------------------------------------------------------------------------- C: signatures
 
 
