@@ -15,16 +15,18 @@ description:
     C(pass) or C(fail), the step that failed and the reason in a sentence, the seconds each step took,
     the scratch names and what the drill changed from the recorded container.
   - A drill whose clean-up left something behind fails, naming what is left.
-  - The run's C(status) is C(pass) only when there was at least one drill and every drill passed.
+  - A drill in check mode only checked its bundle; it is C(checked) unless that check failed.
+  - The run's C(status) is C(pass) only when there was at least one drill and none failed.
 positional: _input
 options:
   _input:
     description:
       - One record per drill with C(container), C(target), C(bundle_host), C(bundle), C(marks) (a list of
         C([step, epoch seconds]) pairs, in order, each marking the start of a step), C(finished)
-        (epoch seconds), C(error) (C(task) and C(msg), absent when it passed), C(log_tail), C(cleanup)
-        (a list of C(kind), C(name), C(failed), C(msg)), C(plan) (from P(ferry.docker.verify_scratch_plan#filter),
-        without its run config), C(deep), C(check), C(health) and C(command).
+        (epoch seconds), C(error) (C(task) and C(msg), empty when it passed), C(log_tail), C(cleanup)
+        (one C({kind, name, result}) per removal, C(result) the registered task result, or a registered
+        loop item with C(kind) added), C(plan) (from P(ferry.docker.verify_scratch_plan#filter), without
+        its run config), C(check_mode), C(deep), C(check), C(health) and C(command).
     type: list
     elements: dict
     required: true
@@ -60,8 +62,9 @@ _value:
       type: int
     drills:
       description:
-        - One entry per drill with C(container), C(target), C(bundle_host), C(bundle), C(status),
-          C(failed_step), C(reason), C(log_tail), C(deep), C(check), C(health), C(command),
+        - One entry per drill with C(container), C(target), C(bundle_host), C(bundle),
+          C(status) (C(pass), C(fail) or C(checked)), C(failed_step), C(reason), C(log_tail), C(deep),
+          C(check), C(health), C(command),
           C(timings) (seconds per step and C(total)), C(scratch), C(changes) and C(leftovers).
       type: list
       elements: dict

@@ -278,6 +278,14 @@ def scratch_plan(manifest, run, prefix=DEFAULT_PREFIX):
             "the bundle's manifest holds no run_config, so the container cannot be restored; "
             "back it up again with the backup role (it records the run config)"
         )
+    if manifest.get("sealed_env") or any(
+        isinstance(a, dict) and a.get("encryption") for a in manifest.get("artifacts") or []
+    ):
+        raise VerifyError(
+            "the bundle is encrypted (its artifacts and environment values are sealed); restore drills of "
+            "encrypted bundles are not supported yet: drill an unencrypted bundle, or restore this one with "
+            "the restore role and its decryption identities"
+        )
     run_config = copy.deepcopy(manifest["run_config"])
     container = run_config.get("name") or (manifest.get("container") or {}).get("name") or ""
     if not container:

@@ -274,6 +274,20 @@ def test_a_manifest_without_run_config_is_refused():
         scratch_plan({"artifacts": []}, RUN)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda doc: doc.update(sealed_env={"run_config": "YWdl"}),
+        lambda doc: doc["artifacts"][0].update(encryption="age"),
+    ],
+)
+def test_an_encrypted_bundle_is_refused_with_the_reason(change):
+    doc = manifest()
+    change(doc)
+    with pytest.raises(VerifyError, match="the bundle is encrypted"):
+        scratch_plan(doc, RUN)
+
+
 def test_a_bad_bind_is_refused():
     with pytest.raises(VerifyError, match="not source:destination"):
         scratch_plan(manifest(Binds=["nocolon"]), RUN)
