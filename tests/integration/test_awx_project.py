@@ -114,6 +114,15 @@ class Job:
         stats = [event for event in self.events if event.get("event") == "playbook_on_stats"]
         self.artifact_data = stats[-1]["event_data"].get("artifact_data", {}) if stats else {}
 
+    def results(self, task_start: str) -> list[dict]:
+        """The results of the tasks whose name starts with task_start, retries included, in order."""
+        kinds = ("runner_on_ok", "runner_on_failed", "runner_retry")
+        return [
+            event["event_data"]["res"]
+            for event in self.events
+            if event.get("event") in kinds and event["event_data"].get("task", "").startswith(task_start)
+        ]
+
     def explain(self) -> str:
         return f"status {self.status}, rc {self.rc}; last output:\n{self.stdout[-6000:]}"
 
@@ -270,6 +279,8 @@ def backed_up(awx):
     extravars = survey_answers(
         "backup", ferry_backup_hosts="host1", backup_containers=awx.token, backup_host_report_path=awx.host_report
     )
+    # A job template's extra vars: report the progress of each capture every second.
+    extravars["backup_progress_interval"] = 1
     job = awx.job("playbooks/backup.yml", extravars)
     assert job.status == "successful", job.explain()
     return job
@@ -289,6 +300,12 @@ def test_backup_job(awx, backed_up):
     assert on_host["host"] == "host1"
     assert on_host["containers"][0]["bundle"] == entry["bundle"]
     assert ssh("host1", f"stat -c %a {Path(awx.host_report).parent}").stdout.strip() == "700"
+    # Each capture ran in the background; its result carries the progress of the last poll.
+    (commit,) = backed_up.results("Wait for the commit")[-1:]
+    assert commit["finished"] is True
+    assert commit["progress"]["bytes"] > 0
+    (volumes,) = backed_up.results("Wait for the volume backup")[-1:]
+    assert volumes["progress"]["bytes"] >= commit["progress"]["bytes"]
 
 
 def test_restore_job_in_check_mode_changes_nothing(awx, backed_up):
@@ -321,6 +338,7 @@ def test_restore_job_from_another_host(awx, backed_up):
         restore_container=awx.token,
         restore_bundle_host="host1",
         restore_name=f"{awx.token}-r",
+        restore_progress_interval=1,
     )
     # The survey's textareas send the maps as JSON text.
     assert extravars["restore_port_map"] == "{}"
@@ -331,6 +349,12 @@ def test_restore_job_from_another_host(awx, backed_up):
         assert report["status"] == "ok"
         assert int(report["sent_bytes"]) > 0
         assert report["created"]["container"] == f"{awx.token}-r"
+        # rsync ran in the background, writing its --info=progress2 lines, which the wait reports (the
+        # last try's line is the last line rsync wrote, from its statistics).
+        (rsync,) = job.results("Wait for rsync")[-1:]
+        assert rsync["finished"] is True
+        assert rsync["progress"]["line"]
+        assert "100%" in rsync["stdout"]
         assert ssh("host2", f"docker exec {awx.token}-r cat /data/hello").stdout.strip() == awx.token
     finally:
         # The migration below moves the same container (and its volume) to host2.
