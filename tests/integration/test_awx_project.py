@@ -38,6 +38,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE = REPO_ROOT / "lab" / ".state"
@@ -87,6 +88,15 @@ def ssh(host: str, script: str, check: bool = True) -> subprocess.CompletedProce
     if check and result.returncode != 0:
         pytest.fail(f"on {host}: {script!r} failed ({result.returncode}): {result.stderr[-2000:]}")
     return result
+
+
+def readme_example(name: str) -> dict:
+    """The YAML block that follows `<!-- awx-example: NAME -->` in README.md."""
+    text = (REPO_ROOT / "README.md").read_text()
+    marker = f"<!-- awx-example: {name} -->"
+    assert marker in text, f"README.md has no {marker}"
+    block = text.split(marker, 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    return yaml.safe_load(block)
 
 
 def survey_answers(name: str, **answers) -> dict:
@@ -167,6 +177,7 @@ class AwxProject:
         check: bool = False,
         host_users: dict[str, str] | None = None,
         hosts: dict[str, dict[str, str]] | None = None,
+        groups: dict[str, list[str]] | None = None,
     ) -> Job:
         """Run playbook as an AWX job template would, and return the job."""
         self.count += 1
@@ -188,6 +199,7 @@ class AwxProject:
         for name, login in (host_users or {}).items():
             hostvars[name]["ansible_user"] = login
         inventory = {"all": {"hosts": sorted(hostvars)}, "_meta": {"hostvars": hostvars}}
+        inventory.update({group: {"hosts": members} for group, members in (groups or {}).items()})
         script = data_dir / "inventory" / "hosts"
         script.write_text(f"#! {sys.executable}\nprint({json.dumps(json.dumps(inventory))})\n")
         script.chmod(0o700)
@@ -255,6 +267,7 @@ def awx(lab, tmp_path_factory):
     ssh(
         "host1",
         f"docker volume create {token}-data >/dev/null && docker run -d --name {token} -v {token}-data:/data"
+        f" --label {shlex.quote(readme_example('backup extra vars')['backup_label_selector'])}"
         f" {WORKLOAD_IMAGE} sh -c 'echo {token} > /data/hello && exec sleep 3600' >/dev/null"
         f" && until docker exec {token} cat /data/hello >/dev/null 2>&1; do sleep 0.2; done",
     )
@@ -306,6 +319,20 @@ def test_backup_job(awx, backed_up):
     assert commit["progress"]["bytes"] > 0
     (volumes,) = backed_up.results("Wait for the volume backup")[-1:]
     assert volumes["progress"]["bytes"] >= commit["progress"]["bytes"]
+
+
+def test_backup_job_as_in_the_readme(awx, backed_up):
+    """The scheduled backup job template of README.md's AWX / AAP section: its extra vars as written."""
+    extravars = readme_example("backup extra vars")
+    job = awx.job("playbooks/backup.yml", extravars, groups={extravars["ferry_backup_hosts"]: ["host1"]})
+    assert job.status == "successful", job.explain()
+    report = job.artifact_data["ferry_backup_report"]
+    assert list(report["hosts"]) == ["host1"]
+    mine = [entry for entry in report["hosts"]["host1"]["containers"] if entry["container"] == awx.token]
+    assert [entry["status"] for entry in mine] == ["ok"]
+    # The default report path on the host: its directory is created, and it outlives the job.
+    on_host = json.loads(ssh("host1", "cat /var/lib/ferry/reports/backup.json").stdout)
+    assert on_host["host"] == "host1"
 
 
 def test_restore_job_in_check_mode_changes_nothing(awx, backed_up):
@@ -376,7 +403,11 @@ def test_restore_job_on_a_host_without_root_login(awx, backed_up):
     """-u ferry --become, as a machine credential with privilege escalation gives them."""
     hosts = {"host1": awx.hosts["host1"], "sudo1": awx.sudo_hosts["sudo1"]}
     extravars = survey_answers(
-        "restore", restore_target="sudo1", restore_container=awx.token, restore_bundle_host="host1"
+        "restore",
+        restore_target="sudo1",
+        restore_container=awx.token,
+        restore_bundle_host="host1",
+        restore_progress_interval=1,
     )
     # host1 still logs in as root (its inventory says so); sudo1 as the credential's user.
     job = awx.job(
