@@ -25,6 +25,7 @@ attributes:
     description: Runs the same checks; it never changes anything.
   diff_mode:
     support: none
+    description: Nothing changes, so there is nothing to show.
   idempotent:
     support: full
     description: Never changes anything.
