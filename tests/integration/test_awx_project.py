@@ -133,6 +133,11 @@ class Job:
             if event.get("event") in kinds and event["event_data"].get("task", "").startswith(task_start)
         ]
 
+    def stats(self, kind: str) -> dict:
+        """The play recap's counts of one kind (ok, changed, failures, ...) per host."""
+        stats = [event for event in self.events if event.get("event") == "playbook_on_stats"]
+        return stats[-1]["event_data"].get(kind, {}) if stats else {}
+
     def explain(self) -> str:
         return f"status {self.status}, rc {self.rc}; last output:\n{self.stdout[-6000:]}"
 
@@ -382,6 +387,11 @@ def test_restore_job_from_another_host(awx, backed_up):
         assert rsync["finished"] is True
         assert rsync["progress"]["line"]
         assert "100%" in rsync["stdout"]
+        # The same job again: the container runs with the bundle's config, so nothing changes.
+        again = awx.job("playbooks/restore.yml", extravars)
+        assert again.status == "successful", again.explain()
+        assert again.artifact_data["ferry_restore_report"]["host2"]["status"] == "unchanged"
+        assert again.stats("changed") == {}
         assert ssh("host2", f"docker exec {awx.token}-r cat /data/hello").stdout.strip() == awx.token
     finally:
         # The migration below moves the same container (and its volume) to host2.
