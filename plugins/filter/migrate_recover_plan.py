@@ -44,10 +44,11 @@ RETURN = r"""
 _value:
   description:
     - C(containers), one entry per open container with C(run_id), C(container), C(state_before), C(phase),
-      C(target), C(target_name), C(target_volumes) and C(target_may_run) (the run reached the restore phase,
-      so a copy may exist on the target) and C(guard_entry) (the container as M(ferry.docker.docker_migrate_guard)'s
-      O(ferry.docker.docker_migrate_guard#module:containers) takes it); C(runs), the run ids to recover; C(in_progress), runs left alone;
-      C(unreadable), journals that could not be read, with the reason.
+      C(target), C(target_name), C(target_volumes), C(target_may_run) (the run reached the restore phase,
+      so a copy may exist on the target) and C(guard_entry) (the container in the shape the guard module's
+      C(containers) option takes).
+    - C(runs), the run ids to recover; C(in_progress), runs left alone; C(unreadable), journals that could
+      not be read, with the reason.
   type: dict
 """
 

@@ -64,6 +64,11 @@ import hashlib
 import json
 import re
 
+from ansible_collections.ferry.docker.plugins.module_utils._groups import (
+    drop_shared_network_settings,
+    rewrite_references,
+)
+
 DIGEST_LABEL = "ferry.docker.config-digest"
 REDACTED = "********"
 
@@ -606,7 +611,19 @@ def connect_kwargs(endpoint_config):
 # --------------------------------------------------------------------------------------------
 # create body
 
-OVERRIDE_KEYS = ("name", "image", "port_map", "bind_map", "network_map", "labels")
+OVERRIDE_KEYS = ("name", "image", "port_map", "bind_map", "network_map", "labels", "references")
+
+
+class _References:
+    """The container references of a migrated group: source reference (id or name) -> name on the target."""
+
+    def __init__(self, references):
+        self.references = {str(k).lstrip("/"): v for k, v in (references or {}).items()}
+
+    def resolve(self, reference):
+        reference = (reference or "").strip().lstrip("/")
+        target = self.references.get(reference)
+        return {"Name": "/" + target} if target else None
 
 
 def _port_key(spec):
@@ -698,7 +715,11 @@ def to_create_body(run_config, overrides=None):
         new host side: ``18080``, ``"127.0.0.1:18080"``, a list with one value per existing
         binding, or ``None`` to stop publishing that port); ``bind_map`` (old host path prefix ->
         new prefix, applied to bind sources in ``Binds`` and ``Mounts``); ``network_map`` (old
-        network name -> new name); ``labels`` (extra labels, e.g. the config digest).
+        network name -> new name); ``labels`` (extra labels, e.g. the config digest); ``references``
+        (container reference on the source, an id or a name -> the container's name on the target: the
+        ``container:`` modes, ``VolumesFrom`` and ``Links`` of a dependency group). Next to
+        ``NetworkMode: container:<x>`` the settings the engine refuses there (hostname, domain name, MAC
+        address, published ports, DNS, links) are left out: they are the other container's.
     :returns: ``(name, body, extra_networks)``. ``body`` has the Config fields, ``Image``,
         ``HostConfig`` and, when the first network has endpoint settings, a ``NetworkingConfig``
         with that ONE endpoint (API < 1.44 takes one at create). ``extra_networks`` is a list of
@@ -749,6 +770,8 @@ def to_create_body(run_config, overrides=None):
     extra_networks = [(net, endpoints[net]) for net in sorted(endpoints) if net != primary]
     if mode.startswith("container:") or mode in ("host", "none"):
         extra_networks = []
+    rewrite_references(body, {}, _References(overrides.get("references")))
+    drop_shared_network_settings(body)
     return name, body, extra_networks
 
 

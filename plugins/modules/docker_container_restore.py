@@ -93,6 +93,14 @@ options:
       - Attach to other networks; keys are recorded network names, values new names. A missing new
         network is created from the recorded network's definition.
     type: dict
+  references:
+    description:
+      - The container references of a dependency group moved together; keys are references on the source
+        (a container id or name, as the run config records it in C(container:) modes, C(VolumesFrom) or
+        C(Links)), values the names of those containers here.
+      - Next to a C(container:) network mode the settings the engine refuses there (hostname, domain name,
+        MAC address, published ports, DNS, links) are always left out.
+    type: dict
   state:
     description:
       - V(started) creates and starts the container; V(created) only creates it.
@@ -356,7 +364,7 @@ class Restore:
                 f"bundle {bundle} holds no run_config; capture it with docker_run_config_info or give run_config"
             )
         self.run_config = run_config
-        overrides = {k: p[k] for k in ("name", "image", "port_map", "bind_map", "network_map") if p[k]}
+        overrides = {k: p[k] for k in ("name", "image", "port_map", "bind_map", "network_map", "references") if p[k]}
         self.name, self.body, self.extra_networks = to_create_body(run_config, overrides)
         if not self.name:
             raise RestoreError("the run config records no container name; set name")
@@ -610,6 +618,7 @@ def main():
             port_map=dict(type="dict"),
             bind_map=dict(type="dict"),
             network_map=dict(type="dict"),
+            references=dict(type="dict"),
             state=dict(type="str", default="started", choices=["started", "created"]),
             restore_volumes=dict(type="bool", default=True),
             create_bind_paths=dict(type="bool", default=False),

@@ -20,11 +20,11 @@ description:
   - O(state=disarmed) ends the guard. Run it at cutover, when the target serves.
   - O(state=status) reads the journal and changes nothing. Without O(run_id) it lists, in RV(runs),
     every run of O(journal_dir) that left containers unfinished (what C(playbooks/recover.yml) shows).
-  - O(state=rolled_back) and O(state=finished) are for C(playbooks/recover.yml), after a run was lost:
+  - O(state=rolled_back) and O(state=finished) are for C(playbooks/recover.yml), after a run was lost.
     V(rolled_back) does at once what the guard does when it fires (with O(target_stopped=true) when the
     caller has already stopped the target copies); V(finished) records O(containers) as migrated, after
     the caller checked that their target copies serve and stopped their sources. Both refuse a run whose
-    guard still runs with a fresh lease: that run is not lost.
+    guard still runs with a fresh lease, since that run is not lost.
   - Every step of a run carries C(FERRY_MIGRATE_RUN=<run_id>) in its environment (the migrate role sets
     it). While such a process runs on the host, the guard counts the lease as renewed, so long steps
     (a capture of many GB, an rsync) need no renewals of their own; once the controller is lost, its

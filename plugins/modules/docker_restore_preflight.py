@@ -84,6 +84,10 @@ options:
   network_map:
     description: Attach to other networks; keys are recorded network names, values new names.
     type: dict
+  references:
+    description:
+      - The container references of a dependency group, as M(ferry.docker.docker_container_restore) takes them.
+    type: dict
   create_bind_paths:
     description:
       - Whether the restore will create missing bind mount source directories, as
@@ -356,7 +360,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._runconfig import (
 )
 from ansible_collections.ferry.docker.plugins.module_utils._stream import FerryError
 
-OVERRIDES = ("name", "image", "port_map", "bind_map", "network_map")
+OVERRIDES = ("name", "image", "port_map", "bind_map", "network_map", "references")
 
 
 class Preflight:
@@ -628,6 +632,7 @@ def main():
             port_map=dict(type="dict"),
             bind_map=dict(type="dict"),
             network_map=dict(type="dict"),
+            references=dict(type="dict"),
             create_bind_paths=dict(type="bool", default=True),
             architecture=dict(type="str"),
             dest=dict(type="path"),

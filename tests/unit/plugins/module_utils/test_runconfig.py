@@ -1177,3 +1177,38 @@ def test_create_body_needs_of_the_rich_fixture():
         {b.split(":", 1)[0] for b in RICH_HOST_CONFIG.get("Binds") or [] if not b.startswith("/")}
         | {m["Source"] for m in RICH_HOST_CONFIG.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Source")}
     )
+
+
+def sidecar_run_config():
+    return {
+        "name": "sidecar",
+        "image": "img",
+        "config": {"Hostname": "abc123", "ExposedPorts": {"80/tcp": {}}, "Env": ["A=1"]},
+        "host_config": {
+            "NetworkMode": "container:0123456789abcdef",
+            "VolumesFrom": ["main:ro"],
+            "PortBindings": {"80/tcp": [{"HostPort": "8080"}]},
+            "Dns": ["192.0.2.53"],
+            "IpcMode": "container:main",
+        },
+        "networks": {},
+    }
+
+
+def test_create_body_points_group_references_at_the_target_names_and_leaves_out_the_shared_namespace():
+    _name, body, extra = rc.to_create_body(
+        sidecar_run_config(), {"references": {"0123456789abcdef": "main2", "main": "main2"}}
+    )
+    host_config = body["HostConfig"]
+    assert host_config["NetworkMode"] == "container:main2" and host_config["IpcMode"] == "container:main2"
+    assert host_config["VolumesFrom"] == ["main2:ro"]
+    for key in ("PortBindings", "Dns"):
+        assert key not in host_config
+    assert "Hostname" not in body and "ExposedPorts" not in body and body["Env"] == ["A=1"]
+    assert extra == []
+
+
+def test_create_body_without_references_keeps_them_but_still_drops_what_the_engine_refuses():
+    _name, body, _extra = rc.to_create_body(sidecar_run_config())
+    assert body["HostConfig"]["NetworkMode"] == "container:0123456789abcdef"
+    assert body["HostConfig"]["VolumesFrom"] == ["main:ro"] and "Hostname" not in body

@@ -1,0 +1,78 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Action plugin of ferry.docker.docker_bundle_restore: runs _migration.TargetRun on the task's host."""
+
+from __future__ import annotations
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.ferry.docker.plugins.module_utils._migration import StepFailed, TargetRun
+
+MEMBER = dict(
+    container=dict(type="str", required=True),
+    name=dict(type="str", required=True),
+    running=dict(type="bool", default=False),
+    has_volumes=dict(type="bool", default=False),
+    image_ref=dict(type="str", required=True),
+    image_id=dict(type="str", default=""),
+    received=dict(type="str", required=True),
+    entry=dict(type="dict", default={}),
+)
+SPEC = dict(
+    state=dict(type="str", default="present", choices=["present", "absent"]),
+    members=dict(type="list", elements="dict", required=True, options=MEMBER),
+    created=dict(type="dict", default={}),
+    mode=dict(type="str", default="commit", choices=["commit", "export"]),
+    create_bind_paths=dict(type="bool", default=True),
+    allow_privileged=dict(type="bool", default=False),
+    stop_timeout=dict(type="int", default=10),
+    health_timeout=dict(type="int", default=120),
+    health_stable_seconds=dict(type="int", default=10),
+    health_tcp_port=dict(type="int", default=0),
+    health_url=dict(type="str", default=""),
+    keep_bundle=dict(type="bool", default=False),
+    trust=dict(type="dict", default={}),
+)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        _validation, args = self.validate_argument_spec(argument_spec=SPEC)
+
+        def call(module, module_args):
+            # The steps' own results hold inspect data, environment values included: at -vvv the connection
+            # would print them raw. This task's result, which carries no run config, stays visible.
+            context = self._connection._play_context
+            before, context.no_log = context.no_log, True
+            try:
+                return self._execute_module(module_name=module, module_args=module_args, task_vars=task_vars)
+            finally:
+                context.no_log = before
+
+        run = TargetRun(call, args["members"], args)
+        if args["state"] == "absent":
+            left = run.undo(args["created"])
+            result.update(changed=True, left=left, target_cleanup="done" if not left else "failed: " + "; ".join(left))
+            return result
+        try:
+            result.update(run.restore(), changed=True)
+        except StepFailed as exc:
+            left = run.undo()
+            result.update(
+                failed=True,
+                changed=True,
+                msg=str(exc),
+                phase=exc.phase,
+                member=exc.member,
+                log_tail=exc.result.get("log_tail", []),
+                phases=run.phases.close(),
+                created=run.created,
+                target_cleanup="done" if not left else "failed: " + "; ".join(left),
+            )
+        return result

@@ -1,0 +1,77 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Action plugin of ferry.docker.docker_migrate_source: runs _migration.SourceRun on the task's host."""
+
+from __future__ import annotations
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.ferry.docker.plugins.module_utils._migration import SourceRun, StepFailed
+
+MEMBER = dict(
+    container=dict(type="str", required=True),
+    name=dict(type="str", required=True),
+    state_before=dict(type="str", required=True),
+    running=dict(type="bool", default=False),
+    has_volumes=dict(type="bool", default=False),
+    exclude_layers=dict(type="list", elements="str", default=[]),
+    image_ref=dict(type="str", required=True),
+    bundle=dict(type="str", required=True),
+)
+SPEC = dict(
+    state=dict(type="str", required=True, choices=["captured", "restored", "cut_over"]),
+    members=dict(type="list", elements="dict", required=True, options=MEMBER),
+    mode=dict(type="str", default="commit", choices=["commit", "export"]),
+    consistency=dict(type="str", default="stop", choices=["stop", "pause"]),
+    cutover=dict(type="str", default="stop", choices=["stop", "keep", "remove"]),
+    compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
+    stop_timeout=dict(type="int", default=10),
+    journal=dict(
+        type="dict",
+        options=dict(run_id=dict(type="str", required=True), journal_dir=dict(type="path", required=True)),
+    ),
+    capture_options=dict(type="dict", default={}),
+)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        _validation, args = self.validate_argument_spec(argument_spec=SPEC)
+
+        def call(module, module_args):
+            # The steps' own results hold inspect data, environment values included: at -vvv the connection
+            # would print them raw. This task's result, which carries no run config, stays visible.
+            context = self._connection._play_context
+            before, context.no_log = context.no_log, True
+            try:
+                return self._execute_module(module_name=module, module_args=module_args, task_vars=task_vars)
+            finally:
+                context.no_log = before
+
+        run = SourceRun(call, args["members"], args)
+        try:
+            if args["state"] == "captured":
+                result.update(run.capture(), changed=True)
+            elif args["state"] == "restored":
+                result.update(source_states=run.put_back(), changed=True)
+            else:
+                states, changed = run.cut_over(args["cutover"], args["stop_timeout"])
+                result.update(source_states=states, changed=changed)
+        except StepFailed as exc:
+            result.update(failed=True, msg=str(exc), phase=exc.phase, member=exc.member, changed=True)
+            result["phases"] = run.phases.close()
+            result["log_tail"] = exc.result.get("log_tail", [])
+            if args["state"] == "captured":
+                # The source's own undo: every member back as it was before the run.
+                try:
+                    result["source_states"] = run.put_back()
+                except StepFailed as again:
+                    result["msg"] += f"; putting the sources back failed too: {again}"
+                    result["source_states"] = {}
+        return result

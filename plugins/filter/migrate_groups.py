@@ -1,0 +1,322 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: migrate_groups
+short_description: The migrate role's groups, their steps' arguments, and their report entries
+version_added: 0.1.0
+author:
+  - ferry.docker developers (@ferry-docker)
+description:
+  - C(migrate_groups) turns the containers the C(ferry.docker.migrate) role queued on one source host into
+    groups, each moved as one unit to one target, and computes every argument the group's steps need
+    (bundle directories, transfers, journal entries, the members of M(ferry.docker.docker_migrate_source)
+    and M(ferry.docker.docker_bundle_restore)).
+  - C(migrate_with_image_ids) adds the image IDs a capture returned to the target's members.
+  - C(migrate_failure) keeps of a failed task's result what the report needs (never its run config).
+  - C(migrate_group_results) shapes a group's report entries, one per container, with its status, phases,
+    bytes and downtime.
+positional: _input
+options:
+  _input:
+    description: The queued containers (C(migrate_groups)), or a group (C(migrate_group_results)).
+    type: raw
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Plan the groups
+  ansible.builtin.set_fact:
+    groups: "{{ todo | ferry.docker.migrate_groups(run, inventory_hostname, work_dir, target_dir) }}"
+"""
+
+RETURN = r"""
+_value:
+  description: See the description of each filter.
+  type: raw
+"""
+
+from ansible.errors import AnsibleFilterError
+
+# Keys of a queued container that are the role's bookkeeping, not report fields.
+INTERNAL = ("entry", "exclude_layers", "action", "running", "has_volumes", "probe_seconds", "volumes", "references")
+
+
+def _member_dirs(item, run, host, group_id, work_dir, target_dir):
+    source_dir = f"{work_dir}/{run}/{group_id}"
+    target_group_dir = f"{target_dir}/{run}-{host}-{group_id}"
+    return source_dir, target_group_dir, f"{source_dir}/{item['container']}", f"{target_group_dir}/{item['container']}"
+
+
+def migrate_groups(todo, run, host, work_dir, target_dir):
+    """Groups of queued containers, in queue order; ``item['group']`` (when set) joins items into one."""
+    groups, by_id = [], {}
+    for item in todo:
+        if not isinstance(item, dict) or not {"container", "name", "target", "action"} <= set(item):
+            raise AnsibleFilterError(f"migrate_groups: {item!r} is not a queued container of the migrate role")
+        group_id = item.get("group") or item["container"]
+        if group_id not in by_id:
+            by_id[group_id] = {"id": group_id, "target": item["target"], "action": item["action"], "members": []}
+            groups.append(by_id[group_id])
+        group = by_id[group_id]
+        if item["target"] != group["target"] or item["action"] != group["action"]:
+            raise AnsibleFilterError(
+                f"migrate_groups: {item['container']} cannot move with group {group_id}: the members of a group "
+                "go to one target and are either all migrated or all already there"
+            )
+        group["members"].append(item)
+    for group in groups:
+        source_dir, target_group_dir = _member_dirs(group["members"][0], run, host, group["id"], work_dir, target_dir)[
+            :2
+        ]
+        group.update(source_members=[], target_members=[], guard_entries=[], transfers={"direct": [], "controller": []})
+        group["transfers"]["direct"].append({"src": source_dir, "dest": target_group_dir})
+        for item in group["members"]:
+            _s, _t, bundle, received = _member_dirs(item, run, host, group["id"], work_dir, target_dir)
+            image_ref = f"ferry-migrate/{item['name'].lower()}:latest"
+            item.update(bundle=bundle, received=received, image_ref=image_ref)
+            group["source_members"].append(
+                {
+                    "container": item["container"],
+                    "name": item["name"],
+                    "state_before": item.get("source_state_before") or "unknown",
+                    "running": bool(item.get("running")),
+                    "has_volumes": bool(item.get("has_volumes")),
+                    "exclude_layers": list(item.get("exclude_layers") or []),
+                    "image_ref": image_ref,
+                    "bundle": bundle,
+                }
+            )
+            entry = item.get("entry") or {}
+            group["target_members"].append(
+                {
+                    "container": item["container"],
+                    "name": item["name"],
+                    "running": bool(item.get("running")),
+                    "has_volumes": bool(item.get("has_volumes")),
+                    "image_ref": image_ref,
+                    "received": received,
+                    "entry": {
+                        key: entry.get(key) or {} for key in ("port_map", "bind_map", "network_map", "references")
+                    },
+                }
+            )
+            group["guard_entries"].append({"name": item["container"]})
+            group["transfers"]["controller"].append({"src": bundle, "dest": received})
+    return groups
+
+
+def _failed_entry(item, host, message):
+    return dict(
+        item,
+        source=host,
+        name=item.get("name") or item["container"],
+        source_state_before=item.get("source_state_before", "unknown"),
+        status="failed",
+        phase="preflight",
+        error=message,
+        problems=[message],
+        source_state_after=item.get("source_state_before", "unknown"),
+        log_tail=[],
+        bytes_captured=0,
+        bytes_sent=0,
+        downtime_seconds=0,
+        phases={"preflight": 0},
+    )
+
+
+def migrate_plan_items(items, plan, target, name_map, host):
+    """The probe's items for this host: each requested container with the members of its dependency group
+    (``plan`` is docker_migrate_plan's result), each with ``group`` and ``references``; ``failed`` holds
+    report entries for the containers whose group cannot move."""
+    entries = [item if isinstance(item, dict) else {"container": item} for item in items]
+    resolved = plan.get("resolved") or {}
+    by_name = {}
+    for entry in entries:
+        by_name.setdefault(resolved.get(entry["container"], entry["container"]), entry)
+    out, failed, done = [], [], set()
+    for group in plan.get("groups") or []:
+        requested = [by_name[m] for m in group["members"] if m in by_name]
+        if not requested:
+            continue
+        targets = sorted({entry.get("target") or target for entry in requested})
+        base = requested[0] if requested else {}
+        if len(targets) > 1:
+            message = (
+                f"{', '.join(group['members'])} depend on each other and move as one group, but the plan sends them "
+                f"to {', '.join(targets)}; give them one target"
+            )
+            failed += [_failed_entry(dict(e, target=e.get("target") or target), host, message) for e in requested]
+            done.update(group["members"])
+            continue
+        for member in group["members"]:
+            entry = dict(by_name.get(member) or {"container": member, "pulled_in": True})
+            entry["container"] = member
+            entry.setdefault("target", base.get("target") or target)
+            entry["group"] = group["id"]
+            entry["references"] = group.get("references") or {}
+            if member not in by_name and member in name_map:
+                entry["name"] = name_map[member]
+            out.append(entry)
+            done.add(member)
+    problems = plan.get("problems") or {}
+    for entry in entries:
+        name = resolved.get(entry["container"], entry["container"])
+        if name in done:
+            continue
+        if name in problems:
+            failed.append(_failed_entry(dict(entry, target=entry.get("target") or target), host, problems[name]))
+            done.add(name)
+        elif entry["container"] in (plan.get("missing") or []):
+            out.append(entry)  # the probe reports it, or finds it already on its target
+    return {"items": out, "failed": failed}
+
+
+def migrate_group_gate(todo, results):
+    """A group moves only when every member passed its checks: the members of a group with a failed member
+    leave ``todo`` for ``results``, as failed, naming that member."""
+    failed_by_group = {}
+    for result in results:
+        if result.get("status") == "failed" and result.get("group"):
+            failed_by_group.setdefault(result["group"], []).append(
+                f"{result['container']} ({result.get('error', '')}) failed its checks"
+            )
+    actions = {}
+    for item in todo:
+        if item.get("group"):
+            actions.setdefault(item["group"], {}).setdefault(item["action"], []).append(item["container"])
+    for group, by_action in actions.items():
+        if len(by_action) > 1:
+            failed_by_group.setdefault(group, []).append(
+                f"{', '.join(by_action.get('cutover', []))} already run(s) on the target while "
+                f"{', '.join(by_action.get('migrate', []))} would move now; run playbooks/recover.yml for this "
+                "host, or remove the copies on the target, then migrate the group again"
+            )
+    keep, moved = [], []
+    for item in todo:
+        culprits = failed_by_group.get(item.get("group") or "")
+        if not culprits:
+            keep.append(item)
+            continue
+        message = "not moved: its group must move as one, and " + "; ".join(culprits)
+        entry = {key: value for key, value in item.items() if key not in INTERNAL}
+        moved.append(_failed_entry(entry, item.get("source", ""), message))
+    return {"todo": keep, "results": list(results) + moved}
+
+
+def migrate_item_names(items):
+    """The container names or ids of the role's items (names, or plan entries)."""
+    return [item["container"] if isinstance(item, dict) else str(item) for item in items]
+
+
+def migrate_with_image_ids(members, source):
+    """The target's members with the image ID each capture returned (commit mode)."""
+    captured = (source or {}).get("members") or {}
+    return [dict(member, image_id=(captured.get(member["container"]) or {}).get("image_id", "")) for member in members]
+
+
+def migrate_failure(result):
+    """What the report needs of a failed (or skipped) task's result."""
+    result = result or {}
+    keep = ("msg", "phase", "member", "log_tail", "target_cleanup", "source_states", "failed", "skipped")
+    return {key: result[key] for key in keep if key in result}
+
+
+def _phase_of(task):
+    """The migration phase of a role task that failed without saying (the journal and transfer steps)."""
+    task = task or ""
+    if task.startswith("Send") or "rsync" in task:
+        return "transfer"
+    if task.startswith("Journal the restore"):
+        return "restore"
+    if task.startswith("Journal as migrated"):
+        return "cutover"
+    return "capture"
+
+
+def migrate_group_results(group, source=None, sent=None, target=None, cutover=None, failure=None, **times):
+    """One report entry per member of ``group``."""
+    source, target, cutover, failure = source or {}, target or {}, cutover or {}, failure or {}
+    started, ended = float(times.get("started_at") or 0), float(times.get("ended_at") or 0)
+    captured = source.get("members") or {}
+    total_captured = sum(int((captured.get(m["container"]) or {}).get("bytes_captured", 0)) for m in group["members"])
+    total_sent = sum(int(size) for size in (sent or []))
+    failed_result = failure.get("result") or {}
+    cut_failed = bool(cutover.get("failed"))
+    moving = group["action"] == "migrate"
+    entries = []
+    for item in group["members"]:
+        name = item["container"]
+        mine = int((captured.get(name) or {}).get("bytes_captured", 0))
+        entry = {key: value for key, value in item.items() if key not in INTERNAL and key not in ("received",)}
+        phases = {"preflight": round(float(item.get("probe_seconds") or 0), 3)}
+        if moving:
+            for phase, seconds in (source.get("phases") or failed_result.get("phases") or {}).items():
+                if phase != "transfer":
+                    phases[phase] = seconds
+            if source.get("ended_at") and target.get("started_at"):
+                phases["transfer"] = round(float(target["started_at"]) - float(source["ended_at"]), 3)
+            phases.update(target.get("phases") or {})
+        state_before = item.get("source_state_before")
+        if failure:
+            status = "failed"
+            phase = failed_result.get("phase") or _phase_of(failure.get("task"))
+            error = f"{failure.get('task', '')}: {failed_result.get('msg', 'unknown error')}"
+            put_back = failure.get("put_back") or {}
+            if put_back.get("failed"):
+                error += f"; putting the sources back failed: {put_back.get('msg', '')}"
+            after = (put_back.get("source_states") or {}).get(name, state_before)
+            cleanup = failure.get("cleanup") or "done"
+            log_tail = failed_result.get("log_tail") or []
+        elif cut_failed:
+            status, phase = "failed", "cutover"
+            error = (
+                f"{item['name']} runs and was verified on {item['target']}, but the cutover of the source failed "
+                f"({cutover.get('msg', 'unknown error')}); finish it by hand"
+            )
+            after, cleanup, log_tail = state_before, "not needed (the target is kept)", []
+        else:
+            status = "migrated" if moving or cutover.get("changed") else "unchanged"
+            phase, error, cleanup, log_tail = "", "", "", []
+            after = (cutover.get("source_states") or {}).get(name, state_before)
+        down_at, up_at = float(source.get("down_at") or 0), float(source.get("up_at") or 0)
+        if down_at and not up_at:
+            up_at = float(target.get("verified_at") or 0) if status == "migrated" else ended
+        entry.update(
+            status=status,
+            phase=phase,
+            error=error,
+            target_cleanup=cleanup,
+            log_tail=log_tail,
+            started_at=round(started, 3),
+            ended_at=round(ended, 3),
+            image=item.get("image_ref", ""),
+            bundle=item.get("bundle", "") if moving else "",
+            bytes_captured=mine,
+            bytes_sent=round(total_sent * mine / total_captured) if total_captured else 0,
+            excluded_layers=len(item.get("exclude_layers") or []),
+            source_state_after=after,
+            downtime_seconds=round(up_at - down_at, 3) if down_at and state_before in ("running", "paused") else 0,
+            phases=phases,
+            group=[m["container"] for m in group["members"]] if len(group["members"]) > 1 else [],
+        )
+        entries.append(entry)
+    return entries
+
+
+class FilterModule:
+    """ferry.docker migrate group filters."""
+
+    def filters(self):
+        return {
+            "migrate_groups": migrate_groups,
+            "migrate_plan_items": migrate_plan_items,
+            "migrate_group_gate": migrate_group_gate,
+            "migrate_item_names": migrate_item_names,
+            "migrate_with_image_ids": migrate_with_image_ids,
+            "migrate_failure": migrate_failure,
+            "migrate_group_results": migrate_group_results,
+        }

@@ -1,0 +1,325 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils file is private to the ferry.docker collection. It may change without notice.
+
+"""The state machine of one migration group, on each side, without Ansible and without an engine.
+
+The migrate role moves a *group* at a time: the containers of one source host that must move together
+(see ``_groups``), in dependency order. Two managers run it, each where its Docker engine is:
+
+* ``SourceRun`` on the source host: journals the phases, stops (or, with ``consistency=pause``, only
+  pauses while reading) the members in reverse dependency order, captures each member's image or
+  filesystem and volumes into its bundle, and starts them again for ``cutover=keep``. When a step
+  fails it puts every member back as it was before the run (``put_back``) and raises ``StepFailed``.
+* ``TargetRun`` on the target host: restores each member in dependency order (image, volumes,
+  networks, container), then checks the health of those that were running, and removes the received
+  bundles. Everything it creates is recorded as soon as it exists; when a step fails it removes
+  exactly that (``undo``) and raises ``StepFailed``.
+
+Both talk to their host only through ``call(module, args)``, which runs an Ansible module there and
+returns its result (the action plugins pass ``ActionBase._execute_module``). ``now`` is the clock.
+Results hold sizes, IDs, names and timings: never a run config or an environment value.
+"""
+
+from __future__ import annotations
+
+import time
+
+GUARD = "ferry.docker.docker_migrate_guard"
+DOCKER_CONTAINER = "community.docker.docker_container"
+
+
+class StepFailed(Exception):
+    """A step of the group failed; ``phase`` and ``member`` say where, ``result`` what the module said."""
+
+    def __init__(self, phase, member, message, result=None):
+        super().__init__(message)
+        self.phase = phase
+        self.member = member
+        self.result = result or {}
+
+
+class Phases:
+    """Seconds spent in each phase, in the order they were entered."""
+
+    def __init__(self, now):
+        self.now = now
+        self.durations = {}
+        self.current = None
+        self.started = None
+
+    def enter(self, phase):
+        at = self.now()
+        self.close(at)
+        self.current, self.started = phase, at
+        return at
+
+    def close(self, at=None):
+        if self.current is not None:
+            at = self.now() if at is None else at
+            self.durations[self.current] = round(self.durations.get(self.current, 0) + at - self.started, 3)
+            self.current = None
+        return self.durations
+
+
+def _checked(result, phase, member, what):
+    if result.get("failed") or result.get("unreachable"):
+        message = result.get("msg") or "failed without a message"
+        raise StepFailed(phase, member, f"{what}: {message}", result)
+    return result
+
+
+class SourceRun:
+    """Stop and capture a group on its source host; put it back when the run fails."""
+
+    def __init__(self, call, members, options, now=time.time):
+        self.call = call
+        self.members = members
+        self.options = options
+        self.phases = Phases(now)
+        self.now = now
+        self.stopped = []
+
+    def _run(self, phase, member, module, args, what):
+        return _checked(self.call(module, args), phase, member, what)
+
+    def journal(self, phase):
+        journal = self.options.get("journal")
+        if not journal:
+            return
+        args = dict(
+            run_id=journal["run_id"],
+            journal_dir=journal["journal_dir"],
+            state="renewed",
+            containers=[{"name": m["container"]} for m in self.members],
+            phase=phase,
+        )
+        self._run(phase, "", GUARD, args, "journaling the " + phase + " phase")
+
+    def capture(self):
+        """Stop, capture and (cutover keep) restart the group; the per-member sizes and the timings."""
+        opts = self.options
+        out = {"members": {m["container"]: {"bytes_captured": 0, "image_id": ""} for m in self.members}}
+        running = [m for m in self.members if m.get("running")]
+        out["started_at"] = round(self.phases.enter("stop"), 3)
+        self.journal("stop")
+        if opts["consistency"] == "stop":
+            for member in reversed(running):
+                args = dict(name=member["container"], state="stopped", stop_timeout=opts["stop_timeout"])
+                self._run("stop", member["container"], DOCKER_CONTAINER, args, f"stopping {member['container']}")
+                self.stopped.append(member)
+        out["down_at"] = round(self.now(), 3) if running else 0
+        self.phases.enter("capture")
+        self.journal("capture")
+        for member in self.members:
+            name = member["container"]
+            entry = out["members"][name]
+            if opts["mode"] == "commit":
+                args = dict(
+                    container=name,
+                    dest=member["bundle"],
+                    compression=opts["compression"],
+                    pause=opts["consistency"] == "pause",
+                    exclude_layers=member.get("exclude_layers", []),
+                    image_name=member["image_ref"],
+                )
+                args.update(opts.get("capture_options", {}))
+                result = self._run("capture", name, "ferry.docker.docker_commit_save", args, f"committing {name}")
+                entry["image_id"] = result.get("image_id", "")
+                entry["bytes_captured"] += int(result.get("size") or 0)
+            else:
+                args = dict(container=name, dest=member["bundle"], compression=opts["compression"])
+                args.update(opts.get("capture_options", {}))
+                result = self._run("capture", name, "ferry.docker.docker_export", args, f"exporting {name}")
+                entry["bytes_captured"] += int(result.get("size") or 0)
+            if member.get("has_volumes"):
+                args = dict(
+                    container=name,
+                    dest=member["bundle"],
+                    compression=opts["compression"],
+                    consistency="pause" if opts["consistency"] == "pause" and member.get("running") else "running",
+                )
+                args.update(opts.get("capture_options", {}))
+                result = self._run(
+                    "capture", name, "ferry.docker.docker_volume_backup", args, f"backing up the volumes of {name}"
+                )
+                entry["bytes_captured"] += int(result.get("bytes_written") or 0)
+        out["up_at"] = 0
+        if running and (opts["consistency"] == "pause" or opts["cutover"] == "keep"):
+            if opts["cutover"] == "keep":
+                self.put_back(phase="capture")
+            out["up_at"] = round(self.now(), 3)
+        self.phases.enter("transfer")
+        self.journal("transfer")
+        out["phases"] = self.phases.close()
+        out["ended_at"] = round(self.now(), 3)
+        return out
+
+    def put_back(self, phase="rollback"):
+        """Start (or pause) every member again as it was before the run, in dependency order."""
+        states = {}
+        for member in self.members:
+            before = member.get("state_before")
+            if before in ("running", "paused"):
+                args = dict(name=member["container"], state="started", paused=before == "paused")
+                self._run(phase, member["container"], DOCKER_CONTAINER, args, f"starting {member['container']} again")
+            states[member["container"]] = before
+        return states
+
+    def cut_over(self, cutover, stop_timeout):
+        """The sources once their copies serve: ``stop``ped (reverse order), ``remove``d (volumes kept)
+        or ``keep``; their states afterwards, and whether anything changed."""
+        states, changed = {}, False
+        for member in reversed(self.members):
+            name = member["container"]
+            if cutover == "keep":
+                states[name] = member.get("state_before")
+                continue
+            if cutover == "stop":
+                args = dict(name=name, state="stopped", stop_timeout=stop_timeout)
+            else:
+                args = dict(name=name, state="absent", keep_volumes=True)
+            result = self._run("cutover", name, DOCKER_CONTAINER, args, f"cutover ({cutover}) of {name}")
+            changed = changed or bool(result.get("changed"))
+            states[name] = "removed" if cutover == "remove" else "exited"
+        return states, changed
+
+
+def empty_created():
+    return {"container": "", "image": "", "image_id": "", "networks": [], "volumes": [], "bind_paths": []}
+
+
+class TargetRun:
+    """Restore a group on its target host and check it; remove what it created when that fails."""
+
+    def __init__(self, call, members, options, now=time.time):
+        self.call = call
+        self.members = members
+        self.options = options
+        self.phases = Phases(now)
+        self.now = now
+        self.created = {m["container"]: empty_created() for m in members}
+
+    def _run(self, phase, member, module, args, what):
+        return _checked(self.call(module, args), phase, member, what)
+
+    def restore(self):
+        opts = self.options
+        trust = opts.get("trust", {})
+        started_at = round(self.phases.enter("restore"), 3)
+        for member in self.members:
+            name, created = member["container"], self.created[member["container"]]
+            bundle, image_ref = member["received"], member["image_ref"]
+            if opts["mode"] == "commit":
+                image_id = member.get("image_id", "")
+                if image_id:
+                    found = self._run(
+                        "restore",
+                        name,
+                        "community.docker.docker_image_info",
+                        dict(name=image_id),
+                        "looking for the image",
+                    )
+                    if not found.get("images"):
+                        created["image_id"] = image_id  # recorded before the load: a half load is removed too
+                args = dict(bundle=bundle, tag=image_ref, **trust)
+                result = self._run("restore", name, "ferry.docker.docker_load", args, f"loading the image of {name}")
+                if result.get("changed"):
+                    created["image"] = image_ref
+            else:
+                repository, tag = image_ref.rsplit(":", 1)
+                args = dict(bundle=bundle, repository=repository, tag=tag, **trust)
+                result = self._run(
+                    "restore", name, "ferry.docker.docker_import", args, f"importing the filesystem of {name}"
+                )
+                if result.get("changed"):
+                    created.update(image=image_ref, image_id=result.get("image_id", ""))
+            if member.get("has_volumes"):
+                args = dict(bundle=bundle, allow_privileged=opts["allow_privileged"], **trust)
+                result = self._run(
+                    "restore", name, "ferry.docker.docker_volume_restore", args, f"restoring the volumes of {name}"
+                )
+                created["volumes"] += [v["name"] for v in result.get("volumes", []) if v.get("action") == "create"]
+            entry = member.get("entry", {})
+            args = dict(
+                bundle=bundle,
+                name=member["name"],
+                image=image_ref,
+                port_map=entry.get("port_map", {}),
+                bind_map=entry.get("bind_map", {}),
+                network_map=entry.get("network_map", {}),
+                references=entry.get("references") or {},
+                create_bind_paths=opts["create_bind_paths"],
+                state="started" if member.get("running") else "created",
+                stop_timeout=opts["stop_timeout"],
+                allow_privileged=opts["allow_privileged"],
+                **trust,
+            )
+            result = self.call("ferry.docker.docker_container_restore", args)
+            created["networks"] += result.get("networks_created", [])
+            created["volumes"] += result.get("volumes_created", [])
+            created["bind_paths"] += result.get("bind_paths_created", [])
+            _checked(result, "restore", name, f"creating the container {member['name']}")
+            if result.get("operation") in ("create", "recreate"):
+                created["container"] = member["name"]
+        self.phases.enter("health")
+        for member in self.members:
+            if member.get("running"):
+                self.check_health(member)
+        verified_at = round(self.now(), 3)
+        if not opts.get("keep_bundle"):
+            for member in self.members:
+                self.call("ansible.builtin.file", dict(path=member["received"], state="absent"))
+        return {
+            "started_at": started_at,
+            "verified_at": verified_at,
+            "phases": self.phases.close(),
+            "created": self.created,
+        }
+
+    def check_health(self, member):
+        opts, name = self.options, member["name"]
+        args = dict(name=name, timeout=opts["health_timeout"], stable_seconds=opts["health_stable_seconds"])
+        self._run("health", member["container"], "ferry.docker.docker_container_health", args, f"health of {name}")
+        if opts.get("health_tcp_port"):
+            args = dict(host="127.0.0.1", port=opts["health_tcp_port"], timeout=opts["health_timeout"])
+            self._run("health", member["container"], "ansible.builtin.wait_for", args, "the TCP port check")
+        if opts.get("health_url"):
+            deadline = self.now() + opts["health_timeout"]
+            while True:
+                result = self.call(
+                    "ansible.builtin.uri", dict(url=opts["health_url"], timeout=10, status_code=list(OK_STATUS))
+                )
+                if not result.get("failed") or self.now() >= deadline:
+                    break
+                time.sleep(2)
+            _checked(result, "health", member["container"], f"the URL check of {opts['health_url']}")
+
+    def undo(self, created=None):
+        """Remove what the run created on this host, newest first; a list of what could not be removed."""
+        created = self.created if created is None else created
+        left = []
+        for member in reversed(self.members):
+            objects = created.get(member["container"]) or empty_created()
+            steps = []
+            if objects.get("container"):
+                steps.append((DOCKER_CONTAINER, dict(name=objects["container"], state="absent", force_kill=True)))
+            steps += [("community.docker.docker_network", dict(name=n, state="absent")) for n in objects["networks"]]
+            steps += [("community.docker.docker_volume", dict(name=v, state="absent")) for v in objects["volumes"]]
+            if objects.get("image"):
+                steps.append(("community.docker.docker_image", dict(name=objects["image"], state="absent")))
+            if objects.get("image_id"):
+                steps.append(
+                    ("community.docker.docker_image", dict(name=objects["image_id"], state="absent", force_absent=True))
+                )
+            steps.append(("ansible.builtin.file", dict(path=member["received"], state="absent")))
+            for module, args in steps:
+                result = self.call(module, args)
+                if result.get("failed") or result.get("unreachable"):
+                    left.append(f"{args.get('name') or args.get('path')} ({result.get('msg', 'unknown error')})")
+        return left
+
+
+OK_STATUS = (200, 201, 202, 203, 204, 301, 302, 303, 304, 307, 308)

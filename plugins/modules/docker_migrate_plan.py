@@ -1,0 +1,182 @@
+#!/usr/bin/python
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: docker_migrate_plan
+short_description: Group the containers to migrate with the containers they depend on, in dependency order
+version_added: 0.1.0
+description:
+  - Reads every container of this host and returns the dependency groups of O(containers) (see
+    RV(groups)). Two containers are in one group when one names the other in a C(container:) network,
+    IPC or PID mode, in C(volumes_from) or in C(links), or when both belong to one compose project
+    (label C(com.docker.compose.project); C(com.docker.compose.depends_on) orders the services).
+  - A group moves as one unit. With O(with_dependencies=true) the members that were not asked for are
+    pulled in, and RV(groups[].pulled_in) lists them; with V(false) such a group is a problem that names
+    them.
+  - A container that does not exist is listed in RV(missing), a group that cannot be moved (a cycle, a
+    reference to a container that does not exist) in RV(problems); the other groups are planned.
+  - Only reads. Returns names, ids and dependencies, never a run config.
+extends_documentation_fragment:
+  - ferry.docker.docker
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    support: full
+options:
+  containers:
+    description: Names or ids of the containers asked for.
+    type: list
+    elements: str
+    required: true
+  with_dependencies:
+    description: Pull in the rest of each group, or report the group as a problem.
+    type: bool
+    default: true
+  name_map:
+    description: Names on the target, by source name (members missing from it keep their names).
+    type: dict
+    default: {}
+requirements:
+  - Docker SDK for Python >= 5.0.0
+seealso:
+  - module: ferry.docker.docker_migrate_source
+author:
+  - ferry.docker developers (@ferry-docker)
+"""
+
+EXAMPLES = r"""
+- name: Plan the groups of web and db
+  ferry.docker.docker_migrate_plan:
+    containers: [web, db]
+  register: plan
+"""
+
+RETURN = r"""
+groups:
+  description:
+    - The groups, in the order of their first requested member. C(id) is the group's first member;
+      C(members) are in dependency order (a member after the ones it needs); C(requested) and
+      C(pulled_in) split them; C(dependencies) are C(dependent -> dependency (how)) lines;
+      C(shared_volumes) maps a named volume to the members that mount it; C(references) maps each
+      member's id, short id and name to its name on the target (the C(references) option of
+      M(ferry.docker.docker_container_restore)).
+  returned: always
+  type: list
+  elements: dict
+missing:
+  description: Requested containers that do not exist on this host.
+  returned: always
+  type: list
+  elements: str
+problems:
+  description: Requested containers whose group cannot be moved, with the reason.
+  returned: always
+  type: dict
+resolved:
+  description: The name of each requested container that exists, by the reference given (a name or an id).
+  returned: always
+  type: dict
+"""
+
+from ansible_collections.ferry.docker.plugins.module_utils import _groups
+from ansible_collections.ferry.docker.plugins.module_utils._client import FerryModule
+
+try:
+    from docker.errors import DockerException, NotFound
+except ImportError:  # reported by FerryModule
+    DockerException = NotFound = Exception
+
+
+def inspect_all(client):
+    found = []
+    for summary in client.containers(all=True):
+        try:
+            found.append(client.inspect_container(summary["Id"]))
+        except NotFound:  # removed meanwhile
+            continue
+    return found
+
+
+def plan_groups(containers, requested, with_dependencies, name_map):
+    """``(groups, missing, problems)`` for ``requested``; every group once, each problem on its own."""
+    index = _groups.Index(containers)
+    groups, missing, problems, placed = [], [], {}, set()
+    wanted = {_groups.container_name(doc) for doc in map(index.resolve, requested) if doc is not None}
+    for reference in requested:
+        inspect = index.resolve(reference)
+        if inspect is None:
+            missing.append(reference)
+            continue
+        name = _groups.container_name(inspect)
+        if name in placed:
+            continue
+        try:
+            (group,) = _groups.plan(containers, [name], with_dependencies=True)
+        except _groups.PlanError as exc:
+            problems[name] = str(exc)
+            placed.add(name)
+            continue
+        placed.update(group.members)
+        pulled_in = [m for m in group.members if m not in wanted]
+        if pulled_in and not with_dependencies:
+            for member in group.members:
+                if member in wanted:
+                    problems[member] = (
+                        f"{member} cannot move without {', '.join(pulled_in)} (dependencies: "
+                        + "; ".join(f"{e.dependent} -> {e.dependency} ({e.detail})" for e in group.edges)
+                        + "); add them to the selection or set migrate_with_dependencies: true"
+                    )
+            continue
+        references = {}
+        for member in group.members:
+            doc = index.resolve(member)
+            target = name_map.get(member, member)
+            for key in (doc["Id"], doc["Id"][:12], member):
+                references[key] = target
+        groups.append(
+            {
+                "id": group.members[0],
+                "members": list(group.members),
+                "requested": [m for m in group.members if m in wanted],
+                "pulled_in": pulled_in,
+                "dependencies": [f"{e.dependent} -> {e.dependency} ({e.detail})" for e in group.edges],
+                "shared_volumes": dict(group.shared_volumes),
+                "references": references if len(group.members) > 1 else {},
+            }
+        )
+    return groups, missing, problems
+
+
+def main():
+    fm = FerryModule(
+        argument_spec=dict(
+            containers=dict(type="list", elements="str", required=True),
+            with_dependencies=dict(type="bool", default=True),
+            name_map=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    p = fm.params
+    try:
+        containers = inspect_all(fm.client)
+    except DockerException as exc:
+        fm.fail(f"cannot list the containers of this host: {exc}")
+    groups, missing, problems = plan_groups(containers, p["containers"], p["with_dependencies"], p["name_map"])
+    index = _groups.Index(containers)
+    resolved = {ref: _groups.container_name(index.resolve(ref)) for ref in p["containers"] if index.resolve(ref)}
+    fm.exit(changed=False, groups=groups, missing=missing, problems=problems, resolved=resolved)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+#!/usr/bin/python
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: docker_migrate_source
+short_description: The source side of migrating a group of containers - stop, capture, put back, cut over
+version_added: 0.1.0
+description:
+  - Runs on the source host of a migration, for a group of containers that move together (in dependency
+    order), the steps that the C(ferry.docker.migrate) role needs there, as one task.
+  - O(state=captured) journals the phases (with O(journal)), stops the running members in reverse order
+    (O(consistency=stop)), captures each member's image (M(ferry.docker.docker_commit_save), without
+    O(members[].exclude_layers)) or filesystem (M(ferry.docker.docker_export)) and its volumes
+    (M(ferry.docker.docker_volume_backup)) into its bundle, and starts the members again for O(cutover=keep).
+    When a step fails, every member is put back as it was before the run, and the task fails naming the
+    phase and the member.
+  - O(state=restored) puts every member back as it was before the run (after a failure further on).
+  - O(state=cut_over) stops (in reverse order) or removes (volumes kept) the members once their copies
+    serve, or leaves them for O(cutover=keep).
+  - Results hold sizes, image IDs and timings, never a run config or an environment value.
+attributes:
+  action:
+    description: Indicates this has a corresponding action plugin so some parts of the task run on the controller.
+    support: full
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: none
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+options:
+  state:
+    description: What to do; see the description.
+    type: str
+    required: true
+    choices: [captured, restored, cut_over]
+  members:
+    description: The group, in dependency order (a member comes after the ones it needs).
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      container:
+        description: Name of the source container.
+        type: str
+        required: true
+      name:
+        description: Its name on the target.
+        type: str
+        required: true
+      state_before:
+        description: Its state before the run (V(running), V(paused), or another state left as it is).
+        type: str
+        required: true
+      running:
+        description: Whether it was running (or paused) before the run.
+        type: bool
+        default: false
+      has_volumes:
+        description: Whether it has named volumes to capture.
+        type: bool
+        default: false
+      exclude_layers:
+        description: Image layers (diff IDs) the target already has.
+        type: list
+        elements: str
+        default: []
+      image_ref:
+        description: Repository and tag of the committed image.
+        type: str
+        required: true
+      bundle:
+        description: Bundle directory of the member on the source.
+        type: str
+        required: true
+  mode:
+    description: V(commit) (image layers) or V(export) (flat filesystem).
+    type: str
+    default: commit
+    choices: [commit, export]
+  consistency:
+    description: V(stop) the running members before the capture, or only V(pause) each while it is read.
+    type: str
+    default: stop
+    choices: [stop, pause]
+  cutover:
+    description: What happens to the sources once their copies serve.
+    type: str
+    default: stop
+    choices: [stop, keep, remove]
+  compression:
+    description: Compression of the archives.
+    type: str
+    default: zstd
+    choices: [zstd, gzip, none]
+  stop_timeout:
+    description: Seconds a stopping container gets before it is killed.
+    type: int
+    default: 10
+  journal:
+    description:
+      - The run's journal on this host (see M(ferry.docker.docker_migrate_guard)); the phases are recorded there.
+    type: dict
+    suboptions:
+      run_id:
+        description: The run id.
+        type: str
+        required: true
+      journal_dir:
+        description: The journal directory.
+        type: path
+        required: true
+  capture_options:
+    description: More options for every capture module, for example C(encrypt_recipients) or C(sign_key).
+    type: dict
+    default: {}
+seealso:
+  - module: ferry.docker.docker_bundle_restore
+  - module: ferry.docker.docker_migrate_guard
+author:
+  - ferry.docker developers (@ferry-docker)
+"""
+
+EXAMPLES = r"""
+- name: Stop and capture web and its sidecar
+  ferry.docker.docker_migrate_source:
+    state: captured
+    members:
+      - {container: web, name: web, state_before: running, running: true, image_ref: "ferry-migrate/web:latest",
+         bundle: /var/lib/ferry/migrate/run1/web}
+      - {container: web-log, name: web-log, state_before: running, running: true,
+         image_ref: "ferry-migrate/web-log:latest", bundle: /var/lib/ferry/migrate/run1/web-log}
+"""
+
+RETURN = r"""
+members:
+  description: Per source container, C(bytes_captured) and C(image_id) (commit mode).
+  returned: O(state=captured), success
+  type: dict
+down_at:
+  description: When the service went down (epoch seconds; 0 when nothing ran).
+  returned: O(state=captured), success
+  type: float
+up_at:
+  description: When it was up again on the source (pause or cutover keep; 0 otherwise).
+  returned: O(state=captured), success
+  type: float
+phases:
+  description: Seconds spent in each phase.
+  returned: O(state=captured)
+  type: dict
+phase:
+  description: The phase that failed.
+  returned: failure
+  type: str
+member:
+  description: The member whose step failed.
+  returned: failure
+  type: str
+source_states:
+  description: The state of each member afterwards.
+  returned: when a step failed, or O(state=restored) or O(state=cut_over)
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main():  # pragma: no cover - the action plugin of the same name runs instead
+    module = AnsibleModule(argument_spec={}, supports_check_mode=False)
+    module.fail_json(msg="ferry.docker.docker_migrate_source runs as an action plugin; call it from a task")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The migrate role's groups, their steps' arguments, and the report entries."""
+
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.ferry.docker.plugins.filter import migrate_groups as g
+
+
+def item(name, **extra):
+    base = dict(
+        container=name,
+        source="h1",
+        target="h2",
+        name=name.upper(),
+        source_state_before="running",
+        action="migrate",
+        running=True,
+        has_volumes=False,
+        exclude_layers=["l1"],
+        probe_seconds=0.5,
+        entry={"port_map": {"80/tcp": 8080}, "bind_map": {}, "network_map": {}, "target": "h2"},
+    )
+    return dict(base, **extra)
+
+
+def plan(*items):
+    return g.migrate_groups(list(items), "run1", "h1", "/w", "/in")
+
+
+def test_registered():
+    assert set(g.FilterModule().filters()) == {
+        "migrate_groups",
+        "migrate_plan_items",
+        "migrate_group_gate",
+        "migrate_item_names",
+        "migrate_with_image_ids",
+        "migrate_failure",
+        "migrate_group_results",
+    }
+
+
+def test_one_group_per_container_unless_joined():
+    groups = plan(item("db", group="db"), item("web", group="db"), item("cache"))
+    assert [(grp["id"], [m["container"] for m in grp["members"]]) for grp in groups] == [
+        ("db", ["db", "web"]),
+        ("cache", ["cache"]),
+    ]
+    db = groups[0]
+    assert db["transfers"]["direct"] == [{"src": "/w/run1/db", "dest": "/in/run1-h1-db"}]
+    assert db["transfers"]["controller"][1] == {"src": "/w/run1/db/web", "dest": "/in/run1-h1-db/web"}
+    assert db["source_members"][1] == {
+        "container": "web",
+        "name": "WEB",
+        "state_before": "running",
+        "running": True,
+        "has_volumes": False,
+        "exclude_layers": ["l1"],
+        "image_ref": "ferry-migrate/web:latest",
+        "bundle": "/w/run1/db/web",
+    }
+    assert db["target_members"][0]["entry"] == {
+        "port_map": {"80/tcp": 8080},
+        "bind_map": {},
+        "network_map": {},
+        "references": {},
+    }
+    assert db["guard_entries"] == [{"name": "db"}, {"name": "web"}]
+
+
+def test_a_group_has_one_target_and_one_action():
+    with pytest.raises(AnsibleFilterError, match="cannot move with group db"):
+        plan(item("db", group="db"), item("web", group="db", target="h3"))
+    with pytest.raises(AnsibleFilterError, match="not a queued container"):
+        plan({"container": "x"})
+
+
+def test_image_ids_from_the_capture():
+    members = [{"container": "db"}, {"container": "web"}]
+    out = g.migrate_with_image_ids(members, {"members": {"db": {"image_id": "sha256:1"}}})
+    assert out == [{"container": "db", "image_id": "sha256:1"}, {"container": "web", "image_id": ""}]
+
+
+def test_failure_keeps_no_run_config():
+    assert g.migrate_failure({"msg": "x", "phase": "health", "run_config": {"env": ["A=1"]}, "failed": True}) == {
+        "msg": "x",
+        "phase": "health",
+        "failed": True,
+    }
+
+
+SOURCE = {
+    "members": {"db": {"bytes_captured": 300, "image_id": "i"}, "web": {"bytes_captured": 100}},
+    "down_at": 100.0,
+    "up_at": 0,
+    "ended_at": 110.0,
+    "phases": {"stop": 1.0, "capture": 9.0, "transfer": 0.0},
+}
+TARGET = {"started_at": 114.0, "verified_at": 130.0, "phases": {"restore": 6.0, "health": 10.0}}
+
+
+def test_results_of_a_migrated_group():
+    (group,) = plan(item("db", group="db"), item("web", group="db"))
+    db, web = g.migrate_group_results(
+        group,
+        source=SOURCE,
+        sent=[200],
+        target=TARGET,
+        cutover={"changed": True, "source_states": {"db": "exited", "web": "exited"}},
+        started_at=99.0,
+        ended_at=131.0,
+    )
+    assert db["status"] == "migrated" and db["source_state_after"] == "exited"
+    assert db["bytes_sent"] == 150 and web["bytes_sent"] == 50
+    assert db["downtime_seconds"] == 30.0
+    assert db["phases"] == {
+        "preflight": 0.5,
+        "stop": 1.0,
+        "capture": 9.0,
+        "transfer": 4.0,
+        "restore": 6.0,
+        "health": 10.0,
+    }
+    assert db["group"] == ["db", "web"] and db["bundle"] == "/w/run1/db/db" and db["image"] == "ferry-migrate/db:latest"
+    assert "entry" not in db and "received" not in db and db["name"] == "DB"
+
+
+def test_results_of_a_failed_group_name_phase_cleanup_and_log():
+    (group,) = plan(item("db"))
+    failure = {
+        "task": "Restore and check the group on its target, db",
+        "result": {"msg": "health of DB: exited", "phase": "health", "log_tail": ["FATAL: wrong owner"]},
+        "put_back": {"source_states": {"db": "running"}},
+        "cleanup": "done",
+    }
+    (db,) = g.migrate_group_results(group, source=SOURCE, sent=[10], failure=failure, started_at=99.0, ended_at=140.0)
+    assert (db["status"], db["phase"], db["target_cleanup"]) == ("failed", "health", "done")
+    assert db["log_tail"] == ["FATAL: wrong owner"] and "health of DB: exited" in db["error"]
+    assert db["source_state_after"] == "running" and db["downtime_seconds"] == 40.0
+
+
+def test_a_journal_failure_is_placed_in_its_phase():
+    (group,) = plan(item("db"))
+    failure = {"task": "Journal as migrated the group db", "result": {"msg": "the guard of run r is fired"}}
+    (db,) = g.migrate_group_results(group, failure=failure)
+    assert db["phase"] == "cutover" and db["source_state_after"] == "running"
+
+
+def test_a_failed_cutover_keeps_the_target():
+    (group,) = plan(item("db"))
+    (db,) = g.migrate_group_results(group, source=SOURCE, target=TARGET, cutover={"failed": True, "msg": "busy"})
+    assert db["status"] == "failed" and db["phase"] == "cutover" and "finish it by hand" in db["error"]
+    assert db["target_cleanup"] == "not needed (the target is kept)"
+
+
+def test_an_already_migrated_container_is_unchanged_unless_its_source_was_stopped_now():
+    (group,) = plan(item("db", action="cutover", running=False))
+    (db,) = g.migrate_group_results(group, cutover={"changed": False, "source_states": {"db": "exited"}})
+    assert db["status"] == "unchanged" and db["bundle"] == "" and db["downtime_seconds"] == 0
+    (db,) = g.migrate_group_results(group, cutover={"changed": True, "source_states": {"db": "exited"}})
+    assert db["status"] == "migrated"
+
+
+PLAN = {
+    "groups": [
+        {"id": "main", "members": ["main", "side"], "references": {"abc": "main", "main": "main", "side": "side"}},
+        {"id": "solo", "members": ["solo"], "references": {}},
+    ],
+    "missing": ["gone"],
+    "problems": {"loop": "a cycle: loop -> loop2 -> loop"},
+    "resolved": {"side": "side", "solo": "solo", "loop": "loop"},
+}
+
+
+def test_plan_items_pull_in_group_members_with_the_group_target():
+    items = [{"container": "side", "target": "h3", "port_map": {"80/tcp": 81}}, "solo", "gone", "loop"]
+    out = g.migrate_plan_items(items, PLAN, "h2", {"main": "main-new"}, "h1")
+    got = {item["container"]: item for item in out["items"]}
+    assert list(got) == ["main", "side", "solo", "gone"]
+    assert got["main"] == {
+        "container": "main",
+        "pulled_in": True,
+        "target": "h3",
+        "group": "main",
+        "references": PLAN["groups"][0]["references"],
+        "name": "main-new",
+    }
+    assert got["side"]["port_map"] == {"80/tcp": 81} and got["side"]["group"] == "main"
+    assert got["solo"]["target"] == "h2" and got["gone"] == {"container": "gone"}
+    (failed,) = out["failed"]
+    assert failed["container"] == "loop" and failed["status"] == "failed" and "cycle" in failed["error"]
+
+
+def test_plan_items_refuse_one_group_sent_to_two_targets():
+    items = [{"container": "main", "target": "h2"}, {"container": "side", "target": "h3"}]
+    out = g.migrate_plan_items(items, dict(PLAN, resolved={"main": "main", "side": "side"}), "", {}, "h1")
+    assert out["items"] == [] and {f["container"] for f in out["failed"]} == {"main", "side"}
+    assert "give them one target" in out["failed"][0]["error"]
+
+
+def test_group_gate_keeps_a_group_together():
+    todo = [item("main", group="main"), item("side", group="main"), item("solo", group="solo")]
+    results = [{"container": "db2", "group": "main", "status": "failed", "error": "port 80 is taken"}]
+    out = g.migrate_group_gate(todo, results)
+    assert [t["container"] for t in out["todo"]] == ["solo"]
+    moved = out["results"][1:]
+    assert [r["container"] for r in moved] == ["main", "side"]
+    assert all("db2 (port 80 is taken)" in r["error"] and r["status"] == "failed" for r in moved)
+    assert "entry" not in moved[0]
+
+
+def test_group_gate_refuses_a_half_migrated_group():
+    todo = [item("main", group="main", action="cutover"), item("side", group="main")]
+    out = g.migrate_group_gate(todo, [])
+    assert out["todo"] == [] and "main already run(s) on the target while side" in out["results"][0]["error"]
+
+
+def test_item_names():
+    assert g.migrate_item_names(["a", {"container": "b", "target": "h"}]) == ["a", "b"]

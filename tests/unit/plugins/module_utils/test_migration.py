@@ -1,0 +1,221 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The group state machines of a migration, with a fake host that records every module call."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from ansible_collections.ferry.docker.plugins.module_utils import _migration as m
+
+
+class FakeHost:
+    """Answers module calls from ``answers`` (module -> result, or a callable of the args)."""
+
+    def __init__(self, **answers):
+        self.calls = []
+        self.answers = answers
+
+    def __call__(self, module, args):
+        self.calls.append((module, args))
+        answer = self.answers.get(module.rsplit(".", 1)[-1], {})
+        return dict(answer(args) if callable(answer) else answer)
+
+    def modules(self):
+        return [
+            (module.rsplit(".", 1)[-1], args.get("name") or args.get("container") or args.get("bundle"))
+            for module, args in self.calls
+        ]
+
+
+def clock():
+    ticks = itertools.count(1000)
+    return lambda: float(next(ticks))
+
+
+def member(name, **extra):
+    base = dict(
+        container=name,
+        name=name,
+        state_before="running",
+        running=True,
+        has_volumes=False,
+        exclude_layers=[],
+        image_ref=f"ferry-migrate/{name}:latest",
+        bundle=f"/b/{name}",
+        received=f"/r/{name}",
+        image_id=f"sha256:{name}",
+        entry={},
+    )
+    return dict(base, **extra)
+
+
+SOURCE = dict(
+    mode="commit",
+    consistency="stop",
+    cutover="stop",
+    compression="zstd",
+    stop_timeout=10,
+    journal={"run_id": "r1", "journal_dir": "/j"},
+)
+TARGET = dict(
+    mode="commit",
+    create_bind_paths=True,
+    allow_privileged=True,
+    stop_timeout=10,
+    health_timeout=30,
+    health_stable_seconds=5,
+    health_tcp_port=0,
+    health_url="",
+    keep_bundle=False,
+)
+
+
+def test_capture_stops_in_reverse_order_captures_in_order_and_journals():
+    host = FakeHost(docker_commit_save={"image_id": "sha256:x", "size": 100}, docker_volume_backup={"bytes_written": 5})
+    members = [member("db", has_volumes=True), member("web")]
+    out = m.SourceRun(host, members, SOURCE, now=clock()).capture()
+    assert [c for c in host.modules() if c[0] != "docker_migrate_guard"] == [
+        ("docker_container", "web"),
+        ("docker_container", "db"),
+        ("docker_commit_save", "db"),
+        ("docker_volume_backup", "db"),
+        ("docker_commit_save", "web"),
+    ]
+    phases = [args["phase"] for module, args in host.calls if module.endswith("docker_migrate_guard")]
+    assert phases == ["stop", "capture", "transfer"]
+    assert out["members"]["db"] == {"bytes_captured": 105, "image_id": "sha256:x"}
+    assert out["down_at"] > 0 and out["up_at"] == 0 and set(out["phases"]) == {"stop", "capture", "transfer"}
+
+
+def test_pause_consistency_never_stops_and_counts_the_service_up_after_the_capture():
+    host = FakeHost()
+    out = m.SourceRun(host, [member("web")], dict(SOURCE, consistency="pause", journal=None), now=clock()).capture()
+    assert ("docker_container", "web") not in host.modules()
+    assert host.calls[0][1]["pause"] is True and out["up_at"] > out["down_at"] > 0
+
+
+def test_cutover_keep_starts_the_sources_again():
+    host = FakeHost()
+    out = m.SourceRun(host, [member("web")], dict(SOURCE, cutover="keep"), now=clock()).capture()
+    states = [args.get("state") for module, args in host.calls if module.endswith("docker_container")]
+    assert states == ["stopped", "started"] and out["up_at"] > 0
+
+
+def test_a_failed_capture_names_phase_and_member():
+    host = FakeHost(docker_commit_save=lambda args: {"failed": args["container"] == "web", "msg": "disk full"})
+    run = m.SourceRun(host, [member("db"), member("web")], SOURCE, now=clock())
+    with pytest.raises(m.StepFailed) as caught:
+        run.capture()
+    assert (caught.value.phase, caught.value.member) == ("capture", "web") and "disk full" in str(caught.value)
+    assert run.put_back() == {"db": "running", "web": "running"}
+    started = [
+        args for module, args in host.calls if module.endswith("docker_container") and args["state"] == "started"
+    ]
+    assert [a["name"] for a in started] == ["db", "web"]  # dependency order
+
+
+def test_put_back_leaves_a_stopped_source_and_repauses_a_paused_one():
+    host = FakeHost()
+    states = m.SourceRun(
+        host, [member("a", state_before="exited", running=False), member("b", state_before="paused")], SOURCE
+    ).put_back()
+    assert states == {"a": "exited", "b": "paused"}
+    assert host.calls == [("community.docker.docker_container", {"name": "b", "state": "started", "paused": True})]
+
+
+@pytest.mark.parametrize("cutover, state, after", [("stop", "stopped", "exited"), ("remove", "absent", "removed")])
+def test_cut_over_in_reverse_order(cutover, state, after):
+    host = FakeHost(docker_container={"changed": True})
+    states, changed = m.SourceRun(host, [member("db"), member("web")], SOURCE).cut_over(cutover, 10)
+    assert [args["name"] for _m, args in host.calls] == ["web", "db"]
+    assert {args["state"] for _m, args in host.calls} == {state} and changed
+    assert states == {"db": after, "web": after}
+
+
+def test_cut_over_keep_touches_nothing():
+    host = FakeHost()
+    assert m.SourceRun(host, [member("web")], SOURCE).cut_over("keep", 10) == ({"web": "running"}, False)
+    assert host.calls == []
+
+
+def restore_host(**answers):
+    defaults = dict(
+        docker_image_info={"images": []},
+        docker_load={"changed": True},
+        docker_volume_restore={"volumes": [{"name": "data", "action": "create"}, {"name": "old", "action": "none"}]},
+        docker_container_restore={
+            "operation": "create",
+            "networks_created": ["net"],
+            "volumes_created": [],
+            "bind_paths_created": ["/srv/x"],
+        },
+    )
+    return FakeHost(**dict(defaults, **answers))
+
+
+def test_restore_records_what_it_creates_and_checks_running_members():
+    host = restore_host()
+    members = [member("db", has_volumes=True), member("job", running=False)]
+    out = m.TargetRun(host, members, TARGET, now=clock()).restore()
+    assert out["created"]["db"] == {
+        "container": "db",
+        "image": "ferry-migrate/db:latest",
+        "image_id": "sha256:db",
+        "networks": ["net"],
+        "volumes": ["data"],
+        "bind_paths": ["/srv/x"],
+    }
+    health = [args["name"] for module, args in host.calls if module.endswith("docker_container_health")]
+    assert health == ["db"]
+    removed = [args["path"] for module, args in host.calls if module.endswith(".file")]
+    assert removed == ["/r/db", "/r/job"] and out["verified_at"] > 0
+
+
+def test_an_image_the_host_had_is_never_recorded_as_created():
+    host = restore_host(docker_image_info={"images": [{"Id": "sha256:db"}]}, docker_load={"changed": False})
+    out = m.TargetRun(host, [member("db")], TARGET, now=clock()).restore()
+    assert out["created"]["db"]["image_id"] == "" and out["created"]["db"]["image"] == ""
+
+
+def test_a_failed_health_check_undoes_everything_newest_first():
+    host = restore_host(
+        docker_container_health=lambda args: {"failed": args["name"] == "web", "msg": "exit 1", "log_tail": ["FATAL"]}
+    )
+    run = m.TargetRun(host, [member("db"), member("web")], TARGET, now=clock())
+    with pytest.raises(m.StepFailed) as caught:
+        run.restore()
+    assert (caught.value.phase, caught.value.member) == ("health", "web")
+    assert caught.value.result["log_tail"] == ["FATAL"]
+    host.calls.clear()
+    assert run.undo() == []
+    names = [(module.rsplit(".", 1)[-1], args.get("name") or args.get("path")) for module, args in host.calls]
+    assert names[0] == ("docker_container", "web") and ("docker_container", "db") in names
+    assert names.index(("docker_container", "web")) < names.index(("docker_container", "db"))
+    assert ("docker_image", "sha256:db") in names and ("file", "/r/db") in names
+
+
+def test_a_failed_container_create_still_records_its_networks():
+    host = restore_host(docker_container_restore={"failed": True, "msg": "port taken", "networks_created": ["n1"]})
+    run = m.TargetRun(host, [member("web")], TARGET, now=clock())
+    with pytest.raises(m.StepFailed, match="port taken"):
+        run.restore()
+    assert run.created["web"]["networks"] == ["n1"] and run.created["web"]["container"] == ""
+
+
+def test_undo_reports_what_it_could_not_remove():
+    host = FakeHost(docker_volume={"failed": True, "msg": "in use"})
+    created = {"web": dict(m.empty_created(), volumes=["data"])}
+    assert m.TargetRun(host, [member("web")], TARGET).undo(created) == ["data (in use)"]
+
+
+def test_phases_add_up_and_close():
+    phases = m.Phases(clock())
+    phases.enter("a")
+    phases.enter("b")
+    phases.enter("a")
+    assert phases.close() == {"a": 2.0, "b": 1.0}
