@@ -46,6 +46,10 @@ options:
     description: C(direct) or C(controller).
     type: str
     default: direct
+  cutover:
+    description: The run's C(migrate_cutover), which the guard completes for a migrated container when the run is lost.
+    type: str
+    default: stop
 """
 
 EXAMPLES = r"""
@@ -68,7 +72,7 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 
-def migrate_guard_spec(todo, hostvars, key_dir, key_comment, addresses=None, transfer="direct"):
+def migrate_guard_spec(todo, hostvars, key_dir, key_comment, addresses=None, transfer="direct", cutover="stop"):
     addresses = addresses or {}
     containers, hosts = [], []
     for item in todo:
@@ -83,6 +87,7 @@ def migrate_guard_spec(todo, hostvars, key_dir, key_comment, addresses=None, tra
                 "target": item["target"],
                 "target_name": item["name"],
                 "target_volumes": list(item.get("volumes") or []),
+                "cutover": cutover,
             }
         )
         if item["target"] not in hosts:

@@ -327,8 +327,9 @@ def decide(doc, lease_age):
 
 
 def fire_plan(doc, target_stopped=False):
-    """For each open container: ``(name, steps)`` where steps are ``("stop_target", target, name)``,
-    ``("restore_source", state_before)`` or ``("hold", reason)``; pure, in a fixed order.
+    """For each open container: ``(name, steps)`` where steps are ``("stop_target", target, name, volumes)``,
+    ``("restore_source", state_before)`` or ``("hold", reason)``; for each migrated container whose
+    cutover did not happen, ``("cutover_source", mode)``; pure, in a fixed order.
 
     The source is put back only when no copy can be running on the target: when the migration had
     not reached the restore phase yet, or after the target's copy has been stopped. Stopping it is
@@ -336,6 +337,11 @@ def fire_plan(doc, target_stopped=False):
     """
     plan = []
     targets = {target.get("host"): target for target in doc.get("targets", [])}
+    # Migrated, but the run was lost before its cutover: the copy serves on the target, so the source
+    # is the one to stop (never two running copies).
+    for name, entry in sorted(doc["containers"].items()):
+        if entry.get("status") == "migrated" and entry.get("phase") == "cutover" and entry.get("cutover") != "keep":
+            plan.append((name, [("cutover_source", entry.get("cutover") or "stop")]))
     for name in open_containers(doc):
         entry = doc["containers"][name]
         steps = []
@@ -439,6 +445,14 @@ class SourceOps:
         state = self.client.inspect_container(name)["State"]
         return "paused" if state.get("Paused") else state.get("Status", "unknown")
 
+    def cut_over(self, name, mode):
+        """Stop (``stop``) or remove, volumes kept (``remove``), a source whose copy serves; its state."""
+        if mode == "remove":
+            self.client.remove_container(name, force=True, v=False)
+            return "removed"
+        self.client.stop(name)
+        return self.client.inspect_container(name)["State"].get("Status", "unknown")
+
 
 def fire(journal, source_ops, target_ops, now=time.time, force=False, target_stopped=False):
     """Carry out fire_plan under the journal's lock and record every outcome; the new document.
@@ -458,6 +472,12 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
             for step in steps:
                 if step[0] == "hold":
                     outcome, detail = "needs_decision", step[1]
+                elif step[0] == "cutover_source":
+                    try:
+                        detail = f"source is {source_ops.cut_over(name, step[1])} (cutover {step[1]} of a migrated run)"
+                        outcome = "migrated"
+                    except (DockerException, OSError, KeyError) as exc:
+                        outcome, detail = "needs_decision", f"could not cut over the source: {exc}"
                 elif step[0] == "stop_target":
                     stopped, error = target_ops.stop(step[1], step[2], step[3])
                     if not stopped:
@@ -472,7 +492,8 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
                         detail = f"source is {source_ops.restore(name, step[1])} (was {step[1]} before the run)"
                     except (DockerException, OSError, KeyError) as exc:
                         outcome, detail = "needs_decision", f"could not put the source back: {exc}"
-            record(doc, name, now(), status=outcome, guard=detail)
+            changes = {"phase": "done"} if outcome == "migrated" else {}
+            record(doc, name, now(), status=outcome, guard=detail, **changes)
             results.append({"container": name, "status": outcome, "detail": detail})
         keys = []
         for target in doc.get("targets", []):

@@ -184,6 +184,7 @@ class SourceRun:
             result = self._run("cutover", name, DOCKER_CONTAINER, args, f"cutover ({cutover}) of {name}")
             changed = changed or bool(result.get("changed"))
             states[name] = "removed" if cutover == "remove" else "exited"
+        self.journal("done")
         return states, changed
 
 

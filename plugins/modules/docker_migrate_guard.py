@@ -107,6 +107,13 @@ options:
       target_name:
         description: The container's name on the target.
         type: str
+      cutover:
+        description:
+          - What the run does with the source once its copy serves. When the run is lost after it journaled the
+            container as migrated but before this cutover, the guard stops (V(stop)) or removes (V(remove), volumes
+            kept) the source, so that only the copy serves.
+        type: str
+        choices: [stop, keep, remove]
       target_volumes:
         description:
           - The named volumes the run creates for it on the target. When the guard stops a copy that this
@@ -271,7 +278,9 @@ def arm(module, journal):
         )
     wanted = {
         c["name"]: {
-            k: c[k] for k in ("state_before", "target", "target_name", "target_volumes") if c.get(k) is not None
+            k: c[k]
+            for k in ("state_before", "target", "target_name", "target_volumes", "cutover")
+            if c.get(k) is not None
         }
         for c in params["containers"]
     }
@@ -443,6 +452,7 @@ def main():
                 target=dict(type="str"),
                 target_name=dict(type="str"),
                 target_volumes=dict(type="list", elements="str"),
+                cutover=dict(type="str", choices=["stop", "keep", "remove"]),
             ),
         ),
         phase=dict(type="str", choices=list(_journal.PHASES)),

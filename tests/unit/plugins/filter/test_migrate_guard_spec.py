@@ -43,6 +43,7 @@ def test_guards_only_moving_containers_and_reaches_each_target_once():
         "target": "h3",
         "target_name": "db-new",
         "target_volumes": ["pgdata"],
+        "cutover": "stop",
     }
     assert spec["containers"][0]["target_volumes"] == []
     assert spec["targets"] == [

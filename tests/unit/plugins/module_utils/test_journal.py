@@ -357,3 +357,26 @@ def test_target_commands_quote_names(name):
     ops.remove_key("host2", name)
     for script in seen:
         assert shlex.quote(name) in script
+
+
+def test_a_migrated_container_lost_before_its_cutover_gets_its_source_stopped(tmp_path):
+    journal = journal_with(tmp_path, phase="cutover", status="migrated", lease_age=40)
+    journal.update(lambda doc: doc["containers"]["web"].update(cutover="stop"))
+
+    class Source(FakeSource):
+        def cut_over(self, name, mode):
+            self.calls.append(("cut_over", name, mode))
+            return "exited"
+
+    source = Source()
+    doc = j.fire(journal, source, FakeTargets())
+    assert source.calls == [("cut_over", "web", "stop")]
+    assert doc["containers"]["web"]["status"] == "migrated" and doc["containers"]["web"]["phase"] == "done"
+
+
+def test_fire_plan_leaves_kept_and_finished_migrations_alone(tmp_path):
+    doc = journal_with(tmp_path, phase="cutover", status="migrated").load()
+    doc["containers"]["web"]["cutover"] = "keep"
+    assert j.fire_plan(doc) == []
+    doc["containers"]["web"].update(cutover="stop", phase="done")
+    assert j.fire_plan(doc) == []

@@ -132,14 +132,19 @@ def test_put_back_leaves_a_stopped_source_and_repauses_a_paused_one():
 def test_cut_over_in_reverse_order(cutover, state, after):
     host = FakeHost(docker_container={"changed": True})
     states, changed = m.SourceRun(host, [member("db"), member("web")], SOURCE).cut_over(cutover, 10)
-    assert [args["name"] for _m, args in host.calls] == ["web", "db"]
-    assert {args["state"] for _m, args in host.calls} == {state} and changed
+    cuts = [args for module, args in host.calls if module.endswith("docker_container")]
+    assert [args["name"] for args in cuts] == ["web", "db"]
+    assert {args["state"] for args in cuts} == {state} and changed
     assert states == {"db": after, "web": after}
+    assert host.calls[-1][1]["phase"] == "done"  # journaled once the sources are cut over
 
 
 def test_cut_over_keep_touches_nothing():
     host = FakeHost()
-    assert m.SourceRun(host, [member("web")], SOURCE).cut_over("keep", 10) == ({"web": "running"}, False)
+    assert m.SourceRun(host, [member("web")], dict(SOURCE, journal=None)).cut_over("keep", 10) == (
+        {"web": "running"},
+        False,
+    )
     assert host.calls == []
 
 
