@@ -6,8 +6,11 @@
 
 from __future__ import annotations
 
+from ansible.errors import AnsibleFilterError
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.ferry.docker.plugins.filter.backup_hook_list import backup_hook_list
+from ansible_collections.ferry.docker.plugins.filter.dict_input import dict_input
 from ansible_collections.ferry.docker.plugins.module_utils._migration import SourceRun, StepFailed
 
 MEMBER = dict(
@@ -33,6 +36,16 @@ SPEC = dict(
         options=dict(run_id=dict(type="str", required=True), journal_dir=dict(type="path", required=True)),
     ),
     capture_options=dict(type="dict", default={}),
+    hooks=dict(
+        type="dict",
+        default={},
+        options=dict(
+            from_labels=dict(type="bool", default=True),
+            timeout=dict(type="int", default=300),
+            on_error=dict(type="str", default="fail", choices=["fail", "continue"]),
+            configured=dict(type="raw", default={}),
+        ),
+    ),
 )
 
 
@@ -54,6 +67,23 @@ class ActionModule(ActionBase):
             finally:
                 context.no_log = before
 
+        hooks = args.get("hooks") or {}
+        try:
+            configured = dict_input(hooks.get("configured") or {}, "migrate_hooks")
+            hooks["lists"] = {
+                m["container"]: backup_hook_list(
+                    configured,
+                    m["container"],
+                    "pre",
+                    timeout=hooks.get("timeout", 300),
+                    on_error=hooks.get("on_error", "fail"),
+                )
+                for m in args["members"]
+            }
+        except AnsibleFilterError as exc:
+            result.update(failed=True, msg=f"migrate_hooks: {exc}", phase="hooks", member="")
+            return result
+        args["hooks"] = hooks
         run = SourceRun(call, args["members"], args)
         try:
             if args["state"] == "captured":

@@ -302,6 +302,7 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             downtime_seconds=round(up_at - down_at, 3) if down_at and state_before in ("running", "paused") else 0,
             phases=phases,
             group=[m["container"] for m in group["members"]] if len(group["members"]) > 1 else [],
+            hooks=[hook for hook in source.get("hooks") or [] if hook.get("container") == name],
         )
         entries.append(entry)
     return entries

@@ -28,6 +28,7 @@ from __future__ import annotations
 import time
 
 GUARD = "ferry.docker.docker_migrate_guard"
+PRE_MIGRATE_LABEL = "ferry.docker.pre-migrate"
 DOCKER_CONTAINER = "community.docker.docker_container"
 
 
@@ -104,6 +105,7 @@ class SourceRun:
         out = {"members": {m["container"]: {"bytes_captured": 0, "image_id": ""} for m in self.members}}
         running = [m for m in self.members if m.get("running")]
         out["started_at"] = round(self.phases.enter("stop"), 3)
+        out["hooks"] = self.run_hooks(running)
         self.journal("stop")
         if opts["consistency"] == "stop":
             for member in reversed(running):
@@ -156,6 +158,41 @@ class SourceRun:
         out["phases"] = self.phases.close()
         out["ended_at"] = round(self.now(), 3)
         return out
+
+    def run_hooks(self, running):
+        """The pre-migrate hooks of the running members, before anything is stopped: the command in a
+        member's ``ferry.docker.pre-migrate`` label (with ``sh -c``), then its configured hooks
+        (``options["hooks"]["lists"]``: container -> [{command, timeout, on_error, user}]). A failing hook
+        with ``on_error: fail`` fails the group. Returns each hook's summary (never its output)."""
+        hooks = self.options.get("hooks") or {}
+        summaries = []
+        for member in running:
+            name = member["container"]
+            steps = []
+            if hooks.get("from_labels", False):
+                steps.append(
+                    dict(
+                        container=name,
+                        from_label=PRE_MIGRATE_LABEL,
+                        exec_timeout=hooks.get("timeout", 300),
+                        on_error=hooks.get("on_error", "fail"),
+                    )
+                )
+            for hook in (hooks.get("lists") or {}).get(name, []):
+                args = dict(
+                    container=name, command=hook["command"], exec_timeout=hook["timeout"], on_error=hook["on_error"]
+                )
+                if hook.get("user"):
+                    args["user"] = hook["user"]
+                steps.append(args)
+            for args in steps:
+                result = self._run(
+                    "hooks", name, "ferry.docker.docker_container_exec_hook", args, f"a pre-migrate hook of {name}"
+                )
+                summary = result.get("summary") or {}
+                if summary.get("status", "none") != "none":
+                    summaries.append(dict(summary, container=name, phase="pre"))
+        return summaries
 
     def put_back(self, phase="rollback"):
         """Start (or pause) every member again as it was before the run, in dependency order."""

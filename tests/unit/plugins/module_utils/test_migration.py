@@ -224,3 +224,38 @@ def test_phases_add_up_and_close():
     phases.enter("b")
     phases.enter("a")
     assert phases.close() == {"a": 2.0, "b": 1.0}
+
+
+def test_pre_migrate_hooks_run_in_running_members_before_anything_stops():
+    host = FakeHost(
+        docker_container_exec_hook=lambda args: {"summary": {"status": "ok" if "command" in args else "none"}}
+    )
+    options = dict(
+        SOURCE,
+        hooks={
+            "from_labels": True,
+            "timeout": 60,
+            "on_error": "fail",
+            "lists": {"db": [{"command": "redis-cli BGSAVE", "timeout": 30, "on_error": "fail"}]},
+        },
+    )
+    members = [member("db"), member("job", running=False, state_before="exited")]
+    out = m.SourceRun(host, members, options, now=clock()).capture()
+    calls = [(module.rsplit(".", 1)[-1], args) for module, args in host.calls]
+    hooks = [args for module, args in calls if module == "docker_container_exec_hook"]
+    assert hooks == [
+        {"container": "db", "from_label": "ferry.docker.pre-migrate", "exec_timeout": 60, "on_error": "fail"},
+        {"container": "db", "command": "redis-cli BGSAVE", "exec_timeout": 30, "on_error": "fail"},
+    ]
+    first_stop = next(i for i, (module, args) in enumerate(calls) if module == "docker_container")
+    assert all(i < first_stop for i, (module, _a) in enumerate(calls) if module == "docker_container_exec_hook")
+    assert out["hooks"] == [{"status": "ok", "container": "db", "phase": "pre"}]
+
+
+def test_a_failing_pre_migrate_hook_fails_the_group_before_it_stops():
+    host = FakeHost(docker_container_exec_hook={"failed": True, "msg": "BGSAVE failed"})
+    run = m.SourceRun(host, [member("db")], dict(SOURCE, hooks={"from_labels": True}), now=clock())
+    with pytest.raises(m.StepFailed) as caught:
+        run.capture()
+    assert caught.value.phase == "hooks" and "BGSAVE failed" in str(caught.value)
+    assert not any(module.endswith("docker_container") for module, _a in host.calls)
