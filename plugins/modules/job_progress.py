@@ -63,6 +63,12 @@ options:
       - Remove the results file once the job has ended.
     type: bool
     default: true
+  wait:
+    description:
+      - Seconds to wait for the job to end before reporting it as still running. Polling with O(wait) equal to
+        the task's C(delay) and C(delay) 0 returns as soon as the job ends instead of at the next poll.
+    type: int
+    default: 0
 seealso:
   - module: ansible.builtin.async_status
     description: The same wait without the progress.
@@ -121,6 +127,7 @@ msg:
 """
 
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -154,6 +161,7 @@ def main():
             total=dict(type="int"),
             progress_file=dict(type="path"),
             cleanup=dict(type="bool", default=True),
+            wait=dict(type="int", default=0),
         ),
         supports_check_mode=True,
     )
@@ -163,11 +171,16 @@ def main():
             msg=f"No async job results at {p['results_file']}: the job was never started on this host, or its "
             "result was already collected. Start the task again."
         )
-    try:
-        data = read_job(read_text(p["results_file"], limit=64 * 1024 * 1024))
-    except ValueError as exc:
-        module.fail_json(msg=f"Cannot read the async job results at {p['results_file']}: {exc}")
-    finished = job_finished(data)
+    deadline = time.monotonic() + max(0, p["wait"])
+    while True:
+        try:
+            data = read_job(read_text(p["results_file"], limit=64 * 1024 * 1024))
+        except ValueError as exc:
+            module.fail_json(msg=f"Cannot read the async job results at {p['results_file']}: {exc}")
+        finished = job_finished(data)
+        if finished or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
     done = tree_bytes(p["path"]) if p["path"] else None
     line = last_line(read_text(p["progress_file"])) if p["progress_file"] else ""
     progress = summary(done, p["total"], line)
