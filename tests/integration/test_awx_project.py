@@ -72,7 +72,7 @@ def _ini_hosts(path: Path) -> dict[str, dict[str, str]]:
         group_vars = {}
         if parser.has_section(f"{section}:vars"):
             for key, value in parser.items(f"{section}:vars"):
-                name, _, rest = (key + (" " + value if value else "")).partition("=")
+                name, rest = (key + (" " + value if value else "")).split("=", 1)
                 group_vars[name.strip()] = rest.strip().strip("'")
         for name, values in parser.items(section):
             fields = dict(field.split("=", 1) for field in (values or "").split())
