@@ -843,10 +843,18 @@ def sudo_package() -> Path:
     found = sorted(debs.glob("sudo_*.deb"))
     if found:
         return found[-1]
+    release = Path("/etc/os-release").read_text() if Path("/etc/os-release").exists() else ""
+    if f"VERSION_CODENAME={SUITE}" not in release or not shutil.which("apt-get"):
+        raise LabError(
+            f"the sudo host gets Debian {SUITE}'s sudo package from this machine's apt, so it needs Debian {SUITE}"
+        )
     debs.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        ["apt-get", "download", "sudo"], cwd=debs, env=apt_proxy_env(), capture_output=True, text=True, check=False
-    )
+    download = ["apt-get", "download", "sudo"]
+    result = subprocess.run(download, cwd=debs, env=apt_proxy_env(), capture_output=True, text=True, check=False)
+    if result.returncode != 0 and os.geteuid() == 0:
+        # No package lists yet (a fresh machine): fetch them once and try again.
+        run(["apt-get", "update", "-qq"], check=False, timeout=600)
+        result = subprocess.run(download, cwd=debs, env=apt_proxy_env(), capture_output=True, text=True, check=False)
     found = sorted(debs.glob("sudo_*.deb"))
     if result.returncode != 0 or not found:
         raise LabError(f"`apt-get download sudo` failed (run `apt-get update` as root first?): {result.stderr.strip()}")
