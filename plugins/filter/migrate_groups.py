@@ -207,6 +207,119 @@ def migrate_group_gate(todo, results):
     return {"todo": keep, "results": list(results) + moved}
 
 
+def migrate_probe_items(items, plan, host, hosts, defaults, margin_percent=10, margin_bytes=0):
+    """Settle each planned item (target, name, maps) and split them: ``check`` (the source container exists
+    and the target is another inventory host: its preflight arguments, without the run config), ``missing``
+    (no such container here: is it already on its target?) and ``failed`` (report entries)."""
+    probes = (plan or {}).get("probes") or {}
+    out = {"check": [], "missing": [], "failed": []}
+    for item in items:
+        entry = dict(defaults)
+        entry.update(item if isinstance(item, dict) else {"container": item})
+        entry["name"] = (
+            entry.get("name") or (defaults.get("name_map") or {}).get(entry["container"]) or entry["container"]
+        )
+        entry.pop("name_map", None)
+        target = entry.get("target") or ""
+        if not target or target not in hosts or target == host:
+            message = (
+                f"target '{target}' is not another host of the inventory; set migrate_target (or the entry's target "
+                "in migrate_plan) to the inventory name of the host to migrate to"
+            )
+            out["failed"].append(_failed_entry(entry, host, message))
+            continue
+        found = probes.get(entry["container"])
+        if found is None:
+            out["missing"].append(entry)
+            continue
+        estimate = found["rw_bytes"] + found["image_bytes"] + found["volume_bytes"]
+        entry.update(
+            source_state_before=found["state_before"],
+            image_ref=f"ferry-migrate/{entry['name'].lower()}:latest",
+            layers=found["layers"],
+            volumes=found["volumes"],
+            required_bytes=int(estimate * (100 + int(margin_percent)) / 100) + int(margin_bytes),
+        )
+        out["check"].append(entry)
+    return out
+
+
+def _problems(entry, preflight, host):
+    if preflight.get("unreachable"):
+        return [f"cannot reach {entry['target']}: {preflight.get('msg', '')}"]
+    if "problems" not in preflight:  # the module failed (the task does not fail: its result is not shown)
+        return [f"checking {entry['target']} failed: {preflight.get('msg', 'unknown error')}"]
+    problems = list(preflight.get("problems") or [])
+    same = preflight.get("container_state") == "same"
+    if same and not preflight.get("container_running") and entry["source_state_before"] in ("running", "paused"):
+        problems.append(
+            f"{entry['name']} exists on {entry['target']} with the same config but is not running, while "
+            f"{entry['container']} runs here: an earlier migration did not finish. Run playbooks/recover.yml for "
+            f"{host}, or remove {entry['name']} and its volumes on {entry['target']}"
+        )
+    if not same:
+        problems += [
+            f"volume {volume} already exists on {entry['target']}; remove it there, or the migration would mix "
+            "data with it"
+            for volume in preflight.get("volumes_existing") or []
+        ]
+    return problems
+
+
+REPORT_FIELDS = ("container", "source", "target", "name", "source_state_before", "group", "pulled_in")
+
+
+def migrate_probe_decide(probe, preflights, copies, host):
+    """The queue (``todo``) and the failures (``results``) after the targets were checked.
+
+    ``probe`` is migrate_probe_items' result; ``preflights`` the results of docker_restore_preflight for
+    ``probe.check`` (in order); ``copies`` the docker_container_info results on the targets for
+    ``probe.missing``."""
+    todo, results = [], list(probe.get("failed") or [])
+    for entry, preflight in zip(probe.get("check") or [], preflights or []):
+        base = {key: entry.get(key) for key in REPORT_FIELDS}
+        base.update(source=host, group=entry.get("group") or "", pulled_in=bool(entry.get("pulled_in")))
+        problems = _problems(entry, preflight or {}, host)
+        if problems:
+            results.append(_failed_entry(dict(base), host, " ".join(problems)) | {"problems": problems})
+            continue
+        same = preflight.get("container_state") == "same"
+        running = entry["source_state_before"] in ("running", "paused")
+        todo.append(
+            dict(
+                base,
+                action="cutover" if same else "migrate",
+                entry=entry,
+                running=running and not same,
+                exclude_layers=list(preflight.get("layers_present") or []) if not same else [],
+                has_volumes=bool(entry.get("volumes")) and not same,
+                volumes=list(entry.get("volumes") or []),
+                probe_seconds=0,
+            )
+        )
+    for entry, copy in zip(probe.get("missing") or [], copies or []):
+        base = {key: entry.get(key) for key in REPORT_FIELDS}
+        base.update(source=host, source_state_before="absent", group=entry.get("group") or "")
+        labels = ((copy or {}).get("container") or {}).get("Config", {}).get("Labels") or {}
+        if (copy or {}).get("exists") and labels.get("ferry.docker.config-digest"):
+            todo.append(
+                dict(
+                    base,
+                    action="cutover",
+                    entry=entry,
+                    running=False,
+                    exclude_layers=[],
+                    has_volumes=False,
+                    volumes=[],
+                    probe_seconds=0,
+                )
+            )
+        else:
+            message = f"no container {entry['container']} on {host} (check the name)"
+            results.append(_failed_entry(dict(base), host, message))
+    return {"todo": todo, "results": results}
+
+
 def migrate_item_names(items):
     """The container names or ids of the role's items (names, or plan entries)."""
     return [item["container"] if isinstance(item, dict) else str(item) for item in items]
@@ -317,6 +430,8 @@ class FilterModule:
             "migrate_plan_items": migrate_plan_items,
             "migrate_group_gate": migrate_group_gate,
             "migrate_item_names": migrate_item_names,
+            "migrate_probe_items": migrate_probe_items,
+            "migrate_probe_decide": migrate_probe_decide,
             "migrate_with_image_ids": migrate_with_image_ids,
             "migrate_failure": migrate_failure,
             "migrate_group_results": migrate_group_results,

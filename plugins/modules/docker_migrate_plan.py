@@ -47,6 +47,14 @@ options:
     description: Names on the target, by source name (members missing from it keep their names).
     type: dict
     default: {}
+  probe:
+    description:
+      - Also return, in RV(probes), what a migration needs to know of each planned container before it
+        checks the target - its run config, state, image layers and sizes.
+      - The run configs hold environment values as they are (a restore needs them); run the task with
+        C(no_log) and pass them on only to tasks that are C(no_log) too.
+    type: bool
+    default: false
 requirements:
   - Docker SDK for Python >= 5.0.0
 seealso:
@@ -87,9 +95,20 @@ resolved:
   description: The name of each requested container that exists, by the reference given (a name or an id).
   returned: always
   type: dict
+probes:
+  description:
+    - With O(probe=true), per planned container - C(state_before) (V(running), V(paused) or the engine's
+      status), C(image_id), C(layers) (the image's diff IDs), C(image_bytes), C(rw_bytes) (its writable
+      layer), C(volumes) (its named volumes), C(volume_bytes), and C(run_config) (environment values included).
+  returned: when O(probe=true)
+  type: dict
+architecture:
+  description: This engine's CPU architecture.
+  returned: when O(probe=true)
+  type: str
 """
 
-from ansible_collections.ferry.docker.plugins.module_utils import _groups
+from ansible_collections.ferry.docker.plugins.module_utils import _capture, _groups
 from ansible_collections.ferry.docker.plugins.module_utils._client import FerryModule
 
 try:
@@ -158,12 +177,68 @@ def plan_groups(containers, requested, with_dependencies, name_map):
     return groups, missing, problems
 
 
+def probe(client, names, containers):
+    """What a migration needs to know of each container in ``names`` before it checks the target."""
+    index = _groups.Index(containers)
+    try:
+        usage = client.df()
+    except DockerException:
+        usage = {}
+    volume_sizes = {
+        volume.get("Name"): max(0, int((volume.get("UsageData") or {}).get("Size") or 0))
+        for volume in usage.get("Volumes") or []
+    }
+    rw_sizes = {c.get("Id"): int(c.get("SizeRw") or 0) for c in usage.get("Containers") or []}
+    lookups = _capture.Lookups(_Quiet(client))
+    found = {}
+    for name in names:
+        inspect = index.resolve(name)
+        if inspect is None:
+            continue
+        state = inspect.get("State") or {}
+        try:
+            image = client.inspect_image(inspect.get("Image"))
+        except NotFound:
+            image = {}
+        volumes = [m["Name"] for m in inspect.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")]
+        found[name] = {
+            "state_before": "paused"
+            if state.get("Paused")
+            else "running"
+            if state.get("Running")
+            else state.get("Status", "unknown"),
+            "image_id": inspect.get("Image") or "",
+            "layers": list((image.get("RootFS") or {}).get("Layers") or []),
+            "image_bytes": int(image.get("Size") or 0),
+            "rw_bytes": rw_sizes.get(inspect.get("Id"), 0),
+            "volumes": volumes,
+            "volume_bytes": sum(volume_sizes.get(v, 0) for v in volumes),
+            "run_config": lookups.run_config(inspect),
+        }
+    return found
+
+
+class _Quiet:
+    """What _capture.Lookups needs of a module: the client, and a failure that raises."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def fail(self, msg):
+        raise ProbeError(msg)
+
+
+class ProbeError(Exception):
+    """A container that could not be read; the message says which and why."""
+
+
 def main():
     fm = FerryModule(
         argument_spec=dict(
             containers=dict(type="list", elements="str", required=True),
             with_dependencies=dict(type="bool", default=True),
             name_map=dict(type="dict", default={}),
+            probe=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -175,7 +250,14 @@ def main():
     groups, missing, problems = plan_groups(containers, p["containers"], p["with_dependencies"], p["name_map"])
     index = _groups.Index(containers)
     resolved = {ref: _groups.container_name(index.resolve(ref)) for ref in p["containers"] if index.resolve(ref)}
-    fm.exit(changed=False, groups=groups, missing=missing, problems=problems, resolved=resolved)
+    extra = {}
+    if p["probe"]:
+        names = [m for group in groups for m in group["members"]]
+        try:
+            extra = dict(probes=probe(fm.client, names, containers), architecture=fm.client.info().get("Architecture"))
+        except (ProbeError, DockerException) as exc:
+            fm.fail(f"cannot read the containers to migrate: {exc}")
+    fm.exit(changed=False, groups=groups, missing=missing, problems=problems, resolved=resolved, **extra)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ def test_registered():
         "migrate_plan_items",
         "migrate_group_gate",
         "migrate_item_names",
+        "migrate_probe_items",
+        "migrate_probe_decide",
         "migrate_with_image_ids",
         "migrate_failure",
         "migrate_group_results",
@@ -222,3 +224,96 @@ def test_group_gate_refuses_a_half_migrated_group():
 
 def test_item_names():
     assert g.migrate_item_names(["a", {"container": "b", "target": "h"}]) == ["a", "b"]
+
+
+PROBES = {
+    "probes": {
+        "web": {
+            "state_before": "running",
+            "image_id": "sha256:w",
+            "layers": ["l1", "l2"],
+            "image_bytes": 1000,
+            "rw_bytes": 100,
+            "volumes": ["data"],
+            "volume_bytes": 900,
+            "run_config": {"env": ["SECRET=x"]},
+        },
+        "db": {
+            "state_before": "exited",
+            "image_id": "sha256:d",
+            "layers": [],
+            "image_bytes": 0,
+            "rw_bytes": 0,
+            "volumes": [],
+            "volume_bytes": 0,
+            "run_config": {},
+        },
+    }
+}
+DEFAULTS = {"target": "h2", "port_map": {}, "bind_map": {}, "network_map": {}, "name_map": {"db": "db2"}}
+
+
+def test_probe_items_settle_and_split_without_the_run_config():
+    items = [
+        {"container": "web", "group": "web"},
+        {"container": "db"},
+        {"container": "gone"},
+        {"container": "web2", "target": "h1"},
+    ]
+    out = g.migrate_probe_items(items, PROBES, "h1", ["h1", "h2"], DEFAULTS, margin_percent=10, margin_bytes=5)
+    web, db = out["check"]
+    assert web["required_bytes"] == 2205 and web["image_ref"] == "ferry-migrate/web:latest"
+    assert web["layers"] == ["l1", "l2"] and web["volumes"] == ["data"] and web["source_state_before"] == "running"
+    assert db["name"] == "db2" and "name_map" not in db
+    assert "SECRET=x" not in repr(out)
+    assert [m["container"] for m in out["missing"]] == ["gone"]
+    (failed,) = out["failed"]
+    assert failed["container"] == "web2" and "not another host of the inventory" in failed["error"]
+
+
+def preflight(**extra):
+    return dict(
+        {
+            "problems": [],
+            "container_state": "absent",
+            "container_running": False,
+            "layers_present": ["l1"],
+            "volumes_existing": [],
+        },
+        **extra,
+    )
+
+
+def test_probe_decide_queues_reports_and_detects_what_is_in_place():
+    probe = g.migrate_probe_items(
+        [{"container": "web"}, {"container": "db"}, "gone", "lost"], PROBES, "h1", ["h1", "h2"], DEFAULTS
+    )
+    copies = [
+        {"exists": True, "container": {"Config": {"Labels": {"ferry.docker.config-digest": "x"}}}},
+        {"exists": False},
+    ]
+    out = g.migrate_probe_decide(probe, [preflight(), preflight(container_state="same")], copies, "h1")
+    web, db, gone = out["todo"]
+    assert web["action"] == "migrate" and web["exclude_layers"] == ["l1"] and web["has_volumes"] and web["running"]
+    assert db["action"] == "cutover" and db["name"] == "db2"
+    assert gone["action"] == "cutover" and gone["source_state_before"] == "absent"
+    (lost,) = out["results"]
+    assert lost["container"] == "lost" and "no container lost on h1" in lost["error"]
+
+
+@pytest.mark.parametrize(
+    "result, words",
+    [
+        (preflight(problems=["port 80 is taken on h2"]), "port 80 is taken"),
+        (preflight(volumes_existing=["data"]), "volume data already exists on h2"),
+        (preflight(container_state="same", container_running=False), "an earlier migration did not finish"),
+        ({"unreachable": True, "msg": "timed out"}, "cannot reach h2: timed out"),
+        ({"msg": "Docker SDK missing"}, "checking h2 failed: Docker SDK missing"),
+    ],
+)
+def test_probe_decide_failures(result, words):
+    probe = g.migrate_probe_items([{"container": "web", "group": "web"}], PROBES, "h1", ["h1", "h2"], DEFAULTS)
+    out = g.migrate_probe_decide(probe, [result], [], "h1")
+    (failed,) = out["results"]
+    assert out["todo"] == [] and words in failed["error"] and failed["group"] == "web"
+    assert failed["status"] == "failed" and failed["phase"] == "preflight"
