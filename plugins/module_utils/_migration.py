@@ -25,6 +25,7 @@ Results hold sizes, IDs, names and timings: never a run config or an environment
 
 from __future__ import annotations
 
+import posixpath
 import time
 
 GUARD = "ferry.docker.docker_migrate_guard"
@@ -308,8 +309,8 @@ class TargetRun:
                 self.check_health(member)
         verified_at = round(self.now(), 3)
         if not opts.get("keep_bundle"):
-            for member in self.members:
-                self.call("ansible.builtin.file", dict(path=member["received"], state="absent"))
+            for path in self.received_dirs():
+                self.call("ansible.builtin.file", dict(path=path, state="absent"))
         return {
             "started_at": started_at,
             "verified_at": verified_at,
@@ -352,12 +353,19 @@ class TargetRun:
                 steps.append(
                     ("community.docker.docker_image", dict(name=objects["image_id"], state="absent", force_absent=True))
                 )
-            steps.append(("ansible.builtin.file", dict(path=member["received"], state="absent")))
             for module, args in steps:
                 result = self.call(module, args)
                 if result.get("failed") or result.get("unreachable"):
                     left.append(f"{args.get('name') or args.get('path')} ({result.get('msg', 'unknown error')})")
+        for path in self.received_dirs():
+            result = self.call("ansible.builtin.file", dict(path=path, state="absent"))
+            if result.get("failed") or result.get("unreachable"):
+                left.append(f"{path} ({result.get('msg', 'unknown error')})")
         return left
+
+    def received_dirs(self):
+        """The directories the group's bundles were received in: each member's, and the group's around them."""
+        return sorted({posixpath.dirname(m["received"].rstrip("/")) for m in self.members})
 
 
 OK_STATUS = (200, 201, 202, 203, 204, 301, 302, 303, 304, 307, 308)

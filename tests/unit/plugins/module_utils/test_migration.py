@@ -178,7 +178,7 @@ def test_restore_records_what_it_creates_and_checks_running_members():
     health = [args["name"] for module, args in host.calls if module.endswith("docker_container_health")]
     assert health == ["db"]
     removed = [args["path"] for module, args in host.calls if module.endswith(".file")]
-    assert removed == ["/r/db", "/r/job"] and out["verified_at"] > 0
+    assert removed == ["/r"] and out["verified_at"] > 0  # the group's directory, with every member's bundle
 
 
 def test_an_image_the_host_had_is_never_recorded_as_created():
@@ -201,7 +201,7 @@ def test_a_failed_health_check_undoes_everything_newest_first():
     names = [(module.rsplit(".", 1)[-1], args.get("name") or args.get("path")) for module, args in host.calls]
     assert names[0] == ("docker_container", "web") and ("docker_container", "db") in names
     assert names.index(("docker_container", "web")) < names.index(("docker_container", "db"))
-    assert ("docker_image", "sha256:db") in names and ("file", "/r/db") in names
+    assert ("docker_image", "sha256:db") in names and names[-1] == ("file", "/r")
 
 
 def test_a_failed_container_create_still_records_its_networks():
