@@ -320,6 +320,39 @@ def migrate_probe_decide(probe, preflights, copies, host):
     return {"todo": todo, "results": results}
 
 
+def migrate_check_results(todo):
+    """Check mode: one report entry per queued container saying what a run would do, with the bytes it would
+    capture (an upper bound of what it sends: layers the target has are left out)."""
+    entries = []
+    for item in todo:
+        entry = {key: value for key, value in item.items() if key not in INTERNAL}
+        settled = item.get("entry") or {}
+        moving = item["action"] == "migrate"
+        entry.update(
+            status="would_migrate" if moving else "in_place",
+            phase="",
+            error="",
+            excluded_layers=len(item.get("exclude_layers") or []),
+            bytes_to_capture_at_most=int(settled.get("required_bytes") or 0) if moving else 0,
+            volumes_to_create=list(item.get("volumes") or []) if moving else [],
+            image=settled.get("image_ref", ""),
+            downtime_seconds=0,
+        )
+        entries.append(entry)
+    return entries
+
+
+def migrate_summary(report):
+    """The per-container summary AWX gets through set_stats: no run config, no paths on the hosts."""
+    keep = ("container", "target", "name", "status", "phase", "error", "downtime_seconds", "bytes_sent", "group")
+    return {
+        "status": report.get("status"),
+        "run": report.get("run"),
+        "check_mode": report.get("check_mode", False),
+        "containers": [{key: entry.get(key) for key in keep if key in entry} for entry in report.get("containers", [])],
+    }
+
+
 def migrate_item_names(items):
     """The container names or ids of the role's items (names, or plan entries)."""
     return [item["container"] if isinstance(item, dict) else str(item) for item in items]
@@ -430,6 +463,8 @@ class FilterModule:
             "migrate_plan_items": migrate_plan_items,
             "migrate_group_gate": migrate_group_gate,
             "migrate_item_names": migrate_item_names,
+            "migrate_check_results": migrate_check_results,
+            "migrate_summary": migrate_summary,
             "migrate_probe_items": migrate_probe_items,
             "migrate_probe_decide": migrate_probe_decide,
             "migrate_with_image_ids": migrate_with_image_ids,

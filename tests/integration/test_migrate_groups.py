@@ -2,7 +2,8 @@
 
 - A sidecar that shares its main container's network namespace and volumes (``--network container:main
   --volumes-from main``), migrated by naming only the sidecar: both move, and on host2 the sidecar reaches
-  main's server on localhost through the shared namespace.
+  main's server on localhost through the shared namespace. main's ``ferry.docker.pre-migrate`` label hook
+  ran before it stopped (its file is in the migrated volume).
 - A three-service project labelled the way docker compose labels it, one of whose services cannot get its
   published port on host2: the whole project stays running on host1, and the report names that service.
   Once the port is free, the project moves as a whole.
@@ -54,7 +55,7 @@ def fetch(host, name, port=8080, path="token"):
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def migrate(tmp_path, containers, **extra):
+def migrate(tmp_path, containers, check=False, **extra):
     report = tmp_path / f"report-{uuid.uuid4().hex[:6]}.json"
     variables = {
         "migrate_source": "host1",
@@ -72,6 +73,7 @@ def migrate(tmp_path, containers, **extra):
         str(REPO_ROOT / "playbooks" / "migrate.yml"),
         "-e",
         json.dumps(variables),
+        *(["--check"] if check else []),
     ]
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"))
     run = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=PLAYBOOK_SECONDS)
@@ -102,6 +104,7 @@ def test_a_sidecar_named_alone_moves_with_its_main_container(names, tmp_path):
         f"docker volume create {names}-data >/dev/null && "
         f"docker run --rm --pull never -v {names}-data:/data ferry-lab/busybox sh -c 'echo {token} > /data/token' && "
         f"docker run -d --pull never --name {main} --hostname web1 -v {names}-data:/data "
+        "-l ferry.docker.pre-migrate='date > /data/pre-migrate' "
         f"ferry-lab/busybox httpd -f -p 8080 -h /data >/dev/null && "
         f"docker run -d --pull never --name {side} --network container:{main} --volumes-from {main} "
         f"ferry-lab/busybox sleep 100000 >/dev/null",
@@ -113,6 +116,9 @@ def test_a_sidecar_named_alone_moves_with_its_main_container(names, tmp_path):
     assert {report[main]["status"], report[side]["status"]} == {"migrated"}
     assert report[main]["pulled_in"] is True and report[side]["pulled_in"] is False
     assert report[side]["group"] == [main, side]
+    # main's pre-migrate hook ran before it stopped: its file moved with the volume
+    assert [hook["status"] for hook in report[main]["hooks"]] == ["ok"] and report[side]["hooks"] == []
+    assert ssh("host2", f"docker exec {side} cat /data/pre-migrate").stdout.strip()
     # On host2 the sidecar is in main's network namespace (it reaches main's server on localhost) and
     # has main's volume; the sources are stopped.
     assert fetch("host2", side) == token
@@ -167,3 +173,28 @@ def test_a_project_with_one_service_that_fails_its_checks_stays_whole_on_the_sou
     for name in (db, api, web):
         assert state("host2", name) == "running" and state("host1", name) == "exited"
         assert fetch("host2", name, path="name") == name.rsplit("-", 1)[-1]
+
+
+def test_check_mode_reports_what_would_move_and_changes_nothing(names, tmp_path):
+    main, side = f"{names}-main", f"{names}-side"
+    ssh(
+        "host1",
+        f"docker run -d --pull never --name {main} -v {names}-data:/data ferry-lab/busybox "
+        f"httpd -f -p 8080 -h /data >/dev/null && "
+        f"docker run -d --pull never --name {side} --network container:{main} "
+        "ferry-lab/busybox sleep 100000 >/dev/null",
+    )
+    before = ssh(
+        "host2", "docker ps -aq | wc -l; docker volume ls -q | wc -l; cat ~/.ssh/authorized_keys | wc -l"
+    ).stdout
+    journals = ssh("host1", "ls /var/lib/ferry/journal 2>/dev/null | wc -l").stdout
+    run, report = migrate(tmp_path, [main], check=True)
+    assert run.returncode == 0, run.stdout[-6000:]
+    assert {report[main]["status"], report[side]["status"]} == {"would_migrate"}
+    assert report[main]["volumes_to_create"] == [f"{names}-data"] and report[side]["pulled_in"] is True
+    assert state("host1", main) == "running" and state("host1", side) == "running"
+    assert (
+        ssh("host2", "docker ps -aq | wc -l; docker volume ls -q | wc -l; cat ~/.ssh/authorized_keys | wc -l").stdout
+        == before
+    )
+    assert ssh("host1", "ls /var/lib/ferry/journal 2>/dev/null | wc -l").stdout == journals

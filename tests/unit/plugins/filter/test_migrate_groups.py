@@ -41,6 +41,8 @@ def test_registered():
         "migrate_item_names",
         "migrate_probe_items",
         "migrate_probe_decide",
+        "migrate_check_results",
+        "migrate_summary",
         "migrate_with_image_ids",
         "migrate_failure",
         "migrate_group_results",
@@ -317,3 +319,28 @@ def test_probe_decide_failures(result, words):
     (failed,) = out["results"]
     assert out["todo"] == [] and words in failed["error"] and failed["group"] == "web"
     assert failed["status"] == "failed" and failed["phase"] == "preflight"
+
+
+def test_check_results_say_what_a_run_would_do():
+    moving = item("web", volumes=["data"], entry={"required_bytes": 2205, "image_ref": "ferry-migrate/web:latest"})
+    in_place = item("db", action="cutover", volumes=[])
+    web, db = g.migrate_check_results([moving, in_place])
+    assert web["status"] == "would_migrate" and web["bytes_to_capture_at_most"] == 2205
+    assert web["volumes_to_create"] == ["data"] and web["excluded_layers"] == 1 and "entry" not in web
+    assert db["status"] == "in_place" and db["bytes_to_capture_at_most"] == 0
+
+
+def test_summary_for_awx_has_no_paths_or_configs():
+    report = {
+        "status": "ok",
+        "run": "r1",
+        "containers": [
+            {"container": "web", "status": "migrated", "bundle": "/w/r1/web", "phases": {}, "downtime_seconds": 3.2}
+        ],
+    }
+    assert g.migrate_summary(report) == {
+        "status": "ok",
+        "run": "r1",
+        "check_mode": False,
+        "containers": [{"container": "web", "status": "migrated", "downtime_seconds": 3.2}],
+    }
