@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.ferry.docker.plugins.module_utils._migration import StepFailed, TargetRun
+from ansible_collections.ferry.docker.plugins.module_utils._migration import StepFailed, TargetRun, restore_groups
 
 MEMBER = dict(
     container=dict(type="str", required=True),
@@ -22,7 +22,15 @@ MEMBER = dict(
 )
 SPEC = dict(
     state=dict(type="str", default="present", choices=["present", "absent"]),
-    members=dict(type="list", elements="dict", required=True, options=MEMBER),
+    members=dict(type="list", elements="dict", options=MEMBER),
+    groups=dict(
+        type="list",
+        elements="dict",
+        options=dict(
+            id=dict(type="str", required=True),
+            members=dict(type="list", elements="dict", required=True, options=MEMBER),
+        ),
+    ),
     created=dict(type="dict", default={}),
     mode=dict(type="str", default="commit", choices=["commit", "export"]),
     create_bind_paths=dict(type="bool", default=True),
@@ -43,7 +51,9 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _validation, args = self.validate_argument_spec(argument_spec=SPEC)
+        _validation, args = self.validate_argument_spec(
+            argument_spec=SPEC, required_one_of=[("members", "groups")], mutually_exclusive=[("members", "groups")]
+        )
 
         def call(module, module_args):
             # The steps' own results hold inspect data, environment values included: at -vvv the connection
@@ -55,6 +65,19 @@ class ActionModule(ActionBase):
             finally:
                 context.no_log = before
 
+        if args["groups"] is not None:
+            if args["state"] == "present":
+                result.update(groups=restore_groups(call, args["groups"], args), changed=True)
+            else:
+                done = {}
+                for group in args["groups"]:
+                    left = TargetRun(call, group["members"], args).undo((args["created"] or {}).get(group["id"]) or {})
+                    done[group["id"]] = {
+                        "left": left,
+                        "target_cleanup": "done" if not left else "failed: " + "; ".join(left),
+                    }
+                result.update(groups=done, changed=True)
+            return result
         run = TargetRun(call, args["members"], args)
         if args["state"] == "absent":
             left = run.undo(args["created"])

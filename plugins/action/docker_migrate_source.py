@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import time
+
 from ansible.errors import AnsibleFilterError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.ferry.docker.plugins.filter.backup_hook_list import backup_hook_list
 from ansible_collections.ferry.docker.plugins.filter.dict_input import dict_input
-from ansible_collections.ferry.docker.plugins.module_utils._migration import SourceRun, StepFailed
+from ansible_collections.ferry.docker.plugins.module_utils._migration import SourceRun, StepFailed, capture_groups
 
 MEMBER = dict(
     container=dict(type="str", required=True),
@@ -25,7 +27,15 @@ MEMBER = dict(
 )
 SPEC = dict(
     state=dict(type="str", required=True, choices=["captured", "restored", "cut_over"]),
-    members=dict(type="list", elements="dict", required=True, options=MEMBER),
+    members=dict(type="list", elements="dict", options=MEMBER),
+    groups=dict(
+        type="list",
+        elements="dict",
+        options=dict(
+            id=dict(type="str", required=True),
+            members=dict(type="list", elements="dict", required=True, options=MEMBER),
+        ),
+    ),
     mode=dict(type="str", default="commit", choices=["commit", "export"]),
     consistency=dict(type="str", default="stop", choices=["stop", "pause"]),
     cutover=dict(type="str", default="stop", choices=["stop", "keep", "remove"]),
@@ -55,7 +65,9 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _validation, args = self.validate_argument_spec(argument_spec=SPEC)
+        _validation, args = self.validate_argument_spec(
+            argument_spec=SPEC, required_one_of=[("members", "groups")], mutually_exclusive=[("members", "groups")]
+        )
 
         def call(module, module_args):
             # The steps' own results hold inspect data, environment values included: at -vvv the connection
@@ -78,12 +90,15 @@ class ActionModule(ActionBase):
                     timeout=hooks.get("timeout", 300),
                     on_error=hooks.get("on_error", "fail"),
                 )
-                for m in args["members"]
+                for m in args["members"] or [m for group in args["groups"] for m in group["members"]]
             }
         except AnsibleFilterError as exc:
             result.update(failed=True, msg=f"migrate_hooks: {exc}", phase="hooks", member="")
             return result
         args["hooks"] = hooks
+        if args["groups"] is not None:
+            result.update(groups=self.wave(call, args), changed=True)
+            return result
         run = SourceRun(call, args["members"], args)
         try:
             if args["state"] == "captured":
@@ -105,3 +120,32 @@ class ActionModule(ActionBase):
                     result["msg"] += f"; putting the sources back failed too: {again}"
                     result["source_states"] = {}
         return result
+
+    @staticmethod
+    def wave(call, args):
+        """Several independent groups: each goes on when another fails; ``{group id: result}``."""
+        if args["state"] == "captured":
+            return capture_groups(call, args["groups"], args)
+        done = {}
+        for group in args["groups"]:
+            run = SourceRun(call, group["members"], args)
+            started = time.monotonic()
+            try:
+                if args["state"] == "restored":
+                    states = run.put_back()
+                    done[group["id"]] = {
+                        "ok": True,
+                        "source_states": states,
+                        "phases": {"rollback": round(time.monotonic() - started, 3)},
+                    }
+                else:
+                    states, changed = run.cut_over(args["cutover"], args["stop_timeout"])
+                    done[group["id"]] = {
+                        "ok": True,
+                        "source_states": states,
+                        "changed": changed,
+                        "phases": {"cutover": round(time.monotonic() - started, 3)},
+                    }
+            except StepFailed as exc:
+                done[group["id"]] = {"ok": False, "msg": str(exc), "phase": exc.phase, "member": exc.member}
+        return done

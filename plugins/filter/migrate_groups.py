@@ -358,6 +358,114 @@ def migrate_item_names(items):
     return [item["container"] if isinstance(item, dict) else str(item) for item in items]
 
 
+def migrate_waves(groups, parallel=4):
+    """The groups of one source host in waves: up to ``parallel`` independent groups with one target and one
+    action, moved together (captured one after the other, restored, then watched at once)."""
+    parallel = max(1, int(parallel))
+    waves, open_waves = [], {}
+    for group in groups:
+        key = (group["target"], group["action"])
+        wave = open_waves.get(key)
+        if wave is None or len(wave["groups"]) >= parallel:
+            wave = {"id": f"wave{len(waves) + 1}", "target": group["target"], "action": group["action"], "groups": []}
+            waves.append(wave)
+            open_waves[key] = wave
+        wave["groups"].append(group)
+    for wave in waves:
+        wave["source_groups"] = [{"id": g["id"], "members": g["source_members"]} for g in wave["groups"]]
+    return waves
+
+
+def _ok(out, group_id):
+    return bool(((out or {}).get("groups") or {}).get(group_id, {}).get("ok"))
+
+
+def migrate_wave_pick(wave, what, source=None, target=None, transfer="direct"):
+    """What the next step of a wave needs, for the groups still going: ``transfers`` (directories to send),
+    ``guard_entries`` (journal), ``target_groups`` (docker_bundle_restore, with the captured image IDs),
+    ``failed_on_target`` (source groups to put back), ``rolled_back`` and ``migrated`` (journal entries)."""
+    captured = [g for g in wave["groups"] if _ok(source, g["id"])]
+    restored = [g for g in captured if _ok(target, g["id"])]
+    if what == "transfers":
+        return [dict(t, group=g["id"]) for g in captured for t in g["transfers"][transfer]]
+    if what == "guard_entries":
+        return [e for g in captured for e in g["guard_entries"]]
+    if what == "target_groups":
+        members = (source or {}).get("groups") or {}
+        return [
+            {"id": g["id"], "members": migrate_with_image_ids(g["target_members"], members.get(g["id"]))}
+            for g in captured
+        ]
+    if what == "failed_on_target":
+        return [{"id": g["id"], "members": g["source_members"]} for g in captured if g not in restored]
+    if what == "rolled_back":
+        return [e for g in wave["groups"] if g not in restored for e in g["guard_entries"]]
+    if what == "migrated":
+        return [e for g in restored for e in g["guard_entries"]]
+    if what == "restored_source_groups":
+        return [{"id": g["id"], "members": g["source_members"]} for g in restored]
+    if what == "captured_target_groups":
+        return [{"id": g["id"], "members": g["target_members"]} for g in captured]
+    if what == "captured_source_groups":
+        return [{"id": g["id"], "members": g["source_members"]} for g in captured]
+    raise AnsibleFilterError(f"migrate_wave_pick: unknown {what!r}")
+
+
+def migrate_wave_results(
+    wave, source=None, sent=None, target=None, put_back=None, cutover=None, failure=None, undone=None, **times
+):
+    """The report entries of every container of a wave (see migrate_group_results)."""
+    entries = []
+    source_groups = (source or {}).get("groups") or {}
+    target_groups = (target or {}).get("groups") or {}
+    put_back_groups = (put_back or {}).get("groups") or {}
+    cut_groups = (cutover or {}).get("groups") or {}
+    undone_groups = (undone or {}).get("groups") or {}
+    for group in wave["groups"]:
+        gid = group["id"]
+        src, tgt = source_groups.get(gid) or {}, target_groups.get(gid) or {}
+        this_failure = {}
+        if failure:  # the wave failed as a whole (a transfer, a journal): every group was put back
+            this_failure = dict(
+                failure,
+                put_back=put_back_groups.get(gid) or {},
+                cleanup=(undone_groups.get(gid) or {}).get("target_cleanup", "done"),
+            )
+        elif src and not src.get("ok"):
+            this_failure = {
+                "task": f"Stop and capture {gid}",
+                "result": src,
+                "put_back": {"source_states": src.get("source_states") or {}},
+                "cleanup": "done",
+            }
+        elif tgt and not tgt.get("ok"):
+            this_failure = {
+                "task": f"Restore and check the group on its target, {gid}",
+                "result": tgt,
+                "put_back": put_back_groups.get(gid) or {},
+                "cleanup": tgt.get("target_cleanup", "done"),
+            }
+        cut = cut_groups.get(gid) or {}
+        cut_result = (
+            {"failed": True, "msg": cut.get("msg"), "phases": cut.get("phases")} if cut and not cut.get("ok") else cut
+        )
+        entries += migrate_group_results(
+            group,
+            source=src if src.get("ok") else {},
+            sent=[(sent or {}).get(gid, 0)],
+            target=tgt if tgt.get("ok") else {},
+            cutover=cut_result,
+            failure=this_failure,
+            **times,
+        )
+    return entries
+
+
+def migrate_created(target_groups):
+    """``{group id: what the restore created}`` of docker_bundle_restore's per-group results (to undo them)."""
+    return {gid: (result or {}).get("created") or {} for gid, result in (target_groups or {}).items()}
+
+
 def migrate_with_image_ids(members, source):
     """The target's members with the image ID each capture returned (commit mode)."""
     captured = (source or {}).get("members") or {}
@@ -367,20 +475,25 @@ def migrate_with_image_ids(members, source):
 def migrate_failure(result):
     """What the report needs of a failed (or skipped) task's result."""
     result = result or {}
-    keep = ("msg", "phase", "member", "log_tail", "target_cleanup", "source_states", "failed", "skipped")
+    keep = ("msg", "phase", "member", "log_tail", "target_cleanup", "source_states", "failed", "skipped", "phases")
     return {key: result[key] for key in keep if key in result}
 
 
 def _phase_of(task):
     """The migration phase of a role task that failed without saying (the journal and transfer steps)."""
     task = task or ""
-    if task.startswith("Send") or "rsync" in task:
-        return "transfer"
-    if task.startswith("Journal the restore"):
-        return "restore"
-    if task.startswith("Journal as migrated"):
-        return "cutover"
-    return "capture"
+    for start, phase in (
+        ("Send", "transfer"),
+        ("Journal the restore", "restore"),
+        ("Restore and check", "restore"),
+        ("Put back", "rollback"),
+        ("Journal the rollback", "rollback"),
+        ("Journal as migrated", "cutover"),
+        ("Cut over", "cutover"),
+    ):
+        if task.startswith(start):
+            return phase
+    return "transfer" if "rsync" in task else "capture"
 
 
 def migrate_group_results(group, source=None, sent=None, target=None, cutover=None, failure=None, **times):
@@ -403,9 +516,21 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             for phase, seconds in (source.get("phases") or failed_result.get("phases") or {}).items():
                 if phase != "transfer":
                     phases[phase] = seconds
-            if source.get("ended_at") and target.get("started_at"):
-                phases["transfer"] = round(float(target["started_at"]) - float(source["ended_at"]), 3)
+            restore_started = target.get("started_at") or failed_result.get("started_at")
+            if source.get("ended_at") and restore_started:
+                phases["transfer"] = round(float(restore_started) - float(source["ended_at"]), 3)
             phases.update(target.get("phases") or {})
+            if (cutover.get("phases") or {}).get("cutover") is not None:
+                phases["cutover"] = cutover["phases"]["cutover"]
+            if failure:
+                # what the failed step spent (restore, health), and the rollback on both hosts
+                for phase, seconds in (failed_result.get("phases") or {}).items():
+                    if phase != "transfer":
+                        phases[phase] = round(phases.get(phase, 0) * (phase == "rollback") + seconds, 3)
+                put_back_phases = (failure.get("put_back") or {}).get("phases") or {}
+                if put_back_phases.get("rollback"):
+                    phases["rollback"] = round(phases.get("rollback", 0) + put_back_phases["rollback"], 3)
+                phases.setdefault("rollback", 0)
         state_before = item.get("source_state_before")
         if failure:
             status = "failed"
@@ -463,6 +588,10 @@ class FilterModule:
             "migrate_plan_items": migrate_plan_items,
             "migrate_group_gate": migrate_group_gate,
             "migrate_item_names": migrate_item_names,
+            "migrate_waves": migrate_waves,
+            "migrate_created": migrate_created,
+            "migrate_wave_pick": migrate_wave_pick,
+            "migrate_wave_results": migrate_wave_results,
             "migrate_check_results": migrate_check_results,
             "migrate_summary": migrate_summary,
             "migrate_probe_items": migrate_probe_items,

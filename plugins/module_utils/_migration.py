@@ -245,6 +245,29 @@ class TargetRun:
         return _checked(self.call(module, args), phase, member, what)
 
     def restore(self):
+        """Restore, check and finish the group on its own (see ``restore_groups`` for several at once)."""
+        started_at = self.restore_objects()
+        self.phases.enter("health")
+        for member in self.members:
+            if member.get("running"):
+                self.check_health(member)
+        return self.finish(started_at)
+
+    def finish(self, started_at):
+        """The group passed its checks: remove the received bundles; what the run did."""
+        verified_at = round(self.now(), 3)
+        if not self.options.get("keep_bundle"):
+            for path in self.received_dirs():
+                self.call("ansible.builtin.file", dict(path=path, state="absent"))
+        return {
+            "started_at": started_at,
+            "verified_at": verified_at,
+            "phases": self.phases.close(),
+            "created": self.created,
+        }
+
+    def restore_objects(self):
+        """Image, volumes, networks and container of every member, in dependency order; when it started."""
         opts = self.options
         trust = opts.get("trust", {})
         started_at = round(self.phases.enter("restore"), 3)
@@ -303,25 +326,14 @@ class TargetRun:
             _checked(result, "restore", name, f"creating the container {member['name']}")
             if result.get("operation") in ("create", "recreate"):
                 created["container"] = member["name"]
-        self.phases.enter("health")
-        for member in self.members:
-            if member.get("running"):
-                self.check_health(member)
-        verified_at = round(self.now(), 3)
-        if not opts.get("keep_bundle"):
-            for path in self.received_dirs():
-                self.call("ansible.builtin.file", dict(path=path, state="absent"))
-        return {
-            "started_at": started_at,
-            "verified_at": verified_at,
-            "phases": self.phases.close(),
-            "created": self.created,
-        }
+        return started_at
 
-    def check_health(self, member):
+    def check_health(self, member, watched=False):
+        """The member must be up (not ``watched`` already with others), then answer on the TCP port and URL."""
         opts, name = self.options, member["name"]
-        args = dict(name=name, timeout=opts["health_timeout"], stable_seconds=opts["health_stable_seconds"])
-        self._run("health", member["container"], "ferry.docker.docker_container_health", args, f"health of {name}")
+        if not watched:
+            args = dict(name=name, timeout=opts["health_timeout"], stable_seconds=opts["health_stable_seconds"])
+            self._run("health", member["container"], "ferry.docker.docker_container_health", args, f"health of {name}")
         if opts.get("health_tcp_port"):
             args = dict(host="127.0.0.1", port=opts["health_tcp_port"], timeout=opts["health_timeout"])
             self._run("health", member["container"], "ansible.builtin.wait_for", args, "the TCP port check")
@@ -369,3 +381,94 @@ class TargetRun:
 
 
 OK_STATUS = (200, 201, 202, 203, 204, 301, 302, 303, 304, 307, 308)
+
+
+def _failure(run, exc):
+    return {
+        "ok": False,
+        "msg": str(exc),
+        "phase": exc.phase,
+        "member": exc.member,
+        "log_tail": exc.result.get("log_tail", []),
+        "phases": run.phases.close(),
+    }
+
+
+def capture_groups(call, groups, options, now=time.time):
+    """Stop and capture several independent groups of one host, one after the other. A group whose step
+    fails is put back as it was and reported; the others go on. ``{group id: result}``."""
+    results = {}
+    for group in groups:
+        run = SourceRun(call, group["members"], options, now=now)
+        try:
+            results[group["id"]] = dict(run.capture(), ok=True)
+        except StepFailed as exc:
+            results[group["id"]] = failure = _failure(run, exc)
+            undo_started = now()
+            try:
+                failure["source_states"] = run.put_back()
+            except StepFailed as again:
+                failure["msg"] += f"; putting the sources back failed too: {again}"
+                failure["source_states"] = {}
+            failure["phases"]["rollback"] = round(now() - undo_started, 3)
+    return results
+
+
+def restore_groups(call, groups, options, now=time.time):
+    """Restore several independent groups on one target, then watch every running member at once (one
+    stable window for all instead of one each). A group that fails is undone and reported; the others go
+    on. ``{group id: result}`` (``created`` and ``target_cleanup`` in every one)."""
+    runs = {group["id"]: TargetRun(call, group["members"], options, now=now) for group in groups}
+    results, started = {}, {}
+
+    def fail(group_id, exc):
+        run = runs[group_id]
+        failure = _failure(run, exc)
+        failure["started_at"] = started.get(group_id) or run_started.get(group_id, 0)
+        undo_started = now()
+        left = run.undo()
+        failure["phases"]["rollback"] = round(now() - undo_started, 3)
+        results[group_id] = dict(
+            failure, created=run.created, target_cleanup="done" if not left else "failed: " + "; ".join(left)
+        )
+
+    run_started = {}
+    for group_id, run in runs.items():
+        run_started[group_id] = round(now(), 3)
+        try:
+            started[group_id] = run.restore_objects()
+        except StepFailed as exc:
+            fail(group_id, exc)
+    pending = {group_id: runs[group_id] for group_id in started}
+    owner = {m["name"]: group_id for group_id, run in pending.items() for m in run.members if m.get("running")}
+    for run in pending.values():
+        run.phases.enter("health")
+    if owner:
+        args = dict(
+            names=sorted(owner),
+            timeout=options["health_timeout"],
+            stable_seconds=options["health_stable_seconds"],
+        )
+        watched = call("ferry.docker.docker_container_health", args)
+        containers = watched.get("containers")
+        for name, group_id in sorted(owner.items()):
+            if group_id in results:
+                continue
+            entry = (containers or {}).get(name)
+            if containers is None or watched.get("unreachable"):
+                reason = watched.get("msg", "the health check failed without a message")
+                fail(group_id, StepFailed("health", name, f"health of {name}: {reason}", watched))
+            elif not entry.get("up"):
+                failed = {"log_tail": entry.get("log_tail", [])}
+                fail(group_id, StepFailed("health", name, f"health of {name}: {entry.get('reason')}", failed))
+    for group_id, run in pending.items():
+        if group_id in results:
+            continue
+        try:
+            for member in run.members:
+                if member.get("running"):
+                    run.check_health(member, watched=True)
+            results[group_id] = dict(run.finish(started[group_id]), ok=True)
+        except StepFailed as exc:
+            fail(group_id, exc)
+    return results

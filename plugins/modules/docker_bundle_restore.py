@@ -39,10 +39,9 @@ options:
     default: present
     choices: [present, absent]
   members:
-    description: The group, in dependency order.
+    description: The group (or O(groups)), in dependency order.
     type: list
     elements: dict
-    required: true
     suboptions:
       container:
         description: Name of the source container (the key of RV(created)).
@@ -76,6 +75,24 @@ options:
         description: C(port_map), C(bind_map) and C(network_map) for M(ferry.docker.docker_container_restore).
         type: dict
         default: {}
+  groups:
+    description:
+      - Several independent groups at once, instead of O(members) - each C(id) with its C(members) (as
+        O(members)). Their running members are watched together (one stable window for all); a group that
+        fails is undone on its own and the others go on. The task then does not fail; RV(groups) says per
+        group what happened. With O(state=absent), O(created) is keyed by group id.
+    type: list
+    elements: dict
+    suboptions:
+      id:
+        description: The group's name.
+        type: str
+        required: true
+      members:
+        description: Its members, as O(members).
+        type: list
+        elements: dict
+        required: true
   created:
     description: With O(state=absent), the RV(created) of an earlier call.
     type: dict
@@ -138,6 +155,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+groups:
+  description: With O(groups), per group id its result - C(ok), and the fields below (or C(msg), C(phase), C(member)).
+  returned: with O(groups)
+  type: dict
 created:
   description:
     - Per member, what was created (C(container), C(image), C(image_id), C(networks), C(volumes), C(bind_paths)).
@@ -169,14 +190,3 @@ target_cleanup:
   returned: failure, or O(state=absent)
   type: str
 """
-
-from ansible.module_utils.basic import AnsibleModule
-
-
-def main():  # pragma: no cover - the action plugin of the same name runs instead
-    module = AnsibleModule(argument_spec={}, supports_check_mode=False)
-    module.fail_json(msg="ferry.docker.docker_bundle_restore runs as an action plugin; call it from a task")
-
-
-if __name__ == "__main__":
-    main()

@@ -43,8 +43,14 @@ options:
   name:
     description:
       - Name or ID of the container.
+      - One of O(name) and O(names) is required.
     type: str
-    required: true
+  names:
+    description:
+      - Watch several containers at once, each with its own verdict, within one O(timeout); the task fails
+        when any of them is not up, and RV(containers) says which and why.
+    type: list
+    elements: str
   timeout:
     description:
       - Seconds to wait, in all, for the container to be up.
@@ -131,6 +137,12 @@ checks:
   description: How many times the container was looked at.
   returned: always
   type: int
+containers:
+  description:
+    - With O(names), per container its C(status) (as RV(status)), C(up), C(reason) and C(log_tail) (when
+      not up).
+  returned: with O(names)
+  type: dict
 """
 
 import time
@@ -159,16 +171,65 @@ def read_log_tail(client, container, inspect, lines):
     return log_tail(raw, env, lines)
 
 
+def watch_many(fm, client, p):
+    """O(names): every container watched in the same loop, each until it is up or has failed."""
+    watches = {name: HealthWatch(name, p["stable_seconds"]) for name in p["names"]}
+    verdicts, inspects = {}, {}
+    started = time.monotonic()
+    deadline = started + p["timeout"]
+    checks = 0
+    try:
+        while len(verdicts) < len(watches):
+            now = time.monotonic()
+            checks += 1
+            for name, watch in watches.items():
+                if name in verdicts:
+                    continue
+                inspects[name] = inspect_or_none(client.inspect_container, name)
+                verdict = watch.feed(Snapshot.from_inspect(inspects[name]), time.monotonic())
+                if verdict != UP and verdict != FAILED and now >= deadline:
+                    verdict = watch.timeout(p["timeout"])
+                if verdict in (UP, FAILED):
+                    verdicts[name] = verdict
+            if len(verdicts) < len(watches):
+                time.sleep(max(0.0, min(p["interval"], deadline - time.monotonic())))
+    except (DockerException, RequestException) as exc:
+        fm.fail(f"watching containers {', '.join(p['names'])} failed at the Docker engine: {exc}", checks=checks)
+    containers = {}
+    for name, watch in watches.items():
+        up = verdicts.get(name) == UP
+        entry = {"status": watch.status, "up": up, "reason": "" if up else watch.reason, "log_tail": []}
+        if not up:
+            inspect = inspects.get(name)
+            container = (inspect or {}).get("Id") or (name if inspect is not None else "")
+            entry["log_tail"] = read_log_tail(client, container, inspect, p["log_lines"])
+        containers[name] = entry
+    result = dict(changed=False, containers=containers, waited=round(time.monotonic() - started, 3), checks=checks)
+    down = [name for name, entry in containers.items() if not entry["up"]]
+    if down:
+        fm.fail(
+            "; ".join(
+                f"{name}: {failure_message(containers[name]['reason'], containers[name]['log_tail'], p['log_lines'])}"
+                for name in down
+            ),
+            **result,
+        )
+    fm.exit(**result)
+
+
 def main():
     fm = FerryModule(
         dict(
-            name=dict(type="str", required=True),
+            name=dict(type="str"),
+            names=dict(type="list", elements="str"),
             timeout=dict(type="int", default=120),
             stable_seconds=dict(type="int", default=10),
             interval=dict(type="float", default=1.0),
             log_lines=dict(type="int", default=20),
         ),
         supports_check_mode=True,
+        required_one_of=[("name", "names")],
+        mutually_exclusive=[("name", "names")],
     )
     p = fm.params
     name = p["name"]
@@ -180,6 +241,8 @@ def main():
     if p["interval"] <= 0:
         fm.fail(f"interval must be more than 0 seconds, not {p['interval']}")
     client = fm.client
+    if p["names"] is not None:
+        watch_many(fm, client, p)
     watch = HealthWatch(name, p["stable_seconds"])
     started = time.monotonic()
     deadline = started + p["timeout"]

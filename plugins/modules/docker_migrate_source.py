@@ -39,10 +39,9 @@ options:
     required: true
     choices: [captured, restored, cut_over]
   members:
-    description: The group, in dependency order (a member comes after the ones it needs).
+    description: The group (or O(groups)), in dependency order (a member comes after the ones it needs).
     type: list
     elements: dict
-    required: true
     suboptions:
       container:
         description: Name of the source container.
@@ -76,6 +75,23 @@ options:
       bundle:
         description: Bundle directory of the member on the source.
         type: str
+        required: true
+  groups:
+    description:
+      - Several independent groups at once, instead of O(members) - each C(id) with its C(members) (as
+        O(members)). A group whose step fails is put back (or reported) on its own and the others go on; the
+        task then does not fail, and RV(groups) says per group what happened.
+    type: list
+    elements: dict
+    suboptions:
+      id:
+        description: The group's name.
+        type: str
+        required: true
+      members:
+        description: Its members, as O(members).
+        type: list
+        elements: dict
         required: true
   mode:
     description: V(commit) (image layers) or V(export) (flat filesystem).
@@ -161,19 +177,12 @@ member:
   description: The member whose step failed.
   returned: failure
   type: str
+groups:
+  description: With O(groups), per group id its result - C(ok), and the fields above (or C(msg), C(phase), C(member)).
+  returned: with O(groups)
+  type: dict
 source_states:
   description: The state of each member afterwards.
   returned: when a step failed, or O(state=restored) or O(state=cut_over)
   type: dict
 """
-
-from ansible.module_utils.basic import AnsibleModule
-
-
-def main():  # pragma: no cover - the action plugin of the same name runs instead
-    module = AnsibleModule(argument_spec={}, supports_check_mode=False)
-    module.fail_json(msg="ferry.docker.docker_migrate_source runs as an action plugin; call it from a task")
-
-
-if __name__ == "__main__":
-    main()

@@ -110,3 +110,25 @@ def test_missing_container_and_bad_options():
     assert missing["log_tail"] == []
     short = health("any", timeout=5, stable_seconds=10)
     assert short.get("failed") and "must be at least stable_seconds" in short["msg"]
+
+
+def test_several_containers_are_watched_together_each_with_its_verdict(start):
+    up = start("many-up", "exec sleep 300")
+    healthy = start(
+        "many-healthy",
+        "touch /ok; exec sleep 300",
+        healthcheck={"test": ["CMD-SHELL", "test -e /ok"], "interval": 500_000_000, "retries": 1},
+    )
+    down = start("many-down", 'echo "broke with $DB_PASSWORD"; exit 4')
+    result = run_module(
+        "docker_container_health", names=[up, healthy, down], timeout=30, stable_seconds=2, interval=0.5
+    )
+    assert result.get("failed") and result["msg"].startswith(f"{down}: ")
+    containers = result["containers"]
+    assert containers[up] == {"status": "running", "up": True, "reason": "", "log_tail": []}
+    assert containers[healthy]["status"] == "healthy" and containers[healthy]["up"]
+    assert containers[down]["status"] == "exited" and not containers[down]["up"]
+    assert containers[down]["log_tail"] == ["broke with ********"] and SECRET not in str(result)
+    both = run_module("docker_container_health", names=[up, healthy], timeout=30, stable_seconds=2, interval=0.5)
+    assert not both.get("failed"), both.get("msg")
+    assert {entry["up"] for entry in both["containers"].values()} == {True}

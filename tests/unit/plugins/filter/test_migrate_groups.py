@@ -39,6 +39,10 @@ def test_registered():
         "migrate_plan_items",
         "migrate_group_gate",
         "migrate_item_names",
+        "migrate_waves",
+        "migrate_created",
+        "migrate_wave_pick",
+        "migrate_wave_results",
         "migrate_probe_items",
         "migrate_probe_decide",
         "migrate_check_results",
@@ -344,3 +348,96 @@ def test_summary_for_awx_has_no_paths_or_configs():
         "check_mode": False,
         "containers": [{"container": "web", "status": "migrated", "downtime_seconds": 3.2}],
     }
+
+
+def test_waves_hold_up_to_parallel_groups_of_one_target_and_action():
+    groups = plan(item("a"), item("b"), item("c", target="h3"), item("d"), item("e", action="cutover"))
+    waves = g.migrate_waves(groups, parallel=2)
+    assert [[grp["id"] for grp in w["groups"]] for w in waves] == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert [(w["target"], w["action"]) for w in waves] == [
+        ("h2", "migrate"),
+        ("h3", "migrate"),
+        ("h2", "migrate"),
+        ("h2", "cutover"),
+    ]
+    assert waves[0]["source_groups"][1] == {"id": "b", "members": groups[1]["source_members"]}
+
+
+def test_wave_pick_follows_each_group_through_the_steps():
+    (wave,) = g.migrate_waves(plan(item("a"), item("b"), item("c")), parallel=4)
+    source = {
+        "groups": {
+            "a": {"ok": True, "members": {"a": {"image_id": "sha256:a"}}},
+            "b": {"ok": False},
+            "c": {"ok": True, "members": {}},
+        }
+    }
+    target = {"groups": {"a": {"ok": True}, "c": {"ok": False}}}
+    assert [t["group"] for t in g.migrate_wave_pick(wave, "transfers", source)] == ["a", "c"]
+    assert g.migrate_wave_pick(wave, "guard_entries", source) == [{"name": "a"}, {"name": "c"}]
+    (ta, tc) = g.migrate_wave_pick(wave, "target_groups", source)
+    assert ta["members"][0]["image_id"] == "sha256:a" and tc["members"][0]["image_id"] == ""
+    assert [grp["id"] for grp in g.migrate_wave_pick(wave, "failed_on_target", source, target)] == ["c"]
+    assert g.migrate_wave_pick(wave, "rolled_back", source, target) == [{"name": "b"}, {"name": "c"}]
+    assert g.migrate_wave_pick(wave, "migrated", source, target) == [{"name": "a"}]
+    with pytest.raises(AnsibleFilterError, match="unknown"):
+        g.migrate_wave_pick(wave, "nope")
+
+
+def test_wave_results_give_each_group_its_own_outcome():
+    (wave,) = g.migrate_waves(plan(item("a"), item("b"), item("c")), parallel=4)
+    source = {
+        "groups": {
+            "a": dict(SOURCE, ok=True, members={"a": {"bytes_captured": 10}}),
+            "b": {"ok": False, "msg": "committing b: no space", "phase": "capture", "source_states": {"b": "running"}},
+            "c": dict(SOURCE, ok=True, members={"c": {"bytes_captured": 10}}),
+        }
+    }
+    target = {
+        "groups": {
+            "a": dict(TARGET, ok=True),
+            "c": {
+                "ok": False,
+                "msg": "health of C: exited",
+                "phase": "health",
+                "log_tail": ["boom"],
+                "target_cleanup": "done",
+            },
+        }
+    }
+    put_back = {"groups": {"c": {"ok": True, "source_states": {"c": "running"}}}}
+    cut = {"groups": {"a": {"ok": True, "changed": True, "source_states": {"a": "exited"}}}}
+    a, b, c = g.migrate_wave_results(
+        wave,
+        source=source,
+        sent={"a": 7, "c": 9},
+        target=target,
+        put_back=put_back,
+        cutover=cut,
+        started_at=1.0,
+        ended_at=2.0,
+    )
+    assert (a["status"], a["source_state_after"], a["bytes_sent"]) == ("migrated", "exited", 7)
+    assert (b["status"], b["phase"], b["source_state_after"]) == ("failed", "capture", "running")
+    assert "no space" in b["error"]
+    assert (c["status"], c["phase"], c["log_tail"], c["source_state_after"]) == (
+        "failed",
+        "health",
+        ["boom"],
+        "running",
+    )
+
+
+def test_wave_results_when_the_whole_wave_failed():
+    (wave,) = g.migrate_waves(plan(item("a"), item("b")), parallel=4)
+    failure = {"task": "Send the bundles in /w/run1/a", "result": {"msg": "rsync: connection refused"}}
+    put_back = {"groups": {"a": {"ok": True, "source_states": {"a": "running"}}}}
+    undone = {"groups": {"a": {"target_cleanup": "done"}}}
+    a, b = g.migrate_wave_results(wave, failure=failure, put_back=put_back, undone=undone)
+    assert a["status"] == b["status"] == "failed" and a["phase"] == "transfer" and "connection refused" in a["error"]
+    assert a["target_cleanup"] == "done"
+
+
+def test_created_by_group():
+    out = {"a": {"ok": True, "created": {"a": {"container": "a"}}}, "b": {"ok": False}}
+    assert g.migrate_created(out) == {"a": {"a": {"container": "a"}}, "b": {}}

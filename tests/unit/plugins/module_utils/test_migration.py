@@ -37,9 +37,10 @@ def clock():
     return lambda: float(next(ticks))
 
 
-def member(name, **extra):
+def member(container, **extra):
+    name = container
     base = dict(
-        container=name,
+        container=container,
         name=name,
         state_before="running",
         running=True,
@@ -259,3 +260,65 @@ def test_a_failing_pre_migrate_hook_fails_the_group_before_it_stops():
         run.capture()
     assert caught.value.phase == "hooks" and "BGSAVE failed" in str(caught.value)
     assert not any(module.endswith("docker_container") for module, _a in host.calls)
+
+
+def test_capture_groups_isolates_a_failing_group():
+    host = FakeHost(docker_commit_save=lambda args: {"failed": args["container"] == "b", "msg": "no space"})
+    groups = [
+        {"id": "a", "members": [member("a")]},
+        {"id": "b", "members": [member("b")]},
+        {"id": "c", "members": [member("c")]},
+    ]
+    out = m.capture_groups(host, groups, SOURCE, now=clock())
+    assert out["a"]["ok"] and out["c"]["ok"]
+    assert not out["b"]["ok"] and out["b"]["phase"] == "capture" and "no space" in out["b"]["msg"]
+    assert out["b"]["source_states"] == {"b": "running"}
+    started = [
+        args["name"]
+        for module, args in host.calls
+        if module.endswith("docker_container") and args["state"] == "started"
+    ]
+    assert started == ["b"]  # only the failed group is put back
+
+
+def test_restore_groups_watches_every_running_member_at_once_and_undoes_only_the_failed_group():
+    def health(args):
+        containers = {
+            name: {
+                "up": name != "B",
+                "status": "running" if name != "B" else "exited",
+                "reason": "" if name != "B" else "B exited",
+                "log_tail": [] if name != "B" else ["x"],
+            }
+            for name in args["names"]
+        }
+        return {"failed": "B" in args["names"], "msg": "B: B exited", "containers": containers}
+
+    host = restore_host(docker_container_health=health)
+    groups = [
+        {"id": "a", "members": [member("a", name="A")]},
+        {"id": "b", "members": [member("b", name="B")]},
+        {"id": "c", "members": [member("c", name="C", running=False)]},
+    ]
+    out = m.restore_groups(host, groups, TARGET, now=clock())
+    watched = [args for module, args in host.calls if module.endswith("docker_container_health")]
+    assert watched == [{"names": ["A", "B"], "timeout": 30, "stable_seconds": 5}]
+    assert out["a"]["ok"] and out["c"]["ok"] and out["a"]["verified_at"] > 0
+    assert not out["b"]["ok"] and out["b"]["phase"] == "health" and out["b"]["log_tail"] == ["x"]
+    assert out["b"]["target_cleanup"] == "done"
+    removed = [args["name"] for module, args in host.calls if module.endswith("docker_container")]
+    assert removed == ["B"]
+
+
+def test_restore_groups_with_a_failed_restore_never_watches_that_group():
+    host = restore_host(
+        docker_container_health=lambda args: {"containers": {name: {"up": True} for name in args["names"]}},
+        docker_container_restore=lambda args: (
+            {"failed": args["name"] == "A", "msg": "port taken"} if args["name"] == "A" else {"operation": "create"}
+        ),
+    )
+    groups = [{"id": "a", "members": [member("a", name="A")]}, {"id": "b", "members": [member("b", name="B")]}]
+    out = m.restore_groups(host, groups, TARGET, now=clock())
+    assert not out["a"]["ok"] and "port taken" in out["a"]["msg"] and out["b"]["ok"]
+    watched = [args["names"] for module, args in host.calls if module.endswith("docker_container_health")]
+    assert watched == [["B"]]
