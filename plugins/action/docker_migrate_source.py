@@ -97,7 +97,10 @@ class ActionModule(ActionBase):
             return result
         args["hooks"] = hooks
         if args["groups"] is not None:
-            result.update(groups=self.wave(call, args), changed=True)
+            groups = self.wave(call, args)
+            # a cutover that finds every source already stopped changes nothing (an idempotent re-run)
+            changed = any(g.get("changed") for g in groups.values()) if args["state"] == "cut_over" else bool(groups)
+            result.update(groups=groups, changed=changed)
             return result
         run = SourceRun(call, args["members"], args)
         try:
