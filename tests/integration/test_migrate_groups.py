@@ -188,9 +188,11 @@ def test_check_mode_reports_what_would_move_and_changes_nothing(names, tmp_path)
         "host2", "docker ps -aq | wc -l; docker volume ls -q | wc -l; cat ~/.ssh/authorized_keys | wc -l"
     ).stdout
     journals = ssh("host1", "ls /var/lib/ferry/journal 2>/dev/null | wc -l").stdout
-    run, report = migrate(tmp_path, [main], check=True)
+    # a mapping as a JSON object string, the way an AWX survey's text field sends it
+    run, report = migrate(tmp_path, [main], check=True, migrate_name_map=json.dumps({main: f"{main}-new"}))
     assert run.returncode == 0, run.stdout[-6000:]
     assert {report[main]["status"], report[side]["status"]} == {"would_migrate"}
+    assert report[main]["name"] == f"{main}-new" and report[side]["name"] == side
     assert report[main]["volumes_to_create"] == [f"{names}-data"] and report[side]["pulled_in"] is True
     assert state("host1", main) == "running" and state("host1", side) == "running"
     assert (
