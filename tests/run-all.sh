@@ -26,14 +26,14 @@ limit_for() {
   local override="FERRY_STEP_SECONDS_${1//-/_}"
   if [ -n "${!override:-}" ]; then echo "${!override}"; return; fi
   case $1 in
-    ruff) echo 120 ;;
-    ansible-lint) echo 600 ;;
-    ecosystem) echo 300 ;;
-    sanity) echo 900 ;;
-    unit) echo 300 ;;
+    ruff) echo 60 ;;
+    ansible-lint) echo 300 ;;
+    ecosystem) echo 240 ;;
+    sanity) echo 600 ;;
+    unit) echo 240 ;;
     integration) echo 1800 ;;
-    bench) echo 900 ;;
-    molecule) echo 1500 ;;
+    bench) echo 1200 ;;
+    molecule) echo 1200 ;;
     venv) echo 900 ;;
     engine) echo 900 ;;
     lab-images) echo 900 ;;
