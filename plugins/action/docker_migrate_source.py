@@ -24,6 +24,7 @@ MEMBER = dict(
     exclude_layers=dict(type="list", elements="str", default=[]),
     image_ref=dict(type="str", required=True),
     bundle=dict(type="str", required=True),
+    hook_label=dict(type="bool", default=True),
 )
 SPEC = dict(
     state=dict(type="str", required=True, choices=["captured", "restored", "cut_over"]),

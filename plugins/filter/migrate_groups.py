@@ -88,6 +88,7 @@ def migrate_groups(todo, run, host, work_dir, target_dir):
                     "exclude_layers": list(item.get("exclude_layers") or []),
                     "image_ref": image_ref,
                     "bundle": bundle,
+                    "hook_label": bool((item.get("entry") or {}).get("hook_label", True)),
                 }
             )
             entry = item.get("entry") or {}
@@ -238,6 +239,7 @@ def migrate_probe_items(items, plan, host, hosts, defaults, margin_percent=10, m
             image_ref=f"ferry-migrate/{entry['name'].lower()}:latest",
             layers=found["layers"],
             volumes=found["volumes"],
+            hook_label=bool(found.get("hook_label", True)),
             required_bytes=int(estimate * (100 + int(margin_percent)) / 100) + int(margin_bytes),
         )
         out["check"].append(entry)

@@ -170,7 +170,7 @@ class SourceRun:
         for member in running:
             name = member["container"]
             steps = []
-            if hooks.get("from_labels", False):
+            if hooks.get("from_labels", False) and member.get("hook_label", True):
                 steps.append(
                     dict(
                         container=name,
@@ -275,21 +275,13 @@ class TargetRun:
             name, created = member["container"], self.created[member["container"]]
             bundle, image_ref = member["received"], member["image_ref"]
             if opts["mode"] == "commit":
-                image_id = member.get("image_id", "")
-                if image_id:
-                    found = self._run(
-                        "restore",
-                        name,
-                        "community.docker.docker_image_info",
-                        dict(name=image_id),
-                        "looking for the image",
-                    )
-                    if not found.get("images"):
-                        created["image_id"] = image_id  # recorded before the load: a half load is removed too
+                # docker_load removes what a failed load added; a load that worked says whether the image is new
                 args = dict(bundle=bundle, tag=image_ref, **trust)
                 result = self._run("restore", name, "ferry.docker.docker_load", args, f"loading the image of {name}")
                 if result.get("changed"):
                     created["image"] = image_ref
+                if result.get("operation") == "load":
+                    created["image_id"] = result.get("image_id") or member.get("image_id", "")
             else:
                 repository, tag = image_ref.rsplit(":", 1)
                 args = dict(bundle=bundle, repository=repository, tag=tag, **trust)

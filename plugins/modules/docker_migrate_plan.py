@@ -99,7 +99,8 @@ probes:
   description:
     - With O(probe=true), per planned container - C(state_before) (V(running), V(paused) or the engine's
       status), C(image_id), C(layers) (the image's diff IDs), C(image_bytes), C(rw_bytes) (its writable
-      layer), C(volumes) (its named volumes), C(volume_bytes), and C(run_config) (environment values included).
+      layer), C(volumes) (its named volumes), C(volume_bytes), C(hook_label) (it has a C(ferry.docker.pre-migrate)
+      label), and C(run_config) (environment values included).
   returned: when O(probe=true)
   type: dict
 architecture:
@@ -213,9 +214,13 @@ def probe(client, names, containers):
             "rw_bytes": rw_sizes.get(inspect.get("Id"), 0),
             "volumes": volumes,
             "volume_bytes": sum(volume_sizes.get(v, 0) for v in volumes),
+            "hook_label": PRE_MIGRATE_LABEL in ((inspect.get("Config") or {}).get("Labels") or {}),
             "run_config": lookups.run_config(inspect),
         }
     return found
+
+
+PRE_MIGRATE_LABEL = "ferry.docker.pre-migrate"
 
 
 class _Quiet:

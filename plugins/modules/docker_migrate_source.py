@@ -76,6 +76,10 @@ options:
         description: Bundle directory of the member on the source.
         type: str
         required: true
+      hook_label:
+        description: Whether it may have a C(ferry.docker.pre-migrate) label to run (V(false) saves a look).
+        type: bool
+        default: true
   groups:
     description:
       - Several independent groups at once, instead of O(members) - each C(id) with its C(members) (as

@@ -96,7 +96,8 @@ def as_role_reads_it(value, option):
     if kind == "list" and isinstance(value, str):
         # the roles read a string as a comma-separated list: split(',') | map('trim') | select
         return [item.strip() for item in value.split(",") if item.strip()]
-    if kind == "dict" and isinstance(value, str):
+    # a mapping variable (type dict, or raw with a mapping default, read with dict_input) takes a JSON object
+    if (kind == "dict" or (kind == "raw" and isinstance(option.get("default"), dict))) and isinstance(value, str):
         parsed = json.loads(value)
         assert isinstance(parsed, dict), f"{value!r} is not a JSON object"
         return parsed

@@ -71,6 +71,7 @@ def test_one_group_per_container_unless_joined():
         "exclude_layers": ["l1"],
         "image_ref": "ferry-migrate/web:latest",
         "bundle": "/w/run1/db/web",
+        "hook_label": True,
     }
     assert db["target_members"][0]["entry"] == {
         "port_map": {"80/tcp": 8080},

@@ -151,8 +151,7 @@ def test_cut_over_keep_touches_nothing():
 
 def restore_host(**answers):
     defaults = dict(
-        docker_image_info={"images": []},
-        docker_load={"changed": True},
+        docker_load={"changed": True, "operation": "load", "image_id": "sha256:loaded"},
         docker_volume_restore={"volumes": [{"name": "data", "action": "create"}, {"name": "old", "action": "none"}]},
         docker_container_restore={
             "operation": "create",
@@ -171,7 +170,7 @@ def test_restore_records_what_it_creates_and_checks_running_members():
     assert out["created"]["db"] == {
         "container": "db",
         "image": "ferry-migrate/db:latest",
-        "image_id": "sha256:db",
+        "image_id": "sha256:loaded",
         "networks": ["net"],
         "volumes": ["data"],
         "bind_paths": ["/srv/x"],
@@ -183,7 +182,7 @@ def test_restore_records_what_it_creates_and_checks_running_members():
 
 
 def test_an_image_the_host_had_is_never_recorded_as_created():
-    host = restore_host(docker_image_info={"images": [{"Id": "sha256:db"}]}, docker_load={"changed": False})
+    host = restore_host(docker_load={"changed": False, "operation": "none", "image_id": "sha256:db"})
     out = m.TargetRun(host, [member("db")], TARGET, now=clock()).restore()
     assert out["created"]["db"]["image_id"] == "" and out["created"]["db"]["image"] == ""
 
@@ -202,7 +201,7 @@ def test_a_failed_health_check_undoes_everything_newest_first():
     names = [(module.rsplit(".", 1)[-1], args.get("name") or args.get("path")) for module, args in host.calls]
     assert names[0] == ("docker_container", "web") and ("docker_container", "db") in names
     assert names.index(("docker_container", "web")) < names.index(("docker_container", "db"))
-    assert ("docker_image", "sha256:db") in names and names[-1] == ("file", "/r")
+    assert ("docker_image", "sha256:loaded") in names and names[-1] == ("file", "/r")
 
 
 def test_a_failed_container_create_still_records_its_networks():
