@@ -15,8 +15,8 @@ description:
     IPC or PID mode, in C(volumes_from) or in C(links), or when both belong to one compose project
     (label C(com.docker.compose.project); C(com.docker.compose.depends_on) orders the services).
   - A group moves as one unit. With O(with_dependencies=true) the members that were not asked for are
-    pulled in, and RV(groups[].pulled_in) lists them; with V(false) such a group is a problem that names
-    them.
+    pulled in, and the C(pulled_in) list of each of RV(groups) names them; with V(false) such a group is a
+    problem that names them.
   - A container that does not exist is listed in RV(missing), a group that cannot be moved (a cycle, a
     reference to a container that does not exist) in RV(problems); the other groups are planned.
   - Only reads. Returns names, ids and dependencies, never a run config.
