@@ -46,6 +46,10 @@ options:
     description: C(direct) or C(controller).
     type: str
     default: direct
+  users:
+    description: The login user of each target (what the run key is authorised for), by inventory name.
+    type: dict
+    default: {}
   cutover:
     description: The run's C(migrate_cutover), which the guard completes for a migrated container when the run is lost.
     type: str
@@ -72,8 +76,11 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 
-def migrate_guard_spec(todo, hostvars, key_dir, key_comment, addresses=None, transfer="direct", cutover="stop"):
+def migrate_guard_spec(
+    todo, hostvars, key_dir, key_comment, addresses=None, transfer="direct", cutover="stop", users=None
+):
     addresses = addresses or {}
+    users = users or {}
     containers, hosts = [], []
     for item in todo:
         if not isinstance(item, dict) or not {"container", "name", "target", "action"} <= set(item):
@@ -101,7 +108,7 @@ def migrate_guard_spec(todo, hostvars, key_dir, key_comment, addresses=None, tra
             "host": host,
             "address": str(addresses.get(host) or facts.get("ansible_host") or host),
             "port": int(facts.get("ansible_port") or 22),
-            "user": str(facts.get("ansible_user") or "root"),
+            "user": str(users.get(host) or facts.get("ansible_user") or "root"),
         }
         if transfer == "direct":
             target.update(

@@ -87,3 +87,8 @@ def test_nothing_to_guard():
 def test_refuses_what_it_cannot_guard(todo, message):
     with pytest.raises(AnsibleFilterError, match=message):
         migrate_guard_spec(todo, HOSTVARS, "/k", "c")
+
+
+def test_the_login_user_the_run_key_was_authorised_for_wins():
+    spec = migrate_guard_spec(TODO[:1], HOSTVARS, "/k", "c", users={"h2": "ferry"})
+    assert spec["targets"][0]["user"] == "ferry"
