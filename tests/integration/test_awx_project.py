@@ -432,8 +432,32 @@ def test_restore_job_on_a_host_without_root_login(awx, backed_up):
     assert "ferry.docker restore" not in ssh("sudo1", "cat /home/ferry/.ssh/authorized_keys").stdout
 
 
+def test_migrate_job_to_a_host_without_root_login(awx, backed_up):
+    """-u ferry --become on the target: the run key, rsync, the signers file and the guard use the login user."""
+    hosts = {"host1": awx.hosts["host1"], "sudo1": awx.sudo_hosts["sudo1"]}
+    extravars = survey_answers(
+        "migrate",
+        migrate_source="host1",
+        migrate_target="sudo1",
+        migrate_containers=awx.token,
+        # the source keeps serving, for the next test
+        migrate_consistency="pause",
+        migrate_cutover="keep",
+    )
+    job = awx.job(
+        "playbooks/migrate.yml", extravars, user="ferry", become=True, host_users={"host1": "root"}, hosts=hosts
+    )
+    assert job.status == "successful", job.explain()
+    (entry,) = job.artifact_data["ferry_migrate_report"]["host1"]["containers"]
+    assert (entry["container"], entry["target"], entry["status"]) == (awx.token, "sudo1", "migrated")
+    assert ssh("sudo1", f"docker exec {awx.token} cat /data/hello").stdout.strip() == awx.token
+    assert "ferry.docker migrate" not in ssh("sudo1", "cat /home/ferry/.ssh/authorized_keys").stdout
+
+
 def test_migrate_job(awx, backed_up):
     extravars = survey_answers("migrate", migrate_source="host1", migrate_target="host2", migrate_containers=awx.token)
     job = awx.job("playbooks/migrate.yml", extravars)
     assert job.status == "successful", job.explain()
     assert ssh("host2", f"docker exec {awx.token} cat /data/hello").stdout.strip() == awx.token
+    (entry,) = job.artifact_data["ferry_migrate_report"]["host1"]["containers"]
+    assert entry["status"] == "migrated" and entry["target"] == "host2"
