@@ -140,7 +140,7 @@ def service(lab):
             host,
             f"docker rm -f {name} >/dev/null 2>&1; docker volume rm {name}-data >/dev/null 2>&1; "
             f"docker image rm ferry-migrate/{name}:latest >/dev/null 2>&1; rm -rf {journal_dir}; "
-            f"rm -rf /var/lib/ferry/migrate/*/{name} /var/lib/ferry/incoming/*-{name}; true",
+            f"rm -rf /var/lib/ferry/migrate/*/{name} /var/lib/ferry/incoming/*-{name}; true",  # <run>/<group>
             check=False,
         )
 
