@@ -434,6 +434,12 @@ def test_restore_job_on_a_host_without_root_login(awx, backed_up):
 
 def test_migrate_job_to_a_host_without_root_login(awx, backed_up):
     """-u ferry --become on the target: the run key, rsync, the signers file and the guard use the login user."""
+    # the restore job above left its copy on sudo1: the migration needs a target without it
+    ssh(
+        "sudo1",
+        f"docker ps -aq --filter name={awx.token} | xargs -r docker rm -f >/dev/null;"
+        f" docker volume ls -q | grep -F '{awx.token}' | xargs -r docker volume rm -f >/dev/null; true",
+    )
     hosts = {"host1": awx.hosts["host1"], "sudo1": awx.sudo_hosts["sudo1"]}
     extravars = survey_answers(
         "migrate",
