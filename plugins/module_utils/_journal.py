@@ -528,6 +528,21 @@ def run_busy(run_id, proc="/proc", own_pid=None):
     return False
 
 
+# A step on a target runs as several module processes one after the other, with a gap of up to a second
+# or two between them in which none carries the run's marker. The guard fires only once the targets have
+# looked idle for this long, checked at every poll.
+TARGET_IDLE_SECONDS = 8
+
+
+def target_watched(doc):
+    """Whether the run may work on a target the guard can reach (an open container in a target phase)."""
+    reachable = {target.get("host") for target in doc.get("targets", []) if target.get("key")}
+    return any(
+        doc["containers"][name].get("phase") in TARGET_MAY_RUN and doc["containers"][name].get("target") in reachable
+        for name in open_containers(doc)
+    )
+
+
 def target_busy(doc, target_ops):
     """Whether a step of the run still works on a target: the restore or the health check of a container
     whose migration is open runs there, not on this host. Only targets the journal can reach count."""
@@ -542,17 +557,26 @@ def target_busy(doc, target_ops):
     return any(target_ops.busy(host, doc["run_id"]) for host in hosts if host in reachable)
 
 
-def watch(journal, source_ops, target_ops, sleep=time.sleep, poll=GUARD_POLL_SECONDS, busy=run_busy):
+def watch(
+    journal, source_ops, target_ops, sleep=time.sleep, poll=GUARD_POLL_SECONDS, busy=run_busy, clock=time.monotonic
+):
     """The guard's loop: wait while the lease is fresh or a step of the run works (here, or on a target
-    it restores to), fire once the lease lapses, exit when disarmed."""
+    it restores to, which must look idle for TARGET_IDLE_SECONDS), fire once the lease lapses, exit when
+    disarmed."""
+    idle_since = None
     while True:
         if busy(journal.run_id):
             journal.renew()
         doc = journal.load()
         action = decide(doc, journal.lease_age())
-        if action == "fire" and target_busy(doc, target_ops):
-            journal.renew()
-            action = "wait"
+        if action == "fire" and target_watched(doc):
+            if target_busy(doc, target_ops):
+                journal.renew()
+                idle_since, action = None, "wait"
+            else:
+                idle_since = clock() if idle_since is None else idle_since
+                if clock() - idle_since < TARGET_IDLE_SECONDS:
+                    action = "wait"
         if action == "exit":
             return "exit"
         if action == "fire":

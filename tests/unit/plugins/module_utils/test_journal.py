@@ -239,7 +239,11 @@ def test_watch_waits_while_the_target_restores_then_fires(tmp_path):
     targets = FakeTargets()
     targets.working = [True, True]
     source = FakeSource()
-    assert j.watch(journal, source, targets, sleep=age_lease(journal), busy=lambda run: False) == "fired"
+    ticks = iter(range(10_000))
+    assert (
+        j.watch(journal, source, targets, sleep=age_lease(journal), busy=lambda run: False, clock=lambda: next(ticks))
+        == "fired"
+    )
     assert targets.calls[:3] == [("busy", "host2", "run-1")] * 3
     assert ("stop", "host2", "web") in targets.calls and source.calls == [("web", "running")]
 
@@ -380,3 +384,31 @@ def test_fire_plan_leaves_kept_and_finished_migrations_alone(tmp_path):
     assert j.fire_plan(doc) == []
     doc["containers"]["web"].update(cutover="stop", phase="done")
     assert j.fire_plan(doc) == []
+
+
+def test_a_target_between_two_module_runs_is_not_taken_for_idle(tmp_path):
+    """One idle look at the target (a gap between two steps' modules) does not fire the guard."""
+    journal = journal_with(tmp_path, phase="restore", lease_age=600, timeout=30)
+    targets = FakeTargets()
+    pattern = [True, False, True, False, False]  # busy, a gap, busy again, then idle for good
+    targets.busy = lambda host, run: pattern.pop(0) if pattern else False
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += 1.0
+        age_lease(journal)(seconds)
+
+    source = FakeSource()
+    assert j.watch(journal, source, targets, sleep=sleep, busy=lambda run: False, clock=lambda: now[0]) == "fired"
+    assert (
+        now[0] >= j.TARGET_IDLE_SECONDS + 2
+    )  # the gap reset nothing it should not: idle counted from the last busy look
+
+
+def test_target_watched_only_for_reachable_targets_in_target_phases(tmp_path):
+    doc = journal_with(tmp_path, phase="capture").load()
+    assert not j.target_watched(doc)
+    doc["containers"]["web"]["phase"] = "restore"
+    assert j.target_watched(doc)
+    doc["targets"][0].pop("key")
+    assert not j.target_watched(doc)
