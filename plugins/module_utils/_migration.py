@@ -276,7 +276,9 @@ class TargetRun:
             bundle, image_ref = member["received"], member["image_ref"]
             if opts["mode"] == "commit":
                 # docker_load removes what a failed load added; a load that worked says whether the image is new
-                args = dict(bundle=bundle, tag=image_ref, **trust)
+                # ferry-migrate/<name> is the migrations' own repository: a tag left there by an earlier run that
+                # did not finish (or an older migration) is moved, not a reason to stop
+                args = dict(bundle=bundle, tag=image_ref, force_tag=True, **trust)
                 result = self._run("restore", name, "ferry.docker.docker_load", args, f"loading the image of {name}")
                 if result.get("changed"):
                     created["image"] = image_ref
