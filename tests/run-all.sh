@@ -26,14 +26,14 @@ limit_for() {
   local override="FERRY_STEP_SECONDS_${1//-/_}"
   if [ -n "${!override:-}" ]; then echo "${!override}"; return; fi
   case $1 in
-    ruff) echo 60 ;;
-    ansible-lint) echo 300 ;;
-    ecosystem) echo 240 ;;
-    sanity) echo 600 ;;
-    unit) echo 240 ;;
-    integration) echo 1800 ;;
-    bench) echo 1200 ;;
-    molecule) echo 1200 ;;
+    ruff) echo 30 ;;
+    ansible-lint) echo 240 ;;
+    ecosystem) echo 180 ;;
+    sanity) echo 400 ;;
+    unit) echo 120 ;;
+    integration) echo 2400 ;;
+    bench) echo 980 ;;
+    molecule) echo 1050 ;;
     venv) echo 900 ;;
     engine) echo 900 ;;
     lab-images) echo 900 ;;
