@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.ferry.docker.plugins.module_utils._migration import StepFailed, TargetRun, restore_groups
+from ansible_collections.ferry.docker.plugins.module_utils._migration import (
+    StepFailed,
+    TargetRun,
+    quiet_caller,
+    restore_groups,
+)
 
 MEMBER = dict(
     container=dict(type="str", required=True),
@@ -55,15 +60,7 @@ class ActionModule(ActionBase):
             argument_spec=SPEC, required_one_of=[("members", "groups")], mutually_exclusive=[("members", "groups")]
         )
 
-        def call(module, module_args):
-            # The steps' own results hold inspect data, environment values included: at -vvv the connection
-            # would print them raw. This task's result, which carries no run config, stays visible.
-            context = self._connection._play_context
-            before, context.no_log = context.no_log, True
-            try:
-                return self._execute_module(module_name=module, module_args=module_args, task_vars=task_vars)
-            finally:
-                context.no_log = before
+        call = quiet_caller(self, task_vars)
 
         if args["groups"] is not None:
             if args["state"] == "present":

@@ -13,7 +13,12 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.ferry.docker.plugins.filter.backup_hook_list import backup_hook_list
 from ansible_collections.ferry.docker.plugins.filter.dict_input import dict_input
-from ansible_collections.ferry.docker.plugins.module_utils._migration import SourceRun, StepFailed, capture_groups
+from ansible_collections.ferry.docker.plugins.module_utils._migration import (
+    SourceRun,
+    StepFailed,
+    capture_groups,
+    quiet_caller,
+)
 
 MEMBER = dict(
     container=dict(type="str", required=True),
@@ -70,15 +75,7 @@ class ActionModule(ActionBase):
             argument_spec=SPEC, required_one_of=[("members", "groups")], mutually_exclusive=[("members", "groups")]
         )
 
-        def call(module, module_args):
-            # The steps' own results hold inspect data, environment values included: at -vvv the connection
-            # would print them raw. This task's result, which carries no run config, stays visible.
-            context = self._connection._play_context
-            before, context.no_log = context.no_log, True
-            try:
-                return self._execute_module(module_name=module, module_args=module_args, task_vars=task_vars)
-            finally:
-                context.no_log = before
+        call = quiet_caller(self, task_vars)
 
         hooks = args.get("hooks") or {}
         try:

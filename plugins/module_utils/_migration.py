@@ -33,6 +33,22 @@ PRE_MIGRATE_LABEL = "ferry.docker.pre-migrate"
 DOCKER_CONTAINER = "community.docker.docker_container"
 
 
+def quiet_caller(action, task_vars):
+    """``call(module, args)`` for an action plugin: runs the module on the task's host with the connection's
+    no_log set, so that at -vvv the steps' raw results (inspect data, environment values) are not printed;
+    the action's own result, which carries no run config, stays visible."""
+
+    def call(module, module_args):
+        context = action._connection._play_context
+        before, context.no_log = context.no_log, True
+        try:
+            return action._execute_module(module_name=module, module_args=module_args, task_vars=task_vars)
+        finally:
+            context.no_log = before
+
+    return call
+
+
 class StepFailed(Exception):
     """A step of the group failed; ``phase`` and ``member`` say where, ``result`` what the module said."""
 

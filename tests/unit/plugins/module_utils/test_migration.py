@@ -321,3 +321,22 @@ def test_restore_groups_with_a_failed_restore_never_watches_that_group():
     assert not out["a"]["ok"] and "port taken" in out["a"]["msg"] and out["b"]["ok"]
     watched = [args["names"] for module, args in host.calls if module.endswith("docker_container_health")]
     assert watched == [["B"]]
+
+
+def test_quiet_caller_hides_the_steps_output_and_restores_no_log():
+    seen = []
+
+    class Context:
+        no_log = False
+
+    class Action:
+        _connection = type("Connection", (), {"_play_context": Context()})()
+
+        def _execute_module(self, module_name, module_args, task_vars):
+            seen.append((module_name, module_args, task_vars, self._connection._play_context.no_log))
+            return {"ok": True}
+
+    action = Action()
+    assert m.quiet_caller(action, {"v": 1})("ferry.docker.x", {"a": 1}) == {"ok": True}
+    assert seen == [("ferry.docker.x", {"a": 1}, {"v": 1}, True)]
+    assert action._connection._play_context.no_log is False
