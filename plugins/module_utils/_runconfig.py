@@ -10,7 +10,8 @@ Everything here is pure (dicts in, dicts out); the modules do the Docker calls.
 
 The run config holds exactly the settings of ``POST /containers/create`` (Config, HostConfig,
 NetworkingConfig) that the user chose, so that creating a container from it on another engine
-gives the same ``docker inspect`` apart from runtime-assigned fields (see ``RUNTIME_FIELDS``).
+gives the same ``docker inspect`` apart from runtime-assigned fields (the round-trip tests compare
+them field by field with tests/support/inspect_compare.py).
 
 What counts as "set by the user":
 
@@ -51,10 +52,9 @@ new body needs no change. Capturing a stamped container and rebuilding its body 
 digest (the digest ignores its own label).
 
 Public API: ``capture``, ``to_create_body``, ``config_digest``, ``stamp_digest``, ``redact``, ``redact_env``,
-``normalize_for_compare``, ``diff_inspect``, ``network_definition``, ``network_create_kwargs``,
-``volume_definition``, ``volume_create_kwargs``, ``connect_kwargs``, ``needed_networks``,
-``named_volumes``, ``bind_sources``; errors are ``RunConfigError``
-(a ``ValueError``) with a message meant for the user.
+``network_definition``, ``network_create_kwargs``, ``volume_definition``, ``volume_create_kwargs``,
+``connect_kwargs``, ``needed_networks``, ``named_volumes``, ``bind_sources``; errors are
+``RunConfigError`` (a ``ValueError``) with a message meant for the user.
 """
 
 from __future__ import annotations
@@ -124,29 +124,6 @@ HOST_CONFIG_DEFAULTS = {
     "CgroupnsMode": ("host", "private"),
 }
 
-# Top-level inspect fields the engine assigns at runtime; normalize_for_compare() drops them.
-# (It also reduces NetworkSettings, Mounts and Config.Hostname, see its docstring.)
-RUNTIME_FIELDS = (
-    "Id",  # new container, new id
-    "Created",  # creation time
-    "State",  # status, Pid, exit code, StartedAt/FinishedAt, health log
-    "Image",  # image id: the same reference may resolve to a re-imported image (Config.Image is compared)
-    "ResolvConfPath",  # per-container files under the engine's data root
-    "HostnamePath",
-    "HostsPath",
-    "LogPath",
-    "RestartCount",  # runtime counter
-    "Driver",  # the engine's storage driver, not a container setting
-    "GraphDriver",  # storage driver layer paths
-    "SizeRw",  # only with --size
-    "SizeRootFs",
-    "MountLabel",  # SELinux labels and AppArmor profile applied by the engine
-    "ProcessLabel",
-    "AppArmorProfile",
-    "ExecIDs",  # exec sessions
-    "Node",  # swarm classic
-)
-
 
 class RunConfigError(ValueError):
     """Raised for inputs (inspect documents, overrides) that cannot be turned into a run config."""
@@ -164,6 +141,20 @@ def _empty(value):
 def _blank(value):
     """True for null-ish values only (None, "", [], {}); 0 and False are real values."""
     return value is None or value == "" or value == [] or value == {}
+
+
+def _drop_blank(value):
+    """Recursively drop None/""/[]/{} dict values (null vs empty is the same to the engine)."""
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            item = _drop_blank(item)
+            if not _blank(item):
+                result[key] = item
+        return result
+    if isinstance(value, list):
+        return [_drop_blank(v) for v in value]
+    return value
 
 
 def _same(a, b):
@@ -892,105 +883,3 @@ def redact(run_config, mask=REDACTED):
     if config.get("Env"):
         config["Env"] = redact_env(config["Env"], mask)
     return redacted
-
-
-# --------------------------------------------------------------------------------------------
-# comparison of inspect documents
-
-
-def _drop_blank(value):
-    """Recursively drop None/""/[]/{} dict values (null vs empty is the same to the engine)."""
-    if isinstance(value, dict):
-        result = {}
-        for key, item in value.items():
-            item = _drop_blank(item)
-            if not _blank(item):
-                result[key] = item
-        return result
-    if isinstance(value, list):
-        return [_drop_blank(v) for v in value]
-    return value
-
-
-def normalize_for_compare(container_inspect):
-    """A copy of an inspect document without the fields the engine assigns at runtime.
-
-    Ignored:
-
-    * the top-level ``RUNTIME_FIELDS`` (ids, times, state, engine paths, labels, storage);
-    * ``HostConfig.ConsoleSize`` and ``HostConfig.ContainerIDFile`` (client bookkeeping);
-    * ``NetworkSettings`` except each endpoint's ``Aliases``, ``IPAMConfig``, ``Links`` and
-      ``DriverOpts`` (addresses, MACs, gateways, endpoint/network/sandbox ids and the published
-      host ports are runtime values; the settings are in ``HostConfig.PortBindings``);
-    * the aliases the engine adds to each endpoint: the container's short id and its hostname;
-    * ``Mounts[].Source`` of volumes (the engine's data path) and ``Mounts[].Name`` of anonymous
-      volumes (a fresh random name; shown as ``"<anonymous>"``);
-    * ``Config.Hostname`` when it is the container's own short id (shown as ``"<short-id>"``),
-      or with ``--network host`` (the engine host's name).
-
-    Equivalent spellings are unified: null, "", [] and {} are dropped (the engine writes either),
-    ``RestartPolicy.Name`` "" is "no", and ``Mounts`` are sorted by destination.
-    """
-    doc = copy.deepcopy(container_inspect)
-    short_id = _short_id(container_inspect)
-    for key in RUNTIME_FIELDS:
-        doc.pop(key, None)
-    config = doc.get("Config") or {}
-    host_config = doc.get("HostConfig") or {}
-    for key in _HOST_SKIP:
-        host_config.pop(key, None)
-    hostname = config.get("Hostname") or ""
-    if _network_mode(host_config) == "host":
-        config.pop("Hostname", None)  # the engine host's name
-    elif hostname == short_id:
-        config["Hostname"] = "<short-id>"
-    policy = host_config.get("RestartPolicy")
-    if isinstance(policy, dict) and not policy.get("Name"):
-        policy["Name"] = "no"
-
-    settings = (doc.get("NetworkSettings") or {}).get("Networks") or {}
-    networks = {}
-    for net, endpoint in settings.items():
-        networks[net] = _capture_endpoint(endpoint or {}, short_id, hostname)
-    doc["NetworkSettings"] = {"Networks": networks}
-
-    binds = host_config.get("Binds") or []
-    referenced = {_bind_source(b) for b in binds}
-    referenced.update(m.get("Source") for m in host_config.get("Mounts") or [] if m.get("Source"))
-    mounts = []
-    for mount in doc.get("Mounts") or []:
-        mount = dict(mount)
-        if mount.get("Type") == "volume":
-            mount.pop("Source", None)
-            name = mount.get("Name") or ""
-            if _HEX64.match(name) and name not in referenced:
-                mount["Name"] = "<anonymous>"
-        mounts.append(mount)
-    mounts.sort(key=lambda m: (m.get("Destination") or "", m.get("Type") or ""))
-    doc["Mounts"] = mounts
-    return _drop_blank(doc)
-
-
-def _walk(a, b, path, out):
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            _walk(a.get(key), b.get(key), (*path, key), out)
-        return
-    if a != b:
-        out.append((".".join(str(p) for p in path), a, b))
-
-
-def diff_inspect(a, b, ignore=()):
-    """Field-by-field differences of two container inspect documents.
-
-    Both are normalized with ``normalize_for_compare()``; ``ignore`` adds dotted paths (or
-    prefixes) to skip, e.g. ``("Name",)`` after a rename or ``("Config.Image",)`` after an image
-    override. Lists are compared as a whole. Returns a sorted list of
-    ``(dotted_path, value_in_a, value_in_b)`` with ``None`` for a missing value; ``[]`` means
-    the same container configuration. Paths join keys with "." as they are, so a label key with
-    dots reads like more levels (``Config.Labels.com.example.role``).
-    """
-    out = []
-    _walk(normalize_for_compare(a), normalize_for_compare(b), (), out)
-    ignore = tuple(ignore or ())
-    return [d for d in out if not any(d[0] == p or d[0].startswith(p + ".") for p in ignore)]

@@ -482,36 +482,3 @@ class IterReader(io.RawIOBase):
         if close is not None:
             close()
         super().close()
-
-
-class HashingReader(io.RawIOBase):
-    """A readable binary file object that hashes (sha256) and counts the bytes read through it.
-
-    ``source`` is a file object or an iterable of byte chunks. ``hexdigest()`` and ``bytes_read``
-    describe exactly what the consumer has read so far.
-    """
-
-    def __init__(self, source):
-        super().__init__()
-        self._source = source if hasattr(source, "read") else IterReader(source)
-        self._sha256 = hashlib.sha256()
-        self.bytes_read = 0
-
-    def readable(self):
-        return True
-
-    def read(self, size=-1):
-        if size is None or size < 0:
-            return self.readall()
-        data = self._source.read(size)
-        self._sha256.update(data)
-        self.bytes_read += len(data)
-        return data
-
-    def readinto(self, buffer):
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def hexdigest(self):
-        return self._sha256.hexdigest()

@@ -33,6 +33,7 @@ from fixture_image import IMAGE
 
 from ansible_collections.ferry.docker.plugins.module_utils import _bundle
 from ansible_collections.ferry.docker.plugins.module_utils import _runconfig as rc
+from ansible_collections.ferry.docker.tests.support.inspect_compare import diff_inspect
 
 DIGEST_IGNORE = "Config.Labels." + rc.DIGEST_LABEL
 # docker_import labels the image with the archive's sha256 (its idempotence marker); containers inherit image labels.
@@ -220,7 +221,7 @@ def restore_and_compare(api, res, bundle, image, image_id, original, before, ign
     wait_running(api, restored["container"])
     after = api.inspect_container(restored["container"])
 
-    assert rc.diff_inspect(original, after, ignore=("Config.Image", DIGEST_IGNORE, *ignore)) == []
+    assert diff_inspect(original, after, ignore=("Config.Image", DIGEST_IGNORE, *ignore)) == []
     assert after["Image"] == image_id
     assert contents(api, restored["container"]) == before
     assert exec_sh(api, restored["container"], "cat /root-marker.txt") == b"rootfs\n"

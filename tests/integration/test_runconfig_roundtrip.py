@@ -23,6 +23,7 @@ import pytest
 from fixture_image import IMAGE, busybox_rootfs
 
 from ansible_collections.ferry.docker.plugins.module_utils import _runconfig as rc
+from ansible_collections.ferry.docker.tests.support.inspect_compare import diff_inspect
 
 ANONYMOUS = re.compile(r"^[0-9a-f]{64}$")
 
@@ -228,7 +229,7 @@ def test_capture_remove_recreate_gives_same_inspect(client, res, tmp_path, netwo
     wait_running(client, recreated_id)
     recreated = client.inspect_container(recreated_id)
 
-    assert rc.diff_inspect(original, recreated) == []
+    assert diff_inspect(original, recreated) == []
     assert [net for net, _endpoint in extra_networks] == networks[1:]
     # Capturing the recreated container gives the same create request: restore is idempotent.
     _inspect, again = capture_all(client, recreated_id)
@@ -260,7 +261,7 @@ def test_recreate_with_overrides_changes_only_what_was_asked(client, res, tmp_pa
     recreated_id, _body, _extra = recreate(client, res, run_config, overrides)
     recreated = client.inspect_container(recreated_id)
 
-    paths = sorted(path for path, _a, _b in rc.diff_inspect(original, recreated))
+    paths = sorted(path for path, _a, _b in diff_inspect(original, recreated))
     assert paths == [
         "Config.Labels.ferry.test.copy",
         "HostConfig.Binds",
@@ -352,4 +353,4 @@ def test_cli_style_body_with_mounts_and_image_defaults(client, rich_image, res, 
     client.remove_container(created["Id"], force=True, v=True)
     recreated_id, _body, _extra = recreate(client, res, run_config)
     wait_running(client, recreated_id)
-    assert rc.diff_inspect(original, client.inspect_container(recreated_id)) == []
+    assert diff_inspect(original, client.inspect_container(recreated_id)) == []

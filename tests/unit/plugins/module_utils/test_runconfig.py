@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Unit tests for the run config: capture, create body, digest, redaction and inspect comparison.
+"""Unit tests for the run config (capture, create body, digest, redaction) and for the inspect
+comparison of tests/support/inspect_compare.py that the round-trip tests rely on.
 
 The fixtures under fixtures/runconfig/ are real ``docker inspect`` documents from Docker Engine
 20.10.24 (API 1.41), produced by fixtures/runconfig/capture.sh:
@@ -24,6 +25,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.ferry.docker.plugins.module_utils import _runconfig as rc
+from ansible_collections.ferry.docker.tests.support.inspect_compare import (
+    RUNTIME_FIELDS,
+    diff_inspect,
+    normalize_for_compare,
+)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "runconfig")
 SCENARIOS = ("rich", "mounts", "hostnet", "plain", "plainrich")
@@ -1017,7 +1023,7 @@ def test_redact_env_keeps_names_and_drops_every_value(pairs):
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_diff_of_a_document_with_itself_is_empty(scenario):
     doc = load(scenario)["container"]
-    assert rc.diff_inspect(doc, copy.deepcopy(doc)) == []
+    assert diff_inspect(doc, copy.deepcopy(doc)) == []
 
 
 def _as_if_recreated(doc):
@@ -1056,7 +1062,7 @@ def _as_if_recreated(doc):
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_runtime_fields_are_ignored(scenario):
     doc = load(scenario)["container"]
-    assert rc.diff_inspect(doc, _as_if_recreated(doc)) == []
+    assert diff_inspect(doc, _as_if_recreated(doc)) == []
 
 
 @pytest.mark.parametrize(
@@ -1086,9 +1092,9 @@ def test_configuration_differences_are_reported(mutate, path):
     doc = load("rich")["container"]
     changed = copy.deepcopy(doc)
     mutate(changed)
-    diffs = rc.diff_inspect(doc, changed)
+    diffs = diff_inspect(doc, changed)
     assert [d[0] for d in diffs] == [path]
-    assert rc.diff_inspect(doc, changed, ignore=(path,)) == []
+    assert diff_inspect(doc, changed, ignore=(path,)) == []
 
 
 def test_diff_reports_values_and_ignores_prefixes():
@@ -1096,17 +1102,17 @@ def test_diff_reports_values_and_ignores_prefixes():
     changed = copy.deepcopy(doc)
     changed["HostConfig"]["Memory"] = 1
     changed["Config"]["Image"] = "other:1"
-    assert rc.diff_inspect(doc, changed) == [
+    assert diff_inspect(doc, changed) == [
         ("Config.Image", "ferry-test/busybox:rich", "other:1"),
         ("HostConfig.Memory", 67108864, 1),
     ]
-    assert rc.diff_inspect(doc, changed, ignore=("Config", "HostConfig.Memory")) == []
+    assert diff_inspect(doc, changed, ignore=("Config", "HostConfig.Memory")) == []
 
 
 def test_normalize_keeps_configuration_and_drops_runtime():
     doc = load("rich")["container"]
-    normalized = rc.normalize_for_compare(doc)
-    for key in rc.RUNTIME_FIELDS:
+    normalized = normalize_for_compare(doc)
+    for key in RUNTIME_FIELDS:
         assert key not in normalized
     assert normalized["NetworkSettings"] == {"Networks": RICH_NETWORKS}
     assert normalized["Config"]["Hostname"] == "web01"
@@ -1116,8 +1122,8 @@ def test_normalize_keeps_configuration_and_drops_runtime():
     assert normalized["Mounts"][0]["Name"] == "<anonymous>"
     assert "ConsoleSize" not in normalized["HostConfig"]
     assert doc["Id"] in json.dumps(doc)  # the input is not modified
-    assert rc.normalize_for_compare(load("plain")["container"])["Config"]["Hostname"] == "<short-id>"
-    assert "Hostname" not in rc.normalize_for_compare(load("hostnet")["container"])["Config"]
+    assert normalize_for_compare(load("plain")["container"])["Config"]["Hostname"] == "<short-id>"
+    assert "Hostname" not in normalize_for_compare(load("hostnet")["container"])["Config"]
 
 
 def test_hostname_change_is_reported_and_its_engine_alias_ignored():
@@ -1126,7 +1132,7 @@ def test_hostname_change_is_reported_and_its_engine_alias_ignored():
     changed["Config"]["Hostname"] = "web02"
     for endpoint in changed["NetworkSettings"]["Networks"].values():
         endpoint["Aliases"] = ["web02" if a == "web01" else a for a in endpoint["Aliases"]]
-    assert rc.diff_inspect(doc, changed) == [("Config.Hostname", "web01", "web02")]
+    assert diff_inspect(doc, changed) == [("Config.Hostname", "web01", "web02")]
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,13 +20,13 @@ from ansible_collections.ferry.docker.plugins.module_utils import _stream
 from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     ArtifactError,
     ArtifactWriter,
-    HashingReader,
     IterReader,
     read_decompressed,
     sha256_file,
     verify_file,
     write_stream,
 )
+from ansible_collections.ferry.docker.tests.support.hashing import HashingReader
 
 MIB = 1024 * 1024
 SMALL_CHUNK = 64 * 1024  # read chunk size small enough that the test data spans many chunks

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     ArtifactError,
-    HashingReader,
     read_decompressed,
     write_stream,
 )
@@ -27,6 +26,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
     normalised_chunks,
     scan_stream,
 )
+from ansible_collections.ferry.docker.tests.support.hashing import HashingReader
 
 
 def member(name, kind="file", target="", data=b"", pax=None):
