@@ -163,7 +163,7 @@ step_molecule() {
   for scenario in molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario")")
     echo "--- molecule test -s $scenario"
-    molecule test -s "$scenario" || status=1
+    molecule test -s "$scenario" || { status=1; echo "FAILED molecule scenario $scenario"; }
   done
   return $status
 }
@@ -188,7 +188,7 @@ for step in "${steps[@]}"; do
     # The first errors say why far more often than the last lines, which are a molecule scenario's
     # cleanup and destroy: print both.
     echo "FAIL $step ($((SECONDS - start)) s)$why, first errors in tests/output/logs/$step.log:"
-    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -n -A 12 -E '^(E  |FAILED )|fatal: \[|\[ERROR\]|Traceback' \
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -n -A 12 -E '^(E  |FAILED )|fatal: \[|\[ERROR\]|Traceback|CRITICAL|Executed: Failed|(failed|unreachable)=[1-9]' \
       | head -n 80 | sed 's/^/    /'
     echo "  last lines:"
     tail -n 40 "$log" | sed 's/^/    /'

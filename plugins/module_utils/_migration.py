@@ -28,6 +28,8 @@ from __future__ import annotations
 import posixpath
 import time
 
+from ansible_collections.ferry.docker.plugins.module_utils._health import failure_message
+
 GUARD = "ferry.docker.docker_migrate_guard"
 PRE_MIGRATE_LABEL = "ferry.docker.pre-migrate"
 DOCKER_CONTAINER = "community.docker.docker_container"
@@ -469,8 +471,9 @@ def restore_groups(call, groups, options, now=time.time):
                 reason = watched.get("msg", "the health check failed without a message")
                 fail(group_id, StepFailed("health", name, f"health of {name}: {reason}", watched))
             elif not entry.get("up"):
-                failed = {"log_tail": entry.get("log_tail", [])}
-                fail(group_id, StepFailed("health", name, f"health of {name}: {entry.get('reason')}", failed))
+                tail = entry.get("log_tail") or []
+                reason = failure_message(entry.get("reason"), tail, len(tail))
+                fail(group_id, StepFailed("health", name, f"health of {name}: {reason}", {"log_tail": tail}))
     for group_id, run in pending.items():
         if group_id in results:
             continue

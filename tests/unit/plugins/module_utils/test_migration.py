@@ -304,6 +304,8 @@ def test_restore_groups_watches_every_running_member_at_once_and_undoes_only_the
     assert watched == [{"names": ["A", "B"], "timeout": 30, "stable_seconds": 5}]
     assert out["a"]["ok"] and out["c"]["ok"] and out["a"]["verified_at"] > 0
     assert not out["b"]["ok"] and out["b"]["phase"] == "health" and out["b"]["log_tail"] == ["x"]
+    # the message carries the log's last lines too, as a single container's health check does
+    assert out["b"]["msg"] == "health of B: B exited. Last 1 line(s) of its log:\nx"
     assert out["b"]["target_cleanup"] == "done"
     removed = [args["name"] for module, args in host.calls if module.endswith("docker_container")]
     assert removed == ["B"]
