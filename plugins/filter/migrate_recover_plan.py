@@ -49,6 +49,8 @@ _value:
       C(containers) option takes).
     - C(runs), the run ids to recover; C(in_progress), runs left alone; C(unreadable), journals that could
       not be read, with the reason.
+    - C(keys), the run keys of the runs to recover, one per target, with C(run_id), C(host), C(user) (whose
+      authorized_keys holds it), C(comment) and C(target_known) (the host is in the inventory).
   type: dict
 """
 
@@ -60,7 +62,7 @@ TARGET_MAY_RUN = ("restore", "health", "cutover")
 def migrate_recover_plan(listed, runs=None, hostvars=None):
     wanted = set(runs or [])
     hostvars = hostvars or {}
-    plan = {"containers": [], "runs": [], "in_progress": [], "unreadable": []}
+    plan = {"containers": [], "runs": [], "in_progress": [], "unreadable": [], "keys": []}
     for run in listed:
         if not isinstance(run, dict) or "run_id" not in run:
             raise AnsibleFilterError(f"migrate_recover_plan: {run!r} is not a run listed by docker_migrate_guard")
@@ -73,6 +75,9 @@ def migrate_recover_plan(listed, runs=None, hostvars=None):
             plan["in_progress"].append(run["run_id"])
             continue
         plan["runs"].append(run["run_id"])
+        plan["keys"].extend(
+            dict(key, run_id=run["run_id"], target_known=key.get("host") in hostvars) for key in run.get("keys") or []
+        )
         for name in run.get("open", []):
             entry = run["containers"][name]
             target = entry.get("target") or ""

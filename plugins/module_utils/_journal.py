@@ -253,6 +253,12 @@ def summary(doc, alive):
         "guard": doc["guard"].get("status", "none"),
         "guard_alive": bool(alive(doc)),
         "targets": [target.get("host") for target in doc.get("targets", [])],
+        # the run keys on the targets, so that recover.yml removes those the guard could not reach
+        "keys": [
+            {"host": target.get("host"), "user": target.get("user") or "root", "comment": target["key_comment"]}
+            for target in doc.get("targets", [])
+            if target.get("key_comment") and target.get("host")
+        ],
         "containers": {
             name: {
                 key: entry.get(key)
@@ -433,8 +439,14 @@ class SourceOps:
         self.client = client
 
     def restore(self, name, state_before):
-        """Put container ``name`` back in ``state_before``; the state it is in afterwards."""
-        state = self.client.inspect_container(name)["State"]
+        """Put container ``name`` back in ``state_before``; the state it is in afterwards (``absent`` when the
+        container was removed since the run: there is nothing to put back, and nothing waits for a decision)."""
+        try:
+            state = self.client.inspect_container(name)["State"]
+        except DockerException as exc:
+            if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+                return "absent"
+            raise
         if state_before in ("running", "paused"):
             if state.get("Paused") and state_before == "running":
                 self.client.unpause(name)

@@ -219,7 +219,8 @@ guard_alive:
 runs:
   description:
     - With O(state=status) and no O(run_id), the unfinished runs of O(journal_dir), oldest first; each
-      has C(run_id), C(guard), C(guard_alive), C(targets), C(open) (the containers left unfinished) and
+      has C(run_id), C(guard), C(guard_alive), C(targets), C(keys) (per target the C(host), C(user) and
+      C(comment) of the run key), C(open) (the containers left unfinished) and
       C(containers) (phase, status, state_before, target, target_name per container), or C(error) for a
       journal that cannot be read.
   returned: when O(state=status) and no O(run_id)

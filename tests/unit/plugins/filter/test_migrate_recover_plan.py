@@ -17,6 +17,7 @@ def run(run_id, guard="fired", alive=False, **containers):
         "run_id": run_id,
         "guard": guard,
         "guard_alive": alive,
+        "keys": [{"host": "h2", "user": "ferry", "comment": f"ferry.docker migrate {run_id} from h1"}],
         "open": sorted(name for name, entry in containers.items() if entry["status"] != "migrated"),
         "containers": containers,
     }
@@ -64,6 +65,10 @@ def test_open_containers_of_lost_runs_only():
         "guard_entry": {"name": "web"},
     }
     assert job["target_may_run"] is False and job["target_known"] is False and job["target_name"] == "job"
+    # the keys of the runs to recover only (r2's guard still runs and removes its own)
+    assert plan["keys"] == [
+        {"run_id": "r1", "host": "h2", "user": "ferry", "comment": "ferry.docker migrate r1 from h1", "target_known": True}
+    ]
 
 
 def test_selected_runs():

@@ -307,6 +307,7 @@ def test_unfinished_lists_open_runs_with_what_recover_needs(tmp_path):
     assert run["open"] == ["web"] and run["guard"] == "armed" and run["guard_alive"] is False
     assert run["containers"]["web"]["state_before"] == "paused" and run["containers"]["web"]["phase"] == "restore"
     assert run["targets"] == ["host2"]
+    assert run["keys"] == [{"host": "host2", "user": TARGET.get("user") or "root", "comment": TARGET["key_comment"]}]
     broken = next(item for item in found if item["run_id"] == "broken")
     assert "not valid JSON" in broken["error"]
 
@@ -412,3 +413,23 @@ def test_target_watched_only_for_reachable_targets_in_target_phases(tmp_path):
     assert j.target_watched(doc)
     doc["targets"][0].pop("key")
     assert not j.target_watched(doc)
+
+
+class _Gone(j.DockerException):
+    response = type("Response", (), {"status_code": 404})()
+
+
+class _GoneClient:
+    def inspect_container(self, name):
+        raise _Gone(f"No such container: {name}")
+
+
+class _BrokenClient:
+    def inspect_container(self, name):
+        raise j.DockerException("500 Server Error: the engine is restarting")
+
+
+def test_a_source_removed_since_the_run_has_nothing_to_put_back_and_closes():
+    assert j.SourceOps("unix:///nowhere", client=_GoneClient()).restore("web", "running") == "absent"
+    with pytest.raises(j.DockerException, match="restarting"):
+        j.SourceOps("unix:///nowhere", client=_BrokenClient()).restore("web", "running")
