@@ -26,8 +26,8 @@ from fixture_image import IMAGE
 
 from ansible_collections.ferry.docker.plugins.module_utils import _bundle, _stream
 
-LOOP = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 HELPER_LABEL = "ferry.docker.helper"
+RESOURCE_PREFIX = "ferry-it-cap"  # the res fixture (conftest.Resources) names resources <prefix>-<random>-*
 
 
 def tar_bytes(files):
@@ -61,60 +61,6 @@ def sha256_of(path):
 def leftovers(directory):
     """Temporary files an interrupted writer would leave behind."""
     return [n for n in os.listdir(directory) if n.endswith(".part")]
-
-
-class Resources:
-    """What a test creates; removed in reverse order, whatever happened."""
-
-    def __init__(self, api):
-        self.api = api
-        self.prefix = f"ferry-it-cap-{uuid.uuid4().hex[:8]}"
-        self.containers, self.volumes, self.images = [], [], []
-
-    def name(self, suffix):
-        return f"{self.prefix}-{suffix}"
-
-    def container(self, suffix, start=False, **kwargs):
-        kwargs.setdefault("image", IMAGE)
-        kwargs.setdefault("command", LOOP)
-        name = self.name(suffix)
-        cid = self.api.create_container(name=name, **kwargs)["Id"]
-        self.containers.append(cid)
-        if start:
-            self.api.start(cid)
-        return name, cid
-
-    def volume(self, suffix):
-        name = self.name(suffix)
-        self.api.create_volume(name)
-        self.volumes.append(name)
-        return name
-
-    def cleanup(self):
-        for cid in reversed(self.containers):
-            try:
-                self.api.remove_container(cid, v=True, force=True)
-            except docker.errors.NotFound:
-                pass
-        for name in self.volumes:
-            try:
-                self.api.remove_volume(name, force=True)
-            except docker.errors.NotFound:
-                pass
-        for image in self.images:
-            try:
-                self.api.remove_image(image, force=True)
-            except docker.errors.NotFound:
-                pass
-
-
-@pytest.fixture
-def res(client):
-    resources = Resources(client)
-    try:
-        yield resources
-    finally:
-        resources.cleanup()
 
 
 def assert_valid_bundle(bundle, kinds):

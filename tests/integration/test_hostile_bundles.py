@@ -8,7 +8,7 @@ the object and what to do, in check mode and for real, and nothing is left on th
 The bundles are built here by hand: tar headers no tar tool writes together, decompression and
 sparse bombs, FIFOs and symlinks where bundle files belong, manifests that name host paths.
 Needs a reachable engine: the tests fail without one, never skip. Resources are named
-``ferry-it-rs-<random>-*`` (the ``res`` fixture of test_restore_modules) and removed in ``finally``.
+``ferry-it-rs-<random>-*`` (the ``res`` fixture of conftest.py) and removed in ``finally``.
 """
 
 from __future__ import annotations
@@ -23,22 +23,14 @@ import tarfile
 import pytest
 from ferry_run import run_module
 from fixture_image import IMAGE
-from test_restore_modules import Resources, edit_manifest, make_volume_bundle, plain_run_config, tar_bytes
+from test_restore_modules import edit_manifest, make_volume_bundle, plain_run_config, tar_bytes
 
 from ansible_collections.ferry.docker.plugins.module_utils import _bundle
 from ansible_collections.ferry.docker.plugins.module_utils._stream import write_stream
 
 BLOCK = tarfile.BLOCKSIZE
 END = bytes(2 * BLOCK)
-
-
-@pytest.fixture
-def res(client):
-    resources = Resources(client)
-    try:
-        yield resources
-    finally:
-        resources.cleanup()
+RESOURCE_PREFIX = "ferry-it-rs"  # the res fixture (conftest.Resources) names resources <prefix>-<random>-*
 
 
 def header(name, kind=b"0", size=0, prefix=b"", magic=b"ustar\x0000", linkname=b""):

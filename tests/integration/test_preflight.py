@@ -17,58 +17,12 @@ from __future__ import annotations
 import ipaddress
 import random
 import socket
-import uuid
 
-import docker
 import pytest
 from ferry_run import run_module
 from fixture_image import IMAGE
 
-
-class Resources:
-    """Names resources uniquely and removes whatever exists with those names at the end."""
-
-    def __init__(self, api):
-        self.api = api
-        self.prefix = f"ferry-it-pf-{uuid.uuid4().hex[:8]}"
-
-    def name(self, suffix):
-        return f"{self.prefix}-{suffix}"
-
-    def snapshot(self):
-        """What exists with our prefix: to show that a preflight run changed nothing."""
-        return (
-            sorted(c["Names"][0] for c in self.api.containers(all=True) if self.prefix in c["Names"][0]),
-            sorted(n["Name"] for n in self.api.networks() if n["Name"].startswith(self.prefix)),
-            sorted(v["Name"] for v in self.api.volumes().get("Volumes") or [] if v["Name"].startswith(self.prefix)),
-        )
-
-    def cleanup(self):
-        containers, networks, volumes = self.snapshot()
-        for container in containers:
-            try:
-                self.api.remove_container(container.lstrip("/"), force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-        for network in networks:
-            try:
-                self.api.remove_network(network)
-            except docker.errors.NotFound:
-                pass
-        for volume in volumes:
-            try:
-                self.api.remove_volume(volume, force=True)
-            except docker.errors.NotFound:
-                pass
-
-
-@pytest.fixture
-def res(client):
-    resources = Resources(client)
-    try:
-        yield resources
-    finally:
-        resources.cleanup()
+RESOURCE_PREFIX = "ferry-it-pf"  # the res fixture (conftest.Resources) names resources <prefix>-<random>-*
 
 
 def free_port():

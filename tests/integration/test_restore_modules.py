@@ -18,7 +18,6 @@ import io
 import json
 import os
 import tarfile
-import uuid
 
 import docker
 import pytest
@@ -29,55 +28,10 @@ from ansible_collections.ferry.docker.plugins.module_utils import _bundle
 from ansible_collections.ferry.docker.plugins.module_utils._stream import write_stream
 
 SOURCE = dict(hostname="src", docker_version="20.10", api_version="1.41", architecture="x86_64", os="linux")
+RESOURCE_PREFIX = "ferry-it-rs"  # the res fixture (conftest.Resources) names resources <prefix>-<random>-*
 
 
 # --------------------------------------------------------------------------------------------- fixtures
-
-
-class Resources:
-    """Names resources uniquely and removes whatever exists with those names at the end."""
-
-    def __init__(self, api):
-        self.api = api
-        self.prefix = f"ferry-it-rs-{uuid.uuid4().hex[:8]}"
-        self.containers, self.volumes, self.images = [], [], []
-
-    def name(self, suffix):
-        return f"{self.prefix}-{suffix}"
-
-    def leftovers(self):
-        """Resources carrying our prefix that still exist (helper containers included)."""
-        found = [c["Id"] for c in self.api.containers(all=True, filters={"label": "ferry.docker.helper"})]
-        found += [c["Names"][0] for c in self.api.containers(all=True) if self.prefix in c["Names"][0]]
-        found += [v["Name"] for v in self.api.volumes().get("Volumes") or [] if v["Name"].startswith(self.prefix)]
-        found += [t for i in self.api.images() for t in i.get("RepoTags") or [] if self.prefix in t]
-        return found
-
-    def cleanup(self):
-        for container in self.containers:
-            try:
-                self.api.remove_container(container, force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-        for volume in [v["Name"] for v in self.api.volumes().get("Volumes") or [] if v["Name"].startswith(self.prefix)]:
-            try:
-                self.api.remove_volume(volume, force=True)
-            except docker.errors.NotFound:
-                pass
-        for image in self.images:
-            try:
-                self.api.remove_image(image, force=True)
-            except docker.errors.NotFound:
-                pass
-
-
-@pytest.fixture
-def res(client):
-    resources = Resources(client)
-    try:
-        yield resources
-    finally:
-        resources.cleanup()
 
 
 # --------------------------------------------------------------------------------------------- bundles

@@ -24,7 +24,6 @@ import socket
 import subprocess
 import tarfile
 import time
-import uuid
 
 import docker
 import pytest
@@ -38,6 +37,7 @@ from ansible_collections.ferry.docker.tests.support.inspect_compare import diff_
 DIGEST_IGNORE = "Config.Labels." + rc.DIGEST_LABEL
 # docker_import labels the image with the archive's sha256 (its idempotence marker); containers inherit image labels.
 IMPORT_LABEL_IGNORE = "Config.Labels.ferry.docker.artifact-sha256"
+RESOURCE_PREFIX = "ferry-it-rt"  # the res fixture (conftest.Resources) names resources <prefix>-<random>-*
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -57,46 +57,6 @@ def free_subnet(api):
         if not any(candidate.overlaps(other) for other in used):
             return candidate
     pytest.fail("No free 10.214.x.0/24 subnet for the test network.", pytrace=False)
-
-
-class Resources:
-    def __init__(self, api):
-        self.api = api
-        self.run_id = uuid.uuid4().hex[:8]
-        self.prefix = f"ferry-it-rt-{self.run_id}"
-
-    def name(self, suffix):
-        return f"{self.prefix}-{suffix}"
-
-    def image(self, suffix):
-        """A repository name (no tag) for an image of this test run."""
-        return f"ferry-it-rt/{self.run_id}-{suffix}"
-
-    def remove_container_and_volumes(self):
-        for container in self.api.containers(all=True):
-            if any(self.prefix in n for n in container["Names"]):
-                self.api.remove_container(container["Id"], force=True, v=True)
-        for volume in self.api.volumes().get("Volumes") or []:
-            if volume["Name"].startswith(self.prefix):
-                self.api.remove_volume(volume["Name"], force=True)
-
-    def cleanup(self):
-        self.remove_container_and_volumes()
-        for net in self.api.networks():
-            if net["Name"].startswith(self.prefix):
-                self.api.remove_network(net["Id"])
-        for image in self.api.images():
-            if any(self.image("") in tag for tag in image.get("RepoTags") or []):
-                self.api.remove_image(image["Id"], force=True)
-
-
-@pytest.fixture
-def res(client):
-    resources = Resources(client)
-    try:
-        yield resources
-    finally:
-        resources.cleanup()
 
 
 def exec_sh(api, container, script):

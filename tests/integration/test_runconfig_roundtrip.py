@@ -13,7 +13,6 @@ Every resource is uniquely named ``ferry-it-rc-<random>-*`` and removed in ``fin
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 import time
 import uuid
@@ -25,7 +24,7 @@ from fixture_image import IMAGE, busybox_rootfs
 from ansible_collections.ferry.docker.plugins.module_utils import _runconfig as rc
 from ansible_collections.ferry.docker.tests.support.inspect_compare import diff_inspect
 
-ANONYMOUS = re.compile(r"^[0-9a-f]{64}$")
+RESOURCE_PREFIX = "ferry-it-rc"  # the res fixture (conftest.Resources) names resources <prefix>-<random>-*
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -45,53 +44,6 @@ def free_subnet(api):
         if not any(candidate.overlaps(other) for other in used):
             return candidate
     pytest.fail("No free 10.213.x.0/24 subnet for the test network.", pytrace=False)
-
-
-class Resources:
-    """Collects what a test creates and removes all of it, in reverse dependency order."""
-
-    def __init__(self, api):
-        self.api = api
-        self.prefix = f"ferry-it-rc-{uuid.uuid4().hex[:8]}"
-        self.containers, self.networks, self.volumes = [], [], []
-
-    def name(self, suffix):
-        return f"{self.prefix}-{suffix}"
-
-    def cleanup(self):
-        errors = []
-        for container in self.containers:
-            try:
-                for mount in self.api.inspect_container(container).get("Mounts") or []:
-                    if mount.get("Type") == "volume" and ANONYMOUS.match(mount.get("Name") or ""):
-                        self.volumes.append(mount["Name"])
-                self.api.remove_container(container, force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-        for network in self.networks:
-            try:
-                self.api.remove_network(network)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                errors.append(exc)
-        for volume in self.volumes:
-            try:
-                self.api.remove_volume(volume, force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                errors.append(exc)
-        assert not errors, errors
-
-
-@pytest.fixture
-def res(client):
-    resources = Resources(client)
-    try:
-        yield resources
-    finally:
-        resources.cleanup()
 
 
 def make_networks(api, res, count):

@@ -10,7 +10,7 @@ missing or wrong identity, an unsigned bundle, a changed manifest or signature a
 signer are refused with a message naming the bundle, and leave nothing behind. The restore policy:
 privilege-bearing settings are applied only from a bundle signed by a trusted signer or with
 allow_privileged. Needs a reachable engine: the tests fail without one, never skip. Resources are
-named ``ferry-it-cap-<random>-*`` (``Resources`` of test_capture_modules) and removed in ``finally``.
+named ``ferry-it-cap-<random>-*`` (the ``res`` fixture of conftest.py) and removed in ``finally``.
 """
 
 from __future__ import annotations
@@ -27,27 +27,13 @@ import pytest
 from ferry_run import run_module
 from fixture_image import IMAGE
 from pyrage import x25519
-from test_capture_modules import Resources, tar_bytes
+from test_capture_modules import tar_bytes
 
 from ansible_collections.ferry.docker.plugins.module_utils import _bundle, _trust
 
 SECRET = "s3cret-value-7f1c"
 SOURCE = dict(hostname="src", docker_version="20.10", api_version="1.41", architecture="x86_64", os="linux")
-
-
-@pytest.fixture
-def res(client):
-    resources = Resources(client)
-    try:
-        yield resources
-    finally:
-        resources.cleanup()  # containers first: a volume in use cannot be removed
-        for volume in client.volumes().get("Volumes") or []:
-            if volume["Name"].startswith(resources.prefix):
-                try:
-                    client.remove_volume(volume["Name"], force=True)
-                except docker.errors.NotFound:
-                    pass
+RESOURCE_PREFIX = "ferry-it-cap"  # the res fixture (conftest.Resources) names resources <prefix>-<random>-*
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ restore_decrypt_identities and restore_trusted_signers restores the container wi
 second run changes nothing, and a bundle signed by a key that is not trusted is refused before
 anything is loaded. The lab hosts are not used: their Python has no pyrage (Debian has no package of
 it). Needs a reachable engine: the tests fail without one, never skip. Resources are named
-``ferry-it-cap-<random>-*`` (``Resources`` of test_capture_modules) and removed in ``finally``.
+``ferry-it-cap-<random>-*`` (the ``res`` fixture of conftest.py) and removed in ``finally``.
 """
 
 from __future__ import annotations
@@ -24,32 +24,11 @@ from pathlib import Path
 import docker
 import pytest
 from pyrage import x25519
-from test_capture_modules import Resources
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK_TIMEOUT = 600
 SECRET = "tok-5c2e9a-secret"
-
-
-@pytest.fixture
-def res(client):
-    resources = Resources(client)
-    try:
-        yield resources
-    finally:
-        resources.cleanup()
-        for image in client.images(name=f"ferry-restore/{resources.prefix}*"):
-            for tag in image.get("RepoTags") or []:
-                try:
-                    client.remove_image(tag, force=True)
-                except docker.errors.NotFound:
-                    pass
-        for volume in client.volumes().get("Volumes") or []:
-            if volume["Name"].startswith(resources.prefix):
-                try:
-                    client.remove_volume(volume["Name"], force=True)
-                except docker.errors.NotFound:
-                    pass
+RESOURCE_PREFIX = "ferry-it-cap"  # the res fixture (conftest.Resources) names resources <prefix>-<random>-*
 
 
 def run_playbook(name, extra):

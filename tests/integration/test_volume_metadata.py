@@ -26,9 +26,7 @@ import os
 import stat
 import struct
 import tarfile
-import uuid
 
-import docker
 import pytest
 from ferry_run import run_module
 
@@ -75,45 +73,7 @@ EXPECTED_XATTRS = {
 }
 
 
-class Volumes:
-    """Uniquely named volumes, removed at the end whatever happened."""
-
-    def __init__(self, api):
-        self.api = api
-        self.prefix = f"ferry-it-vm-{uuid.uuid4().hex[:8]}"
-
-    def name(self, suffix):
-        return f"{self.prefix}-{suffix}"
-
-    def path(self, name):
-        path = self.api.inspect_volume(name)["Mountpoint"]
-        if not os.path.isdir(path):
-            pytest.fail(
-                f"volume {name} lives in {path}, which is not a directory on this host: these tests need the "
-                "Docker engine on this host (unset DOCKER_HOST or point it at the local socket)",
-                pytrace=False,
-            )
-        return path
-
-    def cleanup(self):
-        for helper in self.api.containers(all=True, filters={"label": "ferry.docker.helper"}):
-            if any(self.prefix in (m.get("Name") or "") for m in self.api.inspect_container(helper["Id"])["Mounts"]):
-                self.api.remove_container(helper["Id"], force=True, v=True)
-        for volume in self.api.volumes().get("Volumes") or []:
-            if volume["Name"].startswith(self.prefix):
-                try:
-                    self.api.remove_volume(volume["Name"], force=True)
-                except docker.errors.NotFound:
-                    pass
-
-
-@pytest.fixture
-def vols(client):
-    volumes = Volumes(client)
-    try:
-        yield volumes
-    finally:
-        volumes.cleanup()
+RESOURCE_PREFIX = "ferry-it-vm"  # the res fixture (conftest.Resources) names resources <prefix>-<random>-*
 
 
 def set_xattr(path, name, value):
@@ -202,10 +162,10 @@ def ok(result):
     return result
 
 
-def test_volume_metadata_round_trip(client, vols, tmp_path):
-    source = vols.name("src")
+def test_volume_metadata_round_trip(client, res, tmp_path):
+    source = res.name("src")
     client.create_volume(source)
-    populate(vols.path(source))
+    populate(res.volume_path(source))
     bundle = str(tmp_path / "bundle")
 
     backup = ok(run_module("docker_volume_backup", volumes=[source], dest=bundle))
@@ -218,43 +178,43 @@ def test_volume_metadata_round_trip(client, vols, tmp_path):
 
     manifest = _bundle.load_manifest(bundle)
     artifact = _bundle.find_artifact(manifest, "volume", source)
-    assert artifact_fingerprint(bundle, artifact) == tree_digest(vols.path(source))
+    assert artifact_fingerprint(bundle, artifact) == tree_digest(res.volume_path(source))
 
-    target = vols.name("copy")
+    target = res.name("copy")
     restored = ok(run_module("docker_volume_restore", bundle=bundle, volume_map={source: target}))
     assert restored["changed"] is True
     assert restored["volumes"][0]["metadata_not_kept"] == []
-    assert tree_digest(vols.path(target)) == tree_digest(vols.path(source))
-    assert listing(vols.path(target)) == listing(vols.path(source))
-    assert_metadata(vols.path(target))
+    assert tree_digest(res.volume_path(target)) == tree_digest(res.volume_path(source))
+    assert listing(res.volume_path(target)) == listing(res.volume_path(source))
+    assert_metadata(res.volume_path(target))
     second = ok(run_module("docker_volume_restore", bundle=bundle, volume_map={source: target}))
     assert second["changed"] is False and second["volumes"][0]["state_before"] == "same"
 
     # force into a volume that holds other data and Docker's default root
-    busy = vols.name("busy")
+    busy = res.name("busy")
     client.create_volume(busy)
-    with open(os.path.join(vols.path(busy), "other.txt"), "w") as f:
+    with open(os.path.join(res.volume_path(busy), "other.txt"), "w") as f:
         f.write("stays\n")
     refused = run_module("docker_volume_restore", bundle=bundle, volume_map={source: busy})
     assert refused.get("failed") and "force=true" in refused["msg"]
-    assert stat.S_IMODE(os.stat(vols.path(busy)).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(res.volume_path(busy)).st_mode) == 0o755
     forced = ok(run_module("docker_volume_restore", bundle=bundle, volume_map={source: busy}, force=True))
     assert forced["volumes"][0]["action"] == "overwrite"
     assert forced["volumes"][0]["metadata_not_kept"] == []
-    overwritten = listing(vols.path(busy))
-    assert set(overwritten) - set(listing(vols.path(source))) == {"other.txt"}
+    overwritten = listing(res.volume_path(busy))
+    assert set(overwritten) - set(listing(res.volume_path(source))) == {"other.txt"}
     del overwritten["other.txt"]
-    expected = listing(vols.path(source))
+    expected = listing(res.volume_path(source))
     expected["."] = (*expected["."][:-1], None)  # other.txt was there before: only the root's mtime may differ
     overwritten["."] = (*overwritten["."][:-1], None)
     assert overwritten == expected
-    assert_metadata(vols.path(busy))
+    assert_metadata(res.volume_path(busy))
 
 
-def test_digest_sees_a_lost_root_or_xattr(client, vols):
-    name = vols.name("digest")
+def test_digest_sees_a_lost_root_or_xattr(client, res):
+    name = res.name("digest")
     client.create_volume(name)
-    root = vols.path(name)
+    root = res.volume_path(name)
     populate(root)
     before = tree_digest(root)
     os.chmod(root, 0o755)
@@ -265,17 +225,17 @@ def test_digest_sees_a_lost_root_or_xattr(client, vols):
     assert tree_digest(root) != before
 
 
-def test_a_volume_the_module_cannot_look_into_is_reported_not_silently_degraded(client, vols, tmp_path):
+def test_a_volume_the_module_cannot_look_into_is_reported_not_silently_degraded(client, res, tmp_path):
     """A ``local`` volume with mount options is only mounted while in use: capture and restore go through the engine.
 
     The engine's archive API carries neither user xattrs nor holes, so both modules must say so.
     """
-    source = vols.name("plain")
+    source = res.name("plain")
     client.create_volume(source)
-    populate(vols.path(source))
+    populate(res.volume_path(source))
     backing = tmp_path / "backing"
     backing.mkdir()
-    bound = vols.name("bound")
+    bound = res.name("bound")
     client.create_volume(bound, driver="local", driver_opts={"type": "none", "o": "bind", "device": str(backing)})
 
     bundle = str(tmp_path / "bundle")
@@ -299,7 +259,7 @@ def test_a_volume_the_module_cannot_look_into_is_reported_not_silently_degraded(
     assert any("driver local with options" in item["reason"] for item in again["metadata_not_kept"])
 
 
-def test_old_bundle_without_metadata_version_still_restores_with_its_root(client, vols, tmp_path):
+def test_old_bundle_without_metadata_version_still_restores_with_its_root(client, res, tmp_path):
     """A bundle written before this change (Docker's archive, no ``metadata`` key) restores, root included."""
     data = io.BytesIO()
     with tarfile.open(fileobj=data, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -309,7 +269,7 @@ def test_old_bundle_without_metadata_version_still_restores_with_its_root(client
         info = tarfile.TarInfo("./PG_VERSION")
         info.size, info.uid, info.gid, info.mode = 3, 999, 999, 0o600
         tar.addfile(info, io.BytesIO(b"15\n"))
-    name = vols.name("old")
+    name = res.name("old")
     bundle = tmp_path / "old"
     bundle.mkdir()
     written = write_stream([data.getvalue()], str(bundle), f"volume-{name}.tar.zst")
@@ -333,5 +293,5 @@ def test_old_bundle_without_metadata_version_still_restores_with_its_root(client
     )
     restored = ok(run_module("docker_volume_restore", bundle=str(bundle)))
     assert restored["volumes"][0]["metadata"] == 1
-    st = os.stat(vols.path(name))
+    st = os.stat(res.volume_path(name))
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, int(st.st_mtime)) == (0o700, 999, 999, OLD)
