@@ -8,11 +8,12 @@ log() { printf 'ensure-docker: %s\n' "$*" >&2; }
 
 engine_answers() { command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; }
 
-# Debian package -> a file it provides; the lab needs all of them.
+# Debian package -> a file it provides; the lab and the tests need all of them (age: the unit tests of
+# the age binary backend of encryption).
 need_pkgs=()
 for pair in docker.io:/usr/sbin/dockerd debootstrap:/usr/sbin/debootstrap busybox-static:/bin/busybox \
             zstd:/usr/bin/zstd rsync:/usr/bin/rsync openssh-client:/usr/bin/ssh-keygen \
-            shellcheck:/usr/bin/shellcheck; do
+            shellcheck:/usr/bin/shellcheck age:/usr/bin/age; do
   pkg=${pair%%:*}; file=${pair#*:}
   if command -v dpkg-query >/dev/null 2>&1; then
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$pkg")
@@ -24,7 +25,7 @@ done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     log "missing: ${need_pkgs[*]}. This needs a Debian or Ubuntu machine as root to install them;"
-    log "otherwise install Docker Engine, debootstrap, a static busybox, zstd, rsync and an ssh client, start dockerd, and rerun."
+    log "otherwise install Docker Engine, debootstrap, a static busybox, zstd, rsync, an ssh client and age, start dockerd, and rerun."
     engine_answers || exit 1
   else
     log "installing ${need_pkgs[*]} from the distribution's archive"

@@ -47,6 +47,10 @@ options:
       - Encryption is randomised, so an encrypted capture writes new files and reports a change
         on every run.
       - Use the same recipients for every capture into one bundle.
+      - Encryption runs the C(age) binary (Debian package C(age), v1.0 or later) when it is on the
+        managed host's PATH, else the pyrage Python library; both write the same age v1 files, so
+        either one decrypts them. The binary is about twice as fast. Recipients (public keys) are
+        passed on its command line.
     type: list
     elements: str
     default: []
@@ -61,6 +65,6 @@ options:
     type: path
 requirements:
   - zstandard (Python library) for O(compression=zstd)
-  - pyrage (Python library) for O(encrypt_recipients)
+  - age binary (Debian package age) or pyrage (Python library) for O(encrypt_recipients)
   - ssh-keygen (OpenSSH 8.2 or later) for O(sign_key)
 """

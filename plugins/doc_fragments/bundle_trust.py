@@ -21,6 +21,9 @@ options:
         and never returned or logged.
       - The sha256 of every encrypted artifact (of its ciphertext, as recorded in the manifest) is
         checked before one byte is decrypted; age authenticates the plaintext chunk by chunk.
+      - Decryption runs the C(age) binary when it is on the managed host's PATH (given the identity
+        files' paths, never their content), else the pyrage Python library. Lines of an age identity
+        file are read as they are - a comment starts its line with C(#).
     type: list
     elements: path
     default: []
@@ -37,6 +40,6 @@ options:
       - Needs C(ssh-keygen) (openssh-client) on the managed host.
     type: path
 requirements:
-  - pyrage (Python library) to decrypt an encrypted bundle
+  - age binary (Debian package age) or pyrage (Python library) to decrypt an encrypted bundle
   - ssh-keygen (OpenSSH 8.2 or later) for O(trusted_signers)
 """

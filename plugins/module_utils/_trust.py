@@ -14,9 +14,20 @@ on disk, so a bundle (and a central copy of it) is verified byte for byte withou
 restore checks the sha256 of the ciphertext before it decrypts one byte. The plaintext is then
 authenticated chunk by chunk by age's STREAM construction (ChaCha20-Poly1305, 64 KiB chunks, the
 last chunk marked), so a decryption that does not fail returned exactly what was encrypted.
-pyrage encrypts and decrypts with ``encrypt_io``/``decrypt_io`` in a child process fed through
-pipes (see below): memory is a few chunks whatever the artifact size, and no plaintext copy is ever
-written to disk.
+Two backends produce the same age v1 files, so bundles move freely between hosts that have either:
+
+- the ``age`` binary (Debian package ``age``, the Go reference implementation, v1.0 or later), when
+  ``age_binary()`` finds it on the managed host's PATH. It streams archives (``Encryptor``,
+  ``DecryptingReader``) as a child process: its ChaCha20-Poly1305 takes about 0.4 s of CPU per GiB,
+  less than half of pyrage's. Recipients are public keys and go on its command line (``-r``);
+  identities are only ever given as ``-i <identity file>``, never their content;
+- the Python library ``pyrage``, with ``encrypt_io``/``decrypt_io`` in a child Python process fed
+  through pipes (see below), used when there is no binary.
+
+Either one is enough. When pyrage is installed it also checks recipients and identity files and
+seals the (small) env lists in process; without it those checks are made on the keys' text, and the
+env lists go through the binary too. Memory is a few chunks whatever the artifact size, and no
+plaintext copy is ever written to disk.
 
 The env values of the manifest (``run_config.config.Env``, ``image_config.Env``) are sealed: each
 list is replaced by the same entries with the values masked (``NAME=********``), and the list
@@ -34,9 +45,11 @@ the bytes it verified.
 from __future__ import annotations
 
 import base64
+import binascii
 import fcntl
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -71,12 +84,71 @@ class TrustError(FerryError):
     """A key, recipient, signature or encrypted file cannot be used; the message says which and what to do."""
 
 
+AGE_TIMEOUT = 120  # for the small env lists; the streaming processes end with their input
+_AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]{58}")  # X25519 only: a plugin's age1<name>1... has a 1
+_AGE_IDENTITY = re.compile(r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}")
+_SSH_KEY_TYPES = {"ssh-ed25519 ": b"ssh-ed25519", "ssh-rsa ": b"ssh-rsa"}
+
+
+def age_binary():
+    """The path of the ``age`` binary on this host's PATH, or None (then pyrage is used).
+
+    A function so that tests (and a host with both) can choose the backend by replacing it.
+    """
+    return shutil.which("age")
+
+
 def require_pyrage():
     if pyrage is None:
         raise TrustError(
             f"encryption needs the Python library pyrage on the managed host ({PYRAGE_IMPORT_ERROR}); "
             "install it (pip install pyrage) or leave encrypt_recipients and decrypt_identities empty"
         )
+
+
+def require_age():
+    """The age binary's path, or None when pyrage will do the work; TrustError when neither is there."""
+    binary = age_binary()
+    if binary is None and pyrage is None:
+        raise TrustError(
+            "encryption needs the age binary (Debian package age) or the Python library pyrage on the managed "
+            f"host ({PYRAGE_IMPORT_ERROR}); install one of them (apt-get install age, or pip install pyrage) or "
+            "leave encrypt_recipients and decrypt_identities empty"
+        )
+    return binary
+
+
+def _age_env():
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+
+
+def _age_popen(args, **kwargs):
+    """Start the age binary; ``args`` hold public keys and identity file paths only."""
+    try:
+        return subprocess.Popen(
+            args,
+            close_fds=True,
+            cwd="/",
+            env=_age_env(),
+            start_new_session=True,  # no controlling terminal: a passphrase prompt fails instead of hanging
+            **kwargs,
+        )
+    except OSError as exc:
+        raise TrustError(f"cannot start {args[0]} ({exc.strerror or exc}); reinstall age or remove it") from None
+
+
+def _recipient_args(recipients):
+    args = []
+    for recipient in recipients:
+        args += ["-r", str(recipient).strip()]
+    return args
+
+
+def _identity_args(paths):
+    args = []
+    for path in paths:
+        args += ["-i", os.path.abspath(path)]  # a bare "-" would be stdin
+    return args
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,7 +163,8 @@ def parse_recipients(values):
     """
     if not values:
         return []
-    require_pyrage()
+    if require_age() is not None and pyrage is None:
+        return [_checked_recipient_text(index, value) for index, value in enumerate(values)]
     recipients = []
     for index, value in enumerate(values):
         text = str(value).strip()
@@ -109,6 +182,32 @@ def parse_recipients(values):
                 "age-keygen -y or the content of id_ed25519.pub"
             ) from None
     return recipients
+
+
+def _bad_recipient(index, why):
+    return TrustError(
+        f"encrypt_recipients[{index}] is not an age X25519 public key (age1...) nor an ssh-ed25519 or "
+        f"ssh-rsa public key line ({why}); give public keys only, e.g. the output of "
+        "age-keygen -y or the content of id_ed25519.pub"
+    )
+
+
+def _checked_recipient_text(index, value):
+    """``value`` as a recipient for the age binary, checked on its text (used without pyrage)."""
+    text = str(value).strip()
+    if _AGE_RECIPIENT.fullmatch(text):
+        return text
+    for prefix, kind in _SSH_KEY_TYPES.items():
+        if text.startswith(prefix):
+            fields = text.split()
+            try:
+                blob = base64.b64decode(fields[1], validate=True)
+            except (IndexError, binascii.Error):
+                raise _bad_recipient(index, "the key is not base64") from None
+            if blob[4 : 4 + len(kind)] != kind or int.from_bytes(blob[:4], "big") != len(kind):
+                raise _bad_recipient(index, "the key does not match its type")
+            return " ".join(fields[:2])  # the comment stays out of the command line
+    raise _bad_recipient(index, "unknown kind")
 
 
 def _read_key_file(path, what):
@@ -131,10 +230,18 @@ def _read_key_file(path, what):
 def load_identities(paths):
     """pyrage identities from identity files: age identity files (``AGE-SECRET-KEY-1...`` lines, ``#``
     comments) or unencrypted OpenSSH ed25519/RSA private keys. TrustError names the file, never its content.
+
+    With the age binary on PATH the files are also checked on their text as the binary reads them
+    (each line as it is: a key line without spaces around it, comments starting the line with ``#``);
+    without pyrage the result is then their paths, which the binary reads itself.
     """
     if not paths:
         return []
-    require_pyrage()
+    binary = require_age()
+    if binary is not None:
+        checked = [_checked_identity_file(path) for path in paths]  # what the binary will read
+        if pyrage is None:
+            return checked
     identities = []
     for path in paths:
         data = _read_key_file(path, "decrypt identity file")
@@ -160,6 +267,26 @@ def load_identities(paths):
     return identities
 
 
+def _checked_identity_file(path):
+    """``path`` when it reads, as the age binary reads it, as an age identity file or an SSH private key."""
+    data = _read_key_file(path, "decrypt identity file")
+    if data.startswith(b"-----BEGIN ") and b"PRIVATE KEY-----" in data.split(b"\n", 1)[0]:
+        return path
+    try:
+        lines = [line.removesuffix("\r") for line in data.decode("ascii").split("\n")]
+    except UnicodeDecodeError:
+        lines = ["?"]
+    keys = [line for line in lines if line and not line.startswith("#")]
+    if keys and all(_AGE_IDENTITY.fullmatch(line) for line in keys):
+        return path
+    raise TrustError(
+        f"decrypt identity file {path} holds no usable identity: give an age identity file "
+        "(AGE-SECRET-KEY-1... lines, as age-keygen writes; the age binary reads each line as it is, so no "
+        "spaces around a key, and a comment starts its line with #) or an unencrypted OpenSSH ed25519 or RSA "
+        "private key"
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # streaming age in a child process
 #
@@ -170,6 +297,13 @@ def load_identities(paths):
 # reports the sha256 and size of what it wrote; for decryption it reads the bundle file (descriptor
 # passed) and writes the plaintext to its stdout pipe. The child gets public keys or identity file
 # paths on its command line, never key material.
+#
+# With the age binary, the binary is the child. Decryption reads the bundle file as its stdin. For
+# encryption its stdout is a pipe to a small hashing child (``_HASHER``), which writes the ciphertext
+# to the artifact's temporary file (descriptor passed) and reports the sha256 and size of what it
+# wrote, as the pyrage child does: the module's own process only compresses and writes into age's
+# stdin. (A thread of the module that drained age's stdout measured slower on row 9 of BENCHMARKS.md:
+# it competes for the GIL with the module's tar work.)
 
 _CHILD = r"""
 import hashlib, json, os, sys
@@ -226,7 +360,6 @@ except Exception as exc:
 
 
 def _child(mode, fd, keys, **kwargs):
-    require_pyrage()
     try:
         return subprocess.Popen(
             [sys.executable, "-c", _CHILD, mode, str(fd), json.dumps(list(keys))],
@@ -248,7 +381,86 @@ def _widen(pipe):
 
 
 def _child_error(proc):
-    return proc.stderr.read().decode("utf-8", "replace").strip()[-500:] if proc.stderr else ""
+    """What the child said on stderr, without the age binary's "age: " prefixes and its bug-report line."""
+    if not proc.stderr:
+        return ""
+    lines = []
+    for line in proc.stderr.read().decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        if line.startswith("age: report "):
+            continue
+        lines.append(line.removeprefix("age: error: ").removeprefix("age: "))
+    return "; ".join(line for line in lines if line)[-500:]
+
+
+_HASHER = r"""
+import hashlib, json, os, sys
+fd, digest, size = int(sys.argv[1]), hashlib.sha256(), 0
+try:
+    while True:
+        data = os.read(0, 1 << 20)
+        if not data:
+            break
+        digest.update(data)
+        size += len(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+except OSError as exc:
+    sys.stderr.write(f"writing the encrypted file failed: {exc.strerror or exc}")
+    sys.exit(2)
+sys.stdout.write(json.dumps({"sha256": digest.hexdigest(), "size": size}))
+"""
+
+
+def _age_encrypt_chain(binary, recipients, fd):
+    """Start ``age --encrypt`` (stdin a pipe) -> pipe -> the hashing child, which writes to ``fd``.
+
+    Returns ``(age, hasher)``; the hasher prints the sha256 and size of what it wrote as JSON.
+    """
+    read_end, write_end = os.pipe()
+    hasher = None
+    try:
+        try:
+            fcntl.fcntl(write_end, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
+        except OSError:
+            pass  # the default size works, with more context switches
+        try:
+            hasher = subprocess.Popen(
+                [sys.executable, "-c", _HASHER, str(fd)],
+                stdin=read_end,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(fd,),
+                close_fds=True,
+                cwd="/",  # sys.path[0] of ``-c`` is the working directory: never import from the module's
+            )
+        except OSError as exc:
+            raise TrustError(f"cannot start the process that hashes the ciphertext ({exc.strerror or exc})") from None
+        age = _age_popen(
+            [binary, "--encrypt", *_recipient_args(recipients)],
+            stdin=subprocess.PIPE,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+        )
+    except BaseException:
+        if hasher is not None:
+            hasher.kill()
+            hasher.communicate()
+        raise
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    return age, hasher
+
+
+def _close_pipes(proc):
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            if pipe is not None:
+                pipe.close()
+        except OSError:
+            pass
 
 
 class Encryptor:
@@ -256,28 +468,45 @@ class Encryptor:
 
     ``close()`` finishes the age file (its last STREAM chunk) and returns ``(sha256 hexdigest, size)``
     of the ciphertext written to ``out``; ``abort()`` stops without finishing. ``recipients`` are the
-    public key strings (checked with ``parse_recipients`` first).
+    public key strings (checked with ``parse_recipients`` first). With the age binary, the module
+    writes into age's stdin and a hashing child writes age's output to ``out``; with pyrage, one
+    child does both.
     """
 
     def __init__(self, recipients, out):
+        binary = require_age()
         out.flush()
-        self._proc = _child(
-            "encrypt",
-            out.fileno(),
-            recipients,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        self.backend = "age" if binary else "pyrage"
+        self._hasher = None
+        if binary:
+            self._proc, self._hasher = _age_encrypt_chain(binary, recipients, out.fileno())
+        else:
+            self._proc = _child(
+                "encrypt",
+                out.fileno(),
+                recipients,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         _widen(self._proc.stdin)
         self._closed = False
+
+    def _failure(self, what):
+        if self._hasher is not None and self._hasher.returncode:
+            detail = _child_error(self._hasher) or f"exit {self._hasher.returncode}"
+        else:
+            detail = _child_error(self._proc) or f"exit {self._proc.returncode}"
+        return TrustError(f"age encryption {what}: {detail}")
 
     def write(self, data):
         try:
             self._proc.stdin.write(data)
         except BrokenPipeError:
             self._proc.wait()
-            raise TrustError(f"age encryption stopped: {_child_error(self._proc)}") from None
+            if self._hasher is not None:
+                self._hasher.wait()
+            raise self._failure("stopped") from None
 
     def close(self):
         if self._closed:
@@ -287,10 +516,11 @@ class Encryptor:
             self._proc.stdin.close()
         except BrokenPipeError:
             pass
-        report = self._proc.stdout.read()
-        error = _child_error(self._proc)
-        if self._proc.wait() != 0:
-            raise TrustError(f"age encryption failed: {error or f'exit {self._proc.returncode}'}")
+        reporter = self._hasher or self._proc
+        report = reporter.stdout.read()
+        failed = reporter.wait() != 0
+        if self._proc.wait() != 0 or failed:
+            raise self._failure("failed")
         try:
             report = json.loads(report)
             return report["sha256"], report["size"]
@@ -301,13 +531,11 @@ class Encryptor:
         if self._closed:
             return
         self._closed = True
-        self._proc.kill()
-        for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
-            try:
-                pipe.close()
-            except OSError:
-                pass
-        self._proc.wait()
+        for proc in (self._proc, self._hasher):
+            if proc is not None:
+                proc.kill()
+                _close_pipes(proc)
+                proc.wait()
 
 
 class DecryptingReader:
@@ -321,15 +549,25 @@ class DecryptingReader:
     def __init__(self, f, identity_paths, name):
         if not identity_paths:
             raise no_identities(name)
+        binary = require_age()
         self.name = name
-        self._proc = _child(
-            "decrypt",
-            f.fileno(),
-            identity_paths,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        self.backend = "age" if binary else "pyrage"
+        if binary:
+            self._proc = _age_popen(
+                [binary, "--decrypt", *_identity_args(identity_paths)],
+                stdin=f.fileno(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        else:
+            self._proc = _child(
+                "decrypt",
+                f.fileno(),
+                identity_paths,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         _widen(self._proc.stdout)
         self._done = False
 
@@ -375,10 +613,16 @@ def no_identities(name):
 def decrypt_error(name, exc):
     """The TrustError for a failed decryption of ``name`` (``exc``: the error or its text)."""
     text = str(exc)
-    if "No matching keys" in text:
+    if "No matching keys" in text or "no identity matched any of the recipients" in text:
         return TrustError(
             f"{name} is encrypted for other keys: none of the decrypt_identities is one of its recipients; give "
             "the identity file of a key the bundle was encrypted to (see the README on key rotation)"
+        )
+    if text.startswith('reading "'):  # the age binary could not use an identity file
+        return TrustError(
+            f"{name} cannot be decrypted: a decrypt identity file is not usable by age ({text}); give age "
+            "identity files (AGE-SECRET-KEY-1... lines, comments start the line with #) or unencrypted OpenSSH "
+            "ed25519 or RSA private keys"
         )
     return TrustError(
         f"{name} cannot be decrypted ({text or type(exc).__name__}): the file is damaged or was changed after "
@@ -386,19 +630,62 @@ def decrypt_error(name, exc):
     )
 
 
+def _age_run(args, data):
+    try:
+        proc = subprocess.run(
+            args,
+            input=data,
+            capture_output=True,
+            timeout=AGE_TIMEOUT,
+            check=False,
+            cwd="/",
+            env=_age_env(),
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired:
+        raise TrustError(f"age did not finish within {AGE_TIMEOUT} s") from None
+    except OSError as exc:
+        raise TrustError(f"cannot start {args[0]} ({exc.strerror or exc}); reinstall age or remove it") from None
+    lines = proc.stderr.decode("utf-8", "replace").splitlines()
+    error = "; ".join(
+        line.strip().removeprefix("age: error: ") for line in lines if line.strip() and "age: report " not in line
+    )
+    return proc.returncode, proc.stdout, error[-500:]
+
+
 def encrypt_bytes(data, recipients):
-    require_pyrage()
-    return pyrage.encrypt(data, list(recipients))
+    """The age ciphertext of ``data`` for ``recipients`` (from ``parse_recipients``)."""
+    recipients = list(recipients)
+    if pyrage is not None and not any(isinstance(r, str) for r in recipients):
+        return pyrage.encrypt(data, recipients)
+    binary = age_binary()
+    if binary is None:
+        require_pyrage()
+        return pyrage.encrypt(data, parse_recipients(recipients))
+    code, out, error = _age_run([binary, "--encrypt", *_recipient_args(recipients)], data)
+    if code != 0:
+        raise TrustError(f"age encryption failed: {error or f'exit {code}'}")
+    return out
 
 
 def decrypt_bytes(data, identities, name):
-    require_pyrage()
+    """The plaintext of the age ciphertext ``data`` with ``identities`` (from ``load_identities``)."""
     if not identities:
         raise no_identities(name)
-    try:
-        return pyrage.decrypt(data, list(identities))
-    except pyrage.DecryptError as exc:
-        raise decrypt_error(name, exc) from None
+    identities = list(identities)
+    if pyrage is not None and not any(isinstance(i, str) for i in identities):
+        try:
+            return pyrage.decrypt(data, identities)
+        except pyrage.DecryptError as exc:
+            raise decrypt_error(name, exc) from None
+    binary = age_binary()
+    if binary is None:
+        require_pyrage()
+        return decrypt_bytes(data, load_identities(identities), name)
+    code, out, error = _age_run([binary, "--decrypt", *_identity_args(identities)], data)
+    if code != 0:
+        raise decrypt_error(name, error or f"exit {code}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
