@@ -10,6 +10,7 @@ import time
 
 from ansible.errors import AnsibleFilterError
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 from ansible_collections.ferry.docker.plugins.filter.backup_hook_list import backup_hook_list
 from ansible_collections.ferry.docker.plugins.filter.dict_input import dict_input
@@ -30,6 +31,7 @@ MEMBER = dict(
     image_ref=dict(type="str", required=True),
     bundle=dict(type="str", required=True),
     hook_label=dict(type="bool", default=True),
+    expected_bytes=dict(type="int", default=0),
 )
 SPEC = dict(
     state=dict(type="str", required=True, choices=["captured", "restored", "cut_over"]),
@@ -52,6 +54,15 @@ SPEC = dict(
         options=dict(run_id=dict(type="str", required=True), journal_dir=dict(type="path", required=True)),
     ),
     capture_options=dict(type="dict", default={}),
+    progress=dict(
+        type="dict",
+        default={},
+        options=dict(
+            bytes=dict(type="int", default=268435456),
+            interval=dict(type="int", default=10),
+            timeout=dict(type="int", default=21600),
+        ),
+    ),
     hooks=dict(
         type="dict",
         default={},
@@ -75,7 +86,9 @@ class ActionModule(ActionBase):
             argument_spec=SPEC, required_one_of=[("members", "groups")], mutually_exclusive=[("members", "groups")]
         )
 
-        call = quiet_caller(self, task_vars)
+        host = task_vars.get("inventory_hostname", "") if task_vars else ""
+        # A large capture runs as an async job whose progress is displayed: AWX shows it while the task runs.
+        call = quiet_caller(self, task_vars, display=lambda text: Display().display(f"{host}: {text}"))
 
         hooks = args.get("hooks") or {}
         try:

@@ -89,6 +89,7 @@ def migrate_groups(todo, run, host, work_dir, target_dir):
                     "image_ref": image_ref,
                     "bundle": bundle,
                     "hook_label": bool((item.get("entry") or {}).get("hook_label", True)),
+                    "expected_bytes": expected_bytes(item),
                 }
             )
             entry = item.get("entry") or {}
@@ -108,6 +109,15 @@ def migrate_groups(todo, run, host, work_dir, target_dir):
             group["guard_entries"].append({"name": item["container"]})
             group["transfers"]["controller"].append({"src": bundle, "dest": received})
     return groups
+
+
+def expected_bytes(item):
+    """About how many bytes the capture of a queued container writes (before compression): its own changes
+    and volumes, and its image unless the target already has some of its layers (then only the changes
+    are saved); the capture reports progress from docker_migrate_source's progress.bytes on."""
+    sizes = (item.get("entry") or {}).get("sizes") or {}
+    image = 0 if item.get("exclude_layers") else int(sizes.get("image_bytes") or 0)
+    return int(sizes.get("rw_bytes") or 0) + int(sizes.get("volume_bytes") or 0) + image
 
 
 def _failed_entry(item, host, message):
@@ -241,6 +251,7 @@ def migrate_probe_items(items, plan, host, hosts, defaults, margin_percent=10, m
             volumes=found["volumes"],
             hook_label=bool(found.get("hook_label", True)),
             required_bytes=int(estimate * (100 + int(margin_percent)) / 100) + int(margin_bytes),
+            sizes={key: int(found[key]) for key in ("rw_bytes", "image_bytes", "volume_bytes")},
         )
         out["check"].append(entry)
     return out

@@ -35,18 +35,54 @@ PRE_MIGRATE_LABEL = "ferry.docker.pre-migrate"
 DOCKER_CONTAINER = "community.docker.docker_container"
 
 
-def quiet_caller(action, task_vars):
-    """``call(module, args)`` for an action plugin: runs the module on the task's host with the connection's
-    no_log set, so that at -vvv the steps' raw results (inspect data, environment values) are not printed;
-    the action's own result, which carries no run config, stays visible."""
+PROGRESS_MODULE = "ferry.docker.job_progress"
 
-    def call(module, module_args):
+
+def quiet_caller(action, task_vars, display=None, now=time.monotonic):
+    """``call(module, args, progress=None)`` for an action plugin: runs the module on the task's host with the
+    connection's no_log set, so that at -vvv the steps' raw results (inspect data, environment values) are
+    not printed; the action's own result, which carries no run config, stays visible.
+
+    With ``progress`` (``path``, ``label``, ``interval``, ``timeout``) the module runs as an async job, the
+    way a task with ``async`` and ``poll: 0`` does, and job_progress is asked every ``interval`` seconds how
+    many bytes the job has written under ``path``; each answer is displayed (``display(text)``), which AWX
+    records as the job's output while the step runs. The job's own result is returned, as without."""
+
+    def execute(module, module_args, wrap_async=False):
         context = action._connection._play_context
         before, context.no_log = context.no_log, True
         try:
+            if wrap_async:
+                return action._execute_module(
+                    module_name=module, module_args=module_args, task_vars=task_vars, wrap_async=True
+                )
             return action._execute_module(module_name=module, module_args=module_args, task_vars=task_vars)
         finally:
             context.no_log = before
+
+    def call(module, module_args, progress=None):
+        if not progress:
+            return execute(module, module_args)
+        task = action._task
+        limit, task.async_val = task.async_val, int(progress.get("timeout") or 21600)
+        try:
+            job = execute(module, module_args, wrap_async=True)
+        finally:
+            task.async_val = limit
+        if job.get("failed") or not job.get("results_file"):
+            return job
+        started = now()
+        interval = max(1, int(progress.get("interval") or 10))
+        label = progress.get("label", module)
+        if display is not None:
+            display(f"{label}: started in the background; the bytes written are shown every {interval} s")
+        while True:
+            args = dict(results_file=job["results_file"], path=progress["path"], wait=interval)
+            polled = execute(PROGRESS_MODULE, args)
+            if polled.get("failed") or polled.get("unreachable") or polled.get("finished"):
+                return polled
+            if display is not None:
+                display(f"{label}: {polled.get('msg', 'running')} ({round(now() - started)} s)")
 
     return call
 
@@ -102,8 +138,24 @@ class SourceRun:
         self.now = now
         self.stopped = []
 
-    def _run(self, phase, member, module, args, what):
+    def _run(self, phase, member, module, args, what, progress=None):
+        if progress:
+            return _checked(self.call(module, args, progress=progress), phase, member, what)
         return _checked(self.call(module, args), phase, member, what)
+
+    def _progress(self, member, what):
+        """How ``what`` of ``member`` reports progress: None (a plain step) unless the member's expected bytes
+        reach the ``progress`` option's ``bytes`` (0 turns progress off)."""
+        progress = self.options.get("progress") or {}
+        threshold = int(progress.get("bytes") or 0)
+        if not threshold or int(member.get("expected_bytes") or 0) < threshold:
+            return None
+        return {
+            "path": member["bundle"],
+            "label": f"{what} {member['container']}",
+            "interval": progress.get("interval") or 10,
+            "timeout": progress.get("timeout") or 21600,
+        }
 
     def journal(self, phase):
         journal = self.options.get("journal")
@@ -147,13 +199,27 @@ class SourceRun:
                     image_name=member["image_ref"],
                 )
                 args.update(opts.get("capture_options", {}))
-                result = self._run("capture", name, "ferry.docker.docker_commit_save", args, f"committing {name}")
+                result = self._run(
+                    "capture",
+                    name,
+                    "ferry.docker.docker_commit_save",
+                    args,
+                    f"committing {name}",
+                    self._progress(member, "committing and saving"),
+                )
                 entry["image_id"] = result.get("image_id", "")
                 entry["bytes_captured"] += int(result.get("size") or 0)
             else:
                 args = dict(container=name, dest=member["bundle"], compression=opts["compression"])
                 args.update(opts.get("capture_options", {}))
-                result = self._run("capture", name, "ferry.docker.docker_export", args, f"exporting {name}")
+                result = self._run(
+                    "capture",
+                    name,
+                    "ferry.docker.docker_export",
+                    args,
+                    f"exporting {name}",
+                    self._progress(member, "exporting"),
+                )
                 entry["bytes_captured"] += int(result.get("size") or 0)
             if member.get("has_volumes"):
                 args = dict(
@@ -164,7 +230,12 @@ class SourceRun:
                 )
                 args.update(opts.get("capture_options", {}))
                 result = self._run(
-                    "capture", name, "ferry.docker.docker_volume_backup", args, f"backing up the volumes of {name}"
+                    "capture",
+                    name,
+                    "ferry.docker.docker_volume_backup",
+                    args,
+                    f"backing up the volumes of {name}",
+                    self._progress(member, "backing up the volumes of"),
                 )
                 entry["bytes_captured"] += int(result.get("bytes_written") or 0)
         out["up_at"] = 0

@@ -80,6 +80,10 @@ options:
         description: Whether it may have a C(ferry.docker.pre-migrate) label to run (V(false) saves a look).
         type: bool
         default: true
+      expected_bytes:
+        description: About how many bytes its capture writes; from O(progress.bytes) on, it reports progress.
+        type: int
+        default: 0
   groups:
     description:
       - Several independent groups at once, instead of O(members) - each C(id) with its C(members) (as
@@ -138,6 +142,27 @@ options:
     description: More options for every capture module, for example C(encrypt_recipients) or C(sign_key).
     type: dict
     default: {}
+  progress:
+    description:
+      - How a large capture reports progress. A capture step of a member whose C(expected_bytes) reach
+        O(progress.bytes) runs as an async job (as a task with C(async) and C(poll: 0) does); every
+        O(progress.interval) seconds the bytes written so far are displayed, and AWX shows them in the
+        job output while the task runs. Smaller captures run as plain steps, with no async overhead.
+    type: dict
+    default: {}
+    suboptions:
+      bytes:
+        description: Expected bytes from which a capture reports progress; V(0) never.
+        type: int
+        default: 268435456
+      interval:
+        description: Seconds between two progress lines.
+        type: int
+        default: 10
+      timeout:
+        description: Seconds one capture step may take before its async job is stopped.
+        type: int
+        default: 21600
 seealso:
   - module: ferry.docker.docker_bundle_restore
   - module: ferry.docker.docker_migrate_guard

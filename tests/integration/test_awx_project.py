@@ -462,8 +462,24 @@ def test_migrate_job_to_a_host_without_root_login(awx, backed_up):
 
 def test_migrate_job(awx, backed_up):
     extravars = survey_answers("migrate", migrate_source="host1", migrate_target="host2", migrate_containers=awx.token)
+    # as a large capture would: each capture step in the background, its progress in the job output
+    extravars.update(migrate_progress_bytes=1, migrate_progress_interval=1)
     job = awx.job("playbooks/migrate.yml", extravars)
     assert job.status == "successful", job.explain()
+    # The progress lines are job events of their own, recorded while the capture task runs (before its result).
+    captured_at = min(
+        event["counter"]
+        for event in job.events
+        if event.get("event") == "runner_on_ok"
+        and event["event_data"].get("task", "").startswith("Stop and capture the groups")
+    )
+    shown = [
+        event["stdout"]
+        for event in job.events
+        if event.get("event") == "verbose" and event["counter"] < captured_at and "in the background" in event["stdout"]
+    ]
+    assert any(f"host1: committing and saving {awx.token}: started in the background" in line for line in shown), shown
+    assert any(f"host1: backing up the volumes of {awx.token}: started" in line for line in shown), shown
     assert ssh("host2", f"docker exec {awx.token} cat /data/hello").stdout.strip() == awx.token
     (entry,) = job.artifact_data["ferry_migrate_report"]["host1"]["containers"]
     assert entry["status"] == "migrated" and entry["target"] == "host2"

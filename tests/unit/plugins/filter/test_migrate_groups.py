@@ -72,6 +72,7 @@ def test_one_group_per_container_unless_joined():
         "image_ref": "ferry-migrate/web:latest",
         "bundle": "/w/run1/db/web",
         "hook_label": True,
+        "expected_bytes": 0,
     }
     assert db["target_members"][0]["entry"] == {
         "port_map": {"80/tcp": 8080},
@@ -271,6 +272,7 @@ def test_probe_items_settle_and_split_without_the_run_config():
     web, db = out["check"]
     assert web["required_bytes"] == 2205 and web["image_ref"] == "ferry-migrate/web:latest"
     assert web["layers"] == ["l1", "l2"] and web["volumes"] == ["data"] and web["source_state_before"] == "running"
+    assert web["sizes"] == {"rw_bytes": 100, "image_bytes": 1000, "volume_bytes": 900}
     assert db["name"] == "db2" and "name_map" not in db
     assert "SECRET=x" not in repr(out)
     assert [m["container"] for m in out["missing"]] == ["gone"]
@@ -442,3 +444,12 @@ def test_wave_results_when_the_whole_wave_failed():
 def test_created_by_group():
     out = {"a": {"ok": True, "created": {"a": {"container": "a"}}}, "b": {"ok": False}}
     assert g.migrate_created(out) == {"a": {"a": {"container": "a"}}, "b": {}}
+
+
+def test_expected_bytes_count_the_image_only_when_no_layer_is_on_the_target():
+    sizes = {"rw_bytes": 100, "image_bytes": 1000, "volume_bytes": 900}
+    assert g.expected_bytes({"entry": {"sizes": sizes}, "exclude_layers": []}) == 2000
+    assert g.expected_bytes({"entry": {"sizes": sizes}, "exclude_layers": ["l1"]}) == 1000
+    assert g.expected_bytes({"entry": {}}) == 0
+    (group,) = plan(item("web", entry={"sizes": sizes, "port_map": {}}, exclude_layers=[]))
+    assert group["source_members"][0]["expected_bytes"] == 2000

@@ -67,7 +67,13 @@ def test_open_containers_of_lost_runs_only():
     assert job["target_may_run"] is False and job["target_known"] is False and job["target_name"] == "job"
     # the keys of the runs to recover only (r2's guard still runs and removes its own)
     assert plan["keys"] == [
-        {"run_id": "r1", "host": "h2", "user": "ferry", "comment": "ferry.docker migrate r1 from h1", "target_known": True}
+        {
+            "run_id": "r1",
+            "host": "h2",
+            "user": "ferry",
+            "comment": "ferry.docker migrate r1 from h1",
+            "target_known": True,
+        }
     ]
 
 

@@ -342,3 +342,97 @@ def test_quiet_caller_hides_the_steps_output_and_restores_no_log():
     assert m.quiet_caller(action, {"v": 1})("ferry.docker.x", {"a": 1}) == {"ok": True}
     assert seen == [("ferry.docker.x", {"a": 1}, {"v": 1}, True)]
     assert action._connection._play_context.no_log is False
+
+
+class FakeAction:
+    """The parts of an ActionBase that quiet_caller uses; ``answers`` are returned in order."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls = []
+        self._task = type("Task", (), {"async_val": 0})()
+        self._connection = type("Connection", (), {})()
+        self._connection._play_context = type("PlayContext", (), {"no_log": False})()
+
+    def _execute_module(self, module_name, module_args, task_vars, wrap_async=False):
+        self.calls.append((module_name, dict(module_args), wrap_async, self._task.async_val))
+        assert self._connection._play_context.no_log is True
+        return dict(self.answers.pop(0))
+
+
+def test_quiet_caller_runs_a_step_plainly_without_progress():
+    action = FakeAction({"changed": True, "size": 5})
+    call = m.quiet_caller(action, {})
+    assert call("ferry.docker.docker_export", {"container": "web"}) == {"changed": True, "size": 5}
+    assert action.calls == [("ferry.docker.docker_export", {"container": "web"}, False, 0)]
+    assert action._connection._play_context.no_log is False
+
+
+def test_quiet_caller_runs_a_large_step_as_a_job_and_displays_its_progress():
+    action = FakeAction(
+        {"started": 1, "finished": 0, "results_file": "/root/.ansible_async/j1", "changed": True},
+        {"finished": False, "msg": "1.0 GiB written so far"},
+        {"finished": False, "msg": "2.0 GiB written so far"},
+        {"finished": True, "changed": True, "size": 123, "msg": "done"},
+    )
+    shown = []
+    ticks = itertools.count(0, 10)
+    call = m.quiet_caller(action, {}, display=shown.append, now=lambda: float(next(ticks)))
+    progress = {"path": "/b/web", "label": "backing up the volumes of web", "interval": 7, "timeout": 600}
+    result = call("ferry.docker.docker_volume_backup", {"container": "web"}, progress=progress)
+    assert result == {"finished": True, "changed": True, "size": 123, "msg": "done"}
+    # started as an async job with the step's own limit, then polled: the task's async setting is left as it was
+    assert action.calls[0] == ("ferry.docker.docker_volume_backup", {"container": "web"}, True, 600)
+    polls = action.calls[1:]
+    assert [c[0] for c in polls] == [m.PROGRESS_MODULE] * 3
+    assert polls[0][1] == {"results_file": "/root/.ansible_async/j1", "path": "/b/web", "wait": 7}
+    assert action._task.async_val == 0
+    assert shown == [
+        "backing up the volumes of web: started in the background; the bytes written are shown every 7 s",
+        "backing up the volumes of web: 1.0 GiB written so far (10 s)",
+        "backing up the volumes of web: 2.0 GiB written so far (20 s)",
+    ]
+
+
+def test_quiet_caller_returns_a_job_that_could_not_start_or_failed():
+    action = FakeAction({"failed": True, "msg": "async_wrapper could not start"})
+    call = m.quiet_caller(action, {})
+    assert call("x", {}, progress={"path": "/b"})["msg"] == "async_wrapper could not start"
+    action = FakeAction({"started": 1, "results_file": "/j"}, {"failed": True, "finished": True, "msg": "disk full"})
+    assert m.quiet_caller(action, {})("x", {}, progress={"path": "/b"})["msg"] == "disk full"
+
+
+class ProgressHost(FakeHost):
+    """A fake host that also records the progress a step was asked to report."""
+
+    def __call__(self, module, args, progress=None):
+        self.calls.append((module, dict(args, _progress=progress)))
+        answer = self.answers.get(module.rsplit(".", 1)[-1], {})
+        return dict(answer(args) if callable(answer) else answer)
+
+
+def test_only_captures_expected_to_be_large_report_progress():
+    host = ProgressHost(docker_commit_save={"size": 1}, docker_volume_backup={"bytes_written": 2})
+    members = [
+        member("big", expected_bytes=300, has_volumes=True),
+        member("small", expected_bytes=299, has_volumes=True),
+    ]
+    options = dict(SOURCE, progress={"bytes": 300, "interval": 5, "timeout": 60})
+    m.SourceRun(host, members, options, now=clock()).capture()
+    captures = {
+        (module.rsplit(".", 1)[-1], args["container"]): args["_progress"]
+        for module, args in host.calls
+        if module.endswith(("docker_commit_save", "docker_volume_backup"))
+    }
+    assert captures[("docker_commit_save", "big")] == {
+        "path": "/b/big",
+        "label": "committing and saving big",
+        "interval": 5,
+        "timeout": 60,
+    }
+    assert captures[("docker_volume_backup", "big")]["label"] == "backing up the volumes of big"
+    assert captures[("docker_commit_save", "small")] is None and captures[("docker_volume_backup", "small")] is None
+    # progress off
+    host = ProgressHost()
+    m.SourceRun(host, members, dict(SOURCE, progress={"bytes": 0}), now=clock()).capture()
+    assert all(args["_progress"] is None for _module, args in host.calls if "_progress" in args)
