@@ -120,6 +120,12 @@ class Phases:
         return self.durations
 
 
+def _keep_progress(entry, result):
+    """A step that ran in the background ends with its last progress report: the member's result keeps it."""
+    if result.get("progress"):
+        entry.setdefault("progress", []).append(result["progress"])
+
+
 def _checked(result, phase, member, what):
     if result.get("failed") or result.get("unreachable"):
         message = result.get("msg") or "failed without a message"
@@ -209,6 +215,7 @@ class SourceRun:
                 )
                 entry["image_id"] = result.get("image_id", "")
                 entry["bytes_captured"] += int(result.get("size") or 0)
+                _keep_progress(entry, result)
             else:
                 args = dict(container=name, dest=member["bundle"], compression=opts["compression"])
                 args.update(opts.get("capture_options", {}))
@@ -221,6 +228,7 @@ class SourceRun:
                     self._progress(member, "exporting"),
                 )
                 entry["bytes_captured"] += int(result.get("size") or 0)
+                _keep_progress(entry, result)
             if member.get("has_volumes"):
                 args = dict(
                     container=name,
@@ -238,6 +246,7 @@ class SourceRun:
                     self._progress(member, "backing up the volumes of"),
                 )
                 entry["bytes_captured"] += int(result.get("bytes_written") or 0)
+                _keep_progress(entry, result)
         out["up_at"] = 0
         if running and (opts["consistency"] == "pause" or opts["cutover"] == "keep"):
             if opts["cutover"] == "keep":

@@ -480,6 +480,10 @@ def test_migrate_job(awx, backed_up):
     ]
     assert any(f"host1: committing and saving {awx.token}: started in the background" in line for line in shown), shown
     assert any(f"host1: backing up the volumes of {awx.token}: started" in line for line in shown), shown
+    # and the task's result keeps each step's last progress report
+    (captured,) = job.results("Stop and capture the groups")
+    (group,) = captured["groups"].values()
+    assert [report["bytes"] > 0 for report in group["members"][awx.token]["progress"]] == [True, True], group
     assert ssh("host2", f"docker exec {awx.token} cat /data/hello").stdout.strip() == awx.token
     (entry,) = job.artifact_data["ferry_migrate_report"]["host1"]["containers"]
     assert entry["status"] == "migrated" and entry["target"] == "host2"

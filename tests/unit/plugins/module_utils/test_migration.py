@@ -406,19 +406,25 @@ class ProgressHost(FakeHost):
     """A fake host that also records the progress a step was asked to report."""
 
     def __call__(self, module, args, progress=None):
-        self.calls.append((module, dict(args, _progress=progress)))
+        args = dict(args, _progress=progress)
+        self.calls.append((module, args))
         answer = self.answers.get(module.rsplit(".", 1)[-1], {})
         return dict(answer(args) if callable(answer) else answer)
 
 
 def test_only_captures_expected_to_be_large_report_progress():
-    host = ProgressHost(docker_commit_save={"size": 1}, docker_volume_backup={"bytes_written": 2})
+    def saved(args):
+        return {"size": 1, "progress": {"bytes": 9}} if args["_progress"] else {"size": 1}
+
+    host = ProgressHost(docker_commit_save=saved, docker_volume_backup={"bytes_written": 2})
     members = [
         member("big", expected_bytes=300, has_volumes=True),
         member("small", expected_bytes=299, has_volumes=True),
     ]
     options = dict(SOURCE, progress={"bytes": 300, "interval": 5, "timeout": 60})
-    m.SourceRun(host, members, options, now=clock()).capture()
+    out = m.SourceRun(host, members, options, now=clock()).capture()
+    # the last progress report of a step that ran in the background stays in the member's result
+    assert out["members"]["big"]["progress"] == [{"bytes": 9}] and "progress" not in out["members"]["small"]
     captures = {
         (module.rsplit(".", 1)[-1], args["container"]): args["_progress"]
         for module, args in host.calls
