@@ -145,7 +145,7 @@ options:
   progress:
     description:
       - How a large capture reports progress. A capture step of a member whose C(expected_bytes) reach
-        O(progress.bytes) runs as an async job (as a task with C(async) and C(poll: 0) does); every
+        O(progress.bytes) runs as an async job (as a task with C(async) and C(poll=0) does); every
         O(progress.interval) seconds the bytes written so far are displayed, and AWX shows them in the
         job output while the task runs. Smaller captures run as plain steps, with no async overhead.
     type: dict
