@@ -49,8 +49,7 @@ options:
       - Use the same recipients for every capture into one bundle.
       - Encryption runs the C(age) binary (Debian package C(age), v1.0 or later) when it is on the
         managed host's PATH, else the pyrage Python library; both write the same age v1 files, so
-        either one decrypts them. The binary is about twice as fast. Recipients (public keys) are
-        passed on its command line.
+        either one decrypts them. Recipients (public keys) are passed on the binary's command line.
     type: list
     elements: str
     default: []

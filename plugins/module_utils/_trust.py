@@ -18,8 +18,10 @@ Two backends produce the same age v1 files, so bundles move freely between hosts
 
 - the ``age`` binary (Debian package ``age``, the Go reference implementation, v1.0 or later), when
   ``age_binary()`` finds it on the managed host's PATH. It streams archives (``Encryptor``,
-  ``DecryptingReader``) as a child process: its ChaCha20-Poly1305 takes about 0.4 s of CPU per GiB,
-  less than half of pyrage's. Recipients are public keys and go on its command line (``-r``);
+  ``DecryptingReader``) as a child process. Its cipher is faster than pyrage's, but the bytes cross
+  one more pipe, so it takes about as much CPU; it takes less wall time where there is a CPU to spare,
+  since encrypting and hashing-and-writing run in two processes (row 9 of BENCHMARKS.md). Recipients
+  are public keys and go on its command line (``-r``);
   identities are only ever given as ``-i <identity file>``, never their content;
 - the Python library ``pyrage``, with ``encrypt_io``/``decrypt_io`` in a child Python process fed
   through pipes (see below), used when there is no binary.
@@ -273,7 +275,7 @@ def _checked_identity_file(path):
     if data.startswith(b"-----BEGIN ") and b"PRIVATE KEY-----" in data.split(b"\n", 1)[0]:
         return path
     try:
-        lines = [line.removesuffix("\r") for line in data.decode("ascii").split("\n")]
+        lines = [line[:-1] if line.endswith("\r") else line for line in data.decode("ascii").split("\n")]
     except UnicodeDecodeError:
         lines = ["?"]
     keys = [line for line in lines if line and not line.startswith("#")]
@@ -302,8 +304,8 @@ def _checked_identity_file(path):
 # encryption its stdout is a pipe to a small hashing child (``_HASHER``), which writes the ciphertext
 # to the artifact's temporary file (descriptor passed) and reports the sha256 and size of what it
 # wrote, as the pyrage child does: the module's own process only compresses and writes into age's
-# stdin. (A thread of the module that drained age's stdout measured slower on row 9 of BENCHMARKS.md:
-# it competes for the GIL with the module's tar work.)
+# stdin. (A thread of the module that drained age's stdout measured no better on row 9 of
+# BENCHMARKS.md, and it would share the GIL with the module's tar work.)
 
 _CHILD = r"""
 import hashlib, json, os, sys
@@ -384,13 +386,22 @@ def _child_error(proc):
     """What the child said on stderr, without the age binary's "age: " prefixes and its bug-report line."""
     if not proc.stderr:
         return ""
+    return _age_message(proc.stderr.read())
+
+
+def _age_message(stderr):
+    """``stderr`` of age (or a child) as one line, without "age: error: " and age's bug-report line."""
     lines = []
-    for line in proc.stderr.read().decode("utf-8", "replace").splitlines():
+    for line in stderr.decode("utf-8", "replace").splitlines():
         line = line.strip()
-        if line.startswith("age: report "):
+        if not line or line.startswith("age: report "):
             continue
-        lines.append(line.removeprefix("age: error: ").removeprefix("age: "))
-    return "; ".join(line for line in lines if line)[-500:]
+        for prefix in ("age: error: ", "age: "):
+            if line.startswith(prefix):
+                line = line[len(prefix) :]
+                break
+        lines.append(line)
+    return "; ".join(lines)[-500:]
 
 
 _HASHER = r"""
@@ -646,11 +657,7 @@ def _age_run(args, data):
         raise TrustError(f"age did not finish within {AGE_TIMEOUT} s") from None
     except OSError as exc:
         raise TrustError(f"cannot start {args[0]} ({exc.strerror or exc}); reinstall age or remove it") from None
-    lines = proc.stderr.decode("utf-8", "replace").splitlines()
-    error = "; ".join(
-        line.strip().removeprefix("age: error: ") for line in lines if line.strip() and "age: report " not in line
-    )
-    return proc.returncode, proc.stdout, error[-500:]
+    return proc.returncode, proc.stdout, _age_message(proc.stderr)
 
 
 def encrypt_bytes(data, recipients):

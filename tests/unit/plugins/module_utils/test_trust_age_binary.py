@@ -191,7 +191,7 @@ def test_a_write_error_of_the_hashing_child_reaches_the_caller(monkeypatch, age_
     with open(path, "rb") as out:
         encryptor = _trust.Encryptor([age_key[1]], out)
         with pytest.raises(_trust.TrustError, match=r"age encryption .*writing the encrypted file failed"):
-            for _ in range(64):
+            for _round in range(64):
                 encryptor.write(DATA)
             encryptor.close()
         encryptor.abort()
