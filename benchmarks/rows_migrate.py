@@ -452,7 +452,9 @@ class Fleet(Row):
             names = [e["container"] for e in self.entries(ctx) if e["source"] == source]
             script = "; ".join(
                 f"docker rm -f {name} >/dev/null 2>&1; docker run --pull never -d --name {name} "
-                f"--label ferry.bench=fleet {HEALTH} {IMAGE} "
+                # --init: httpd as PID 1 would ignore SIGTERM, and each stop would wait Docker's 10 s stop
+                # timeout, which is the container's cost, not the migration's (BENCHMARKS.md, row 10)
+                f"--init --label ferry.bench=fleet {HEALTH} {IMAGE} "
                 "sh -c 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www' >/dev/null"
                 for name in names
             )
