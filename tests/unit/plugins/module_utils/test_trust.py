@@ -8,7 +8,6 @@ import copy
 import hashlib
 import json
 import os
-import subprocess
 
 import pyrage
 import pytest
@@ -20,22 +19,6 @@ from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     read_decompressed,
     sha256_file,
 )
-
-
-@pytest.fixture(scope="module")
-def ssh_keys(tmp_path_factory):
-    """An ed25519 and an RSA OpenSSH key pair made by ssh-keygen, without passphrase."""
-    directory = tmp_path_factory.mktemp("keys")
-    keys = {}
-    for kind, extra in (("ed25519", []), ("rsa", ["-b", "3072"])):
-        path = directory / kind
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", kind, *extra, "-N", "", "-C", f"{kind}@test", "-f", str(path)],
-            check=True,
-            timeout=60,
-        )
-        keys[kind] = (str(path), (directory / f"{kind}.pub").read_text().strip())
-    return keys
 
 
 @pytest.fixture()

@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 from pyrage import x25519
@@ -48,21 +47,6 @@ def age_key(tmp_path):
     path = tmp_path / "age.key"
     path.write_text(f"# created: test\n# public key: {identity.to_public()}\n\n{identity}\n# trailing comment\n")
     return str(path), str(identity.to_public()), str(identity)
-
-
-@pytest.fixture(scope="module")
-def ssh_keys(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("sshkeys")
-    keys = {}
-    for kind, extra in (("ed25519", []), ("rsa", ["-b", "3072"])):
-        path = directory / kind
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", kind, *extra, "-N", "", "-C", f"{kind}@test", "-f", str(path)],
-            check=True,
-            timeout=60,
-        )
-        keys[kind] = (str(path), (directory / f"{kind}.pub").read_text().strip())
-    return keys
 
 
 def _encrypt(monkeypatch, age_path, backend, tmp_path, recipient, compression="zstd", name="a"):
