@@ -52,11 +52,9 @@ def quiet_caller(action, task_vars, display=None, now=time.monotonic):
         context = action._connection._play_context
         before, context.no_log = context.no_log, True
         try:
-            if wrap_async:
-                return action._execute_module(
-                    module_name=module, module_args=module_args, task_vars=task_vars, wrap_async=True
-                )
-            return action._execute_module(module_name=module, module_args=module_args, task_vars=task_vars)
+            return action._execute_module(
+                module_name=module, module_args=module_args, task_vars=task_vars, wrap_async=wrap_async
+            )
         finally:
             context.no_log = before
 
@@ -64,7 +62,7 @@ def quiet_caller(action, task_vars, display=None, now=time.monotonic):
         if not progress:
             return execute(module, module_args)
         task = action._task
-        limit, task.async_val = task.async_val, int(progress.get("timeout") or 21600)
+        limit, task.async_val = task.async_val, int(progress["timeout"])
         try:
             job = execute(module, module_args, wrap_async=True)
         finally:
@@ -72,8 +70,7 @@ def quiet_caller(action, task_vars, display=None, now=time.monotonic):
         if job.get("failed") or not job.get("results_file"):
             return job
         started = now()
-        interval = max(1, int(progress.get("interval") or 10))
-        label = progress.get("label", module)
+        interval, label = max(1, int(progress["interval"])), progress["label"]
         if display is not None:
             display(f"{label}: started in the background; the bytes written are shown every {interval} s")
         while True:

@@ -334,7 +334,7 @@ def test_quiet_caller_hides_the_steps_output_and_restores_no_log():
     class Action:
         _connection = type("Connection", (), {"_play_context": Context()})()
 
-        def _execute_module(self, module_name, module_args, task_vars):
+        def _execute_module(self, module_name, module_args, task_vars, wrap_async=False):
             seen.append((module_name, module_args, task_vars, self._connection._play_context.no_log))
             return {"ok": True}
 
@@ -397,9 +397,10 @@ def test_quiet_caller_runs_a_large_step_as_a_job_and_displays_its_progress():
 def test_quiet_caller_returns_a_job_that_could_not_start_or_failed():
     action = FakeAction({"failed": True, "msg": "async_wrapper could not start"})
     call = m.quiet_caller(action, {})
-    assert call("x", {}, progress={"path": "/b"})["msg"] == "async_wrapper could not start"
+    progress = {"path": "/b", "label": "exporting web", "interval": 10, "timeout": 60}
+    assert call("x", {}, progress=progress)["msg"] == "async_wrapper could not start"
     action = FakeAction({"started": 1, "results_file": "/j"}, {"failed": True, "finished": True, "msg": "disk full"})
-    assert m.quiet_caller(action, {})("x", {}, progress={"path": "/b"})["msg"] == "disk full"
+    assert m.quiet_caller(action, {})("x", {}, progress=progress)["msg"] == "disk full"
 
 
 class ProgressHost(FakeHost):
