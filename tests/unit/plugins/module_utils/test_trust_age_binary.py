@@ -11,6 +11,7 @@ fail when it is missing.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -190,6 +191,21 @@ def test_abort_stops_the_binary(monkeypatch, age_path, tmp_path, age_key):
         assert encryptor._proc.returncode is not None
         assert encryptor._hasher.returncode is not None
         encryptor.abort()  # twice is fine
+
+
+def test_the_digest_is_of_the_bytes_written_after_what_was_there(monkeypatch, age_path, tmp_path, age_key):
+    # The ciphertext goes after what the file already holds; sha256 and size describe only the ciphertext.
+    _use(monkeypatch, "age", age_path)
+    path = tmp_path / "out"
+    with open(path, "wb") as out:
+        out.write(b"prefix")
+        encryptor = _trust.Encryptor([age_key[1]], out)
+        for _round in range(8):
+            encryptor.write(DATA)
+        digest, size = encryptor.close()
+    ciphertext = path.read_bytes()[len(b"prefix") :]
+    assert size == len(ciphertext) > 8 * len(DATA)
+    assert digest == hashlib.sha256(ciphertext).hexdigest()
 
 
 def test_no_key_material_on_the_command_line(monkeypatch, age_path, tmp_path, age_key, ssh_keys):
