@@ -282,12 +282,11 @@ from ansible_collections.ferry.docker.plugins.module_utils import _trust
 from ansible_collections.ferry.docker.plugins.module_utils._bundle import MANIFEST_NAME, verify_artifacts
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._names import (
-    create_body_problems,
     network_definition_problems,
     volume_definition_problems,
     volume_option_problems,
 )
-from ansible_collections.ferry.docker.plugins.module_utils._policy import privileged_settings
+from ansible_collections.ferry.docker.plugins.module_utils._planner import plan_container
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     RequestException,
     RestoreError,
@@ -296,7 +295,6 @@ from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     base_result,
     fill_volume,
     inspect_or_none,
-    open_bundle,
     refuse_privileged,
     scan_artifact,
 )
@@ -307,8 +305,6 @@ from ansible_collections.ferry.docker.plugins.module_utils._runconfig import (
     named_volumes,
     needed_networks,
     network_create_kwargs,
-    stamp_digest,
-    to_create_body,
     volume_create_kwargs,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._stream import FerryError, sha256_file
@@ -349,43 +345,24 @@ class Restore:
     def load(self):
         p = self.p
         bundle = p["bundle"]
+        keys = _trust.BundleKeys.from_params(p)
+        plan = plan_container(p, keys=keys)
+        self.manifest, self.trusted, self.run_config = plan.manifest, plan.trusted, plan.run_config
         if bundle:
-            keys = _trust.BundleKeys.from_params(p)
-            self.manifest = open_bundle(bundle, keys=keys)[0]
-            # a trusted signature vouches for the bundle's run config, not for one given as an option
-            self.trusted = keys.trusted and not p["run_config"]
-            self.result["signer"] = keys.signer
+            self.result["signer"] = plan.signer
             path = os.path.join(bundle, MANIFEST_NAME)
             self.result["sha256"], self.result["size"] = sha256_file(path)
             self.result["path"] = path
-        run_config = p["run_config"] or (self.manifest or {}).get("run_config")
-        if not run_config:
-            raise RestoreError(
-                f"bundle {bundle} holds no run_config; capture it with docker_run_config_info or give run_config"
-            )
-        self.run_config = run_config
-        overrides = {k: p[k] for k in ("name", "image", "port_map", "bind_map", "network_map", "references") if p[k]}
-        self.name, self.body, self.extra_networks = to_create_body(run_config, overrides)
-        if not self.name:
-            raise RestoreError("the run config records no container name; set name")
-        problems = create_body_problems(
-            self.name,
-            self.body,
-            self.extra_networks,
-            named_volumes(self.body),
-            needed_networks(self.body, self.extra_networks),
-        )
-        if problems:
+        self.name, self.body, self.extra_networks = plan.name, plan.body, plan.extra_networks
+        if plan.name_problems:
             raise RestoreError(
                 f"the run config of container {self.name} names objects Docker would not accept: "
-                f"{'; '.join(problems[:5])}. Nothing was changed; fix the run config or the name, image and "
-                "map options"
+                f"{'; '.join(plan.name_problems[:5])}. Nothing was changed; fix the run config or the name, image "
+                "and map options"
             )
-        self.privileged = privileged_settings(self.body)
-        refuse_privileged(
-            f"the run config of container {self.name}", self.privileged, self.p["allow_privileged"] or self.trusted
-        )
-        self.digest = stamp_digest(self.body, self.extra_networks)
+        self.privileged = plan.privileged
+        refuse_privileged(f"the run config of container {self.name}", self.privileged, plan.privileged_allowed)
+        self.digest = plan.digest
         self.result.update(name=self.name, digest=self.digest)
 
     def anonymous_fills(self):

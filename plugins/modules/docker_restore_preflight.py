@@ -326,8 +326,7 @@ import os
 
 from ansible_collections.ferry.docker.plugins.module_utils import _trust
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
-from ansible_collections.ferry.docker.plugins.module_utils._names import create_body_problems
-from ansible_collections.ferry.docker.plugins.module_utils._policy import privileged_settings
+from ansible_collections.ferry.docker.plugins.module_utils._planner import plan_container
 from ansible_collections.ferry.docker.plugins.module_utils._preflight import (
     bind_path_problem,
     disk_problems,
@@ -347,7 +346,6 @@ from ansible_collections.ferry.docker.plugins.module_utils._preflight import (
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     RequestException,
     inspect_or_none,
-    open_bundle,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._runconfig import (
     DIGEST_LABEL,
@@ -355,12 +353,8 @@ from ansible_collections.ferry.docker.plugins.module_utils._runconfig import (
     bind_sources,
     named_volumes,
     needed_networks,
-    stamp_digest,
-    to_create_body,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._stream import FerryError
-
-OVERRIDES = ("name", "image", "port_map", "bind_map", "network_map", "references")
 
 
 class Preflight:
@@ -403,7 +397,7 @@ class Preflight:
                 raise RunConfigError(f"{option} is {p[option]}; give a number of bytes, 0 or more")
         if p["required_bytes"] and not p["dest"]:
             raise RunConfigError("required_bytes needs dest, the directory the bundle will be received in")
-        run_config, trusted = p["run_config"], False
+        run_config = p["run_config"]
         if run_config and p["sealed_env"]:
             sealed = {"run_config": copy.deepcopy(run_config), _trust.SEALED_KEY: p["sealed_env"]}
             problems = _trust.sealed_problems(sealed)
@@ -411,33 +405,16 @@ class Preflight:
                 raise RunConfigError(f"sealed_env does not fit run_config: {'; '.join(problems)}")
             identities = _trust.BundleKeys.from_params(p).identities
             run_config = _trust.unseal_env(sealed, identities, "the run_config option")["run_config"]
-        if p["bundle"]:
-            keys = _trust.BundleKeys.from_params(p)
-            manifest = open_bundle(p["bundle"], keys=keys)[0]
-            # a trusted signature vouches for the bundle's run config, not for one given as an option
-            trusted = keys.trusted and not run_config
-            self.result["signer"] = keys.signer
-            run_config = run_config or manifest.get("run_config")
-            if not run_config:
-                raise RunConfigError(f"bundle {p['bundle']} holds no run_config; give run_config")
-        overrides = {k: p[k] for k in OVERRIDES if p[k]}
-        self.run_config = run_config
-        self.name, self.body, self.extra_networks = to_create_body(run_config, overrides)
-        if not self.name:
-            raise RunConfigError("the run config records no container name; set name")
-        self.digest = stamp_digest(self.body, self.extra_networks)
+        plan = plan_container(p, run_config=run_config)
+        self.result["signer"] = plan.signer
+        self.run_config = plan.run_config
+        self.name, self.body, self.extra_networks = plan.name, plan.body, plan.extra_networks
+        self.digest = plan.digest
         self.ports = published_ports(self.body)
-        names = create_body_problems(
-            self.name,
-            self.body,
-            self.extra_networks,
-            named_volumes(self.body),
-            needed_networks(self.body, self.extra_networks),
-        )
-        for text in names:
+        for text in plan.name_problems:
             self.problem(f"{text}; fix the run config or the name, image and map options")
-        privileged = privileged_settings(self.body)
-        if privileged and not (p["allow_privileged"] or trusted):
+        privileged = plan.privileged
+        if privileged and not plan.privileged_allowed:
             self.problem(
                 f"container {self.name} asks for privilege-bearing settings: {'; '.join(privileged)}. A bundle is "
                 "input, not truth: if it comes from a source you trust, allow them with allow_privileged=true "
