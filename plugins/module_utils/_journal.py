@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -301,6 +302,9 @@ def holders(directory, containers, run_id, alive):
 # It needs the Docker SDK for Python (the collection's requirement on managed hosts) and ssh.
 
 GUARD_POLL_SECONDS = 1.0
+# Disarming sends the guard this signal after it has recorded the disarm, so the guard exits at once
+# instead of at its next poll. The guard blocks it and waits for it in place of sleeping.
+WAKE_SIGNAL = signal.SIGUSR1
 # Every step of a run on the source host carries this variable in its environment (the role sets it
 # on the tasks of a migration). While a process with it runs, the run is alive even if it has not
 # renewed the lease for a while: a long capture or rsync renews it that way. When the controller is
@@ -645,9 +649,32 @@ def _run(argv, timeout=TARGET_COMMAND_SECONDS):
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def wakeable_sleep(seconds):
+    """Sleep up to ``seconds``; return True at once if WAKE_SIGNAL arrives (it must be blocked: see
+    ``block_wake_signal``), False after the full time. The signal is taken, so it wakes one sleep only."""
+    return signal.sigtimedwait([WAKE_SIGNAL], seconds) is not None
+
+
+def block_wake_signal():
+    """Block WAKE_SIGNAL in this thread, so that it waits for ``wakeable_sleep`` instead of killing the process."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, [WAKE_SIGNAL])
+
+
+def wake_guard(doc):
+    """Wake the guard recorded in ``doc`` (only if it is this run's guard); return whether it was signalled."""
+    if not guard_alive(doc):
+        return False
+    try:
+        os.kill(doc["guard"]["pid"], WAKE_SIGNAL)
+    except OSError:
+        return False
+    return True
+
+
 def guard_main(argv):
     """``guard <journal directory> <run id>``: the guard process."""
     directory, run_id = argv
+    block_wake_signal()  # before it records its pid: a disarm may signal it from then on
     journal = Journal(directory, run_id)
 
     def armed(doc):
@@ -656,7 +683,7 @@ def guard_main(argv):
 
     doc = journal.update(armed)
     source_ops = SourceOps(doc["guard"].get("docker_host") or "unix:///var/run/docker.sock")
-    outcome = watch(journal, source_ops, TargetOps(doc.get("targets", [])))
+    outcome = watch(journal, source_ops, TargetOps(doc.get("targets", [])), sleep=wakeable_sleep)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     sys.stdout.write(f"ferry.docker guard {run_id}: {outcome} at {stamp}\n")  # the guard's log file
     sys.stdout.flush()

@@ -247,7 +247,7 @@ def guard_script(journal):
     return path
 
 
-def wait_for(predicate, seconds, poll=0.2):
+def wait_for(predicate, seconds, poll=0.05):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():
@@ -375,6 +375,7 @@ def disarm(module, journal):
         change(current)
         journal.save(current)
         journal.drop_lease()
+    _journal.wake_guard(current)  # it reads the journal, sees the disarm and exits
     if not wait_for(lambda: not _journal.guard_alive(current), STOP_SECONDS):
         module.fail(
             f"the guard of run {journal.run_id} (pid {current['guard'].get('pid')}) did not exit after disarming"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -344,6 +346,44 @@ def test_guard_alive_checks_the_command_line(tmp_path):
     assert not j.guard_alive(doc, proc=str(proc))
     doc["guard"]["pid"] = 99999999
     assert not j.guard_alive(doc, proc=str(proc))
+
+
+def test_a_guard_blocked_on_the_wake_signal_is_woken_by_it_and_not_killed(tmp_path):
+    # The guard runs as a copy of _journal.py (guard_script); so does this child, which blocks the
+    # signal, says it is ready and waits. A disarm's wake_guard must wake it, not terminate it.
+    script = tmp_path / "run-9.guard.py"
+    script.write_text(open(j.__file__.replace(".pyc", ".py")).read())
+    child = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('guard', sys.argv[1])\n"
+        "guard = importlib.util.module_from_spec(spec); spec.loader.exec_module(guard)\n"
+        "guard.block_wake_signal()\n"
+        "print('ready', flush=True)\n"
+        "print('woken', guard.wakeable_sleep(60), guard.wakeable_sleep(0.01), flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child, str(script), "guard", str(tmp_path), "run-9"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        doc = j.new_document("run-9", "source")
+        doc["guard"]["pid"] = proc.pid
+        assert j.wake_guard(doc)
+        out, _err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    # woken by the signal (True), and the signal was taken: the next sleep runs its full time (False)
+    assert out.strip() == "woken True False"
+    assert proc.returncode == 0
+
+
+def test_wake_guard_signals_only_this_runs_guard():
+    doc = j.new_document("run-1", "source")
+    doc["guard"]["pid"] = os.getpid()  # alive, but its command line is not run-1's guard
+    assert not j.wake_guard(doc)
+    doc["guard"]["pid"] = None
+    assert not j.wake_guard(doc)
 
 
 def test_ssh_argv_has_timeouts_and_checks_the_host_key():
