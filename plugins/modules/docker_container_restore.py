@@ -345,8 +345,7 @@ class Restore:
     def load(self):
         p = self.p
         bundle = p["bundle"]
-        keys = _trust.BundleKeys.from_params(p)
-        plan = plan_container(p, keys=keys)
+        plan = plan_container(p)
         self.manifest, self.trusted, self.run_config = plan.manifest, plan.trusted, plan.run_config
         if bundle:
             self.result["signer"] = plan.signer
