@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import shutil
 import socket
 
 # uname -m / docker info / GOARCH spellings -> the GOARCH name Docker uses in image platforms.
@@ -60,6 +61,20 @@ ARCHITECTURE_ALIASES = {
 
 # bind() errors that mean the engine could not publish the port either.
 _BIND_PROBLEMS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
+
+# Programs a transfer may need on a host, and the Debian package that provides each.
+PROGRAM_PACKAGES = {"rsync": "rsync", "ssh": "openssh-client", "ssh-keygen": "openssh-client", "age": "age"}
+
+
+def missing_programs(programs, where="this host", which=shutil.which):
+    """A problem (text) for each of ``programs`` that is not on PATH, naming the package to install."""
+    problems = []
+    for program in programs:
+        if which(program) is None:
+            package = PROGRAM_PACKAGES.get(program)
+            hint = f"install the Debian package {package}" if package else "install it"
+            problems.append(f"{program} is not installed on {where} (not on PATH); {hint}")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,6 +55,14 @@ options:
         C(no_log) and pass them on only to tasks that are C(no_log) too.
     type: bool
     default: false
+  programs:
+    description:
+      - Programs that must be on PATH on this host (the source) before anything is touched, such as
+        V(rsync) for a direct transfer. A missing one fails the task with a message that names the Debian
+        package to install.
+    type: list
+    elements: str
+    default: []
 requirements:
   - Docker SDK for Python >= 5.0.0
 seealso:
@@ -111,6 +119,7 @@ architecture:
 
 from ansible_collections.ferry.docker.plugins.module_utils import _capture, _groups
 from ansible_collections.ferry.docker.plugins.module_utils._client import FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._preflight import missing_programs
 
 try:
     from docker.errors import DockerException, NotFound
@@ -244,10 +253,14 @@ def main():
             with_dependencies=dict(type="bool", default=True),
             name_map=dict(type="dict", default={}),
             probe=dict(type="bool", default=False),
+            programs=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )
     p = fm.params
+    missing_here = missing_programs(p["programs"])
+    if missing_here:
+        fm.fail("; ".join(missing_here))
     try:
         containers = inspect_all(fm.client)
     except DockerException as exc:

@@ -135,6 +135,13 @@ options:
         loaded or created, instead of at the container.
     type: bool
     default: false
+  programs:
+    description:
+      - Programs that must be on PATH on this host for the transfer, such as V(rsync) for a direct
+        transfer. Each missing one is a problem that names the Debian package to install.
+    type: list
+    elements: str
+    default: []
   fail_on_problems:
     description:
       - Fail the task when there is any problem, with a message listing them all.
@@ -335,6 +342,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._preflight import (
     failure_message,
     free_space,
     layers_present,
+    missing_programs,
     network_subnets,
     normalize_architecture,
     port_bind_problem,
@@ -594,6 +602,8 @@ class Preflight:
         self.check_disk(info)
         if info is not None:
             self.check_layers()
+        for text in missing_programs(self.p["programs"], self.host):
+            self.problem(text)
         self.result["ok"] = not self.result["problems"]
         return self.result
 
@@ -617,6 +627,7 @@ def main():
             docker_required_bytes=dict(type="int", default=0),
             layers=dict(type="list", elements="str"),
             allow_privileged=dict(type="bool", default=False),
+            programs=dict(type="list", elements="str", default=[]),
             fail_on_problems=dict(type="bool", default=True),
             **_trust.argument_spec(),
         ),

@@ -260,6 +260,22 @@ def test_missing_bind_path_without_create_bind_paths(client, res, tmp_path):
     assert "not a directory" in refused["problems"][0], refused
 
 
+def test_a_program_the_transfer_needs_is_named_with_its_package(client, res):
+    result = preflight(run_config=run_config(res), programs=["sh", "ferry-no-such-program"])
+    assert result["ok"] is False, result
+    assert result["problems"] == [
+        f"ferry-no-such-program is not installed on host {client.info()['Name']} (not on PATH); install it"
+    ]
+    assert preflight(run_config=run_config(res), programs=["sh"])["ok"] is True
+
+
+def test_the_migration_plan_refuses_a_source_without_a_program_it_needs(client, res):
+    missing = run_module("docker_migrate_plan", containers=["any"], programs=["ferry-no-such-program"])
+    assert missing.get("failed") and missing["msg"] == (
+        "ferry-no-such-program is not installed on this host (not on PATH); install it"
+    ), missing
+
+
 def test_architecture(client, res):
     engine = client.info()["Architecture"]
     aliases = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf"}

@@ -389,3 +389,20 @@ def test_failure_message_names_the_container_and_every_problem():
     assert "(1) first thing; do this. (2) second thing; do that." in message
     assert "fail_on_problems=false" in message
     assert "1 problem:" in pf.failure_message("web", "this host", ["only"])
+
+
+# -- programs a transfer needs -------------------------------------------------------------------
+
+
+def test_a_missing_program_names_the_host_and_the_package():
+    found = {"ssh": "/usr/bin/ssh"}
+    problems = pf.missing_programs(["rsync", "ssh", "frob"], where="host2", which=found.get)
+    assert problems == [
+        "rsync is not installed on host2 (not on PATH); install the Debian package rsync",
+        "frob is not installed on host2 (not on PATH); install it",
+    ]
+
+
+def test_programs_on_path_are_no_problem():
+    assert pf.missing_programs(["sh"]) == []
+    assert pf.missing_programs([]) == []
