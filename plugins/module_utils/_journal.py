@@ -325,6 +325,10 @@ SSH_OPTIONS = (
     "ServerAliveCountMax=3",
 )
 TARGET_COMMAND_SECONDS = 120
+# The grace the guard gives a target's copy before Docker kills it. Not the container's own stop timeout: the
+# copy never became the service (its migration is open), what it wrote is removed with it, and every second
+# here is a second more that the service is down on both hosts.
+TARGET_STOP_SECONDS = 2
 
 
 def decide(doc, lease_age):
@@ -396,7 +400,7 @@ class TargetOps:
         quoted = shlex.quote(name)
         drop = " ".join(shlex.quote(volume) for volume in volumes)
         script = (
-            f"docker stop {quoted} >/dev/null 2>&1; "  # the container's own stop timeout, as the run's stop
+            f"docker stop -t {TARGET_STOP_SECONDS} {quoted} >/dev/null 2>&1; "
             f"state=$(docker inspect -f '{{{{.State.Running}}}}' {quoted} 2>&1) || "
             "{ case $state in *'No such'*) exit 0;; esac; echo \"$state\" >&2; exit 3; }; "
             '[ "$state" = false ] || exit 4; '
@@ -480,9 +484,10 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
     """
     with journal.locked():
         doc = journal.load()
-        if doc is None or (not force and decide(doc, journal.lease_age()) != "fire"):
+        lease_age = journal.lease_age()
+        if doc is None or (not force and decide(doc, lease_age) != "fire"):
             return doc
-        results = []
+        started, results = now(), []
         for name, steps in fire_plan(doc, target_stopped=target_stopped):
             outcome = "rolled_back"
             for step in steps:
@@ -520,7 +525,10 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
                 if path:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
-        doc["guard"].update(status="fired", fired_at=now(), results=results, keys=keys)
+        # when it started and how old the lease was then: what an operator needs to tell a late guard from slow steps
+        doc["guard"].update(
+            status="fired", firing_at=started, lease_age=lease_age, fired_at=now(), results=results, keys=keys
+        )
         doc["updated"] = now()
         journal.save(doc)
         return doc
@@ -578,20 +586,32 @@ def watch(
 ):
     """The guard's loop: wait while the lease is fresh or a step of the run works (here, or on a target
     it restores to, which must look idle for TARGET_IDLE_SECONDS), fire once the lease lapses, exit when
-    disarmed."""
+    disarmed.
+
+    The targets are asked from TARGET_IDLE_SECONDS before the lease would lapse, so that the idle window
+    has already passed when it lapses: the guard acts at the lapse, not TARGET_IDLE_SECONDS later.
+    """
     idle_since = None
     while True:
         if busy(journal.run_id):
             journal.renew()
         doc = journal.load()
-        action = decide(doc, journal.lease_age())
-        if action == "fire" and target_watched(doc):
+        lease_age = journal.lease_age()
+        action = decide(doc, lease_age)
+        closing = action == "fire" or (
+            action == "wait"
+            and lease_age is not None
+            and lease_age > doc["guard"].get("timeout", 120) - TARGET_IDLE_SECONDS
+        )
+        if not closing:
+            idle_since = None  # renewed: a later lapse counts idleness afresh
+        elif target_watched(doc):
             if target_busy(doc, target_ops):
                 journal.renew()
                 idle_since, action = None, "wait"
             else:
                 idle_since = clock() if idle_since is None else idle_since
-                if clock() - idle_since < TARGET_IDLE_SECONDS:
+                if action == "fire" and clock() - idle_since < TARGET_IDLE_SECONDS:
                     action = "wait"
         if action == "exit":
             return "exit"

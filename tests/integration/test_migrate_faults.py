@@ -102,6 +102,17 @@ def journal_entry(journal_dir, name):
     return {}
 
 
+def guard_record(journal_dir):
+    """host1's journal's guard record of the run ({} when there is none), for the figures a case prints."""
+    result = ssh("host1", f"cat {journal_dir}/*.json 2>/dev/null", check=False)
+    for chunk in result.stdout.replace("}\n{", "}\0{").split("\0"):
+        try:
+            return json.loads(chunk)["guard"]
+        except (ValueError, KeyError):
+            continue
+    return {}
+
+
 def journal_phase(journal_dir, name):
     return journal_entry(journal_dir, name).get("phase")
 
@@ -167,7 +178,7 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
             assert time.monotonic() < deadline, f"the run did not reach the {phase} phase"
             time.sleep(0.2)
         run.send_signal(sig)
-        lost_at = time.monotonic()
+        lost_at, lost_wall = time.monotonic(), time.time()
         run.wait(timeout=120)
     finally:
         if run.poll() is None:
@@ -186,6 +197,13 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
         time.sleep(1)
     outage = time.monotonic() - lost_at
     print(f"\n{phase} {sig.name}: answered on {where} {outage:.1f} s after the controller was lost")
+    guard = guard_record(journal_dir)
+    if guard.get("fired_at"):  # what took the time: the lease and idle windows, or the guard's own steps
+        results = "; ".join(f"{r['container']} {r['status']}: {r['detail']}" for r in guard.get("results", []))
+        print(
+            f"  the guard began {guard['firing_at'] - lost_wall:.1f} s after the loss (lease {guard['lease_age']:.1f} s"
+            f" old) and finished {guard['fired_at'] - lost_wall:.1f} s after it: {results}"
+        )
     assert [host for host, answer in where.items() if answer is not None] == [serving], where
     assert where[serving] == token
     # The guard removed this run's key from the target and its key pair from the source, within the same bound.

@@ -446,6 +446,26 @@ def test_a_target_between_two_module_runs_is_not_taken_for_idle(tmp_path):
     )  # the gap reset nothing it should not: idle counted from the last busy look
 
 
+def test_the_target_idle_window_runs_before_the_lease_lapses(tmp_path):
+    """A target that stays idle: the guard fires as soon as the lease lapses, not TARGET_IDLE_SECONDS later;
+    and it asks the target only in the last TARGET_IDLE_SECONDS of the lease."""
+    journal = journal_with(tmp_path, phase="restore", lease_age=0, timeout=30)
+    targets = FakeTargets()
+    now = [0.0]
+    asked_at = []
+    targets.busy = lambda host, run: asked_at.append(now[0]) and False
+
+    def sleep(seconds):  # one second passes, for the clock and for the lease
+        now[0] += 1.0
+        stamp = os.stat(journal.lease_path).st_mtime - 1
+        os.utime(journal.lease_path, (stamp, stamp))
+
+    source = FakeSource()
+    assert j.watch(journal, source, targets, sleep=sleep, busy=lambda run: False, clock=lambda: now[0]) == "fired"
+    assert 30 <= now[0] <= 32 and source.calls == [("web", "running")]
+    assert asked_at and min(asked_at) >= 30 - j.TARGET_IDLE_SECONDS - 1
+
+
 def test_target_watched_only_for_reachable_targets_in_target_phases(tmp_path):
     doc = journal_with(tmp_path, phase="capture").load()
     assert not j.target_watched(doc)
