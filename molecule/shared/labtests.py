@@ -28,8 +28,8 @@ def inspect(host, kind, name):
     return json.loads(out.stdout)[0] if out.rc == 0 else None
 
 
-def playbook(name, extra, tmp_path, expect_rc=0):
-    """Run playbooks/<name>.yml on the lab with extra vars; return (process, report or None)."""
+def playbook_command(name, extra, tmp_path):
+    """(argv, env, report path) of playbooks/<name>.yml on the lab with extra vars, its report in tmp_path."""
     report = tmp_path / f"{name}-report.json"
     extra = {f"{name}_report_path": str(report), **extra}
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_HOST_KEY_CHECKING="true")
@@ -41,6 +41,12 @@ def playbook(name, extra, tmp_path, expect_rc=0):
         json.dumps(extra),
         str(ROOT / f"playbooks/{name}.yml"),
     ]
+    return argv, env, report
+
+
+def playbook(name, extra, tmp_path, expect_rc=0):
+    """Run playbooks/<name>.yml on the lab with extra vars; return (process, report or None)."""
+    argv, env, report = playbook_command(name, extra, tmp_path)
     proc = subprocess.run(
         argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=PLAYBOOK_TIMEOUT
     )

@@ -21,6 +21,7 @@ def _shared():
 
 labtests = _shared()
 inspect, lab_host, playbook = labtests.inspect, labtests.lab_host, labtests.playbook
+playbook_command, ROOT_DIR = labtests.playbook_command, labtests.ROOT
 
 SCENARIO = Path(__file__).resolve().parents[1]
 # Same values as molecule/postgres/vars/scenario.yml.
