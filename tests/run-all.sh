@@ -33,7 +33,7 @@ limit_for() {
     unit) echo 120 ;;
     integration) echo 2400 ;;
     bench) echo 980 ;;
-    molecule) echo 1050 ;;
+    molecule) echo 1200 ;;
     venv) echo 900 ;;
     engine) echo 900 ;;
     lab-images) echo 900 ;;
@@ -149,7 +149,8 @@ step_unit() {
 
 step_integration() {
   # The fault matrix of migrations runs each phase with one signal here; FERRY_FAULT_MATRIX=full for all 18.
-  FERRY_FAULT_MATRIX=${FERRY_FAULT_MATRIX:-diagonal} pytest -q tests/integration
+  # --durations: the slowest tests in the log, to see where the step's time goes.
+  FERRY_FAULT_MATRIX=${FERRY_FAULT_MATRIX:-diagonal} pytest -q --durations=15 tests/integration
 }
 
 step_bench() {
