@@ -30,8 +30,8 @@ engine: ## make sure a Docker engine answers (installs docker.io as root on Debi
 lab-images: venv engine ## build the lab images (cached by recipe)
 	$(BIN)/python lab/lab.py images
 
-lab-up: venv engine collection ## start the lab hosts (default 2; LAB_HOSTS=N for more, LAB_SUBNET=cidr to choose the subnet)
-	$(BIN)/python lab/lab.py up $(if $(LAB_HOSTS),--hosts $(LAB_HOSTS)) $(if $(LAB_SUBNET),--subnet $(LAB_SUBNET))
+lab-up: venv engine collection ## start the lab hosts (default 2; LAB_HOSTS=N for more, LAB_SUBNET=cidr to choose the subnet, LAB_SUITES="bookworm bookworm trixie" for each host's Debian release)
+	$(BIN)/python lab/lab.py up $(if $(LAB_HOSTS),--hosts $(LAB_HOSTS)) $(if $(LAB_SUBNET),--subnet $(LAB_SUBNET)) $(if $(LAB_SUITES),--suites "$(LAB_SUITES)")
 
 lab-down: ## remove the lab hosts, their volumes and their network
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) lab/lab.py down

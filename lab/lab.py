@@ -65,7 +65,15 @@ SUBNET_CANDIDATES = ("172.31.250.0/24", "172.30.250.0/24", "10.250.250.0/24", "1
 SUBNET_ENV = "LAB_SUBNET"
 HOST_IP_OFFSET = 10  # host<N> gets the subnet's address .(10 + N)
 
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default release of a host, and the release of the workload images
+# LAB_SUITES="bookworm bookworm trixie" (or `lab.py up --suites ...`) gives host<N> the N-th release; hosts
+# beyond the list get SUITE. Each release's host image is ferry-lab/host:<release> (SUITE's stays :latest).
+SUITES_ENV = "LAB_SUITES"
+KNOWN_SUITES = ("bookworm", "trixie")
+# Debian 13 moved the docker command out of docker.io into docker-cli, which docker.io only recommends and
+# debootstrap does not install: without it lab-init's readiness check cannot pass. Debian 12 has no such package.
+SUITE_PACKAGES = {"trixie": ("docker-cli",)}
+SUITE_LABEL = "ferry.lab.suite"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HOST_PACKAGES = (
     "python3",
@@ -258,10 +266,35 @@ def recipe_hash(*parts: str | bytes) -> str:
     return digest.hexdigest()[:16]
 
 
-def host_recipe() -> str:
+def host_image(suite: str = SUITE) -> str:
+    return HOST_IMAGE if suite == SUITE else f"ferry-lab/host:{suite}"
+
+
+def host_packages(suite: str) -> tuple[str, ...]:
+    return (*HOST_PACKAGES, *SUITE_PACKAGES.get(suite, ()))
+
+
+def host_recipe(suite: str = SUITE) -> str:
     files = sorted(p for p in HOST_FILES.iterdir() if p.is_file())
     host_files = (f.name.encode() + f.read_bytes() for f in files)
-    return recipe_hash(SUITE, *HOST_PACKAGES, *HOST_CHANGES, *HOST_PRUNE, *host_files, inspect.getsource(build_host))
+    return recipe_hash(
+        suite, *host_packages(suite), *HOST_CHANGES, *HOST_PRUNE, *host_files, inspect.getsource(build_host)
+    )
+
+
+def requested_suites(value: str | None) -> list[str]:
+    """The release of each host, from LAB_SUITES or --suites ("bookworm bookworm trixie"); refuses unknown ones."""
+    suites = (value or "").replace(",", " ").split()
+    unknown = sorted(set(suites) - set(KNOWN_SUITES))
+    if unknown:
+        raise LabError(
+            f"{SUITES_ENV}: unknown Debian release(s) {', '.join(unknown)}; known: {', '.join(KNOWN_SUITES)}"
+        )
+    return suites
+
+
+def suite_of(number: int, suites: list[str]) -> str:
+    return suites[number - 1] if number <= len(suites) else SUITE
 
 
 def busybox_binary() -> Path:
@@ -355,8 +388,8 @@ def apt_proxy_env() -> dict[str, str]:
     return env
 
 
-def build_host(recipe: str) -> None:
-    """Debian 12 minbase plus the host packages, made with debootstrap and imported as ferry-lab/host."""
+def build_host(recipe: str, suite: str = SUITE) -> None:
+    """Debian minbase of ``suite`` plus the host packages, made with debootstrap and imported as its host image."""
     if os.geteuid() != 0:
         raise LabError("building ferry-lab/host needs root (debootstrap); run as root")
     if not shutil.which("debootstrap"):
@@ -365,8 +398,9 @@ def build_host(recipe: str) -> None:
     rootfs = Path(tempfile.mkdtemp(prefix="host-rootfs-", dir=BUILD_ROOT))
     mirror = debian_mirror()
     try:
-        log(f"debootstrap {SUITE} from {mirror} into {rootfs} (about a minute)")
-        args = ["debootstrap", "--variant=minbase", f"--include={','.join(HOST_PACKAGES)}", SUITE, str(rootfs), mirror]
+        log(f"debootstrap {suite} from {mirror} into {rootfs} (about a minute)")
+        packages = ",".join(host_packages(suite))
+        args = ["debootstrap", "--variant=minbase", f"--include={packages}", suite, str(rootfs), mirror]
         result = subprocess.run(args, env=apt_proxy_env(), capture_output=True, text=True, check=False)
         if result.returncode != 0:
             debootstrap_log = rootfs / "debootstrap" / "debootstrap.log"
@@ -383,8 +417,9 @@ def build_host(recipe: str) -> None:
         (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
         shutil.copy2(HOST_FILES / "lab-init", rootfs / "usr/local/sbin/lab-init")
         shutil.copy2(HOST_FILES / "sshd-lab.conf", rootfs / "etc/ssh/sshd_config.d/lab.conf")
-        log(f"importing {HOST_IMAGE}")
-        docker_import(["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], HOST_IMAGE, recipe, HOST_CHANGES)
+        log(f"importing {host_image(suite)}")
+        changes = (*HOST_CHANGES, f"LABEL {SUITE_LABEL}={suite}")
+        docker_import(["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], host_image(suite), recipe, changes)
     finally:
         shutil.rmtree(rootfs, ignore_errors=True)
 
@@ -412,7 +447,7 @@ def debootstrap_rootfs(prefix: str, packages: tuple[str, ...]):
     BUILD_ROOT.mkdir(parents=True, exist_ok=True)
     rootfs = Path(tempfile.mkdtemp(prefix=prefix, dir=BUILD_ROOT))
     # mkdtemp makes the directory 0700, and the tar's "./" entry carries that mode into the image's root.
-    # Under the vfs storage driver (the lab hosts' engines) the container's / then stays 0700, and a
+    # The container's / would then stay 0700 (seen under the vfs storage driver, which lab-init falls back to), and a
     # process without CAP_DAC_OVERRIDE cannot even exec its entrypoint. A Debian root is 0755.
     rootfs.chmod(0o755)
     mirror = debian_mirror()
@@ -506,13 +541,19 @@ IMAGES = {
     POSTGRES_IMAGE: (postgres_recipe, build_postgres),
     REDIS_IMAGE: (redis_recipe, build_redis),
 }
+# The host images of the other releases: built only when a host asks for one (LAB_SUITES).
+SUITE_HOST_IMAGES = {
+    host_image(suite): (functools.partial(host_recipe, suite), functools.partial(build_host, suite=suite))
+    for suite in KNOWN_SUITES
+    if suite != SUITE
+}
 
 
 def ensure_images(force: bool = False, images: tuple[str, ...] = (WORKLOAD_IMAGE, HOST_IMAGE)) -> None:
     """Build each lab image whose recipe label differs from the current recipe."""
     require_docker()
     for image in images:
-        recipe_of, build = IMAGES[image]
+        recipe_of, build = IMAGES.get(image) or SUITE_HOST_IMAGES[image]
         recipe = recipe_of()
         current = image_recipe(image)
         if current == recipe and not force:
@@ -540,6 +581,7 @@ class Host:
     state: str  # running, exited, created, ...
     ip: str
     image_id: str
+    suite: str = SUITE  # the Debian release the host runs
 
     @property
     def number(self) -> int:
@@ -566,7 +608,8 @@ def lab_hosts() -> list[Host]:
             continue
         network = info["NetworkSettings"]["Networks"].get(NETWORK) or {}
         ip = network.get("IPAddress") or (network.get("IPAMConfig") or {}).get("IPv4Address", "")
-        hosts.append(Host(name, info["Name"].lstrip("/"), info["State"]["Status"], ip, info["Image"]))
+        suite = info["Config"]["Labels"].get(SUITE_LABEL) or SUITE
+        hosts.append(Host(name, info["Name"].lstrip("/"), info["State"]["Status"], ip, info["Image"], suite))
     return sorted(hosts, key=lambda host: host.number)
 
 
@@ -654,17 +697,17 @@ def privilege_flags() -> tuple[str, ...]:
     )  # fmt: skip
 
 
-def create_host(number: int, subnet: ipaddress.IPv4Network) -> None:
+def create_host(number: int, subnet: ipaddress.IPv4Network, suite: str = SUITE) -> None:
     name, volume = container_name(number), volume_name(number)
     ip = subnet.network_address + HOST_IP_OFFSET + number
-    log(f"creating {name} ({ip})")
+    log(f"creating {name} ({ip}, Debian {suite})")
     docker("volume", "create", "--label", LABEL, "--label", f"{HOST_LABEL}=host{number}", volume)
     docker(
         "run", "--detach", "--name", name, "--hostname", f"host{number}",
-        "--label", LABEL, "--label", f"{HOST_LABEL}=host{number}",
+        "--label", LABEL, "--label", f"{HOST_LABEL}=host{number}", "--label", f"{SUITE_LABEL}={suite}",
         "--network", NETWORK, "--ip", str(ip),
         "--volume", f"{volume}:/var/lib/docker", "--stop-timeout", "30",
-        *privilege_flags(), HOST_IMAGE,
+        *privilege_flags(), host_image(suite),
     )  # fmt: skip
 
 
@@ -784,6 +827,8 @@ def write_client_files(hosts: list[Host], known_hosts: list[str]) -> None:
     )
     inventory = ["# Written by lab/lab.py; rewritten on every `lab.py up`.", "[lab]"]
     inventory += [f"{host.name} ansible_host={host.ip}" for host in hosts]
+    for suite in sorted({host.suite for host in hosts}):  # the hosts grouped by Debian release
+        inventory += ["", f"[debian_{suite}]", *(host.name for host in hosts if host.suite == suite)]
     inventory += [
         "",
         "[lab:vars]",
@@ -956,25 +1001,36 @@ def write_sudo_client_files(host: Host | None) -> None:
     write_atomically(SSH_CONFIG, SSH_CONFIG.read_text() + "\n".join(entry))
 
 
-def up(requested: int | None, subnet_arg: str | None = None, with_sudo_host: bool = False) -> None:
-    ensure_images()
+def up(
+    requested: int | None, subnet_arg: str | None = None, with_sudo_host: bool = False, suites_arg: str | None = None
+) -> None:
+    suites = requested_suites(suites_arg if suites_arg is not None else os.environ.get(SUITES_ENV))
+    existing = {host.number: host for host in lab_hosts()}
+    count = requested or max([DEFAULT_HOSTS, len(suites), *existing])
+    wanted = {number: suite_of(number, suites) for number in range(1, count + 1)}
+    ensure_images(images=(WORKLOAD_IMAGE, *dict.fromkeys(host_image(suite) for suite in wanted.values())))
     ensure_key()
     subnet = ensure_network(requested_subnet(subnet_arg))
-    existing = {host.number: host for host in lab_hosts()}
-    count = requested or max([DEFAULT_HOSTS, *existing])
     for number, host in existing.items():
         if number > count:
             remove_host(host)
-    current_image = docker("image", "inspect", "--format", "{{.Id}}", HOST_IMAGE).stdout.strip()
+        elif host.suite != wanted[number]:  # a lab host is disposable: another release means a new host
+            log(f"{host.name} runs Debian {host.suite}, asked for {wanted[number]}")
+            remove_host(host)
+            existing[number] = None
+    images = {
+        suite: docker("image", "inspect", "--format", "{{.Id}}", host_image(suite)).stdout.strip()
+        for suite in set(wanted.values())
+    }
     for number in range(1, count + 1):
         host = existing.get(number)
         if host is None:
-            create_host(number, subnet)
+            create_host(number, subnet, wanted[number])
         elif host.state != "running":
             log(f"starting {host.container} (was {host.state})")
             docker("start", host.container)
-        if host is not None and host.image_id != current_image:
-            log(f"{host.name} runs an older {HOST_IMAGE}; `lab.py down && lab.py up` recreates it")
+        if host is not None and host.image_id != images[host.suite]:
+            log(f"{host.name} runs an older {host_image(host.suite)}; `lab.py down && lab.py up` recreates it")
     hosts = [host for host in lab_hosts() if host.number <= count]
     for host in hosts:
         wait_for(host, "dockerd", dockerd_answers)
@@ -1051,6 +1107,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"also start {SUDO_HOST}: reached as {SUDO_USER} with sudo, root login refused ({SUDO_INVENTORY.name})",
     )
     up_parser.add_argument(
+        "--suites",
+        help=f"Debian release of each host in order, e.g. 'bookworm bookworm trixie' (default: ${SUITES_ENV}; "
+        f"hosts not listed run {SUITE})",
+    )
+    up_parser.add_argument(
         "--subnet", help=f"IPv4 subnet of a new lab network (default: ${SUBNET_ENV}, else the first free candidate)"
     )
     down_parser = commands.add_parser("down", help="remove the lab containers, volumes and network")
@@ -1072,7 +1133,7 @@ def main(argv: list[str] | None = None) -> int:
                 require_docker()
                 load(args.image)
             elif args.command == "up":
-                up(args.hosts, args.subnet, args.sudo_host)
+                up(args.hosts, args.subnet, args.sudo_host, args.suites)
             elif args.command == "down":
                 down(args.images)
             elif args.command == "inventory":

@@ -177,3 +177,30 @@ def test_sudo_host_has_its_own_inventory_and_no_root_login(tmp_path, monkeypatch
     lab.write_sudo_client_files(None)
     assert not (tmp_path / lab.SUDO_INVENTORY.name).exists()
     assert lab.SUDO_HOST not in (tmp_path / "ssh_config").read_text()
+
+
+def test_suites_per_host_default_to_bookworm_and_refuse_unknown_releases():
+    assert lab.requested_suites(None) == []
+    suites = lab.requested_suites("bookworm, bookworm trixie")
+    assert [lab.suite_of(number, suites) for number in (1, 2, 3, 4)] == ["bookworm", "bookworm", "trixie", "bookworm"]
+    with pytest.raises(lab.LabError, match=r"unknown Debian release.*sid"):
+        lab.requested_suites("bookworm sid")
+
+
+def test_each_release_has_its_own_host_image_and_recipe():
+    assert lab.host_image("bookworm") == lab.HOST_IMAGE
+    assert lab.host_image("trixie") == "ferry-lab/host:trixie"
+    assert "docker-cli" in lab.host_packages("trixie") and "docker-cli" not in lab.host_packages("bookworm")
+    assert lab.host_recipe("trixie") != lab.host_recipe("bookworm")
+
+
+def test_the_inventory_groups_the_hosts_by_release(tmp_path, monkeypatch):
+    for name in ("STATE_DIR", "KNOWN_HOSTS", "INVENTORY", "SSH_CONFIG", "KEY_FILE"):
+        monkeypatch.setattr(lab, name, tmp_path / getattr(lab, name).name)
+    hosts = [
+        lab.Host("host1", "ferry-lab-host1", "running", "192.0.2.11", "x", "bookworm"),
+        lab.Host("host3", "ferry-lab-host3", "running", "192.0.2.13", "y", "trixie"),
+    ]
+    lab.write_client_files(hosts, [])
+    inventory = (tmp_path / "inventory.ini").read_text()
+    assert "[debian_bookworm]\nhost1\n" in inventory and "[debian_trixie]\nhost3\n" in inventory
