@@ -75,8 +75,9 @@ def _ini_hosts(path: Path) -> dict[str, dict[str, str]]:
                 name, rest = (key + (" " + value if value else "")).split("=", 1)
                 group_vars[name.strip()] = rest.strip().strip("'")
         for name, values in parser.items(section):
+            # A host can be in several groups (lab, debian_<release>): merge, the host's own vars last.
             fields = dict(field.split("=", 1) for field in (values or "").split())
-            hosts[name] = {**group_vars, **fields}
+            hosts[name] = {**group_vars, **hosts.get(name, {}), **fields}
     return hosts
 
 
