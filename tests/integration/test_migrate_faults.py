@@ -200,9 +200,11 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
     guard = guard_record(journal_dir)
     if guard.get("fired_at"):  # what took the time: the lease and idle windows, or the guard's own steps
         results = "; ".join(f"{r['container']} {r['status']}: {r['detail']}" for r in guard.get("results", []))
+        age = guard.get("lease_age")  # None when the lease file was gone
+        lease = "no lease" if age is None else f"lease {age:.1f} s old"
         print(
-            f"  the guard began {guard['firing_at'] - lost_wall:.1f} s after the loss (lease {guard['lease_age']:.1f} s"
-            f" old) and finished {guard['fired_at'] - lost_wall:.1f} s after it: {results}"
+            f"  the guard began {guard['firing_at'] - lost_wall:.1f} s after the loss ({lease}) and finished"
+            f" {guard['fired_at'] - lost_wall:.1f} s after it: {results}"
         )
     assert [host for host, answer in where.items() if answer is not None] == [serving], where
     assert where[serving] == token
