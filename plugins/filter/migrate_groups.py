@@ -129,6 +129,7 @@ def _failed_entry(item, host, message):
         status="failed",
         phase="preflight",
         error=message,
+        not_carried_over=list(item.get("not_carried_over") or []),
         problems=[message],
         source_state_after=item.get("source_state_before", "unknown"),
         log_tail=[],
@@ -292,6 +293,7 @@ def migrate_probe_decide(probe, preflights, copies, host):
     for entry, preflight in zip(probe.get("check") or [], preflights or []):
         base = {key: entry.get(key) for key in REPORT_FIELDS}
         base.update(source=host, group=entry.get("group") or "", pulled_in=bool(entry.get("pulled_in")))
+        base["not_carried_over"] = list((preflight or {}).get("not_carried_over") or [])
         problems = _problems(entry, preflight or {}, host)
         if problems:
             results.append(_failed_entry(dict(base), host, " ".join(problems)) | {"problems": problems})
@@ -312,7 +314,7 @@ def migrate_probe_decide(probe, preflights, copies, host):
         )
     for entry, copy in zip(probe.get("missing") or [], copies or []):
         base = {key: entry.get(key) for key in REPORT_FIELDS}
-        base.update(source=host, source_state_before="absent", group=entry.get("group") or "")
+        base.update(source=host, source_state_before="absent", group=entry.get("group") or "", not_carried_over=[])
         labels = ((copy or {}).get("container") or {}).get("Config", {}).get("Labels") or {}
         if (copy or {}).get("exists") and labels.get("ferry.docker.config-digest"):
             todo.append(

@@ -17,6 +17,7 @@ restore refuses.
 from __future__ import annotations
 
 from ansible_collections.ferry.docker.plugins.module_utils import _trust
+from ansible_collections.ferry.docker.plugins.module_utils._compat import engine_gaps
 from ansible_collections.ferry.docker.plugins.module_utils._names import create_body_problems
 from ansible_collections.ferry.docker.plugins.module_utils._policy import privileged_settings
 from ansible_collections.ferry.docker.plugins.module_utils._restore import open_bundle
@@ -55,6 +56,12 @@ class ContainerPlan:
         )
         self.privileged = privileged_settings(body)
         self.privileged_allowed = bool(allow_privileged or trusted)
+
+    def engine_gaps(self, client, info, host):
+        """What the engine of ``client`` (``info``: its ``docker info``) cannot carry of the body (``_compat``)."""
+        api = client.api_version
+        engine = f"Docker {info.get('ServerVersion') or '?'} (API {api}) on {host}"
+        return engine_gaps(self.body, api, info.get("CgroupVersion"), engine)
 
 
 def plan_container(params, run_config=None, keys=None):

@@ -74,7 +74,9 @@ options:
     type: int
     default: 20
 requirements:
-  - Docker SDK for Python >= 5.0.0
+  - Docker SDK for Python >= 5.0.0 on the managed host (tested with 5.0.3 and 7.1.0)
+  - Python >= 3.11 on the managed host (tested with 3.11 and 3.13)
+  - Docker Engine >= 20.10, API 1.41 (tested with 20.10.24 and 26.1.5, API 1.45)
 seealso:
   - module: ferry.docker.docker_container_restore
 author:

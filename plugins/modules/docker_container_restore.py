@@ -152,7 +152,9 @@ extends_documentation_fragment:
   - ferry.docker.docker
   - ferry.docker.bundle_trust
 requirements:
-  - Docker SDK for Python >= 5.0.0
+  - Docker SDK for Python >= 5.0.0 on the managed host (tested with 5.0.3 and 7.1.0)
+  - Python >= 3.11 on the managed host (tested with 3.11 and 3.13)
+  - Docker Engine >= 20.10, API 1.41 (tested with 20.10.24 and 26.1.5, API 1.45)
   - C(zstandard) Python library for zstd-compressed bundles
 seealso:
   - module: ferry.docker.docker_run_config_info
@@ -182,6 +184,17 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+not_carried_over:
+  description:
+    - The settings of the container that this engine accepts but does not apply, because its API version is
+      older than the one that brought them (for example C(Healthcheck.StartInterval) below API 1.44) or because
+      it no longer applies them (C(HostConfig.KernelMemory) from API 1.42, swappiness on cgroup v2). One
+      sentence each, naming the setting; each is also a warning. Settings whose loss would change what the
+      container may see or do (a volume subpath below API 1.45) fail the task before anything is changed.
+  returned: always
+  type: list
+  elements: str
+  sample: ["Healthcheck.StartInterval (2s): Docker 20.10.24 (API 1.41) on host host1 ignores it (...)"]
 signer:
   description:
     - The principal of O(trusted_signers) whose signature of the bundle was verified; null without
@@ -339,13 +352,14 @@ class Restore:
             bytes_read=0,
             bytes_written=0,
             signer=None,
+            not_carried_over=[],
         )
 
     # -------------------------------------------------------------------------------- decide
     def load(self):
         p = self.p
         bundle = p["bundle"]
-        plan = plan_container(p)
+        plan = self.plan = plan_container(p)
         self.manifest, self.trusted, self.run_config = plan.manifest, plan.trusted, plan.run_config
         if bundle:
             self.result["signer"] = plan.signer
@@ -363,6 +377,19 @@ class Restore:
         refuse_privileged(f"the run config of container {self.name}", self.privileged, plan.privileged_allowed)
         self.digest = plan.digest
         self.result.update(name=self.name, digest=self.digest)
+
+    def check_engine(self):
+        """Refuse what this engine would not carry safely; list what it ignores (see _compat)."""
+        info = self.client.info()
+        host = f"host {info['Name']}" if info.get("Name") else "this host"
+        gaps = self.plan.engine_gaps(self.client, info, host)
+        if gaps.refused:
+            raise RestoreError(
+                f"container {self.name} cannot be created as captured: {'; '.join(gaps.refused)}. Nothing was changed"
+            )
+        self.result["not_carried_over"] = gaps.ignored
+        for text in gaps.ignored:
+            self.module.module.warn(f"container {self.name}: {text}")
 
     def anonymous_fills(self):
         """(destination, artifact) of every anonymous volume to fill, checked and scanned."""
@@ -554,6 +581,7 @@ class Restore:
             container_id = existing["Id"]
         else:
             action = "recreate" if existing is not None else "create"
+            self.check_engine()
             self.plan_prerequisites()
             container_id = None
         for destination, artifact in fills if action in ("create", "recreate") else []:

@@ -17,7 +17,8 @@ description:
     the same overrides O(name), O(image), O(port_map), O(bind_map) and O(network_map), so the
     returned RV(digest) is the one the restored container will carry.
   - "Checks, each reported as a sentence naming the object and what to do: the engine answers;
-    its architecture matches O(architecture); no other container has the name (one with the same
+    its architecture matches O(architecture); its API version can carry every setting (see
+    RV(not_carried_over)); no other container has the name (one with the same
     config digest is fine: it is already restored, see RV(container_state)); no other running
     container and no other process holds a published host port; the networks to create do not
     clash with the subnets of existing networks and have a recorded definition; bind mount sources
@@ -160,7 +161,9 @@ notes:
   - Existing named volumes are no problem; M(ferry.docker.docker_volume_restore) fills empty ones
     and refuses to overwrite ones holding data unless told to.
 requirements:
-  - Docker SDK for Python >= 5.0.0
+  - Docker SDK for Python >= 5.0.0 on the managed host (tested with 5.0.3 and 7.1.0)
+  - Python >= 3.11 on the managed host (tested with 3.11 and 3.13)
+  - Docker Engine >= 20.10, API 1.41 (tested with 20.10.24 and 26.1.5, API 1.45)
 seealso:
   - module: ferry.docker.docker_container_restore
   - module: ferry.docker.docker_run_config_info
@@ -204,6 +207,18 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+not_carried_over:
+  description:
+    - The settings of the container that this engine would accept but not apply, because its API version is
+      older than the one that brought them (for example C(Healthcheck.StartInterval) below API 1.44) or because
+      it no longer applies them (C(HostConfig.KernelMemory) from API 1.42, swappiness on cgroup v2). One
+      sentence each, naming the setting. They are not problems; the restore lists them again. Settings whose
+      loss would change what the container may see or do (a volume subpath below API 1.45, a forced recursive
+      read-only bind below API 1.44, a real-time CPU budget on cgroup v2) are RV(problems).
+  returned: always
+  type: list
+  elements: str
+  sample: ["Healthcheck.StartInterval (2s): Docker 20.10.24 (API 1.41) on host host1 ignores it (...)"]
 signer:
   description:
     - The principal of O(trusted_signers) whose signature of the bundle was verified; null without
@@ -392,6 +407,7 @@ class Preflight:
             layers_present=[],
             privileged=[],
             signer=None,
+            not_carried_over=[],
         )
 
     def problem(self, text):
@@ -413,7 +429,7 @@ class Preflight:
                 raise RunConfigError(f"sealed_env does not fit run_config: {'; '.join(problems)}")
             identities = _trust.BundleKeys.from_params(p).identities
             run_config = _trust.unseal_env(sealed, identities, "the run_config option")["run_config"]
-        plan = plan_container(p, run_config=run_config)
+        plan = self.plan = plan_container(p, run_config=run_config)
         self.result["signer"] = plan.signer
         self.run_config = plan.run_config
         self.name, self.body, self.extra_networks = plan.name, plan.body, plan.extra_networks
@@ -449,6 +465,13 @@ class Preflight:
         self.host = "host " + info["Name"] if info.get("Name") else "this host"
         self.result.update(architecture=info.get("Architecture"), docker_version=info.get("ServerVersion"))
         return info
+
+    def check_engine(self, info):
+        """Settings this engine's API would refuse to carry safely are problems; those it ignores are listed."""
+        gaps = self.plan.engine_gaps(self.client, info, self.host)
+        for text in gaps.refused:
+            self.problem(f"container {self.name}: {text}")
+        self.result["not_carried_over"] = gaps.ignored
 
     def check_architecture(self, info):
         wanted = self.p["architecture"]
@@ -588,6 +611,7 @@ class Preflight:
         info = self.connect()
         if info is not None:
             self.check_architecture(info)
+            self.check_engine(info)
             restored_id = self.check_name()
             self.check_ports(restored_id)
             self.check_networks()

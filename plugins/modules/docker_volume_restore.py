@@ -100,7 +100,9 @@ extends_documentation_fragment:
   - ferry.docker.docker
   - ferry.docker.bundle_trust
 requirements:
-  - Docker SDK for Python >= 5.0.0
+  - Docker SDK for Python >= 5.0.0 on the managed host (tested with 5.0.3 and 7.1.0)
+  - Python >= 3.11 on the managed host (tested with 3.11 and 3.13)
+  - Docker Engine >= 20.10, API 1.41 (tested with 20.10.24 and 26.1.5, API 1.45)
   - C(zstandard) Python library for zstd-compressed bundles
 seealso:
   - module: ferry.docker.docker_volume_backup

@@ -453,3 +453,21 @@ def test_expected_bytes_count_the_image_only_when_no_layer_is_on_the_target():
     assert g.expected_bytes({"entry": {}}) == 0
     (group,) = plan(item("web", entry={"sizes": sizes, "port_map": {}}, exclude_layers=[]))
     assert group["source_members"][0]["expected_bytes"] == 2000
+
+
+def test_what_the_target_engine_does_not_carry_reaches_the_queue_and_the_report():
+    ignored = ["Healthcheck.StartInterval (2s): Docker 20.10.24 (API 1.41) on host h2 ignores it"]
+    probe = g.migrate_probe_items([{"container": "web"}, {"container": "db"}], PROBES, "h1", ["h1", "h2"], DEFAULTS)
+    refused = "container db: HostConfig.Mounts[/data].VolumeOptions.Subpath (sub): Docker 20.10.24 would ignore it"
+    out = g.migrate_probe_decide(
+        probe, [preflight(not_carried_over=ignored), preflight(problems=[refused], not_carried_over=[])], [], "h1"
+    )
+    (web,) = out["todo"]
+    assert web["not_carried_over"] == ignored
+    (check,) = g.migrate_check_results([web])
+    assert check["status"] == "would_migrate" and check["not_carried_over"] == ignored
+    (db,) = out["results"]
+    assert db["status"] == "failed" and "VolumeOptions.Subpath" in db["error"] and db["not_carried_over"] == []
+    # an older preflight result without the key: an empty list, never a missing key
+    out = g.migrate_probe_decide(probe, [preflight(), preflight()], [], "h1")
+    assert [item["not_carried_over"] for item in out["todo"]] == [[], []]

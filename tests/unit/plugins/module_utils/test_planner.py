@@ -111,3 +111,22 @@ def test_a_run_config_without_a_name_needs_the_name_option():
     with pytest.raises(RunConfigError, match="records no container name; set name"):
         _planner.plan_container(params(), run_config=config)
     assert _planner.plan_container(params(name="given"), run_config=config).name == "given"
+
+
+class Engine:
+    """Stands in for the Docker client: only the API version it negotiated."""
+
+    def __init__(self, api_version):
+        self.api_version = api_version
+
+
+def test_the_plan_names_what_the_target_engine_cannot_carry():
+    config = run_config()
+    config["config"]["Healthcheck"] = {"Test": ["CMD", "true"], "StartInterval": 2_000_000_000}
+    plan = _planner.plan_container(params(), run_config=config)
+    info = {"ServerVersion": "20.10.24", "CgroupVersion": "1"}
+    gaps = plan.engine_gaps(Engine("1.41"), info, "host h2")
+    assert gaps.refused == []
+    (text,) = gaps.ignored
+    assert text.startswith("Healthcheck.StartInterval (2s): Docker 20.10.24 (API 1.41) on host h2 ignores it")
+    assert not plan.engine_gaps(Engine("1.45"), dict(info, ServerVersion="26.1.5"), "host h3")
