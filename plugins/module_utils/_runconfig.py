@@ -84,6 +84,21 @@ _CONFIG_SKIP = ("Image", "OnBuild")
 # Config fields the engine copies from the image when the create request leaves them empty.
 _CONFIG_INHERITED = ("User", "WorkingDir", "StopSignal", "Healthcheck", "Shell", "ArgsEscaped")
 
+# Config fields the engine never takes from the image, although `docker commit` writes them into it (so an
+# image made by a migration has the container's values). Captured whenever set: comparing them with the
+# image would drop them on a container that runs from such an image (its second migration).
+_CONFIG_OWN = (
+    "Domainname",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "MacAddress",
+    "NetworkDisabled",
+)
+
 # HostConfig fields that are client-side bookkeeping, not container settings.
 _HOST_SKIP = (
     "ContainerIDFile",  # file the CLI wrote the id to
@@ -260,9 +275,11 @@ def _capture_config(container, image_config, host_config, engine_info):
         elif key in _CONFIG_INHERITED:
             if not _empty(value) and not _same(value, image_value):
                 captured[key] = value
+        elif key in _CONFIG_OWN:
+            if not _empty(value):
+                captured[key] = value
         elif not _empty(value) and not _same(value, image_value):
-            # Domainname, Tty, OpenStdin, StdinOnce, Attach*, MacAddress, NetworkDisabled, and
-            # fields newer engines add.
+            # fields newer engines add
             captured[key] = value
     if entrypoint_changed and "Entrypoint" not in captured:
         # Entrypoint cleared (image has one, container has none): say so explicitly.

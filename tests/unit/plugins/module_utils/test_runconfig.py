@@ -1135,6 +1135,43 @@ def test_hostname_change_is_reported_and_its_engine_alias_ignored():
     assert diff_inspect(doc, changed) == [("Config.Hostname", "web01", "web02")]
 
 
+def as_docker_26(doc):
+    """``doc`` (Docker 20.10, API 1.41) as Docker 26 (API 1.45) shows the same container (issue 16)."""
+    new = copy.deepcopy(doc)
+    host_config = new["HostConfig"]
+    host_config.pop("KernelMemory")  # gone since API 1.42
+    host_config.pop("KernelMemoryTCP")  # left out when 0
+    host_config["MaskedPaths"] = [*host_config["MaskedPaths"], "/sys/devices/virtual/powercap"]  # 26's default
+    for endpoint in new["NetworkSettings"]["Networks"].values():
+        endpoint["Aliases"] = [alias for alias in endpoint["Aliases"] if alias != doc["Id"][:12]]  # API 1.45
+        endpoint["DNSNames"] = [*endpoint["Aliases"], doc["Id"][:12]]  # API 1.44+
+    return new
+
+
+def test_what_two_api_versions_only_spell_differently_is_no_difference():
+    doc = load("rich")["container"]
+    assert doc["HostConfig"]["KernelMemory"] == 0 and doc["HostConfig"]["KernelMemoryTCP"] == 0
+    assert diff_inspect(doc, as_docker_26(doc)) == []
+    assert diff_inspect(as_docker_26(doc), doc) == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path"),
+    [
+        (lambda d: d["HostConfig"].update(KernelMemory=8388608), "HostConfig.KernelMemory"),
+        (lambda d: d["HostConfig"].update(KernelMemoryTCP=8388608), "HostConfig.KernelMemoryTCP"),
+        (lambda d: d["HostConfig"]["MaskedPaths"].append("/srv/secret"), "HostConfig.MaskedPaths"),
+        (lambda d: d["HostConfig"].update(MaskedPaths=[]), "HostConfig.MaskedPaths"),  # systempaths=unconfined
+        (lambda d: d["HostConfig"]["ReadonlyPaths"].pop(), "HostConfig.ReadonlyPaths"),
+    ],
+)
+def test_settings_the_engines_spell_alike_still_differ(mutate, path):
+    doc = load("rich")["container"]
+    changed = copy.deepcopy(doc)
+    mutate(changed)
+    assert [d[0] for d in diff_inspect(doc, changed)] == [path]
+
+
 # --------------------------------------------------------------------------------------------
 # what a create body needs on the engine
 
@@ -1218,3 +1255,17 @@ def test_create_body_without_references_keeps_them_but_still_drops_what_the_engi
     _name, body, _extra = rc.to_create_body(sidecar_run_config())
     assert body["HostConfig"]["NetworkMode"] == "container:0123456789abcdef"
     assert body["HostConfig"]["VolumesFrom"] == ["main:ro"] and "Hostname" not in body
+
+
+def test_settings_the_engine_never_takes_from_the_image_are_captured_even_when_the_image_has_them():
+    # `docker commit` writes the container's Domainname, Tty, MacAddress ... into the image it makes; the
+    # engine does not copy them back at create. A container running from a migration's image (its second
+    # migration) must keep them: found by host1 -> host3 -> host1 in tests/integration/test_mixed_fleet.py.
+    own = {"Domainname": "example.internal", "Tty": True, "OpenStdin": True, "MacAddress": "02:42:5c:04:87:3f"}
+    doc = load("plainrich")
+    doc["container"]["Config"].update(own)
+    doc["image"]["Config"].update(own)
+    run_config = rc.capture(doc["container"], doc["image"])
+    assert {key: run_config["config"].get(key) for key in own} == own
+    # what the engine does inherit still is not repeated
+    assert "WorkingDir" not in run_config["config"] and "User" not in run_config["config"]
