@@ -17,8 +17,13 @@ import copy
 from ansible_collections.ferry.docker.plugins.module_utils._runconfig import (
     _HEX64,
     _HOST_SKIP,
+    _MASKED_BASE,
+    _MASKED_KNOWN,
+    _READONLY_BASE,
+    _READONLY_KNOWN,
     _bind_source,
     _capture_endpoint,
+    _default_paths,
     _drop_blank,
     _network_mode,
     _short_id,
@@ -47,6 +52,22 @@ RUNTIME_FIELDS = (
     "Node",  # swarm classic
 )
 
+# HostConfig fields that one API version shows and another leaves out, where 0 means "not set" (the
+# same setting on both engines); normalize_for_compare() drops them when they are 0 (issue 16).
+ZERO_UNSET_HOST_FIELDS = (
+    # API 1.41 (Docker 20.10) shows "KernelMemory": 0; the field is gone since API 1.42 (Docker 23),
+    # so Docker 26 (API 1.45) does not show it. 0 is no kernel memory limit.
+    "KernelMemory",
+    # API 1.41 shows "KernelMemoryTCP": 0; Docker 26 (API 1.45) leaves it out when it is 0.
+    "KernelMemoryTCP",
+)
+
+# MaskedPaths / ReadonlyPaths that are the engine's own default list for a non-privileged container:
+# nobody set them, and the list differs by engine version (Docker 20.10 masks 10 paths, Docker 26 adds
+# /sys/devices/virtual/powercap). normalize_for_compare() shows such a list as DEFAULT_PATHS; the run
+# config does not capture it either (_runconfig._default_paths), so a copy gets its engine's default.
+DEFAULT_PATHS = "<engine default>"
+
 
 def normalize_for_compare(container_inspect):
     """A copy of an inspect document without the fields the engine assigns at runtime.
@@ -65,7 +86,11 @@ def normalize_for_compare(container_inspect):
       or with ``--network host`` (the engine host's name).
 
     Equivalent spellings are unified: null, "", [] and {} are dropped (the engine writes either),
-    ``RestartPolicy.Name`` "" is "no", and ``Mounts`` are sorted by destination.
+    ``RestartPolicy.Name`` "" is "no", and ``Mounts`` are sorted by destination. So are the spellings of
+    engines of different API versions (issue 16, mixed fleets): ``ZERO_UNSET_HOST_FIELDS`` that are 0
+    are dropped, and ``HostConfig.MaskedPaths`` / ``ReadonlyPaths`` that are the engine's default list
+    of a non-privileged container show as ``DEFAULT_PATHS``. (The 1.44+ per-endpoint MacAddress and
+    DNSNames, and the short id that API < 1.45 adds to Aliases, go with the reduction of NetworkSettings.)
     """
     doc = copy.deepcopy(container_inspect)
     short_id = _short_id(container_inspect)
@@ -83,6 +108,16 @@ def normalize_for_compare(container_inspect):
     policy = host_config.get("RestartPolicy")
     if isinstance(policy, dict) and not policy.get("Name"):
         policy["Name"] = "no"
+    for key in ZERO_UNSET_HOST_FIELDS:
+        if host_config.get(key) == 0:
+            host_config.pop(key)
+    if not host_config.get("Privileged"):
+        for key, base, known in (
+            ("MaskedPaths", _MASKED_BASE, _MASKED_KNOWN),
+            ("ReadonlyPaths", _READONLY_BASE, _READONLY_KNOWN),
+        ):
+            if _default_paths(host_config.get(key), base, known):
+                host_config[key] = DEFAULT_PATHS
 
     settings = (doc.get("NetworkSettings") or {}).get("Networks") or {}
     networks = {}
