@@ -49,6 +49,8 @@ DIGEST_LABEL = "Config.Labels.ferry.docker.config-digest"  # the migration stamp
 # What a migration changes on purpose: the copy runs from the image committed for it (ferry-migrate/<name>)
 # and carries the config digest label.
 MIGRATION_FIELDS = ("Config.Image", DIGEST_LABEL)
+# docker_import labels the image with the archive's sha256 (its idempotence marker); the container inherits it.
+IMPORT_LABEL = "Config.Labels.ferry.docker.artifact-sha256"
 
 
 def ssh(host, script, check=True):
@@ -287,8 +289,8 @@ def mac_addresses(container_inspect):
     return {"Config.MacAddress": container_inspect["Config"].get("MacAddress"), "endpoints": endpoints}
 
 
-def move(tmp_path, source, target, name):
-    run, report = migrate(tmp_path, source, target, [name])
+def move(tmp_path, source, target, name, **extra):
+    run, report = migrate(tmp_path, source, target, [name], **extra)
     assert run.returncode == 0, run.stdout[-6000:]
     assert report[name]["status"] == "migrated", report[name]
     assert not report[name].get("not_carried_over"), report[name]  # a container made on Docker 20.10 loses nothing
@@ -296,27 +298,31 @@ def move(tmp_path, source, target, name):
     return report[name]
 
 
-def test_a_rich_container_goes_to_docker_26_and_back_field_by_field(fleet, names, tmp_path):
+# Both ways a container moves, as in test_roundtrip.py: its image committed and saved (thin), or its
+# filesystem exported and imported (the image's config then travels in the run config).
+@pytest.mark.parametrize("mode", ["commit", "export"])
+def test_a_rich_container_goes_to_docker_26_and_back_field_by_field(fleet, names, tmp_path, mode):
+    ignore = MIGRATION_FIELDS + ((IMPORT_LABEL,) if mode == "export" else ())
     token = uuid.uuid4().hex
     name, ports, address, mac = rich_container("host1", names, token)
     original = inspect("host1", name)
 
     # host1 (20.10, API 1.41) -> host3 (26.1, API 1.45)
-    move(tmp_path, "host1", "host3", name)
+    move(tmp_path, "host1", "host3", name, migrate_mode=mode)
     wait_healthy("host3", name)
     on_new = inspect("host3", name)
-    there = diff_inspect(original, on_new, ignore=MIGRATION_FIELDS)
+    there = diff_inspect(original, on_new, ignore=ignore)
     problems = served(fleet, "host3", name, ports, token, address, mac)
     assert state("host1", name) == "exited"
 
     # As an operator would before moving it back: remove the stopped source and its volume on host1 (a
     # migration refuses a target that has a volume of the same name). The network stays, unused.
     ssh("host1", f"docker rm {name} >/dev/null && docker volume rm {names}-data >/dev/null")
-    move(tmp_path, "host3", "host1", name)
+    move(tmp_path, "host3", "host1", name, migrate_mode=mode)
     wait_healthy("host1", name)
     back_home = inspect("host1", name)
-    back = diff_inspect(on_new, back_home, ignore=MIGRATION_FIELDS)
-    round_trip = diff_inspect(original, back_home, ignore=MIGRATION_FIELDS)
+    back = diff_inspect(on_new, back_home, ignore=ignore)
+    round_trip = diff_inspect(original, back_home, ignore=ignore)
     problems += served(fleet, "host1", name, ports, token, address, mac)
     assert state("host3", name) == "exited"
 
