@@ -395,6 +395,10 @@ def _ok(out, group_id):
     return bool(((out or {}).get("groups") or {}).get(group_id, {}).get("ok"))
 
 
+def _captured_bytes(out):
+    return sum(int(m.get("bytes_captured") or 0) for m in ((out or {}).get("members") or {}).values())
+
+
 def migrate_wave_pick(wave, what, source=None, target=None, transfer="direct"):
     """What the next step of a wave needs, for the groups still going: ``transfers`` (directories to send),
     ``guard_entries`` (journal), ``target_groups`` (docker_bundle_restore, with the captured image IDs),
@@ -402,7 +406,13 @@ def migrate_wave_pick(wave, what, source=None, target=None, transfer="direct"):
     captured = [g for g in wave["groups"] if _ok(source, g["id"])]
     restored = [g for g in captured if _ok(target, g["id"])]
     if what == "transfers":
-        return [dict(t, group=g["id"]) for g in captured for t in g["transfers"][transfer]]
+        # with the bytes the group's capture wrote: a small transfer needs no progress reports
+        groups = (source or {}).get("groups") or {}
+        return [
+            dict(t, group=g["id"], bytes=_captured_bytes(groups.get(g["id"])))
+            for g in captured
+            for t in g["transfers"][transfer]
+        ]
     if what == "guard_entries":
         return [e for g in captured for e in g["guard_entries"]]
     if what == "target_groups":

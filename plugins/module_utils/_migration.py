@@ -36,6 +36,9 @@ DOCKER_CONTAINER = "community.docker.docker_container"
 
 
 PROGRESS_MODULE = "ferry.docker.job_progress"
+# How often a restored copy's state is read while it is watched: an inspect is cheap, and every second
+# between the copy turning healthy and the check seeing it is a second of downtime.
+HEALTH_POLL_SECONDS = 0.25
 
 
 def quiet_caller(action, task_vars, display=None, now=time.monotonic):
@@ -180,8 +183,8 @@ class SourceRun:
         running = [m for m in self.members if m.get("running")]
         out["started_at"] = round(self.phases.enter("stop"), 3)
         out["hooks"] = self.run_hooks(running)
-        self.journal("stop")
         if opts["consistency"] == "stop":
+            self.journal("stop")
             for member in reversed(running):
                 args = dict(name=member["container"], state="stopped", stop_timeout=opts["stop_timeout"])
                 self._run("stop", member["container"], DOCKER_CONTAINER, args, f"stopping {member['container']}")
@@ -246,7 +249,9 @@ class SourceRun:
                 _keep_progress(entry, result)
         out["up_at"] = 0
         if running and (opts["consistency"] == "pause" or opts["cutover"] == "keep"):
-            if opts["cutover"] == "keep":
+            # A paused capture unpauses the members itself (the engine's commit, the volume backup's own
+            # pause): only a member this run stopped needs starting again to keep serving.
+            if opts["cutover"] == "keep" and self.stopped:
                 self.put_back(phase="capture")
             out["up_at"] = round(self.now(), 3)
         self.phases.enter("transfer")
@@ -421,7 +426,12 @@ class TargetRun:
         """The member must be up (not ``watched`` already with others), then answer on the TCP port and URL."""
         opts, name = self.options, member["name"]
         if not watched:
-            args = dict(name=name, timeout=opts["health_timeout"], stable_seconds=opts["health_stable_seconds"])
+            args = dict(
+                name=name,
+                timeout=opts["health_timeout"],
+                stable_seconds=opts["health_stable_seconds"],
+                interval=HEALTH_POLL_SECONDS,
+            )
             self._run("health", member["container"], "ferry.docker.docker_container_health", args, f"health of {name}")
         if opts.get("health_tcp_port"):
             args = dict(host="127.0.0.1", port=opts["health_tcp_port"], timeout=opts["health_timeout"])
@@ -537,6 +547,7 @@ def restore_groups(call, groups, options, now=time.time):
             names=sorted(owner),
             timeout=options["health_timeout"],
             stable_seconds=options["health_stable_seconds"],
+            interval=HEALTH_POLL_SECONDS,
         )
         watched = call("ferry.docker.docker_container_health", args)
         containers = watched.get("containers")

@@ -370,13 +370,14 @@ def test_wave_pick_follows_each_group_through_the_steps():
     (wave,) = g.migrate_waves(plan(item("a"), item("b"), item("c")), parallel=4)
     source = {
         "groups": {
-            "a": {"ok": True, "members": {"a": {"image_id": "sha256:a"}}},
+            "a": {"ok": True, "members": {"a": {"image_id": "sha256:a", "bytes_captured": 7}, "a2": {}}},
             "b": {"ok": False},
             "c": {"ok": True, "members": {}},
         }
     }
     target = {"groups": {"a": {"ok": True}, "c": {"ok": False}}}
-    assert [t["group"] for t in g.migrate_wave_pick(wave, "transfers", source)] == ["a", "c"]
+    transfers = g.migrate_wave_pick(wave, "transfers", source)
+    assert [(t["group"], t["bytes"]) for t in transfers] == [("a", 7), ("c", 0)]
     assert g.migrate_wave_pick(wave, "guard_entries", source) == [{"name": "a"}, {"name": "c"}]
     (ta, tc) = g.migrate_wave_pick(wave, "target_groups", source)
     assert ta["members"][0]["image_id"] == "sha256:a" and tc["members"][0]["image_id"] == ""

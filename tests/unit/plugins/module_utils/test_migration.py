@@ -107,6 +107,16 @@ def test_cutover_keep_starts_the_sources_again():
     assert states == ["stopped", "started"] and out["up_at"] > 0
 
 
+def test_a_paused_capture_kept_serving_is_not_started_again_and_journals_no_stop():
+    # the engine's commit and the volume backup unpause the members themselves: nothing was stopped
+    host = FakeHost()
+    members = [member("db", has_volumes=True), member("web")]
+    out = m.SourceRun(host, members, dict(SOURCE, consistency="pause", cutover="keep"), now=clock()).capture()
+    assert [c for c in host.modules() if c[0] == "docker_container"] == []
+    phases = [args["phase"] for module, args in host.calls if module.endswith("docker_migrate_guard")]
+    assert phases == ["capture", "transfer"] and out["up_at"] > 0
+
+
 def test_a_failed_capture_names_phase_and_member():
     host = FakeHost(docker_commit_save=lambda args: {"failed": args["container"] == "web", "msg": "disk full"})
     run = m.SourceRun(host, [member("db"), member("web")], SOURCE, now=clock())
@@ -301,7 +311,7 @@ def test_restore_groups_watches_every_running_member_at_once_and_undoes_only_the
     ]
     out = m.restore_groups(host, groups, TARGET, now=clock())
     watched = [args for module, args in host.calls if module.endswith("docker_container_health")]
-    assert watched == [{"names": ["A", "B"], "timeout": 30, "stable_seconds": 5}]
+    assert watched == [{"names": ["A", "B"], "timeout": 30, "stable_seconds": 5, "interval": m.HEALTH_POLL_SECONDS}]
     assert out["a"]["ok"] and out["c"]["ok"] and out["a"]["verified_at"] > 0
     assert not out["b"]["ok"] and out["b"]["phase"] == "health" and out["b"]["log_tail"] == ["x"]
     # the message carries the log's last lines too, as a single container's health check does
