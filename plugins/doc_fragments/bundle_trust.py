@@ -38,8 +38,20 @@ options:
       - A bundle signed by a trusted signer may apply privilege-bearing settings as with
         C(allow_privileged=true) (on the modules that have that option).
       - Needs C(ssh-keygen) (openssh-client) on the managed host.
+      - Mutually exclusive with O(trusted_signer_keys).
     type: path
+  trusted_signer_keys:
+    description:
+      - OpenSSH public keys, each as a line of a C(.pub) file (type, base64 and an optional comment),
+        trusted as signers for this task only, as O(trusted_signers) trusts the keys of a file. Nothing
+        is written on the managed host beyond a private temporary file for the check.
+      - For a key made for one run (what C(ferry.docker.migrate) does), so that no file has to be put on
+        the host and removed again.
+      - Mutually exclusive with O(trusted_signers).
+    type: list
+    elements: str
+    default: []
 requirements:
   - age binary (Debian package age) or pyrage (Python library) to decrypt an encrypted bundle
-  - ssh-keygen (OpenSSH 8.2 or later) for O(trusted_signers)
+  - ssh-keygen (OpenSSH 8.2 or later) for O(trusted_signers) and O(trusted_signer_keys)
 """

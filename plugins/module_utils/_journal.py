@@ -40,14 +40,28 @@ import sys
 import tempfile
 import time
 
-try:
-    import docker
-    from docker.errors import DockerException
-except ImportError:  # the journal itself works without the SDK; SourceOps needs it
-    docker = None
 
-    class DockerException(Exception):  # type: ignore[no-redef]
-        """Stand-in so that ``except DockerException`` works when the SDK is missing."""
+# The journal itself works without the Docker SDK, and its steps start about 0.1 s sooner without importing
+# it; only SourceOps (the guard putting sources back, recover.yml) needs it, and imports it then. This file
+# also runs on its own as the guard process (guard_main), so it imports nothing of the collection.
+class _MissingDockerException(Exception):
+    """Stand-in so that ``except docker_exception()`` works when the SDK is missing."""
+
+
+def docker_sdk():
+    """The Docker SDK for Python, imported on first use; None when it is not installed."""
+    try:
+        import docker
+        import docker.errors
+    except ImportError:
+        return None
+    return docker
+
+
+def docker_exception():
+    """The SDK's DockerException (the stand-in when the SDK is missing), for ``except`` clauses."""
+    sdk = docker_sdk()
+    return sdk.errors.DockerException if sdk is not None else _MissingDockerException
 
 
 VERSION = 1
@@ -441,6 +455,7 @@ class SourceOps:
 
     def __init__(self, base_url, client=None):
         if client is None:
+            docker = docker_sdk()
             if docker is None:
                 raise JournalError("the guard needs the Docker SDK for Python (python3-docker) on this host")
             client = docker.APIClient(base_url=base_url, version="auto", timeout=60)
@@ -451,7 +466,7 @@ class SourceOps:
         container was removed since the run: there is nothing to put back, and nothing waits for a decision)."""
         try:
             state = self.client.inspect_container(name)["State"]
-        except DockerException as exc:
+        except docker_exception() as exc:
             if getattr(getattr(exc, "response", None), "status_code", None) == 404:
                 return "absent"
             raise
@@ -472,6 +487,40 @@ class SourceOps:
             return "removed"
         self.client.stop(name)
         return self.client.inspect_container(name)["State"].get("Status", "unknown")
+
+
+# What a run keeps in its key directory (transfer role, keys_up.yml): removed by name, never by a tree walk.
+KEY_DIR_FILES = ("id_ed25519", "id_ed25519.pub", "known_hosts", "rsync.progress")
+
+
+def remove_run_keys(doc, target_ops, whole_dir=False):
+    """Remove the run key from every target of ``doc`` (over ssh, with the key itself) and the key pair on
+    this host; ``whole_dir`` also removes the key directory's other files (KEY_DIR_FILES) and the directory.
+
+    ``[{host, removed, error}]`` per target with a key comment; a key pair that could not be removed is
+    listed with ``host`` "localhost"."""
+    keys, key_paths = [], []
+    for target in doc.get("targets", []):
+        if target.get("key_comment"):
+            removed, error = target_ops.remove_key(target["host"], target["key_comment"])
+            keys.append({"host": target["host"], "removed": removed, "error": error})
+        if target.get("key") and target["key"] not in key_paths:
+            key_paths.append(target["key"])
+    for key in key_paths:
+        paths = [key, key + ".pub"]
+        if whole_dir:
+            paths += [os.path.join(os.path.dirname(key), name) for name in KEY_DIR_FILES]
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                os.unlink(path)
+        if whole_dir:
+            try:
+                os.rmdir(os.path.dirname(key))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                keys.append({"host": "localhost", "removed": False, "error": f"{os.path.dirname(key)}: {exc}"})
+    return keys
 
 
 def fire(journal, source_ops, target_ops, now=time.time, force=False, target_stopped=False):
@@ -497,7 +546,7 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
                     try:
                         detail = f"source is {source_ops.cut_over(name, step[1])} (cutover {step[1]} of a migrated run)"
                         outcome = "migrated"
-                    except (DockerException, OSError, KeyError) as exc:
+                    except (docker_exception(), OSError, KeyError) as exc:
                         outcome, detail = "needs_decision", f"could not cut over the source: {exc}"
                 elif step[0] == "stop_target":
                     stopped, error = target_ops.stop(step[1], step[2], step[3])
@@ -511,20 +560,12 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
                 else:
                     try:
                         detail = f"source is {source_ops.restore(name, step[1])} (was {step[1]} before the run)"
-                    except (DockerException, OSError, KeyError) as exc:
+                    except (docker_exception(), OSError, KeyError) as exc:
                         outcome, detail = "needs_decision", f"could not put the source back: {exc}"
             changes = {"phase": "done"} if outcome == "migrated" else {}
             record(doc, name, now(), status=outcome, guard=detail, **changes)
             results.append({"container": name, "status": outcome, "detail": detail})
-        keys = []
-        for target in doc.get("targets", []):
-            if target.get("key_comment"):
-                removed, error = target_ops.remove_key(target["host"], target["key_comment"])
-                keys.append({"host": target["host"], "removed": removed, "error": error})
-            for path in (target.get("key"), target.get("key") and target["key"] + ".pub"):
-                if path:
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
+        keys = remove_run_keys(doc, target_ops)
         # when it started and how old the lease was then: what an operator needs to tell a late guard from slow steps
         doc["guard"].update(
             status="fired", firing_at=started, lease_age=lease_age, fired_at=now(), results=results, keys=keys

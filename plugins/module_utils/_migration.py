@@ -191,7 +191,9 @@ class SourceRun:
                 self.stopped.append(member)
         out["down_at"] = round(self.now(), 3) if running else 0
         self.phases.enter("capture")
-        self.journal("capture")
+        if opts["consistency"] == "stop":
+            # a paused capture never takes the source down: the guard needs no word of it
+            self.journal("capture")
         for member in self.members:
             name = member["container"]
             entry = out["members"][name]

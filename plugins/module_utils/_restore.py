@@ -59,7 +59,6 @@ from ansible_collections.ferry.docker.plugins.module_utils._trust import (
     encrypted,
     no_identities,
     unseal_env,
-    verify,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._volmeta import (
     METADATA_API,
@@ -125,16 +124,16 @@ def open_bundle(bundle_dir, kinds=None, names=None, keys=None):
         raise BundleError(
             f"bundle {bundle_dir} does not exist or is not a directory; give the directory a capture module wrote"
         )
-    if keys is not None and keys.trusted_signers:
+    if keys is not None and keys.checks_signature:
         data = read_manifest_bytes(bundle_dir)
         signature = read_signature(bundle_dir)
         if signature is None:
             raise BundleError(
                 f"bundle {bundle_dir} is not signed (it has no {SIGNATURE_NAME}) and trusted_signers is set, so it is "
                 "refused. Nothing was changed. Capture it again with sign_key set to a key listed in "
-                f"{keys.trusted_signers}, or restore it without trusted_signers if you trust its source"
+                f"{keys.signers_label}, or restore it without trusted_signers if you trust its source"
             )
-        keys.signer = verify(keys.trusted_signers, data, signature, bundle_dir)
+        keys.signer = keys.verify(data, signature, bundle_dir)
         manifest = load_manifest(bundle_dir, data)
     else:
         manifest = load_manifest(bundle_dir)

@@ -839,19 +839,21 @@ def sign(key_path, data):
     return proc.stdout
 
 
-def verify(allowed_signers, data, signature, bundle_dir):
+def verify(allowed_signers, data, signature, bundle_dir, label=None):
     """The principal of ``allowed_signers`` whose key made ``signature`` over ``data`` for ferry.docker.
 
-    TrustError naming the bundle when no trusted principal signed exactly these bytes.
+    ``label`` names the trusted keys in messages (default: the file's path). TrustError naming the
+    bundle when no trusted principal signed exactly these bytes.
     """
     if not os.path.isfile(allowed_signers):
         raise TrustError(
             f"trusted_signers {allowed_signers} is not a file on this host; give an OpenSSH allowed_signers file"
         )
+    label = label or allowed_signers
     refused = (
         f"bundle {bundle_dir} is refused: its signature {SIGNATURE_NAME} "
         "{why}. Nothing was changed. If the bundle is yours, capture it again with sign_key set to a key "
-        f"listed in {allowed_signers}; otherwise do not restore it"
+        f"listed in {label}; otherwise do not restore it"
     )
     tool = _ssh_keygen()
     with tempfile.TemporaryDirectory(prefix="ferry-verify-") as tmp:
@@ -863,7 +865,7 @@ def verify(allowed_signers, data, signature, bundle_dir):
         if found.returncode != 0 or not principals:
             if b"not a signature" in found.stderr.lower() or b"invalid" in found.stderr.lower():
                 raise TrustError(refused.format(why="is not a valid OpenSSH signature (damaged or forged)"))
-            raise TrustError(refused.format(why=f"was made by a key that is not trusted in {allowed_signers}"))
+            raise TrustError(refused.format(why=f"was made by a key that is not trusted in {label}"))
         for principal in principals:
             proc = _run(
                 [tool, "-Y", "verify", "-f", allowed_signers, "-I", principal, "-n", NAMESPACE, "-s", sig_path], data
@@ -880,11 +882,33 @@ def verify(allowed_signers, data, signature, bundle_dir):
 
 
 def argument_spec():
-    """Options of the restore modules that read a bundle: decrypt_identities and trusted_signers."""
+    """Options of the restore modules that read a bundle: decrypt_identities, trusted_signers and
+    trusted_signer_keys."""
     return dict(
         decrypt_identities=dict(type="list", elements="path", default=[]),
         trusted_signers=dict(type="path"),
+        trusted_signer_keys=dict(type="list", elements="str", default=[], no_log=False),
     )
+
+
+# An OpenSSH public key as a .pub file holds it: its type and base64 blob (a comment after them is dropped).
+_PUBLIC_KEY = re.compile(
+    r"(?:ssh-ed25519|ecdsa-sha2-nistp(?:256|384|521)|sk-ssh-ed25519@openssh\.com|"
+    r"sk-ecdsa-sha2-nistp256@openssh\.com|ssh-rsa) [A-Za-z0-9+/]+={0,3}"
+)
+
+
+def signer_key(text, index):
+    """``type blob`` of the ``index``-th entry of trusted_signer_keys; TrustError for anything else (an
+    allowed_signers option such as cert-authority or a second line never gets into the file)."""
+    fields = str(text).strip().split()
+    key = " ".join(fields[:2])
+    if len(fields) < 2 or "\n" in str(text).strip() or not _PUBLIC_KEY.fullmatch(key):
+        raise TrustError(
+            f"trusted_signer_keys[{index}] is not an OpenSSH public key; give a line of a .pub file "
+            "(for example 'ssh-ed25519 AAAA... comment')"
+        )
+    return key
 
 
 class BundleKeys:
@@ -894,15 +918,43 @@ class BundleKeys:
     ``trusted`` is true only then.
     """
 
-    def __init__(self, identity_paths=(), trusted_signers=None):
+    def __init__(self, identity_paths=(), trusted_signers=None, signer_keys=()):
         self.identity_paths = list(identity_paths or [])
-        self.identities = load_identities(self.identity_paths)
         self.trusted_signers = trusted_signers or None
+        self.signer_keys = [signer_key(text, index) for index, text in enumerate(signer_keys or [])]
+        if self.trusted_signers and self.signer_keys:
+            raise TrustError(
+                "trusted_signers and trusted_signer_keys are both set; give the keys in one of them. "
+                "Nothing was changed"
+            )
+        self.identities = load_identities(self.identity_paths)
         self.signer = None
 
     @classmethod
     def from_params(cls, params):
-        return cls(params.get("decrypt_identities"), params.get("trusted_signers"))
+        return cls(params.get("decrypt_identities"), params.get("trusted_signers"), params.get("trusted_signer_keys"))
+
+    @property
+    def checks_signature(self):
+        """Whether a bundle must be signed by a trusted key (trusted_signers or trusted_signer_keys)."""
+        return bool(self.trusted_signers or self.signer_keys)
+
+    @property
+    def signers_label(self):
+        return self.trusted_signers or "trusted_signer_keys"
+
+    def verify(self, data, signature, bundle_dir):
+        """The trusted principal whose key signed ``data`` (see ``verify``). The keys of trusted_signer_keys
+        are written, for this check only, to an allowed_signers file in a private temporary directory, each
+        as principal C(trusted-signer-<n>)."""
+        if self.trusted_signers:
+            return verify(self.trusted_signers, data, signature, bundle_dir)
+        with tempfile.TemporaryDirectory(prefix="ferry-signers-") as tmp:
+            path = os.path.join(tmp, "allowed_signers")
+            with open(path, "w", encoding="ascii") as f:
+                for index, key in enumerate(self.signer_keys):
+                    f.write(f'trusted-signer-{index} namespaces="{NAMESPACE}" {key}\n')
+            return verify(path, data, signature, bundle_dir, label="trusted_signer_keys")
 
     @property
     def trusted(self):

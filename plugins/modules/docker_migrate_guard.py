@@ -68,6 +68,16 @@ options:
     type: str
     choices: [armed, renewed, disarmed, status, rolled_back, finished]
     default: status
+  remove_run_key:
+    description:
+      - With O(state=disarmed), also remove the run key, once the guard has exited. Each target's
+        C(authorized_keys) loses the line of O(targets[].key_comment), over ssh with the run key itself.
+        The run's key directory on this host is removed, with the key pair, C(known_hosts) and the
+        rsync progress file.
+      - RV(keys) says what was removed and RV(keys_removed) whether all of it was. A caller removes what
+        is left with its own connection.
+    type: bool
+    default: false
   target_stopped:
     description:
       - With O(state=rolled_back), the caller has stopped the run's copies on the targets (with its own
@@ -218,6 +228,17 @@ guard_alive:
   description: Whether the guard process runs after the call.
   returned: always
   type: bool
+keys:
+  description:
+    - With O(state=disarmed) and O(remove_run_key=true), one entry per target of the run (C(host), C(removed),
+      C(error)); a key directory on this host that could not be removed is an entry with C(host=localhost).
+  returned: when O(state=disarmed) and O(remove_run_key=true)
+  type: list
+  elements: dict
+keys_removed:
+  description: Whether the run key is gone from every target and the key directory from this host.
+  returned: when O(state=disarmed) and O(remove_run_key=true)
+  type: bool
 runs:
   description:
     - With O(state=status) and no O(run_id), the unfinished runs of O(journal_dir), oldest first; each
@@ -230,6 +251,7 @@ runs:
   elements: dict
 """
 
+import importlib.util
 import inspect
 import os
 import sys
@@ -260,6 +282,11 @@ def wait_for(predicate, seconds, poll=0.05):
 
 def arm(module, journal):
     params = module.params
+    if importlib.util.find_spec("docker") is None:  # found, not imported: the guard process imports it
+        module.fail(
+            "the guard puts the sources back through the Docker SDK for Python, which this host lacks; "
+            "install python3-docker (Docker SDK 5.0 or later). Nothing was changed"
+        )
     missing = [c["name"] for c in params["containers"] if not c.get("state_before")]
     if not params["containers"] or missing:
         module.fail(
@@ -444,6 +471,7 @@ def main():
             choices=["armed", "renewed", "disarmed", "status", "rolled_back", "finished"],
         ),
         target_stopped=dict(type="bool", default=False),
+        remove_run_key=dict(type="bool", default=False),
         journal_dir=dict(type="path", default="/var/lib/ferry/journal"),
         timeout=dict(type="int", default=120),
         containers=dict(
@@ -478,6 +506,7 @@ def main():
     )
     module = FerryModule(
         argument_spec=argument_spec,
+        needs_docker=False,  # the journal steps never talk to the engine; what does imports the SDK then
         supports_check_mode=True,
         required_if=[
             ("state", state, ["run_id"]) for state in ("armed", "renewed", "disarmed", "rolled_back", "finished")
@@ -494,6 +523,7 @@ def main():
         except OSError as exc:
             module.fail(f"cannot read the journals in {params['journal_dir']}: {exc}")
         module.exit(changed=False, runs=found, journal={}, path=params["journal_dir"], guard_alive=False)
+    extra = {}
     try:
         journal = _journal.Journal(params["journal_dir"], params["run_id"])
         if params["state"] == "armed":
@@ -502,6 +532,9 @@ def main():
             doc, changed = renew(module, journal)
         elif params["state"] == "disarmed":
             doc, changed = disarm(module, journal)
+            if params["remove_run_key"] and doc is not None and not module.check_mode:
+                keys = _journal.remove_run_keys(doc, _journal.TargetOps(doc.get("targets", [])), whole_dir=True)
+                extra.update(keys=keys, keys_removed=all(key["removed"] for key in keys))
         elif params["state"] == "rolled_back":
             doc, changed = roll_back(module, journal)
         elif params["state"] == "finished":
@@ -515,6 +548,7 @@ def main():
         journal=doc or {},
         path=journal.path,
         guard_alive=_journal.guard_alive(doc),
+        **extra,
     )
 
 

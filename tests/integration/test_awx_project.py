@@ -434,7 +434,7 @@ def test_restore_job_on_a_host_without_root_login(awx, backed_up):
 
 
 def test_migrate_job_to_a_host_without_root_login(awx, backed_up):
-    """-u ferry --become on the target: the run key, rsync, the signers file and the guard use the login user."""
+    """-u ferry --become on the target: the run key, rsync, the signed bundles and the guard use the login user."""
     # the restore job above left its copy on sudo1: the migration needs a target without it
     ssh(
         "sudo1",

@@ -74,3 +74,37 @@ def test_every_connection_option_falls_back_to_its_environment_variable(option, 
 @pytest.mark.parametrize(("text", "expected"), [("7.1.0", (7, 1, 0)), ("5.0", (5, 0, 0)), ("6.1.3rc1", (6, 1, 3))])
 def test_version_tuple(text, expected):
     assert _client._version_tuple(text) == expected
+
+
+def _modules_after(code):
+    """The names in sys.modules after ``code`` runs in a fresh interpreter with this test's import path."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60, env=env
+    )
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_the_sdk_is_imported_on_first_use_only():
+    # the journal steps of docker_migrate_guard start without it (about 0.1 s per step)
+    base = "from ansible_collections.ferry.docker.plugins.module_utils import _client, _journal"
+    assert "docker" not in _modules_after(base)
+    assert "docker" in _modules_after(
+        base + "\nfrom ansible_collections.ferry.docker.plugins.module_utils._client import DockerException"
+    )
+    assert "docker" in _modules_after(base + "\n_journal.docker_exception()")
+
+
+def test_docker_exception_is_the_sdks_class():
+    import docker.errors
+
+    assert _client.docker_exception() is docker.errors.DockerException
+    assert _client.DockerException is docker.errors.DockerException
+    with pytest.raises(AttributeError):
+        _client.NoSuchThing  # noqa: B018

@@ -475,7 +475,7 @@ def test_target_watched_only_for_reachable_targets_in_target_phases(tmp_path):
     assert not j.target_watched(doc)
 
 
-class _Gone(j.DockerException):
+class _Gone(j.docker_exception()):
     response = type("Response", (), {"status_code": 404})()
 
 
@@ -486,10 +486,44 @@ class _GoneClient:
 
 class _BrokenClient:
     def inspect_container(self, name):
-        raise j.DockerException("500 Server Error: the engine is restarting")
+        raise j.docker_exception()("500 Server Error: the engine is restarting")
 
 
 def test_a_source_removed_since_the_run_has_nothing_to_put_back_and_closes():
     assert j.SourceOps("unix:///nowhere", client=_GoneClient()).restore("web", "running") == "absent"
-    with pytest.raises(j.DockerException, match="restarting"):
+    with pytest.raises(j.docker_exception(), match="restarting"):
         j.SourceOps("unix:///nowhere", client=_BrokenClient()).restore("web", "running")
+
+
+class FailingKeyTargets(FakeTargets):
+    def remove_key(self, host, comment):
+        self.calls.append(("remove_key", host, comment))
+        return False, "ssh: connect to host 192.0.2.12 port 22: Connection refused"
+
+
+def test_removing_the_run_keys_at_disarm_takes_the_whole_key_directory_and_says_what_is_left(tmp_path):
+    keys = tmp_path / "keys" / "run-1"
+    keys.mkdir(parents=True)
+    for name in ("id_ed25519", "id_ed25519.pub", "known_hosts", "rsync.progress"):
+        (keys / name).write_text(name)
+    doc = {"targets": [{"host": "host2", "key": str(keys / "id_ed25519"), "key_comment": "run-1"}]}
+    targets = FakeTargets()
+    assert j.remove_run_keys(doc, targets, whole_dir=True) == [{"host": "host2", "removed": True, "error": ""}]
+    assert targets.calls == [("remove_key", "host2", "run-1")] and not keys.exists()
+    # again: nothing left to remove is not an error; a target that cannot be reached is named
+    left = j.remove_run_keys(doc, FailingKeyTargets(), whole_dir=True)
+    assert left == [
+        {"host": "host2", "removed": False, "error": "ssh: connect to host 192.0.2.12 port 22: Connection refused"}
+    ]
+
+
+def test_removing_the_key_directory_never_touches_a_file_it_does_not_know(tmp_path):
+    keys = tmp_path / "run-1"
+    keys.mkdir()
+    (keys / "id_ed25519").write_text("private")
+    (keys / "notes.txt").write_text("an operator's file")
+    doc = {"targets": [{"host": "host2", "key": str(keys / "id_ed25519"), "key_comment": "run-1"}]}
+    (entry_host2, entry_here) = j.remove_run_keys(doc, FakeTargets(), whole_dir=True)
+    assert entry_host2["removed"] and not (keys / "id_ed25519").exists()
+    assert entry_here["host"] == "localhost" and not entry_here["removed"] and str(keys) in entry_here["error"]
+    assert (keys / "notes.txt").read_text() == "an operator's file"

@@ -296,6 +296,40 @@ def test_verify_refuses_tampering_and_untrusted_keys(tmp_path, ssh_keys):
         _trust.verify(str(wrong_namespace), data, signature, "/b")
 
 
+def test_trusted_signer_keys_verify_without_a_file_on_the_host(tmp_path, ssh_keys):
+    key, public = ssh_keys["ed25519"]
+    data = b'{"artifacts": []}\n'
+    signature = _trust.sign(key, data)
+    keys = _trust.BundleKeys(signer_keys=[ssh_keys["rsa"][1], public.strip() + " run key of run-1"])
+    assert keys.checks_signature and keys.verify(data, signature, "/b") == "trusted-signer-1"
+    only_rsa = _trust.BundleKeys(signer_keys=[ssh_keys["rsa"][1]])
+    with pytest.raises(_trust.TrustError, match="not trusted in trusted_signer_keys"):
+        only_rsa.verify(data, signature, "/b")
+    assert not _trust.BundleKeys().checks_signature
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not a key",
+        "ssh-ed25519",
+        "ssh-dss AAAAB3NzaC1kc3M=",
+        "cert-authority ssh-ed25519 AAAAC3NzaC1lZDI1NTE5",
+        'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5\nops namespaces="ferry.docker" ssh-ed25519 AAAA',
+        "ssh-ed25519 AAAA,cert-authority",
+    ],
+)
+def test_trusted_signer_keys_take_public_keys_only(text):
+    # a second line or an allowed_signers option never reaches the file that decides trust
+    with pytest.raises(_trust.TrustError, match=r"trusted_signer_keys\[0\] is not an OpenSSH public key"):
+        _trust.BundleKeys(signer_keys=[text])
+
+
+def test_trusted_signers_and_trusted_signer_keys_are_one_or_the_other(tmp_path, ssh_keys):
+    with pytest.raises(_trust.TrustError, match="both set"):
+        _trust.BundleKeys(trusted_signers=str(tmp_path / "f"), signer_keys=[ssh_keys["ed25519"][1]])
+
+
 def test_sign_refuses_a_missing_or_bad_key(tmp_path):
     with pytest.raises(_trust.TrustError, match="not a file"):
         _trust.sign(str(tmp_path / "missing"), b"x")
