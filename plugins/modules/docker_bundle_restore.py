@@ -22,10 +22,10 @@ description:
     and the task fails naming the phase and the member, with the container's last log lines when the health
     check failed.
   - O(state=absent) removes what an earlier call created (O(created)), for a failure further on.
+  - All of it runs in one module process on the target. The steps are the code of those modules, each
+    given its arguments as that module would be and checked against its argument spec, sharing one
+    connection to the engine. That saves about 0.3 s of module start per step.
 attributes:
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the task run on the controller.
-    support: full
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: none
@@ -42,7 +42,7 @@ options:
     description: The group (or O(groups)), in dependency order.
     type: list
     elements: dict
-    suboptions:
+    suboptions: &member
       container:
         description: Name of the source container (the key of RV(created)).
         type: str
@@ -93,6 +93,7 @@ options:
         type: list
         elements: dict
         required: true
+        suboptions: *member
   created:
     description: With O(state=absent), the RV(created) of an earlier call.
     type: dict
@@ -135,9 +136,16 @@ options:
     type: bool
     default: false
   trust:
-    description: C(decrypt_identities) and C(trusted_signers), passed to every restore module.
+    description: C(decrypt_identities), C(trusted_signers) and C(trusted_signer_keys), passed to every restore step.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - ferry.docker.docker
+requirements:
+  - Docker SDK for Python >= 5.0.0 on the managed host (tested with 5.0.3 and 7.1.0)
+  - Python >= 3.11 on the managed host (tested with 3.11 and 3.13)
+  - Docker Engine >= 20.10, API 1.41 (tested with 20.10.24 and 26.1.5, API 1.45)
+  - C(zstandard) Python library for zstd-compressed bundles
 seealso:
   - module: ferry.docker.docker_migrate_source
 author:
@@ -190,3 +198,78 @@ target_cleanup:
   returned: failure, or O(state=absent)
   type: str
 """
+
+from ansible_collections.ferry.docker.plugins.module_utils._client import FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._migration import StepFailed, TargetRun, restore_groups
+from ansible_collections.ferry.docker.plugins.module_utils._steps import caller
+
+MEMBER = dict(
+    container=dict(type="str", required=True),
+    name=dict(type="str", required=True),
+    running=dict(type="bool", default=False),
+    has_volumes=dict(type="bool", default=False),
+    image_ref=dict(type="str", required=True),
+    image_id=dict(type="str", default=""),
+    received=dict(type="str", required=True),
+    entry=dict(type="dict", default={}),
+)
+SPEC = dict(
+    state=dict(type="str", default="present", choices=["present", "absent"]),
+    members=dict(type="list", elements="dict", options=MEMBER),
+    groups=dict(
+        type="list",
+        elements="dict",
+        options=dict(
+            id=dict(type="str", required=True),
+            members=dict(type="list", elements="dict", required=True, options=MEMBER),
+        ),
+    ),
+    created=dict(type="dict", default={}),
+    mode=dict(type="str", default="commit", choices=["commit", "export"]),
+    create_bind_paths=dict(type="bool", default=True),
+    allow_privileged=dict(type="bool", default=False),
+    stop_timeout=dict(type="int", default=10),
+    health_timeout=dict(type="int", default=120),
+    health_stable_seconds=dict(type="int", default=10),
+    health_tcp_port=dict(type="int", default=0),
+    health_url=dict(type="str", default=""),
+    keep_bundle=dict(type="bool", default=False),
+    trust=dict(type="dict", default={}),
+)
+
+
+def main():
+    module = FerryModule(SPEC, required_one_of=[("members", "groups")], mutually_exclusive=[("members", "groups")])
+    args = module.params
+    call = caller(module)  # every step in this process: one module start for the whole restore
+    if args["groups"] is not None:
+        if args["state"] == "present":
+            module.exit(groups=restore_groups(call, args["groups"], args), changed=True)
+        done = {}
+        for group in args["groups"]:
+            left = TargetRun(call, group["members"], args).undo((args["created"] or {}).get(group["id"]) or {})
+            done[group["id"]] = {"left": left, "target_cleanup": "done" if not left else "failed: " + "; ".join(left)}
+        module.exit(groups=done, changed=True)
+    run = TargetRun(call, args["members"], args)
+    if args["state"] == "absent":
+        left = run.undo(args["created"])
+        module.exit(changed=True, left=left, target_cleanup="done" if not left else "failed: " + "; ".join(left))
+    try:
+        result = run.restore()
+    except StepFailed as exc:
+        left = run.undo()
+        module.fail(
+            str(exc),
+            changed=True,
+            phase=exc.phase,
+            member=exc.member,
+            log_tail=exc.result.get("log_tail", []),
+            phases=run.phases.close(),
+            created=run.created,
+            target_cleanup="done" if not left else "failed: " + "; ".join(left),
+        )
+    module.exit(changed=True, **result)
+
+
+if __name__ == "__main__":
+    main()

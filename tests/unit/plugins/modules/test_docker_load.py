@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.ferry.docker.plugins.modules.docker_load import missing_layers
+from ansible_collections.ferry.docker.plugins.module_utils._step_load import missing_layers
 
 BASE = ("sha256:base", "sha256:mid")
 ARTIFACT = {"layers": [*BASE, "sha256:own"], "excluded_layers": list(BASE)}

@@ -1,0 +1,200 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils file is private to the ferry.docker collection. It may change without notice.
+
+"""The steps of a restore run one after another in one module process (docker_bundle_restore).
+
+``caller(parent)`` is the ``call(module, args)`` that ``_migration.TargetRun`` and ``restore_groups`` use:
+the collection's restore modules run in this process through their ``_step_*`` module_utils (their
+arguments are checked against the module's own argument spec, and they share the parent's Docker
+client), and the few other modules the state machine names (removing a received bundle, a TCP or URL
+check, the undo's removals) are done here directly. Each answers as the module would, with a
+``failed``/``msg`` result instead of an exception, so the state machine and its undo work unchanged.
+Every step in one process saves about 0.3 s of module start per step on a tiny migration.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import traceback
+import urllib.error
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.urls import open_url
+
+from ansible_collections.ferry.docker.plugins.module_utils import (
+    _step_container_restore,
+    _step_health,
+    _step_import,
+    _step_load,
+    _step_volume_restore,
+)
+from ansible_collections.ferry.docker.plugins.module_utils._client import DOCKER_COMMON_ARGS
+
+STEPS = {
+    "ferry.docker.docker_load": _step_load,
+    "ferry.docker.docker_import": _step_import,
+    "ferry.docker.docker_volume_restore": _step_volume_restore,
+    "ferry.docker.docker_container_restore": _step_container_restore,
+    "ferry.docker.docker_container_health": _step_health,
+}
+# what ArgumentSpecValidator takes of a module's keyword arguments
+_VALIDATOR_KWARGS = ("mutually_exclusive", "required_together", "required_one_of", "required_if", "required_by")
+
+
+class _Exit(Exception):
+    """A step ended (``exit``) or failed (``fail``) with ``result``, as the module would have."""
+
+    def __init__(self, result):
+        super().__init__(result.get("msg", ""))
+        self.result = result
+
+
+class StepModule:
+    """What a step's ``run(module)`` uses of FerryModule, inside another module's process.
+
+    Its arguments are checked and completed with defaults against the step module's own spec; the
+    Docker client, check mode, warnings and diff mode are the parent module's.
+    """
+
+    def __init__(self, parent, step, args):
+        spec = dict(DOCKER_COMMON_ARGS)
+        spec.update(step.SPEC)
+        kwargs = {k: v for k, v in step.KWARGS.items() if k in _VALIDATOR_KWARGS}
+        checked = ArgumentSpecValidator(spec, **kwargs).validate(dict(args))
+        if checked.error_messages:
+            raise _Exit(dict(failed=True, msg="; ".join(checked.error_messages)))
+        self.params = checked.validated_parameters
+        self.check_mode = parent.check_mode
+        self.module = parent.module
+        self._parent = parent
+
+    @property
+    def client(self):
+        return self._parent.client
+
+    def connect(self):
+        return self._parent.connect()
+
+    @property
+    def base_url(self):
+        return self._parent.base_url
+
+    def fail(self, msg, **kwargs):
+        raise _Exit(dict(kwargs, failed=True, msg=msg))
+
+    def exit(self, **kwargs):
+        raise _Exit(kwargs)
+
+
+def run_step(parent, name, args):
+    """The result of step module ``name`` run here with ``args``."""
+    step = STEPS[name]
+    try:
+        step.run(StepModule(parent, step, args))
+    except _Exit as done:
+        return done.result
+    return dict(failed=True, msg=f"{name} ended without a result")
+
+
+def _missing(exc):
+    return getattr(getattr(exc, "response", None), "status_code", None) == 404
+
+
+def _remove_path(parent, args):
+    path = args["path"]
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+        return dict(changed=True, path=path)
+    if os.path.lexists(path):
+        os.unlink(path)
+        return dict(changed=True, path=path)
+    return dict(changed=False, path=path)
+
+
+def _wait_for_port(parent, args):
+    host, port = args.get("host") or "127.0.0.1", int(args["port"])
+    deadline = time.monotonic() + int(args.get("timeout") or 300)
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return dict(changed=False, port=port)
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                return dict(failed=True, msg=f"Timeout when waiting for {host}:{port} ({exc})")
+        time.sleep(0.5)
+
+
+def _get_url(parent, args):
+    wanted = [int(code) for code in args.get("status_code") or [200]]
+    try:
+        with open_url(args["url"], timeout=int(args.get("timeout") or 10)) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return dict(failed=True, msg=f"Status code was -1 and not {wanted}: {exc}", status=-1)
+    if status not in wanted:
+        return dict(failed=True, msg=f"Status code was {status} and not {wanted}", status=status)
+    return dict(changed=False, status=status)
+
+
+def _removal(what):
+    """The undo's removal of a container, network, volume or image (``state: absent``), by its name."""
+
+    def remove(parent, args):
+        client, name = parent.client, args["name"]
+        try:
+            if what == "container":
+                client.remove_container(name, force=True)
+            elif what == "network":
+                client.remove_network(name)
+            elif what == "volume":
+                client.remove_volume(name)
+            else:
+                client.remove_image(name, force=bool(args.get("force_absent")))
+        except Exception as exc:  # the SDK's errors; a missing object is already removed
+            if _missing(exc):
+                return dict(changed=False)
+            return dict(failed=True, msg=f"removing {what} {name} failed: {exc}")
+        return dict(changed=True)
+
+    return remove
+
+
+DIRECT = {
+    "ansible.builtin.file": _remove_path,
+    "ansible.builtin.wait_for": _wait_for_port,
+    "ansible.builtin.uri": _get_url,
+    "community.docker.docker_container": _removal("container"),
+    "community.docker.docker_network": _removal("network"),
+    "community.docker.docker_volume": _removal("volume"),
+    "community.docker.docker_image": _removal("image"),
+}
+
+
+def caller(parent):
+    """``call(module, args)`` running every step of a restore in this process (see the module docstring)."""
+
+    def call(module, args):
+        try:
+            if module in STEPS:
+                return run_step(parent, module, args)
+            if module not in DIRECT or (module in ("ansible.builtin.file",) and args.get("state") != "absent"):
+                return dict(failed=True, msg=f"{module} with {sorted(args)} is not a step this module runs")
+            if module.startswith("community.docker.") and args.get("state") != "absent":
+                return dict(failed=True, msg=f"{module} is only run here to remove what a restore created")
+            return DIRECT[module](parent, args)
+        except Exception as exc:  # a step's own bug must not skip the undo: it fails the step instead
+            return dict(
+                failed=True,
+                msg=f"{module} failed unexpectedly: {exc}",
+                exception=traceback.format_exc(),
+            )
+
+    return call

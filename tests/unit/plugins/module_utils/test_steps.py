@@ -1,0 +1,123 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The restore steps run in one process: argument checks, results as the modules give them, the undo."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from ansible_collections.ferry.docker.plugins.module_utils import _steps
+
+
+class Parent:
+    check_mode = False
+    module = types.SimpleNamespace(warn=lambda text: None, _diff=False)
+    base_url = "unix:///var/run/docker.sock"
+
+    def __init__(self, client=None):
+        self.client = client
+
+
+def fake_step(run):
+    return types.SimpleNamespace(
+        SPEC=dict(bundle=dict(type="path", required=True), force=dict(type="bool", default=False)),
+        KWARGS=dict(supports_check_mode=True),
+        run=run,
+    )
+
+
+@pytest.fixture
+def step(monkeypatch):
+    seen = {}
+
+    def run(module):
+        seen["params"] = module.params
+        if module.params["bundle"] == "/bad":
+            module.fail("bundle /bad is damaged", phase="verify")
+        module.exit(changed=True, operation="load")
+
+    monkeypatch.setitem(_steps.STEPS, "ferry.docker.docker_load", fake_step(run))
+    return seen
+
+
+def test_a_step_gets_its_arguments_checked_and_completed_and_answers_as_the_module(step):
+    call = _steps.caller(Parent())
+    assert call("ferry.docker.docker_load", {"bundle": "/b"}) == {"changed": True, "operation": "load"}
+    assert step["params"]["force"] is False and step["params"]["bundle"] == "/b"
+    failed = call("ferry.docker.docker_load", {"bundle": "/bad"})
+    assert failed == {"failed": True, "msg": "bundle /bad is damaged", "phase": "verify"}
+    refused = call("ferry.docker.docker_load", {"force": "maybe"})
+    assert refused["failed"] and "bundle" in refused["msg"]
+
+
+def test_a_step_that_breaks_fails_instead_of_skipping_the_undo(monkeypatch):
+    def run(module):
+        raise KeyError("Id")
+
+    monkeypatch.setitem(_steps.STEPS, "ferry.docker.docker_load", fake_step(run))
+    result = _steps.caller(Parent())("ferry.docker.docker_load", {"bundle": "/b"})
+    assert result["failed"] and "failed unexpectedly" in result["msg"] and "KeyError" in result["exception"]
+
+
+def test_only_removals_and_checks_run_besides_the_steps(tmp_path):
+    call = _steps.caller(Parent())
+    assert call("ansible.builtin.command", {"argv": ["true"]})["failed"]
+    assert call("ansible.builtin.file", {"path": str(tmp_path), "state": "directory"})["failed"]
+    assert call("community.docker.docker_container", {"name": "web", "state": "started"})["failed"]
+    received = tmp_path / "run1-host1-web"
+    (received / "web").mkdir(parents=True)
+    (received / "web" / "manifest.json").write_text("{}")
+    assert call("ansible.builtin.file", {"path": str(received), "state": "absent"}) == {
+        "changed": True,
+        "path": str(received),
+    }
+    assert not received.exists()
+    assert call("ansible.builtin.file", {"path": str(received), "state": "absent"})["changed"] is False
+
+
+class Gone(Exception):
+    response = types.SimpleNamespace(status_code=404)
+
+
+class Client:
+    def __init__(self, error=None):
+        self.calls, self.error = [], error
+
+    def _do(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        if self.error:
+            raise self.error
+
+    remove_container = remove_network = remove_volume = remove_image = _do
+
+
+def test_the_undo_removes_by_name_and_a_missing_object_is_already_removed():
+    client = Client()
+    call = _steps.caller(Parent(client))
+    assert call("community.docker.docker_container", {"name": "web", "state": "absent", "force_kill": True}) == {
+        "changed": True
+    }
+    assert call("community.docker.docker_image", {"name": "sha256:x", "state": "absent", "force_absent": True})
+    assert client.calls == [(("web",), {"force": True}), (("sha256:x",), {"force": True})]
+    gone = _steps.caller(Parent(Client(Gone("404 Client Error: no such volume"))))
+    assert gone("community.docker.docker_volume", {"name": "data", "state": "absent"}) == {"changed": False}
+    busy = _steps.caller(Parent(Client(RuntimeError("409 Conflict: volume is in use"))))
+    left = busy("community.docker.docker_volume", {"name": "data", "state": "absent"})
+    assert left["failed"] and "volume data" in left["msg"] and "in use" in left["msg"]
+
+
+def test_a_tcp_check_that_never_answers_times_out(monkeypatch):
+    monkeypatch.setattr(_steps.time, "sleep", lambda seconds: None)
+    ticks = iter([0.0, 0.5, 1.5, 2.5])
+    monkeypatch.setattr(_steps.time, "monotonic", lambda: next(ticks))
+
+    def refuse(address, timeout):
+        raise ConnectionRefusedError("refused")
+
+    monkeypatch.setattr(_steps.socket, "create_connection", refuse)
+    result = _steps.caller(Parent())("ansible.builtin.wait_for", {"host": "127.0.0.1", "port": 9, "timeout": 2})
+    assert result["failed"] and "127.0.0.1:9" in result["msg"]
