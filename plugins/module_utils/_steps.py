@@ -185,7 +185,7 @@ def caller(parent):
         try:
             if module in STEPS:
                 return run_step(parent, module, args)
-            if module not in DIRECT or (module in ("ansible.builtin.file",) and args.get("state") != "absent"):
+            if module not in DIRECT or (module == "ansible.builtin.file" and args.get("state") != "absent"):
                 return dict(failed=True, msg=f"{module} with {sorted(args)} is not a step this module runs")
             if module.startswith("community.docker.") and args.get("state") != "absent":
                 return dict(failed=True, msg=f"{module} is only run here to remove what a restore created")
