@@ -484,6 +484,127 @@ class TargetRun:
 OK_STATUS = (200, 201, 202, 203, 204, 301, 302, 303, 304, 307, 308)
 
 
+SOURCE_MEMBER = dict(
+    container=dict(type="str", required=True),
+    name=dict(type="str", required=True),
+    state_before=dict(type="str", required=True),
+    running=dict(type="bool", default=False),
+    has_volumes=dict(type="bool", default=False),
+    exclude_layers=dict(type="list", elements="str", default=[]),
+    image_ref=dict(type="str", required=True),
+    bundle=dict(type="str", required=True),
+    hook_label=dict(type="bool", default=True),
+    expected_bytes=dict(type="int", default=0),
+)
+# docker_migrate_source's options (its action plugin checks them; the module runs with them)
+SOURCE_SPEC = dict(
+    state=dict(type="str", required=True, choices=["captured", "restored", "cut_over"]),
+    members=dict(type="list", elements="dict", options=SOURCE_MEMBER),
+    groups=dict(
+        type="list",
+        elements="dict",
+        options=dict(
+            id=dict(type="str", required=True),
+            members=dict(type="list", elements="dict", required=True, options=SOURCE_MEMBER),
+        ),
+    ),
+    mode=dict(type="str", default="commit", choices=["commit", "export"]),
+    consistency=dict(type="str", default="stop", choices=["stop", "pause"]),
+    cutover=dict(type="str", default="stop", choices=["stop", "keep", "remove"]),
+    compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
+    stop_timeout=dict(type="int", default=10),
+    journal=dict(
+        type="dict",
+        options=dict(run_id=dict(type="str", required=True), journal_dir=dict(type="path", required=True)),
+    ),
+    capture_options=dict(type="dict", default={}),
+    progress=dict(
+        type="dict",
+        default={},
+        options=dict(
+            bytes=dict(type="int", default=268435456),
+            interval=dict(type="int", default=10),
+            timeout=dict(type="int", default=21600),
+        ),
+    ),
+    hooks=dict(
+        type="dict",
+        default={},
+        options=dict(
+            from_labels=dict(type="bool", default=True),
+            timeout=dict(type="int", default=300),
+            on_error=dict(type="str", default="fail", choices=["fail", "continue"]),
+            configured=dict(type="raw", default={}),
+            lists=dict(type="dict", default={}),
+        ),
+    ),
+)
+SOURCE_KWARGS = dict(required_one_of=[("members", "groups")], mutually_exclusive=[("members", "groups")])
+
+
+def source_members(args):
+    return args["members"] or [m for group in args["groups"] for m in group["members"]]
+
+
+def runs_stepwise(args):
+    """Whether the action plugin runs this source task's steps itself, one module each: when a capture step
+    runs as an async job with progress (a member's expected bytes reach ``progress.bytes``), or when there
+    is no step to run (a cutover ``keep`` without a journal). Otherwise the whole task runs as one module
+    process on the source."""
+    if args["state"] == "cut_over":
+        return args["cutover"] == "keep" and not args.get("journal")
+    if args["state"] != "captured":
+        return False
+    threshold = int((args.get("progress") or {}).get("bytes") or 0)
+    return bool(threshold) and any(int(m.get("expected_bytes") or 0) >= threshold for m in source_members(args))
+
+
+def source_task(call, args, now=time.time):
+    """docker_migrate_source's work with ``call``: the task's result (``failed`` and ``msg`` when it failed)."""
+    if args["groups"] is not None:
+        if args["state"] == "captured":
+            groups = capture_groups(call, args["groups"], args, now=now)
+            return dict(groups=groups, changed=bool(groups))
+        done = {}
+        for group in args["groups"]:
+            run = SourceRun(call, group["members"], args, now=now)
+            started = now()
+            try:
+                if args["state"] == "restored":
+                    states = run.put_back()
+                    phases = {"rollback": round(now() - started, 3)}
+                    done[group["id"]] = {"ok": True, "source_states": states, "phases": phases}
+                else:
+                    states, changed = run.cut_over(args["cutover"], args["stop_timeout"])
+                    phases = {"cutover": round(now() - started, 3)}
+                    done[group["id"]] = {"ok": True, "source_states": states, "changed": changed, "phases": phases}
+            except StepFailed as exc:
+                done[group["id"]] = {"ok": False, "msg": str(exc), "phase": exc.phase, "member": exc.member}
+        # a cutover that finds every source already stopped changes nothing (an idempotent re-run)
+        changed = any(g.get("changed") for g in done.values()) if args["state"] == "cut_over" else bool(done)
+        return dict(groups=done, changed=changed)
+    run = SourceRun(call, args["members"], args, now=now)
+    try:
+        if args["state"] == "captured":
+            return dict(run.capture(), changed=True)
+        if args["state"] == "restored":
+            return dict(source_states=run.put_back(), changed=True)
+        states, changed = run.cut_over(args["cutover"], args["stop_timeout"])
+        return dict(source_states=states, changed=changed)
+    except StepFailed as exc:
+        result = dict(failed=True, msg=str(exc), phase=exc.phase, member=exc.member, changed=True)
+        result["phases"] = run.phases.close()
+        result["log_tail"] = exc.result.get("log_tail", [])
+        if args["state"] == "captured":
+            # The source's own undo: every member back as it was before the run.
+            try:
+                result["source_states"] = run.put_back()
+            except StepFailed as again:
+                result["msg"] += f"; putting the sources back failed too: {again}"
+                result["source_states"] = {}
+        return result
+
+
 def _failure(run, exc):
     return {
         "ok": False,

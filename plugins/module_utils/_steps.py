@@ -4,15 +4,17 @@
 
 # This module_utils file is private to the ferry.docker collection. It may change without notice.
 
-"""The steps of a restore run one after another in one module process (docker_bundle_restore).
+"""The steps of one side of a migration run one after another in one module process.
 
-``caller(parent)`` is the ``call(module, args)`` that ``_migration.TargetRun`` and ``restore_groups`` use:
-the collection's restore modules run in this process through their ``_step_*`` module_utils (their
-arguments are checked against the module's own argument spec, and they share the parent's Docker
-client), and the few other modules the state machine names (removing a received bundle, a TCP or URL
-check, the undo's removals) are done here directly. Each answers as the module would, with a
-``failed``/``msg`` result instead of an exception, so the state machine and its undo work unchanged.
-Every step in one process saves about 0.3 s of module start per step on a tiny migration.
+``caller(parent)`` is the ``call(module, args)`` that ``_migration.TargetRun`` and ``restore_groups`` use
+in docker_bundle_restore; ``caller(parent, source=True)`` the one ``_migration.SourceRun`` and
+``capture_groups`` use in docker_migrate_source. The collection's modules run in this process through
+their ``_step_*`` module_utils (their arguments are checked against the module's own argument spec, and
+they share the parent's Docker client), and the few other modules the state machines name are done here
+directly: on the target, removing a received bundle, a TCP or URL check and the undo's removals; on the
+source, stopping, starting (or pausing) and removing a source container. Each answers as the module
+would, with a ``failed``/``msg`` result instead of an exception, so the state machines and their undo work
+unchanged. Every step in one process saves about 0.3 s of module start per step on a tiny migration.
 """
 
 from __future__ import annotations
@@ -28,15 +30,25 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.ferry.docker.plugins.module_utils import (
+    _step_commit_save,
     _step_container_restore,
+    _step_exec_hook,
+    _step_export,
+    _step_guard,
     _step_health,
     _step_import,
     _step_load,
+    _step_volume_backup,
     _step_volume_restore,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._client import DOCKER_COMMON_ARGS
 
 STEPS = {
+    "ferry.docker.docker_commit_save": _step_commit_save,
+    "ferry.docker.docker_export": _step_export,
+    "ferry.docker.docker_volume_backup": _step_volume_backup,
+    "ferry.docker.docker_container_exec_hook": _step_exec_hook,
+    "ferry.docker.docker_migrate_guard": _step_guard,
     "ferry.docker.docker_load": _step_load,
     "ferry.docker.docker_import": _step_import,
     "ferry.docker.docker_volume_restore": _step_volume_restore,
@@ -167,6 +179,49 @@ def _removal(what):
     return remove
 
 
+def _container_state(parent, args):
+    """A source container ``stopped``, ``started`` (``paused`` or not) or ``absent`` (``keep_volumes``), the
+    way community.docker.docker_container does it for a container given by name only."""
+    client, name, state = parent.client, args["name"], args.get("state")
+    try:
+        info = client.inspect_container(name)
+    except Exception as exc:  # the SDK's errors
+        if _missing(exc) and state == "absent":
+            return dict(changed=False)
+        return dict(failed=True, msg=f"reading container {name} failed: {exc}")
+    running, paused = bool(info["State"].get("Running")), bool(info["State"].get("Paused"))
+    try:
+        if state == "stopped":
+            if not running:
+                return dict(changed=False)
+            client.stop(info["Id"], timeout=int(args.get("stop_timeout") or 10))
+            return dict(changed=True)
+        if state == "started":
+            changed = not running
+            if not running:
+                client.start(info["Id"])
+                paused = False
+            if bool(args.get("paused")) != paused:
+                (client.pause if args.get("paused") else client.unpause)(info["Id"])
+                changed = True
+            return dict(changed=changed)
+        if state == "absent":
+            client.remove_container(info["Id"], force=True, v=not args.get("keep_volumes", True))
+            return dict(changed=True)
+    except Exception as exc:  # the SDK's errors
+        return dict(failed=True, msg=f"container {name} could not be {state}: {exc}")
+    return dict(failed=True, msg=f"state={state} of a source container is not a step this module runs")
+
+
+SOURCE_STEPS = (
+    "ferry.docker.docker_commit_save",
+    "ferry.docker.docker_export",
+    "ferry.docker.docker_volume_backup",
+    "ferry.docker.docker_container_exec_hook",
+    "ferry.docker.docker_migrate_guard",
+)
+SOURCE_DIRECT = {"community.docker.docker_container": _container_state}
+
 DIRECT = {
     "ansible.builtin.file": _remove_path,
     "ansible.builtin.wait_for": _wait_for_port,
@@ -178,12 +233,19 @@ DIRECT = {
 }
 
 
-def caller(parent):
-    """``call(module, args)`` running every step of a restore in this process (see the module docstring)."""
+def caller(parent, source=False):
+    """``call(module, args)`` running every step of a restore (or, ``source``, of a capture) in this process
+    (see the module docstring)."""
 
     def call(module, args):
         try:
-            if module in STEPS:
+            if source:
+                if module in SOURCE_STEPS:
+                    return run_step(parent, module, args)
+                if module in SOURCE_DIRECT:
+                    return SOURCE_DIRECT[module](parent, args)
+                return dict(failed=True, msg=f"{module} is not a step of a source that this module runs")
+            if module in STEPS and module not in SOURCE_STEPS:
                 return run_step(parent, module, args)
             if module not in DIRECT or (module == "ansible.builtin.file" and args.get("state") != "absent"):
                 return dict(failed=True, msg=f"{module} with {sorted(args)} is not a step this module runs")

@@ -127,31 +127,12 @@ image_config:
   sample: [Cmd, Env, WorkingDir]
 """
 
-from ansible_collections.ferry.docker.plugins.module_utils._bundle import artifact_entry
-from ansible_collections.ferry.docker.plugins.module_utils._capture import Capture, argument_spec, image_config
 from ansible_collections.ferry.docker.plugins.module_utils._client import FerryModule
-from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, suffix
+from ansible_collections.ferry.docker.plugins.module_utils._step_export import KWARGS, SPEC, run
 
 
 def main():
-    spec = argument_spec()
-    spec.update(container=dict(type="str", required=True))
-    fm = FerryModule(spec, supports_check_mode=True)
-    cap = Capture(fm)
-    inspect = cap.inspect_container(fm.params["container"])
-    name = inspect["Name"].lstrip("/")
-    filename = "filesystem.tar" + suffix(cap.compression)
-    if fm.check_mode:
-        fm.exit(**cap.planned([filename]))
-
-    run_config = cap.run_config(inspect)
-    config = image_config(inspect)
-    cap.ensure_dest(inspect)
-    with cap.errors(f"exporting container {name} to {cap.dest}"):
-        written = cap.write(fm.client.export(inspect["Id"], chunk_size=CHUNK_SIZE), filename)
-    entry = artifact_entry("filesystem", name, written, container_id=inspect["Id"])
-    changed = cap.record([entry], inspect, run_config=run_config, extra={"image_config": config})
-    fm.exit(**cap.result(written, entry, changed, image_config=sorted(config)))
+    run(FerryModule(SPEC, **KWARGS))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ description:
     (M(ferry.docker.docker_volume_backup)) into its bundle, and starts the members again for O(cutover=keep).
     When a step fails, every member is put back as it was before the run, and the task fails naming the
     phase and the member.
+  - The whole task runs in one module process on the source, unless a member's capture is large enough to
+    report progress (O(progress)); then each step runs as its own module.
   - O(state=restored) puts every member back as it was before the run (after a failure further on).
   - O(state=cut_over) stops (in reverse order) or removes (volumes kept) the members once their copies
     serve, or leaves them for O(cutover=keep).
@@ -101,6 +103,48 @@ options:
         type: list
         elements: dict
         required: true
+        suboptions:
+          container:
+            description: Name of the source container.
+            type: str
+            required: true
+          name:
+            description: Its name on the target.
+            type: str
+            required: true
+          state_before:
+            description: Its state before the run (V(running), V(paused), or another state left as it is).
+            type: str
+            required: true
+          running:
+            description: Whether it was running (or paused) before the run.
+            type: bool
+            default: false
+          has_volumes:
+            description: Whether it has named volumes to capture.
+            type: bool
+            default: false
+          exclude_layers:
+            description: Image layers (diff IDs) the target already has.
+            type: list
+            elements: str
+            default: []
+          image_ref:
+            description: Repository and tag of the committed image.
+            type: str
+            required: true
+          bundle:
+            description: Bundle directory of the member on the source.
+            type: str
+            required: true
+          hook_label:
+            description: Whether it may have a C(ferry.docker.pre-migrate) label to run (V(false) saves a look).
+            type: bool
+            default: true
+          expected_bytes:
+            description: About how many bytes its capture writes; from O(progress.bytes) on, it reports progress.
+            type: int
+            default: 0
   mode:
     description: V(commit) (image layers) or V(export) (flat filesystem).
     type: str
@@ -163,6 +207,39 @@ options:
         description: Seconds one capture step may take before its async job is stopped.
         type: int
         default: 21600
+  hooks:
+    description:
+      - The pre-migrate hooks run in each running member before anything is stopped.
+    type: dict
+    default: {}
+    suboptions:
+      from_labels:
+        description: Run the command in a member's C(ferry.docker.pre-migrate) label (with C(sh -c)).
+        type: bool
+        default: true
+      timeout:
+        description: Seconds a hook may run.
+        type: int
+        default: 300
+      on_error:
+        description: Whether a failing hook fails the group or only warns.
+        type: str
+        default: fail
+        choices: [fail, continue]
+      configured:
+        description: The C(migrate_hooks) of the role (container name or V(*) to a list of hooks).
+        type: raw
+        default: {}
+      lists:
+        description:
+          - The configured hooks resolved per container (container to a list of C(command), C(timeout),
+            C(on_error) and C(user)). The action plugin fills it from O(hooks.configured); leave it unset.
+        type: dict
+        default: {}
+extends_documentation_fragment:
+  - ferry.docker.docker
+requirements:
+  - Docker SDK for Python >= 5.0.0 on the managed host (tested with 5.0.3 and 7.1.0)
 seealso:
   - module: ferry.docker.docker_bundle_restore
   - module: ferry.docker.docker_migrate_guard
@@ -215,3 +292,19 @@ source_states:
   returned: when a step failed, or O(state=restored) or O(state=cut_over)
   type: dict
 """
+
+from ansible_collections.ferry.docker.plugins.module_utils._client import FerryModule
+from ansible_collections.ferry.docker.plugins.module_utils._migration import SOURCE_KWARGS, SOURCE_SPEC, source_task
+from ansible_collections.ferry.docker.plugins.module_utils._steps import caller
+
+
+def main():
+    module = FerryModule(SOURCE_SPEC, **SOURCE_KWARGS)
+    result = source_task(caller(module, source=True), module.params)  # every step in this process
+    if result.get("failed"):
+        module.fail(result.pop("msg"), **{k: v for k, v in result.items() if k != "failed"})
+    module.exit(**result)
+
+
+if __name__ == "__main__":
+    main()

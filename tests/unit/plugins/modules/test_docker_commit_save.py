@@ -18,8 +18,8 @@ import tarfile
 
 import pytest
 
+from ansible_collections.ferry.docker.plugins.module_utils import _step_commit_save as mod
 from ansible_collections.ferry.docker.plugins.module_utils._stream import ArtifactWriter, write_stream
-from ansible_collections.ferry.docker.plugins.modules import docker_commit_save as mod
 
 
 def _add(tar, name, data=None, directory=False):

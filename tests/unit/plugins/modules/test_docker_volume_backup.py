@@ -11,9 +11,9 @@ import socket
 
 import pytest
 
+from ansible_collections.ferry.docker.plugins.module_utils import _step_volume_backup as mod
 from ansible_collections.ferry.docker.plugins.module_utils._bundle import _check_file_name
 from ansible_collections.ferry.docker.plugins.module_utils._capture import bind_file_name, parse_mode
-from ansible_collections.ferry.docker.plugins.modules import docker_volume_backup as mod
 
 ANON = "a" * 64
 
