@@ -99,6 +99,11 @@ def arm(module, journal):
         change(doc)
         journal.save(doc)
         journal.renew()
+    # the targets' own host keys (read over Ansible's connection) for the run key's ssh: rsync and the guard
+    if params["targets_known_hosts"]:
+        for path in sorted({t["known_hosts"] for t in params["targets"] if t.get("known_hosts")}):
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            _journal.write_atomically(path, params["targets_known_hosts"].encode())
     if not _journal.guard_alive(journal.load()):
         _journal.spawn(guard_script(journal), journal.directory, journal.run_id, sys.executable)
         if not wait_for(lambda: _journal.guard_alive(journal.load()), START_SECONDS):
@@ -247,6 +252,7 @@ SPEC = dict(
             cutover=dict(type="str", choices=["stop", "keep", "remove"]),
         ),
     ),
+    targets_known_hosts=dict(type="str", default=""),
     phase=dict(type="str", choices=list(_journal.PHASES)),
     status=dict(type="str", choices=["in_progress", "migrated", "rolled_back", "needs_decision"]),
     targets=dict(

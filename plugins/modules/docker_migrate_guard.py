@@ -142,6 +142,13 @@ options:
       - The outcome to record for the containers; V(migrated) and V(rolled_back) close them.
     type: str
     choices: [in_progress, migrated, rolled_back, needs_decision]
+  targets_known_hosts:
+    description:
+      - With O(state=armed), the lines of the known_hosts file (the targets' own host keys, read over
+        Ansible's connection) that arming writes at each O(targets[].known_hosts) path (0600), for the run
+        key's ssh (rsync, and the guard). The migrate role passes the transfer role's C(transfer_known_hosts).
+    type: str
+    default: ""
   targets:
     description:
       - The hosts this run sends to, and how the guard reaches them (with the run key).

@@ -453,3 +453,36 @@ def test_only_captures_expected_to_be_large_report_progress():
     host = ProgressHost()
     m.SourceRun(host, members, dict(SOURCE, progress={"bytes": 0}), now=clock()).capture()
     assert all(args["_progress"] is None for _module, args in host.calls if "_progress" in args)
+
+
+def source_args(state, **extra):
+    args = dict(SOURCE, state=state, members=None, groups=None, progress={"bytes": 1000}, hooks={}, capture_options={})
+    return dict(args, **extra)
+
+
+def test_the_source_task_runs_in_one_process_unless_a_capture_reports_progress_or_nothing_runs():
+    small, large = member("a", expected_bytes=10), member("b", expected_bytes=5000)
+    assert not m.runs_stepwise(source_args("captured", members=[small]))
+    assert m.runs_stepwise(source_args("captured", groups=[{"id": "g", "members": [small, large]}]))
+    assert not m.runs_stepwise(source_args("captured", members=[large], progress={"bytes": 0}))  # 0: never
+    assert not m.runs_stepwise(source_args("restored", members=[large]))
+    assert not m.runs_stepwise(source_args("cut_over", members=[small], cutover="stop"))
+    assert not m.runs_stepwise(source_args("cut_over", members=[small], cutover="keep"))  # journals done
+    assert m.runs_stepwise(source_args("cut_over", members=[small], cutover="keep", journal=None))
+
+
+def test_the_source_task_puts_the_members_back_when_a_capture_fails():
+    host = FakeHost(docker_commit_save=lambda args: {"failed": args["container"] == "web", "msg": "disk full"})
+    result = m.source_task(host, source_args("captured", members=[member("db"), member("web")]), now=clock())
+    assert result["failed"] and "disk full" in result["msg"]
+    assert (result["phase"], result["member"], result["source_states"]) == (
+        "capture",
+        "web",
+        {"db": "running", "web": "running"},
+    )
+    done = m.source_task(host, source_args("cut_over", groups=[{"id": "g", "members": [member("db")]}]), now=clock())
+    assert (
+        done["changed"] is False
+        and done["groups"]["g"]["ok"]
+        and done["groups"]["g"]["source_states"] == {"db": "exited"}
+    )

@@ -121,3 +121,75 @@ def test_a_tcp_check_that_never_answers_times_out(monkeypatch):
     monkeypatch.setattr(_steps.socket, "create_connection", refuse)
     result = _steps.caller(Parent())("ansible.builtin.wait_for", {"host": "127.0.0.1", "port": 9, "timeout": 2})
     assert result["failed"] and "127.0.0.1:9" in result["msg"]
+
+
+class SourceClient:
+    """The engine of a source host: containers by name with a state; records what is done to them."""
+
+    def __init__(self, **states):
+        self.states = dict(states)
+        self.done = []
+
+    def inspect_container(self, name):
+        if name not in self.states:
+            raise Gone(f"404 Client Error: no such container: {name}")
+        state = self.states[name]
+        return {"Id": name, "State": {"Running": state in ("running", "paused"), "Paused": state == "paused"}}
+
+    def _do(self, verb, name, new):
+        self.done.append((verb, name))
+        self.states[name] = new
+
+    def stop(self, name, timeout):
+        self.done.append(("timeout", timeout))
+        self._do("stop", name, "exited")
+
+    def start(self, name):
+        self._do("start", name, "running")
+
+    def pause(self, name):
+        self._do("pause", name, "paused")
+
+    def unpause(self, name):
+        self._do("unpause", name, "running")
+
+    def remove_container(self, name, force, v):
+        self.done.append(("v", v))
+        self._do("remove", name, None)
+        del self.states[name]
+
+
+def test_a_source_container_is_stopped_started_paused_or_removed_as_docker_container_would():
+    client = SourceClient(web="running", db="paused", old="exited")
+    call = _steps.caller(Parent(client), source=True)
+    container = "community.docker.docker_container"
+    assert call(container, {"name": "web", "state": "stopped", "stop_timeout": 30}) == {"changed": True}
+    assert call(container, {"name": "web", "state": "stopped"}) == {"changed": False}  # already stopped
+    assert call(container, {"name": "web", "state": "started", "paused": False}) == {"changed": True}
+    assert call(container, {"name": "web", "state": "started", "paused": False}) == {"changed": False}
+    assert call(container, {"name": "old", "state": "started", "paused": True}) == {"changed": True}
+    assert client.states["old"] == "paused"
+    assert call(container, {"name": "db", "state": "started", "paused": False}) == {"changed": True}
+    assert call(container, {"name": "db", "state": "absent", "keep_volumes": True}) == {"changed": True}
+    assert call(container, {"name": "db", "state": "absent", "keep_volumes": True}) == {"changed": False}
+    assert client.done == [
+        ("timeout", 30),
+        ("stop", "web"),
+        ("start", "web"),
+        ("start", "old"),
+        ("pause", "old"),
+        ("unpause", "db"),
+        ("v", False),
+        ("remove", "db"),
+    ]
+    missing = call(container, {"name": "gone", "state": "started"})
+    assert missing["failed"] and "gone" in missing["msg"]
+
+
+def test_a_source_runs_only_its_own_steps_and_a_target_only_its_own():
+    source = _steps.caller(Parent(SourceClient()), source=True)
+    for module in ("ferry.docker.docker_load", "ansible.builtin.file", "community.docker.docker_image"):
+        assert "not a step of a source" in source(module, {"name": "x", "state": "absent"})["msg"]
+    target = _steps.caller(Parent())
+    refused = target("ferry.docker.docker_commit_save", {"container": "web", "dest": "/b"})
+    assert refused["failed"] and "not a step this module runs" in refused["msg"]
