@@ -387,12 +387,20 @@ def migrate_waves(groups, parallel=4):
             open_waves[key] = wave
         wave["groups"].append(group)
     for wave in waves:
-        wave["source_groups"] = [{"id": g["id"], "members": g["source_members"]} for g in wave["groups"]]
+        wave["source_groups"] = [
+            {"id": g["id"], "members": g["source_members"], "transfer": g["transfers"]["direct"][0]}
+            for g in wave["groups"]
+        ]
     return waves
 
 
 def _ok(out, group_id):
     return bool(((out or {}).get("groups") or {}).get(group_id, {}).get("ok"))
+
+
+def _sent(out, group_id):
+    """Whether docker_migrate_source sent the group's bundles itself (a small capture, see its ``send``)."""
+    return bool(((out or {}).get("groups") or {}).get(group_id, {}).get("sent"))
 
 
 def _captured_bytes(out):
@@ -411,10 +419,18 @@ def migrate_wave_pick(wave, what, source=None, target=None, transfer="direct"):
         return [
             dict(t, group=g["id"], bytes=_captured_bytes(groups.get(g["id"])))
             for g in captured
+            if transfer != "direct" or not _sent(source, g["id"])
             for t in g["transfers"][transfer]
         ]
-    if what == "guard_entries":
-        return [e for g in captured for e in g["guard_entries"]]
+    if what == "guard_entries":  # the groups still to journal in phase restore (not those sent with the capture)
+        return [e for g in captured if not _sent(source, g["id"]) for e in g["guard_entries"]]
+    if what == "failed_after_send":  # a send from the capture failed: what it left on the target goes
+        groups = (source or {}).get("groups") or {}
+        return [
+            {"id": g["id"], "members": g["target_members"]}
+            for g in wave["groups"]
+            if (groups.get(g["id"]) or {}).get("target_touched")
+        ]
     if what == "target_groups":
         members = (source or {}).get("groups") or {}
         return [
@@ -461,7 +477,7 @@ def migrate_wave_results(
                 "task": f"Stop and capture {gid}",
                 "result": src,
                 "put_back": {"source_states": src.get("source_states") or {}},
-                "cleanup": "done",
+                "cleanup": (undone_groups.get(gid) or {}).get("target_cleanup", "done"),
             }
         elif tgt and not tgt.get("ok"):
             this_failure = {
@@ -477,7 +493,7 @@ def migrate_wave_results(
         entries += migrate_group_results(
             group,
             source=src if src.get("ok") else {},
-            sent=[(sent or {}).get(gid, 0)],
+            sent=[(sent or {}).get(gid, 0) or int(src.get("sent_bytes") or 0)],
             target=tgt if tgt.get("ok") else {},
             cutover=cut_result,
             failure=this_failure,

@@ -506,6 +506,18 @@ SOURCE_SPEC = dict(
         options=dict(
             id=dict(type="str", required=True),
             members=dict(type="list", elements="dict", required=True, options=SOURCE_MEMBER),
+            transfer=dict(type="dict", options=dict(src=dict(type="str"), dest=dict(type="str"))),
+        ),
+    ),
+    send=dict(
+        type="dict",
+        options=dict(
+            user=dict(type="str", required=True),
+            address=dict(type="str", required=True),
+            port=dict(type="int", default=22),
+            key_dir=dict(type="path", required=True),
+            timeout=dict(type="int", default=21600),
+            max_bytes=dict(type="int", default=268435456),
         ),
     ),
     mode=dict(type="str", default="commit", choices=["commit", "export"]),
@@ -559,11 +571,12 @@ def runs_stepwise(args):
     return bool(threshold) and any(int(m.get("expected_bytes") or 0) >= threshold for m in source_members(args))
 
 
-def source_task(call, args, now=time.time):
-    """docker_migrate_source's work with ``call``: the task's result (``failed`` and ``msg`` when it failed)."""
+def source_task(call, args, now=time.time, send=None):
+    """docker_migrate_source's work with ``call``: the task's result (``failed`` and ``msg`` when it failed).
+    ``send(src, dest)`` (the module's rsync, see capture_groups) sends small captures right away."""
     if args["groups"] is not None:
         if args["state"] == "captured":
-            groups = capture_groups(call, args["groups"], args, now=now)
+            groups = capture_groups(call, args["groups"], args, now=now, send=send)
             return dict(groups=groups, changed=bool(groups))
         done = {}
         for group in args["groups"]:
@@ -616,16 +629,38 @@ def _failure(run, exc):
     }
 
 
-def capture_groups(call, groups, options, now=time.time):
+def _sends_now(group, out, options, send):
+    """Whether this capture goes to its target in this process: a sender, a group with its directories, and
+    fewer bytes than ``send.max_bytes`` (0: any size), above which the role sends it with progress."""
+    limit = int((options.get("send") or {}).get("max_bytes") or 0)
+    captured = sum(int(m.get("bytes_captured") or 0) for m in out["members"].values())
+    return bool(send and options.get("send") and group.get("transfer")) and (not limit or captured < limit)
+
+
+def capture_groups(call, groups, options, now=time.time, send=None):
     """Stop and capture several independent groups of one host, one after the other. A group whose step
-    fails is put back as it was and reported; the others go on. ``{group id: result}``."""
+    fails is put back as it was and reported; the others go on. ``{group id: result}``.
+
+    With ``send(src, dest)`` (which returns the bytes sent, or raises StepFailed in phase ``transfer``), a
+    small capture goes to its target right away, and the journal then says ``restore`` for its members:
+    its result has ``sent`` and ``sent_bytes``, and the role sends only the others."""
     results = {}
     for group in groups:
         run = SourceRun(call, group["members"], options, now=now)
+        sending = False
         try:
-            results[group["id"]] = dict(run.capture(), ok=True)
+            out = run.capture()
+            if _sends_now(group, out, options, send):
+                sending = True
+                out["sent_bytes"] = send(group["transfer"]["src"], group["transfer"]["dest"])
+                out["sent"] = True
+                # from now on a copy may run on the target: a guard that fires stops it first
+                run.journal("restore")
+            results[group["id"]] = dict(out, ok=True)
         except StepFailed as exc:
             results[group["id"]] = failure = _failure(run, exc)
+            # what a send left on the target (a partial bundle) is for the role to remove there
+            failure["target_touched"] = sending
             undo_started = now()
             try:
                 failure["source_states"] = run.put_back()

@@ -98,6 +98,18 @@ options:
         description: The group's name.
         type: str
         required: true
+      transfer:
+        description:
+          - The group's bundle directory here (C(src)) and its receiving directory on the target (C(dest)),
+            for O(send).
+        type: dict
+        suboptions:
+          src:
+            description: Bundle directory of the group on this host.
+            type: str
+          dest:
+            description: Receiving directory on the target.
+            type: str
       members:
         description: Its members, as O(members).
         type: list
@@ -145,6 +157,42 @@ options:
             description: About how many bytes its capture writes; from O(progress.bytes) on, it reports progress.
             type: int
             default: 0
+  send:
+    description:
+      - With O(groups) and O(state=captured), send each group's bundles to its target right after its
+        capture, in this module's process, when they are smaller than O(send.max_bytes) and the group has
+        C(transfer). rsync runs with the run's key and the arguments the C(ferry.docker.transfer) role
+        gives it (see the filter C(ferry.docker.transfer_rsync_argv)); then the journal says C(restore) for
+        the group's members. The group's result then has C(sent) and C(sent_bytes); a group that is not
+        sent here is left for the role to send. Ignored when a capture runs as an async job (O(progress)).
+      - A failed send puts the group's sources back and fails the group in phase C(transfer) (its result
+        has C(target_touched)), so that the role removes what it left on the target.
+    type: dict
+    suboptions:
+      user:
+        description: Login user on the target (the transfer role's C(transfer_login_users)).
+        type: str
+        required: true
+      address:
+        description: Address of the target, as this host reaches it.
+        type: str
+        required: true
+      port:
+        description: SSH port of the target.
+        type: int
+        default: 22
+      key_dir:
+        description: The run's key directory on this host (C(id_ed25519) and C(known_hosts)).
+        type: path
+        required: true
+      timeout:
+        description: Seconds one send may take.
+        type: int
+        default: 21600
+      max_bytes:
+        description: Captured bytes from which a group is left for the role to send (with progress); V(0) never.
+        type: int
+        default: 268435456
   mode:
     description: V(commit) (image layers) or V(export) (flat filesystem).
     type: str
@@ -284,7 +332,10 @@ member:
   returned: failure
   type: str
 groups:
-  description: With O(groups), per group id its result - C(ok), and the fields above (or C(msg), C(phase), C(member)).
+  description:
+    - With O(groups), per group id its result - C(ok), and the fields above (or C(msg), C(phase), C(member)).
+    - With O(send), C(sent) and C(sent_bytes) for a group sent here, and C(target_touched) for a group
+      whose send failed.
   returned: with O(groups)
   type: dict
 source_states:
@@ -293,14 +344,35 @@ source_states:
   type: dict
 """
 
+from ansible_collections.ferry.docker.plugins.module_utils import _transfer
 from ansible_collections.ferry.docker.plugins.module_utils._client import FerryModule
-from ansible_collections.ferry.docker.plugins.module_utils._migration import SOURCE_KWARGS, SOURCE_SPEC, source_task
+from ansible_collections.ferry.docker.plugins.module_utils._migration import (
+    SOURCE_KWARGS,
+    SOURCE_SPEC,
+    StepFailed,
+    source_task,
+)
 from ansible_collections.ferry.docker.plugins.module_utils._steps import caller
+
+
+def sender(options):
+    """``send(src, dest)`` for source_task: rsync with the run's key, as the transfer role runs it."""
+
+    def send(src, dest):
+        try:
+            return _transfer.send(
+                options["key_dir"], options["port"], src, options["user"], options["address"], dest, options["timeout"]
+            )
+        except _transfer.SendFailed as exc:
+            raise StepFailed("transfer", "", str(exc)) from None
+
+    return send
 
 
 def main():
     module = FerryModule(SOURCE_SPEC, **SOURCE_KWARGS)
-    result = source_task(caller(module, source=True), module.params)  # every step in this process
+    send = sender(module.params["send"]) if module.params["send"] else None
+    result = source_task(caller(module, source=True), module.params, send=send)  # every step in this process
     if result.get("failed"):
         module.fail(result.pop("msg"), **{k: v for k, v in result.items() if k != "failed"})
     module.exit(**result)

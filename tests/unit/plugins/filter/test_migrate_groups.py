@@ -363,7 +363,11 @@ def test_waves_hold_up_to_parallel_groups_of_one_target_and_action():
         ("h2", "migrate"),
         ("h2", "cutover"),
     ]
-    assert waves[0]["source_groups"][1] == {"id": "b", "members": groups[1]["source_members"]}
+    assert waves[0]["source_groups"][1] == {
+        "id": "b",
+        "members": groups[1]["source_members"],
+        "transfer": {"src": "/w/run1/b", "dest": "/in/run1-h1-b"},  # for a send right after the capture
+    }
 
 
 def test_wave_pick_follows_each_group_through_the_steps():
@@ -472,3 +476,23 @@ def test_what_the_target_engine_does_not_carry_reaches_the_queue_and_the_report(
     # an older preflight result without the key: an empty list, never a missing key
     out = g.migrate_probe_decide(probe, [preflight(), preflight()], [], "h1")
     assert [item["not_carried_over"] for item in out["todo"]] == [[], []]
+
+
+def test_groups_sent_with_their_capture_are_neither_sent_nor_journaled_again():
+    (wave,) = g.migrate_waves(plan(item("a"), item("b"), item("c")), parallel=4)
+    source = {
+        "groups": {
+            "a": {"ok": True, "sent": True, "sent_bytes": 900, "members": {"a": {"bytes_captured": 7}}},
+            "b": {"ok": False, "phase": "transfer", "msg": "rsync exit 11", "target_touched": True},
+            "c": {"ok": True, "members": {"c": {"bytes_captured": 9}}},
+        }
+    }
+    assert [t["group"] for t in g.migrate_wave_pick(wave, "transfers", source)] == ["c"]
+    assert [t["group"] for t in g.migrate_wave_pick(wave, "transfers", source, transfer="controller")] == ["a", "c"]
+    assert g.migrate_wave_pick(wave, "guard_entries", source) == [{"name": "c"}]
+    (left,) = g.migrate_wave_pick(wave, "failed_after_send", source)
+    assert left["id"] == "b" and left["members"][0]["received"].endswith("/b")
+    undone = {"groups": {"b": {"target_cleanup": "failed: /in/run1-h1-b (permission denied)"}}}
+    a, b, c = g.migrate_wave_results(wave, source=source, sent={"c": 50}, undone=undone)
+    assert (a["bytes_sent"], c["bytes_sent"]) == (900, 50)
+    assert b["status"] == "failed" and b["phase"] == "transfer" and "permission denied" in b["target_cleanup"]

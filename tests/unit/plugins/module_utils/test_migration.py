@@ -486,3 +486,31 @@ def test_the_source_task_puts_the_members_back_when_a_capture_fails():
         and done["groups"]["g"]["ok"]
         and done["groups"]["g"]["source_states"] == {"db": "exited"}
     )
+
+
+def test_a_small_capture_is_sent_right_away_and_journaled_for_the_restore():
+    host = FakeHost(docker_commit_save={"image_id": "sha256:x", "size": 100})
+    sent = []
+
+    def send(src, dest):
+        sent.append((src, dest))
+        if src == "/w/b":
+            raise m.StepFailed("transfer", "", "sending /w/b failed (rsync exit 23)")
+        return 120
+
+    options = dict(SOURCE, send={"max_bytes": 1000})
+    groups = [
+        {"id": "a", "members": [member("a")], "transfer": {"src": "/w/a", "dest": "/in/a"}},
+        {"id": "b", "members": [member("b")], "transfer": {"src": "/w/b", "dest": "/in/b"}},
+        {"id": "big", "members": [member("big")], "transfer": {"src": "/w/big", "dest": "/in/big"}},
+    ]
+    host.answers["docker_commit_save"] = lambda args: {"size": 5000 if args["container"] == "big" else 100}
+    out = m.capture_groups(host, groups, options, now=clock(), send=send)
+    assert sent == [("/w/a", "/in/a"), ("/w/b", "/in/b")]  # big is left for the role (with progress)
+    assert out["a"]["ok"] and out["a"]["sent"] and out["a"]["sent_bytes"] == 120
+    assert out["big"]["ok"] and "sent" not in out["big"]
+    assert not out["b"]["ok"] and out["b"]["phase"] == "transfer" and out["b"]["target_touched"]
+    assert out["b"]["source_states"] == {"b": "running"}  # put back
+    phases = [(a["containers"], a["phase"]) for mod, a in host.calls if mod.endswith("guard") and "phase" in a]
+    assert ([{"name": "a"}], "restore") in phases
+    assert ([{"name": "b"}], "restore") not in phases and ([{"name": "big"}], "restore") not in phases
