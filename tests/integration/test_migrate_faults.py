@@ -33,6 +33,7 @@ SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAl
 GUARD_TIMEOUT = 10
 PLAYBOOK_SECONDS = 600
 KEY_COMMENT = "ferry.docker migrate"
+DATA_MIB = 96
 
 
 def ssh(host, script, check=True, timeout=120):
@@ -113,18 +114,33 @@ def guard_record(journal_dir):
     return {}
 
 
-def journal_phase(journal_dir, name):
-    return journal_entry(journal_dir, name).get("phase")
+def source_view(journal_dir, name):
+    """host1's journal entry of ``name`` and the state of its container, in one round trip."""
+    result = ssh(
+        "host1",
+        f"docker inspect -f '{{{{.State.Status}}}}' {name} 2>/dev/null; echo; cat {journal_dir}/*.json 2>/dev/null",
+        check=False,
+    )
+    status, _sep, journal = result.stdout.partition("\n")
+    for chunk in journal.strip().replace("}\n{", "}\0{").split("\0"):
+        try:
+            entry = json.loads(chunk)["containers"].get(name)
+        except (ValueError, KeyError):
+            continue
+        if entry:
+            return entry, status.strip()
+    return {}, status.strip()
 
 
 def reached(phase, name, journal_dir):
     """Whether the run is in ``phase``: what an operator watching the hosts would see."""
-    if phase == "stop":  # the run journaled that it stops the source
-        return journal_phase(journal_dir, name) in ("stop", "capture")
-    if phase == "capture":  # the source was stopped for a consistent capture
-        return journal_phase(journal_dir, name) == "capture" and state("host1", name) == "exited"
-    if phase in ("transfer", "restore"):
-        return journal_phase(journal_dir, name) == phase
+    if phase in ("stop", "capture", "transfer", "restore"):
+        entry, status = source_view(journal_dir, name)
+        if phase == "stop":  # the run journaled that it stops the source
+            return entry.get("phase") in ("stop", "capture")
+        if phase == "capture":  # the source was stopped for a consistent capture
+            return entry.get("phase") == "capture" and status == "exited"
+        return entry.get("phase") == phase
     if phase == "health":  # the copy was started on the target and is being watched
         return state("host2", name) == "running"
     if phase == "cutover":  # journaled as migrated: the copy serves, the source is to be stopped
@@ -140,7 +156,10 @@ def service(lab):
     journal_dir = f"/var/lib/ferry/journal-{name}"
     setup = (
         f"docker volume create {name}-data >/dev/null && "
-        f"docker run --rm --pull never -v {name}-data:/data ferry-lab/busybox sh -c 'echo {token} > /data/token' && "
+        # the token, and enough data (under migrate_progress_bytes: captured and sent in one module process)
+        # that the capture and the send each take long enough to be seen and interrupted
+        f"docker run --rm --pull never -v {name}-data:/data ferry-lab/busybox sh -c 'echo {token} > /data/token"
+        f" && head -c {DATA_MIB * 1048576} /dev/urandom > /data/ballast' && "
         f"docker run -d --pull never --name {name} --restart unless-stopped -v {name}-data:/data "
         f"ferry-lab/busybox httpd -f -p 8080 -h /data >/dev/null"
     )
@@ -176,7 +195,7 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
         while not reached(phase, name, journal_dir):
             assert run.poll() is None, f"the run ended before the {phase} phase:\n{run.stdout.read()[-4000:]}"
             assert time.monotonic() < deadline, f"the run did not reach the {phase} phase"
-            time.sleep(0.2)
+            time.sleep(0.05)
         run.send_signal(sig)
         lost_at, lost_wall = time.monotonic(), time.time()
         run.wait(timeout=120)
