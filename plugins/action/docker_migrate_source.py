@@ -36,7 +36,8 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _validation, args = self.validate_argument_spec(argument_spec=SOURCE_SPEC, **SOURCE_KWARGS)
+        checks = {k: v for k, v in SOURCE_KWARGS.items() if k != "supports_check_mode"}
+        _validation, args = self.validate_argument_spec(argument_spec=SOURCE_SPEC, **checks)
 
         host = task_vars.get("inventory_hostname", "") if task_vars else ""
         # A large capture runs as an async job whose progress is displayed: AWX shows it while the task runs.
@@ -61,7 +62,7 @@ class ActionModule(ActionBase):
         hooks["configured"] = {}  # resolved into lists
         args["hooks"] = hooks
         if runs_stepwise(args):
-            result.update(source_task(call, args))
+            result.update(source_task(call, args, check_mode=bool(self._task.check_mode)))
         else:
             done = call(MODULE, {k: v for k, v in args.items() if v is not None})
             done.pop("invocation", None)  # the module's arguments hold the hooks' commands

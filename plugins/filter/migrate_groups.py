@@ -283,14 +283,63 @@ def _problems(entry, preflight, host):
 REPORT_FIELDS = ("container", "source", "target", "name", "source_state_before", "group", "pulled_in")
 
 
+def migrate_preflight_checks(checks, plan, target, options):
+    """The ``checks`` of docker_bundle_restore (``state=checked``) on ``target``: the preflight arguments of each
+    entry of ``probe.check`` bound there, with its run config from the plan. ``options``: ``create_bind_paths``,
+    ``mode`` (layers are only compared in commit mode), ``dest`` and ``programs``."""
+    probes = (plan or {}).get("probes") or {}
+    return [
+        {
+            "run_config": probes[entry["container"]]["run_config"],
+            "name": entry["name"],
+            "image": entry["image_ref"],
+            "port_map": entry.get("port_map") or {},
+            "bind_map": entry.get("bind_map") or {},
+            "network_map": entry.get("network_map") or {},
+            "references": entry.get("references") or {},
+            "create_bind_paths": bool(options.get("create_bind_paths", True)),
+            "allow_privileged": True,  # a migration keeps full fidelity: the operator chose the source
+            "architecture": (plan or {}).get("architecture"),
+            "layers": list(entry.get("layers") or []) if options.get("mode", "commit") == "commit" else [],
+            "dest": options.get("dest"),
+            "required_bytes": int(entry.get("required_bytes") or 0),
+            "docker_required_bytes": int(entry.get("required_bytes") or 0),
+            "programs": list(options.get("programs") or []),
+        }
+        for entry in checks or []
+        if entry.get("target") == target
+    ]
+
+
+def _by_entry(checks, answers):
+    """Each entry of ``checks`` with its own preflight result, from the per-target answers of
+    docker_bundle_restore (``state=checked``, one task item per target: ``__migrate_target`` and ``checks``,
+    or the whole result when the target failed or was unreachable)."""
+    queues = {}
+    for answer in answers or []:
+        target = answer.get("__migrate_target")
+        if answer.get("checks") is not None and not answer.get("failed") and not answer.get("unreachable"):
+            queues[target] = list(answer["checks"])
+        else:
+            queues[target] = answer
+    results = []
+    for entry in checks or []:
+        queue = queues.get(entry.get("target"), {"failed": True, "msg": "no check ran"})
+        results.append(
+            (queue.pop(0) if queue else {"failed": True, "msg": "no check ran"}) if isinstance(queue, list) else queue
+        )
+    return results
+
+
 def migrate_probe_decide(probe, preflights, copies, host):
     """The queue (``todo``) and the failures (``results``) after the targets were checked.
 
-    ``probe`` is migrate_probe_items' result; ``preflights`` the results of docker_restore_preflight for
-    ``probe.check`` (in order); ``copies`` the docker_container_info results on the targets for
-    ``probe.missing``."""
+    ``probe`` is migrate_probe_items' result; ``preflights`` the results of docker_bundle_restore
+    (``state=checked``), one per target (see ``_by_entry``); ``copies`` the docker_container_info results on
+    the targets for ``probe.missing``."""
     todo, results = [], list(probe.get("failed") or [])
-    for entry, preflight in zip(probe.get("check") or [], preflights or []):
+    checks = probe.get("check") or []
+    for entry, preflight in zip(checks, _by_entry(checks, preflights)):
         base = {key: entry.get(key) for key in REPORT_FIELDS}
         base.update(source=host, group=entry.get("group") or "", pulled_in=bool(entry.get("pulled_in")))
         base["not_carried_over"] = list((preflight or {}).get("not_carried_over") or [])
@@ -637,6 +686,7 @@ class FilterModule:
             "migrate_summary": migrate_summary,
             "migrate_probe_items": migrate_probe_items,
             "migrate_probe_decide": migrate_probe_decide,
+            "migrate_preflight_checks": migrate_preflight_checks,
             "migrate_with_image_ids": migrate_with_image_ids,
             "migrate_failure": migrate_failure,
             "migrate_group_results": migrate_group_results,

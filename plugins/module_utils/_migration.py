@@ -498,7 +498,9 @@ SOURCE_MEMBER = dict(
 )
 # docker_migrate_source's options (its action plugin checks them; the module runs with them)
 SOURCE_SPEC = dict(
-    state=dict(type="str", required=True, choices=["captured", "restored", "cut_over"]),
+    state=dict(type="str", required=True, choices=["planned", "captured", "restored", "cut_over"]),
+    # state=planned: the options of docker_migrate_plan, checked against its own spec where it runs
+    plan=dict(type="dict"),
     members=dict(type="list", elements="dict", options=SOURCE_MEMBER),
     groups=dict(
         type="list",
@@ -551,11 +553,17 @@ SOURCE_SPEC = dict(
         ),
     ),
 )
-SOURCE_KWARGS = dict(required_one_of=[("members", "groups")], mutually_exclusive=[("members", "groups")])
+SOURCE_KWARGS = dict(
+    supports_check_mode=True,  # state=planned changes nothing; the other states do nothing in check mode
+    mutually_exclusive=[("members", "groups")],
+    required_if=[("state", "planned", ("plan",))]
+    + [("state", state, ("members", "groups"), True) for state in ("captured", "restored", "cut_over")],
+)
+PLAN = "ferry.docker.docker_migrate_plan"
 
 
 def source_members(args):
-    return args["members"] or [m for group in args["groups"] for m in group["members"]]
+    return args.get("members") or [m for group in args.get("groups") or [] for m in group["members"]]
 
 
 def runs_stepwise(args):
@@ -563,6 +571,8 @@ def runs_stepwise(args):
     runs as an async job with progress (a member's expected bytes reach ``progress.bytes``), or when there
     is no step to run (a cutover ``keep`` without a journal). Otherwise the whole task runs as one module
     process on the source."""
+    if args["state"] == "planned":
+        return False
     if args["state"] == "cut_over":
         return args["cutover"] == "keep" and not args.get("journal")
     if args["state"] != "captured":
@@ -571,9 +581,13 @@ def runs_stepwise(args):
     return bool(threshold) and any(int(m.get("expected_bytes") or 0) >= threshold for m in source_members(args))
 
 
-def source_task(call, args, now=time.time, send=None):
+def source_task(call, args, now=time.time, send=None, check_mode=False):
     """docker_migrate_source's work with ``call``: the task's result (``failed`` and ``msg`` when it failed).
     ``send(src, dest)`` (the module's rsync, see capture_groups) sends small captures right away."""
+    if args["state"] == "planned":
+        return call(PLAN, args["plan"])
+    if check_mode:
+        return dict(changed=True, msg=f"check mode: the sources were not {args['state'].replace('_', ' ')}")
     if args["groups"] is not None:
         if args["state"] == "captured":
             groups = capture_groups(call, args["groups"], args, now=now, send=send)

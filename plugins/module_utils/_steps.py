@@ -38,6 +38,8 @@ from ansible_collections.ferry.docker.plugins.module_utils import (
     _step_health,
     _step_import,
     _step_load,
+    _step_plan,
+    _step_preflight,
     _step_volume_backup,
     _step_volume_restore,
 )
@@ -49,7 +51,9 @@ STEPS = {
     "ferry.docker.docker_volume_backup": _step_volume_backup,
     "ferry.docker.docker_container_exec_hook": _step_exec_hook,
     "ferry.docker.docker_migrate_guard": _step_guard,
+    "ferry.docker.docker_migrate_plan": _step_plan,
     "ferry.docker.docker_load": _step_load,
+    "ferry.docker.docker_restore_preflight": _step_preflight,
     "ferry.docker.docker_import": _step_import,
     "ferry.docker.docker_volume_restore": _step_volume_restore,
     "ferry.docker.docker_container_restore": _step_container_restore,
@@ -214,6 +218,7 @@ def _container_state(parent, args):
 
 
 SOURCE_STEPS = (
+    "ferry.docker.docker_migrate_plan",
     "ferry.docker.docker_commit_save",
     "ferry.docker.docker_export",
     "ferry.docker.docker_volume_backup",

@@ -28,16 +28,28 @@ description:
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
-    support: none
+    support: partial
+    details: O(state=checked) runs in check mode (it changes nothing); the other states only say that they would change.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   state:
-    description: V(present) restores and checks the group; V(absent) removes what O(created) lists.
+    description:
+      - V(present) restores and checks the group; V(absent) removes what O(created) lists.
+      - V(checked) runs the checks of O(checks) on this host, one after the other in this process, and
+        changes nothing.
     type: str
     default: present
-    choices: [present, absent]
+    choices: [present, absent, checked]
+  checks:
+    description:
+      - With O(state=checked), the containers to check on this host before anything is touched - each the
+        options of M(ferry.docker.docker_restore_preflight), whose C(fail_on_problems) is always V(false)
+        here. RV(checks) has each one's result, in order.
+    type: list
+    elements: dict
+    default: []
   members:
     description: The group (or O(groups)), in dependency order.
     type: list
@@ -163,6 +175,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+checks:
+  description:
+    - With O(state=checked), the result of each check of O(checks), in order, as
+      M(ferry.docker.docker_restore_preflight) returns it (C(failed) and C(msg) when a check could not run).
+  returned: O(state=checked)
+  type: list
+  elements: dict
 groups:
   description: With O(groups), per group id its result - C(ok), and the fields below (or C(msg), C(phase), C(member)).
   returned: with O(groups)
@@ -203,6 +222,8 @@ from ansible_collections.ferry.docker.plugins.module_utils._client import FerryM
 from ansible_collections.ferry.docker.plugins.module_utils._migration import StepFailed, TargetRun, restore_groups
 from ansible_collections.ferry.docker.plugins.module_utils._steps import caller
 
+PREFLIGHT = "ferry.docker.docker_restore_preflight"
+
 MEMBER = dict(
     container=dict(type="str", required=True),
     name=dict(type="str", required=True),
@@ -214,7 +235,8 @@ MEMBER = dict(
     entry=dict(type="dict", default={}),
 )
 SPEC = dict(
-    state=dict(type="str", default="present", choices=["present", "absent"]),
+    state=dict(type="str", default="present", choices=["present", "absent", "checked"]),
+    checks=dict(type="list", elements="dict", default=[]),
     members=dict(type="list", elements="dict", options=MEMBER),
     groups=dict(
         type="list",
@@ -239,9 +261,20 @@ SPEC = dict(
 
 
 def main():
-    module = FerryModule(SPEC, required_one_of=[("members", "groups")], mutually_exclusive=[("members", "groups")])
+    module = FerryModule(
+        SPEC,
+        supports_check_mode=True,  # state=checked only; the other states change nothing in check mode
+        mutually_exclusive=[("members", "groups")],
+        required_if=[("state", state, ("members", "groups"), True) for state in ("present", "absent")],
+    )
     args = module.params
     call = caller(module)  # every step in this process: one module start for the whole restore
+    if args["state"] == "checked":
+        # each check as docker_restore_preflight gives it, its findings in the result instead of a failure
+        checks = [call(PREFLIGHT, dict(check, fail_on_problems=False)) for check in args["checks"]]
+        module.exit(changed=False, checks=checks)
+    if module.check_mode:
+        module.exit(changed=True, msg="check mode: nothing was restored or removed")
     if args["groups"] is not None:
         if args["state"] == "present":
             module.exit(groups=restore_groups(call, args["groups"], args), changed=True)

@@ -12,6 +12,8 @@ version_added: 0.1.0
 description:
   - Runs on the source host of a migration, for a group of containers that move together (in dependency
     order), the steps that the C(ferry.docker.migrate) role needs there, as one task.
+  - O(state=planned) plans the dependency groups of the containers to move and reads what the checks need,
+    as M(ferry.docker.docker_migrate_plan) does, in the same module process as the later steps.
   - O(state=captured) journals the phases (with O(journal)), stops the running members in reverse order
     (O(consistency=stop)), captures each member's image (M(ferry.docker.docker_commit_save), without
     O(members[].exclude_layers)) or filesystem (M(ferry.docker.docker_export)) and its volumes
@@ -30,7 +32,8 @@ attributes:
     support: full
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
-    support: none
+    support: partial
+    details: O(state=planned) runs in check mode (it changes nothing); the other states only say that they would.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
@@ -39,7 +42,12 @@ options:
     description: What to do; see the description.
     type: str
     required: true
-    choices: [captured, restored, cut_over]
+    choices: [planned, captured, restored, cut_over]
+  plan:
+    description:
+      - With O(state=planned), the options of M(ferry.docker.docker_migrate_plan) (checked against its own
+        argument spec); the task then returns that module's result. Changes nothing.
+    type: dict
   members:
     description: The group (or O(groups)), in dependency order (a member comes after the ones it needs).
     type: list
@@ -307,6 +315,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+missing:
+  description:
+    - With O(state=planned), what M(ferry.docker.docker_migrate_plan) returns (also C(groups), C(problems),
+      C(resolved), C(probes) and C(architecture)).
+  returned: O(state=planned)
+  type: list
 members:
   description: Per source container, C(bytes_captured) and C(image_id) (commit mode).
   returned: O(state=captured), success
@@ -372,7 +386,8 @@ def sender(options):
 def main():
     module = FerryModule(SOURCE_SPEC, **SOURCE_KWARGS)
     send = sender(module.params["send"]) if module.params["send"] else None
-    result = source_task(caller(module, source=True), module.params, send=send)  # every step in this process
+    # every step in this process
+    result = source_task(caller(module, source=True), module.params, send=send, check_mode=module.check_mode)
     if result.get("failed"):
         module.fail(result.pop("msg"), **{k: v for k, v in result.items() if k != "failed"})
     module.exit(**result)

@@ -45,6 +45,7 @@ def test_registered():
         "migrate_wave_results",
         "migrate_probe_items",
         "migrate_probe_decide",
+        "migrate_preflight_checks",
         "migrate_check_results",
         "migrate_summary",
         "migrate_with_image_ids",
@@ -293,6 +294,11 @@ def preflight(**extra):
     )
 
 
+def on_h2(*results):
+    """docker_bundle_restore's answer (state=checked) on h2, where the tests' checks run."""
+    return [{"__migrate_target": "h2", "checks": list(results), "changed": False}]
+
+
 def test_probe_decide_queues_reports_and_detects_what_is_in_place():
     probe = g.migrate_probe_items(
         [{"container": "web"}, {"container": "db"}, "gone", "lost"], PROBES, "h1", ["h1", "h2"], DEFAULTS
@@ -301,7 +307,7 @@ def test_probe_decide_queues_reports_and_detects_what_is_in_place():
         {"exists": True, "container": {"Config": {"Labels": {"ferry.docker.config-digest": "x"}}}},
         {"exists": False},
     ]
-    out = g.migrate_probe_decide(probe, [preflight(), preflight(container_state="same")], copies, "h1")
+    out = g.migrate_probe_decide(probe, on_h2(preflight(), preflight(container_state="same")), copies, "h1")
     web, db, gone = out["todo"]
     assert web["action"] == "migrate" and web["exclude_layers"] == ["l1"] and web["has_volumes"] and web["running"]
     assert db["action"] == "cutover" and db["name"] == "db2"
@@ -322,7 +328,8 @@ def test_probe_decide_queues_reports_and_detects_what_is_in_place():
 )
 def test_probe_decide_failures(result, words):
     probe = g.migrate_probe_items([{"container": "web", "group": "web"}], PROBES, "h1", ["h1", "h2"], DEFAULTS)
-    out = g.migrate_probe_decide(probe, [result], [], "h1")
+    answer = on_h2(result) if "problems" in result else [dict(result, __migrate_target="h2")]
+    out = g.migrate_probe_decide(probe, answer, [], "h1")
     (failed,) = out["results"]
     assert out["todo"] == [] and words in failed["error"] and failed["group"] == "web"
     assert failed["status"] == "failed" and failed["phase"] == "preflight"
@@ -465,7 +472,7 @@ def test_what_the_target_engine_does_not_carry_reaches_the_queue_and_the_report(
     probe = g.migrate_probe_items([{"container": "web"}, {"container": "db"}], PROBES, "h1", ["h1", "h2"], DEFAULTS)
     refused = "container db: HostConfig.Mounts[/data].VolumeOptions.Subpath (sub): Docker 20.10.24 would ignore it"
     out = g.migrate_probe_decide(
-        probe, [preflight(not_carried_over=ignored), preflight(problems=[refused], not_carried_over=[])], [], "h1"
+        probe, on_h2(preflight(not_carried_over=ignored), preflight(problems=[refused], not_carried_over=[])), [], "h1"
     )
     (web,) = out["todo"]
     assert web["not_carried_over"] == ignored
@@ -474,7 +481,7 @@ def test_what_the_target_engine_does_not_carry_reaches_the_queue_and_the_report(
     (db,) = out["results"]
     assert db["status"] == "failed" and "VolumeOptions.Subpath" in db["error"] and db["not_carried_over"] == []
     # an older preflight result without the key: an empty list, never a missing key
-    out = g.migrate_probe_decide(probe, [preflight(), preflight()], [], "h1")
+    out = g.migrate_probe_decide(probe, on_h2(preflight(), preflight()), [], "h1")
     assert [item["not_carried_over"] for item in out["todo"]] == [[], []]
 
 
@@ -496,3 +503,28 @@ def test_groups_sent_with_their_capture_are_neither_sent_nor_journaled_again():
     a, b, c = g.migrate_wave_results(wave, source=source, sent={"c": 50}, undone=undone)
     assert (a["bytes_sent"], c["bytes_sent"]) == (900, 50)
     assert b["status"] == "failed" and b["phase"] == "transfer" and "permission denied" in b["target_cleanup"]
+
+
+def test_each_target_checks_its_own_containers_in_one_task_and_each_gets_its_own_answer():
+    items = [{"container": "web"}, {"container": "db", "target": "h3"}, {"container": "web2", "target": "h2"}]
+    plan_ = {"probes": dict(PROBES["probes"], web2=PROBES["probes"]["web"]), "architecture": "x86_64"}
+    probe = g.migrate_probe_items(items, plan_, "h1", ["h1", "h2", "h3"], DEFAULTS)
+    options = {"create_bind_paths": False, "mode": "export", "dest": "/in", "programs": ["rsync"]}
+    web, web2 = g.migrate_preflight_checks(probe["check"], plan_, "h2", options)
+    assert (web["name"], web2["name"], web["image"]) == ("web", "web2", "ferry-migrate/web:latest")
+    assert web["run_config"] == {"env": ["SECRET=x"]} and web["architecture"] == "x86_64"
+    assert web["layers"] == [] and web["programs"] == ["rsync"] and web["create_bind_paths"] is False
+    assert web["required_bytes"] == web["docker_required_bytes"] > 0 and web["allow_privileged"] is True
+    assert g.migrate_preflight_checks(probe["check"], plan_, "h2", dict(options, mode="commit"))[0]["layers"] == [
+        "l1",
+        "l2",
+    ]
+    (db,) = g.migrate_preflight_checks(probe["check"], plan_, "h3", options)
+    assert db["name"] == "db2"
+    # h2 answers both of its checks in order; h3 cannot be reached
+    answers = on_h2(preflight(), preflight(problems=["port 80 is taken on h2"]))
+    answers.append({"__migrate_target": "h3", "unreachable": True, "msg": "timed out"})
+    out = g.migrate_probe_decide(probe, answers, [], "h1")
+    assert [item["container"] for item in out["todo"]] == ["web"]
+    errors = {entry["container"]: entry["error"] for entry in out["results"]}
+    assert "cannot reach h3: timed out" in errors["db"] and "port 80 is taken" in errors["web2"]

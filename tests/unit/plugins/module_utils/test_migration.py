@@ -514,3 +514,16 @@ def test_a_small_capture_is_sent_right_away_and_journaled_for_the_restore():
     phases = [(a["containers"], a["phase"]) for mod, a in host.calls if mod.endswith("guard") and "phase" in a]
     assert ([{"name": "a"}], "restore") in phases
     assert ([{"name": "b"}], "restore") not in phases and ([{"name": "big"}], "restore") not in phases
+
+
+def test_planning_runs_the_plan_step_and_check_mode_changes_nothing_else():
+    host = FakeHost(docker_migrate_plan={"groups": [], "missing": ["gone"]})
+    plan = {"containers": ["gone"], "probe": True}
+    assert m.source_task(host, source_args("planned", plan=plan), check_mode=True) == {
+        "groups": [],
+        "missing": ["gone"],
+    }
+    assert host.calls == [("ferry.docker.docker_migrate_plan", plan)]
+    assert not m.runs_stepwise(source_args("planned", plan=plan))
+    skipped = m.source_task(host, source_args("captured", members=[member("web")]), check_mode=True)
+    assert skipped["changed"] and "check mode" in skipped["msg"] and len(host.calls) == 1
