@@ -52,7 +52,7 @@ options:
     description: The group (or O(groups)), in dependency order (a member comes after the ones it needs).
     type: list
     elements: dict
-    suboptions:
+    suboptions: &member
       container:
         description: Name of the source container.
         type: str
@@ -123,48 +123,7 @@ options:
         type: list
         elements: dict
         required: true
-        suboptions:
-          container:
-            description: Name of the source container.
-            type: str
-            required: true
-          name:
-            description: Its name on the target.
-            type: str
-            required: true
-          state_before:
-            description: Its state before the run (V(running), V(paused), or another state left as it is).
-            type: str
-            required: true
-          running:
-            description: Whether it was running (or paused) before the run.
-            type: bool
-            default: false
-          has_volumes:
-            description: Whether it has named volumes to capture.
-            type: bool
-            default: false
-          exclude_layers:
-            description: Image layers (diff IDs) the target already has.
-            type: list
-            elements: str
-            default: []
-          image_ref:
-            description: Repository and tag of the committed image.
-            type: str
-            required: true
-          bundle:
-            description: Bundle directory of the member on the source.
-            type: str
-            required: true
-          hook_label:
-            description: Whether it may have a C(ferry.docker.pre-migrate) label to run (V(false) saves a look).
-            type: bool
-            default: true
-          expected_bytes:
-            description: About how many bytes its capture writes; from O(progress.bytes) on, it reports progress.
-            type: int
-            default: 0
+        suboptions: *member
   send:
     description:
       - With O(groups) and O(state=captured), send each group's bundles to its target right after its
