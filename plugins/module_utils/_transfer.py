@@ -14,6 +14,7 @@ checksum, every received directory 0700, host keys checked against the run's kno
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -23,10 +24,30 @@ SSH_CONNECT_TIMEOUT = 15
 _SENT = re.compile(r"Total bytes sent: ([0-9][0-9,.]*)")
 
 
-def rsync_argv(key_dir, port, src_dir, user, address, dest_dir):
-    """rsync's arguments (without the program) to push ``src_dir`` into ``dest_dir`` on ``user@address``."""
-    ssh = [
+CONTROL_PERSIST_SECONDS = 30
+
+
+def ssh_command(key_dir, port, shared=False):
+    """The ssh command rsync runs (``--rsh``): the run's key only, host keys from the run's known_hosts.
+
+    ``shared``: the connections of one module process and the next ones share one SSH connection per target
+    (a control socket in the run's key directory, kept CONTROL_PERSIST_SECONDS after its last use), so a
+    pass or a send while the source is stopped does not pay for a new handshake."""
+    control = (
+        [
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={key_dir}/cm-%h-%p",
+            "-o",
+            f"ControlPersist={CONTROL_PERSIST_SECONDS}",
+        ]
+        if shared
+        else []
+    )
+    return [
         "ssh",
+        *control,
         "-i",
         f"{key_dir}/id_ed25519",
         "-o",
@@ -46,6 +67,11 @@ def rsync_argv(key_dir, port, src_dir, user, address, dest_dir):
         "-p",
         str(int(port)),
     ]
+
+
+def rsync_argv(key_dir, port, src_dir, user, address, dest_dir, shared=False):
+    """rsync's arguments (without the program) to push ``src_dir`` into ``dest_dir`` on ``user@address``."""
+    ssh = ssh_command(key_dir, port, shared)
     return [
         "--archive",
         "--info=progress2",
@@ -68,6 +94,12 @@ def sent_bytes(stats):
     return int(found.group(1).replace(",", "").replace(".", "")) if found else 0
 
 
+def child_environment():
+    """This process's environment without the run's marker: the shared SSH connection outlives the step that
+    opened it, and the guard must not take it for a step of the run that still works."""
+    return {k: v for k, v in os.environ.items() if k != "FERRY_MIGRATE_RUN"}
+
+
 class SendFailed(Exception):
     """rsync failed; the message names the destination and rsync's last words."""
 
@@ -77,11 +109,12 @@ def send(key_dir, port, src_dir, user, address, dest_dir, timeout, run=subproces
     where = f"{user}@{address}:{dest_dir}"
     try:
         done = run(
-            ["rsync", *rsync_argv(key_dir, port, src_dir, user, address, dest_dir)],
+            ["rsync", *rsync_argv(key_dir, port, src_dir, user, address, dest_dir, shared=True)],
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
+            env=child_environment(),
         )
     except subprocess.TimeoutExpired:
         raise SendFailed(f"sending {src_dir} to {where} took more than {timeout} s") from None

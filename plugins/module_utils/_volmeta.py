@@ -44,6 +44,7 @@ import os
 import socket
 import stat
 import tarfile
+import time
 
 from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, TAR_BUFSIZE, IterReader
 from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
@@ -493,6 +494,98 @@ def tree_digest(path, xattrs="all"):
     """``(sha256, count)`` of a directory on this host, the same digest as ``tar_fingerprint`` of its archive."""
     tree = TreeTar(path)
     return tar_fingerprint(IterReader(tree.chunks()), xattrs=xattrs)
+
+
+def _fields(name, kind, st, link, size, content, xattrs):
+    mode = 0 if kind == tarfile.SYMTYPE else stat.S_IMODE(st.st_mode)
+    attrs = ",".join(f"{k}={v.hex()}" for k, v in sorted(xattrs.items()))
+    fields = (name, kind.decode("latin-1"), mode, st.st_uid, st.st_gid, size, link, content, attrs)
+    return "\0".join(str(v) for v in fields)
+
+
+# A cached content digest is used only for a file whose inode change time is older than this (seconds) when it
+# was hashed: a write in the same clock tick as the hash could otherwise leave the file's times unchanged.
+RACY_SECONDS = 1.0
+
+
+def _file_sha256(path):
+    fd = os.open(path, _FILE_FLAGS)  # never through a symlink swapped in since the lstat
+    digest, read = hashlib.sha256(), 0
+    try:
+        while True:
+            block = os.read(fd, CHUNK_SIZE)
+            if not block:
+                return digest.hexdigest(), read
+            digest.update(block)
+            read += len(block)
+    finally:
+        os.close(fd)
+
+
+def walk_digest(path, cache=None, now=None, stats=None):
+    """``(sha256, count, hashed_bytes)``: the same digest as ``tree_digest(path)``, from the directory itself.
+
+    With ``cache`` (a dict, updated in place: relative path -> [inode, size, mtime_ns, ctime_ns, sha256]) a
+    regular file whose inode, size and times are unchanged since it was hashed, and whose change time was
+    older than RACY_SECONDS then, is not read again: a second digest of a tree costs one ``stat`` per entry
+    plus the bytes that changed. ``hashed_bytes`` says how many bytes were read this time. ``stats`` (a dict)
+    gets ``racy``: how many files were too recent to cache.
+    """
+    now = time.time() if now is None else now
+    entries, hashed, count = [], 0, 0
+    firsts = {}  # (dev, inode) -> (size, content) of the first name of a file with several links
+    fresh = {}
+    root = os.lstat(path)
+    entries.append(_fields(".", tarfile.DIRTYPE, root, "", 0, "", read_xattrs(path, follow=False)[0]))
+    stack = [(path, "", iter(sorted(os.listdir(path))))]
+    while stack:
+        directory, prefix, names = stack[-1]
+        entry = next(names, None)
+        if entry is None:
+            stack.pop()
+            continue
+        full, name = os.path.join(directory, entry), prefix + entry
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            continue
+        kind = _entry_type(st.st_mode)
+        if kind is None:
+            continue  # a socket, as in TreeTar
+        count += 1
+        if kind == tarfile.REGTYPE:
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in firsts:
+                size, content = firsts[key]
+                entries.append(_fields(name, kind, st, "", size, content, {}))
+                continue
+            known = (cache or {}).get(name)
+            stamp = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+            if known and list(known[:4]) == stamp:
+                content = known[4]
+            else:
+                content, read = _file_sha256(full)
+                hashed += read
+            if cache is not None and now - st.st_ctime > RACY_SECONDS:
+                fresh[name] = [*stamp, content]
+            elif stats is not None:
+                stats["racy"] = stats.get("racy", 0) + 1
+            if st.st_nlink > 1:
+                firsts[key] = (st.st_size, content)
+            entries.append(_fields(name, kind, st, "", st.st_size, content, read_xattrs(full, follow=False)[0]))
+        elif kind == tarfile.DIRTYPE:
+            entries.append(_fields(name, kind, st, "", 0, "", read_xattrs(full, follow=False)[0]))
+            stack.append((full, name + "/", iter(sorted(os.listdir(full)))))
+        else:
+            link = os.readlink(full) if kind == tarfile.SYMTYPE else ""
+            entries.append(_fields(name, kind, st, link, 0, "", read_xattrs(full, follow=False)[0]))
+    if cache is not None:
+        cache.clear()
+        cache.update(fresh)
+    digest = hashlib.sha256()
+    for line in sorted(entries):
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest(), count, hashed
 
 
 # ------------------------------------------------------------------------------------------------

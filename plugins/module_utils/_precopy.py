@@ -1,0 +1,336 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils file is private to the ferry.docker collection. It may change without notice.
+
+"""Pre-copy: a volume's data goes to its target while the source still serves, the rest once it is stopped.
+
+What is decided here, without Ansible and without an engine:
+
+* ``classify(driver, options)``: a volume's kind: ``plain`` (driver ``local`` without options: a directory
+  on the engine's host), ``network`` (NFS, CIFS/SMB, Ceph, GlusterFS: the data lives elsewhere and is
+  shared) or ``special`` (tmpfs, a bind-backed local volume, any other driver);
+* ``choose(...)``: what a migration does with each volume: ``precopy`` (copied in passes while the source
+  serves, the last delta once it is stopped), ``copy`` (stop-and-copy: in the bundle) or ``skip`` (only the
+  definition is recreated), and why;
+* ``Passes``: when the live passes stop: the delta fell below the threshold, the pass limit was reached, or
+  the writer changes data as fast as the copy moves it (the delta no longer shrinks);
+* ``rsync_argv`` and ``parse_stats``: one pass is rsync over SSH with the run's key, straight into the target
+  volume's directory, every attribute kept (owners by number, hard links, ACLs, xattrs), files the source no
+  longer has deleted;
+* ``DigestCache``: the per-file digests of a volume tree kept between two digests of it (``walk_digest``), so
+  that the digest taken while the source is stopped reads only what changed since the live passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+
+from ansible_collections.ferry.docker.plugins.module_utils._transfer import (
+    RSYNC_IO_TIMEOUT,
+    child_environment,
+    ssh_command,
+)
+
+CHOICES = ("precopy", "copy", "skip")
+NETWORK_TYPES = frozenset(("nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "9p"))
+_STAT_LINES = {
+    "sent": re.compile(r"Total bytes sent: ([0-9][0-9,.]*)"),
+    "changed": re.compile(r"Total transferred file size: ([0-9][0-9,.]*)"),
+    "files": re.compile(r"Number of regular files transferred: ([0-9][0-9,.]*)"),
+    "literal": re.compile(r"Literal data: ([0-9][0-9,.]*)"),
+}
+_NO_SPACE = ("No space left on device", "Disk quota exceeded")
+
+
+def classify(driver, options):
+    """``(kind, detail)`` of a volume from its driver and driver options (the options' values are not kept)."""
+    options = options or {}
+    driver = driver or "local"
+    if driver != "local":
+        return "special", f"driver {driver}"
+    if not options:
+        return "plain", "local"
+    fstype = str(options.get("type") or "").lower()
+    if fstype in NETWORK_TYPES:
+        return "network", f"local, type {fstype}"
+    if "addr=" in str(options.get("o") or ""):
+        return "network", "local, a remote address"
+    if fstype == "tmpfs":
+        return "special", "local, tmpfs"
+    if "bind" in str(options.get("o") or "").split(","):
+        return "special", "local, bind-backed"
+    return "special", "local with options " + ",".join(sorted(options))
+
+
+def choose(name, kind, detail, size, strategy="precopy", data="auto", data_map=None, min_bytes=0):
+    """``{"choice", "reason"}`` for volume ``name`` of kind ``kind``.
+
+    ``data`` (``auto``, ``copy`` or ``skip``) is the run's default and ``data_map`` (volume name -> one of
+    those) overrides it per volume. ``auto`` recreates a network volume's definition without copying (the data
+    is already shared; a copy could overwrite it), copies any other volume, and pre-copies a plain one when
+    ``strategy`` is ``precopy`` and it holds at least ``min_bytes`` (a smaller one is copied while stopped in
+    less time than the extra steps of pre-copy take). Whether the target can take a pre-copy is settled
+    later, where the copy runs."""
+    wanted = (data_map or {}).get(name, data)
+    if wanted not in ("auto", "copy", "skip"):
+        raise ValueError(f"volume {name}: the volume data mode must be auto, copy or skip, not {wanted!r}")
+    where = "migrate_volume_data_map" if name in (data_map or {}) else "migrate_volume_data"
+    if wanted == "skip":
+        return {"choice": "skip", "reason": f"{where} is skip: only the definition is recreated ({detail})"}
+    if wanted == "auto" and kind == "network":
+        return {
+            "choice": "skip",
+            "reason": f"a network volume ({detail}): the data is shared, only the definition is recreated",
+        }
+    if kind != "plain":
+        return {"choice": "copy", "reason": f"stop-and-copy: not a plain local volume ({detail})"}
+    if wanted == "copy":
+        return {"choice": "copy", "reason": f"stop-and-copy: {where} is copy"}
+    if strategy != "precopy":
+        return {"choice": "copy", "reason": "stop-and-copy: migrate_strategy is stop"}
+    if int(size or 0) < int(min_bytes or 0):
+        return {"choice": "copy", "reason": f"stop-and-copy: {size} bytes, below migrate_precopy_min_bytes"}
+    return {"choice": "precopy", "reason": "pre-copy while the source serves, the last delta once it is stopped"}
+
+
+class Passes:
+    """When the live passes of a volume (or a group's volumes together) stop.
+
+    ``record(changed)`` takes the new bytes a pass moved (rsync's literal data); ``again()`` says whether to run
+    another pass: not once the delta is at most ``delta_bytes``, not beyond ``max_passes``, and not when a
+    pass after the first did not shrink the delta (a writer as fast as the copy). ``outcome`` says which."""
+
+    def __init__(self, delta_bytes, max_passes):
+        self.delta_bytes = max(0, int(delta_bytes))
+        self.max_passes = max(1, int(max_passes))
+        self.deltas = []
+        self.outcome = ""
+
+    def record(self, changed):
+        self.deltas.append(int(changed))
+
+    def again(self):
+        if not self.deltas:
+            return True
+        last = self.deltas[-1]
+        if last <= self.delta_bytes:
+            self.outcome = "converged"
+        elif len(self.deltas) >= self.max_passes:
+            self.outcome = "capped"
+        elif len(self.deltas) > 2 and last >= self.deltas[-2]:
+            self.outcome = "not_shrinking"
+        else:
+            return True
+        return False
+
+    def summary(self):
+        notes = {
+            "converged": "the delta fell to migrate_precopy_delta_bytes or below",
+            "capped": "migrate_precopy_passes reached",
+            "not_shrinking": "a writer changes data about as fast as the copy moves it",
+        }
+        left = self.deltas[-1] if self.deltas else 0
+        text = notes.get(self.outcome, "")
+        if self.outcome in ("capped", "not_shrinking"):
+            text += f"; the rest (about {left} bytes) goes by stop-and-copy"
+        return {"passes": len(self.deltas), "outcome": self.outcome, "last_delta_bytes": left, "note": text}
+
+
+def rsync_argv(key_dir, port, src_dir, user, address, dest_dir):
+    """rsync's arguments (without the program) for one pass of ``src_dir`` into ``dest_dir`` on the target:
+    the tree as it is (owners by number, hard links, ACLs, xattrs, the top directory's own attributes), files
+    gone from the source deleted, each file written beside and renamed into place."""
+    return [
+        "--archive",
+        "--hard-links",
+        "--acls",
+        "--xattrs",
+        "--numeric-ids",
+        "--delete",
+        "--stats",
+        f"--timeout={RSYNC_IO_TIMEOUT}",
+        "--rsh",
+        " ".join(shlex.quote(part) for part in ssh_command(key_dir, port, shared=True)),
+        f"{src_dir.rstrip('/')}/",
+        f"{user}@{address}:{dest_dir.rstrip('/')}/",
+    ]
+
+
+def _number(text):
+    return int(text.replace(",", "").replace(".", ""))
+
+
+def parse_stats(stats):
+    """``{"sent", "changed", "files", "literal"}`` from rsync's ``--stats``: bytes on the wire, bytes of the
+    files it transferred (the delta: what the next pass reads again), how many files, and the new data in
+    them."""
+    out = {}
+    for key, pattern in _STAT_LINES.items():
+        found = pattern.search(stats or "")
+        out[key] = _number(found.group(1)) if found else 0
+    return out
+
+
+class PassFailed(Exception):
+    """A pass failed; ``no_space`` when the target ran out of space."""
+
+    def __init__(self, message, no_space=False):
+        super().__init__(message)
+        self.no_space = no_space
+
+
+def copy_pass(argv, where, timeout, run=subprocess.run):
+    """Run one pass (``argv`` with the program); its ``parse_stats``. Raises PassFailed."""
+    try:
+        done = run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=child_environment())
+    except subprocess.TimeoutExpired:
+        raise PassFailed(f"copying to {where} took more than {timeout} s") from None
+    except OSError as exc:
+        raise PassFailed(f"rsync could not run on this host to copy to {where}: {exc}") from None
+    if done.returncode != 0:
+        lines = (done.stderr or "").strip().splitlines()
+        last = " | ".join(line.strip() for line in lines[-3:])
+        no_space = any(marker in (done.stderr or "") for marker in _NO_SPACE)
+        raise PassFailed(f"copying to {where} failed (rsync exit {done.returncode}): {last}", no_space=no_space)
+    return parse_stats(done.stdout)
+
+
+class DigestCache:
+    """The per-file digests of one volume tree between two ``walk_digest`` calls, in a file only root reads."""
+
+    def __init__(self, path):
+        self.path = path
+        self.entries = {}
+
+    def load(self):
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            data = {}
+        self.entries = data if isinstance(data, dict) else {}
+        return self.entries
+
+    def save(self):
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        temporary = f"{self.path}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self.entries, handle)
+        os.replace(temporary, self.path)
+
+
+def cache_path(directory, volume):
+    return os.path.join(directory, ".digests", f"{volume}.json")
+
+
+def volumes_of(member, choice):
+    """The names of a source member's volumes with ``choice`` (its ``volumes`` plan)."""
+    return [v["name"] for v in member.get("volumes") or [] if v.get("choice") == choice]
+
+
+class LocalCopier:
+    """The pre-copy's work on the source host: where a volume's data is, one rsync pass, a tree's digest."""
+
+    def __init__(self, client, send, info=None):
+        self.client = client
+        self.send = send or {}
+        self._info = info
+
+    def mountpoint(self, volume):
+        """``(directory, None)`` when the volume's data is a directory this process reads, else ``(None, why not)``."""
+        from ansible_collections.ferry.docker.plugins.module_utils._volmeta import volume_local_reason
+
+        if self._info is None:
+            self._info = self.client.info()
+        inspect = self.client.inspect_volume(volume)
+        reason = volume_local_reason(getattr(self.client, "base_url", None), self._info, inspect)
+        return (None, reason) if reason else (inspect.get("Mountpoint"), None)
+
+    def sync(self, src, dest):
+        s = self.send
+        argv = ["rsync", *rsync_argv(s["key_dir"], s["port"], src, s["user"], s["address"], dest)]
+        return copy_pass(argv, f"{s['user']}@{s['address']}:{dest}", s.get("timeout") or 21600)
+
+    def digest(self, path, cache_file):
+        from ansible_collections.ferry.docker.plugins.module_utils._volmeta import walk_digest
+
+        cache = DigestCache(cache_file)
+        cache.load()
+        found = walk_digest(path, cache.entries)
+        cache.save()
+        return found
+
+
+def _local_dir(client, name, info):
+    from ansible_collections.ferry.docker.plugins.module_utils._volmeta import volume_local_reason
+
+    inspect = client.inspect_volume(name)
+    reason = volume_local_reason(getattr(client, "base_url", None), info, inspect)
+    return (None, reason) if reason else (inspect.get("Mountpoint"), None)
+
+
+def prepare(client, groups, missing):
+    """On the target: create the volumes each group pre-copies (``groups``: ``id``, ``volumes`` with ``name``,
+    ``container`` and ``labels``) and say where their data goes. ``missing(exc)`` tells a 404. Per group:
+    ``volumes`` (name -> ``mountpoint``, ``free_bytes``), ``refused`` (name -> why it is copied instead) and
+    ``created`` (container -> what to remove on failure, as docker_bundle_restore's RV(created))."""
+    info = client.info()
+    out = {}
+    for group in groups:
+        done = out[group["id"]] = {"ok": True, "volumes": {}, "refused": {}, "created": {}}
+        for volume in group.get("volumes") or []:
+            name = volume["name"]
+            try:
+                client.inspect_volume(name)
+                done["refused"][name] = f"volume {name} already exists on this host"
+                continue
+            except Exception as exc:  # the SDK's errors: only "no such volume" lets the pre-copy create it
+                if not missing(exc):
+                    done["refused"][name] = f"reading volume {name} failed ({exc})"
+                    continue
+            client.create_volume(name=name, driver="local", labels=dict(volume.get("labels") or {}) or None)
+            created = done["created"].setdefault(
+                volume["container"],
+                {"container": "", "image": "", "image_id": "", "networks": [], "volumes": [], "bind_paths": []},
+            )
+            created["volumes"].append(name)
+            path, reason = _local_dir(client, name, info)
+            if reason:
+                client.remove_volume(name)
+                created["volumes"].remove(name)
+                done["refused"][name] = f"the target reads and writes it through the engine only ({reason})"
+                continue
+            fs = os.statvfs(path)
+            done["volumes"][name] = {"mountpoint": path, "free_bytes": fs.f_bavail * fs.f_frsize}
+    return out
+
+
+def volume_digest(client, name, cache_dir, settle=False, sleep=time.sleep):
+    """``(sha256, entries, bytes read)`` of a pre-copied volume on this host, with its cache in ``cache_dir``.
+
+    ``settle`` (the digest taken while the source still serves): files written in the last RACY_SECONDS cannot
+    be cached yet, so it waits that long and digests again, which reads only those; the check once the source
+    is stopped then finds them cached."""
+    from ansible_collections.ferry.docker.plugins.module_utils._volmeta import RACY_SECONDS, walk_digest
+
+    path, reason = _local_dir(client, name, client.info())
+    if reason:
+        raise ValueError(f"volume {name} is not a directory this module reads ({reason})")
+    cache = DigestCache(cache_path(cache_dir, name))
+    cache.load()
+    stats = {}
+    found = walk_digest(path, cache.entries, stats=stats)
+    if settle and stats.get("racy"):
+        sleep(RACY_SECONDS)
+        digest, count, read = walk_digest(path, cache.entries)
+        found = (digest, count, found[2] + read)
+    cache.save()
+    return found

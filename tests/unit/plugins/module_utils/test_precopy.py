@@ -1,0 +1,423 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Pre-copy: what moves how, when the live passes stop, the source's and the target's steps, the digests."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.ferry.docker.plugins.module_utils import _migration as m
+from ansible_collections.ferry.docker.plugins.module_utils import _precopy as p
+from ansible_collections.ferry.docker.plugins.module_utils._volmeta import tree_digest, walk_digest
+
+# ------------------------------------------------------------------ what moves how
+
+
+@pytest.mark.parametrize(
+    "driver, options, kind",
+    [
+        ("local", {}, "plain"),
+        (None, None, "plain"),
+        ("local", {"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/export"}, "network"),
+        ("local", {"type": "cifs", "o": "username=u,password=secret"}, "network"),
+        ("local", {"type": "none", "o": "addr=nas,vers=4"}, "network"),
+        ("local", {"type": "tmpfs", "device": "tmpfs"}, "special"),
+        ("local", {"type": "none", "o": "bind", "device": "/srv/data"}, "special"),
+        ("rexray/ebs", {}, "special"),
+    ],
+)
+def test_classify(driver, options, kind):
+    found, detail = p.classify(driver, options)
+    assert found == kind
+    assert "secret" not in detail  # an option's value never reaches the report
+
+
+def test_choose_auto_skips_network_copies_special_and_precopies_plain():
+    assert p.choose("nfs", "network", "local, type nfs", 10**9)["choice"] == "skip"
+    assert p.choose("tmp", "special", "local, tmpfs", 10**9)["choice"] == "copy"
+    assert p.choose("db", "plain", "local", 10**9)["choice"] == "precopy"
+    small = p.choose("db", "plain", "local", 10, min_bytes=100)
+    assert small["choice"] == "copy" and "migrate_precopy_min_bytes" in small["reason"]
+    stop = p.choose("db", "plain", "local", 10**9, strategy="stop")
+    assert stop == {"choice": "copy", "reason": "stop-and-copy: migrate_strategy is stop"}
+
+
+def test_choose_per_volume_map_wins_over_the_default():
+    data_map = {"nfs": "copy", "db": "skip"}
+    assert p.choose("nfs", "network", "local, type nfs", 1, data_map=data_map)["choice"] == "copy"
+    skipped = p.choose("db", "plain", "local", 10**9, data_map=data_map)
+    assert skipped["choice"] == "skip" and "migrate_volume_data_map" in skipped["reason"]
+    assert p.choose("other", "plain", "local", 10**9, data="skip", data_map=data_map)["choice"] == "skip"
+    with pytest.raises(ValueError, match="volume db: the volume data mode must be auto, copy or skip"):
+        p.choose("db", "plain", "local", 1, data_map={"db": "move"})
+
+
+# ------------------------------------------------------------------ the live passes
+
+
+def passes(deltas, delta_bytes=100, max_passes=5):
+    plan = p.Passes(delta_bytes, max_passes)
+    ran = 0
+    for delta in deltas:
+        if not plan.again():
+            break
+        plan.record(delta)
+        ran += 1
+    plan.again()
+    return ran, plan.summary()
+
+
+def test_passes_stop_once_the_delta_is_small():
+    ran, summary = passes([1000, 300, 50, 10])
+    assert ran == 3 and summary["outcome"] == "converged" and summary["last_delta_bytes"] == 50
+
+
+def test_passes_are_capped_and_the_rest_goes_while_stopped():
+    ran, summary = passes([1000, 900, 800, 700, 600, 500, 400], max_passes=4)
+    assert ran == 4 and summary["outcome"] == "capped"
+    assert "the rest (about 700 bytes) goes by stop-and-copy" in summary["note"]
+
+
+def test_a_writer_as_fast_as_the_copy_ends_the_passes():
+    ran, summary = passes([1000, 400, 500, 600, 700], max_passes=10)
+    assert ran == 3 and summary["outcome"] == "not_shrinking"
+    assert "a writer changes data about as fast as the copy moves it" in summary["note"]
+
+
+def test_rsync_keeps_every_attribute_and_uses_the_run_key_only():
+    argv = p.rsync_argv("/k", 2222, "/src/", "root", "10.1.2.3", "/var/lib/docker/volumes/v/_data")
+    for flag in ("--archive", "--hard-links", "--acls", "--xattrs", "--numeric-ids", "--delete", "--stats"):
+        assert flag in argv
+    assert not any(a.startswith("--chmod") for a in argv)  # the tree's own modes, unlike a bundle's directory
+    ssh = argv[argv.index("--rsh") + 1]
+    assert "-i /k/id_ed25519" in ssh and "IdentitiesOnly=yes" in ssh and "-p 2222" in ssh
+    assert argv[-2:] == ["/src/", "root@10.1.2.3:/var/lib/docker/volumes/v/_data/"]
+
+
+STATS = """
+Number of files: 4 (reg: 3, dir: 1)
+Number of regular files transferred: 2
+Total file size: 104,857,604 bytes
+Total transferred file size: 2,097,152 bytes
+Literal data: 1,024 bytes
+Matched data: 2,096,128 bytes
+Total bytes sent: 4,431
+"""
+
+
+def test_parse_stats():
+    assert p.parse_stats(STATS) == {"sent": 4431, "changed": 2097152, "files": 2, "literal": 1024}
+    assert p.parse_stats("") == {"sent": 0, "changed": 0, "files": 0, "literal": 0}
+
+
+def test_a_pass_that_fills_the_target_says_so():
+    def run(argv, **kwargs):
+        return subprocess.CompletedProcess(argv, 11, "", "rsync: write failed: No space left on device (28)\n")
+
+    with pytest.raises(p.PassFailed) as failed:
+        p.copy_pass(["rsync"], "root@h2:/v", 10, run=run)
+    assert failed.value.no_space and "No space left on device" in str(failed.value)
+
+
+# ------------------------------------------------------------------ the source's steps
+
+
+class Copier:
+    """The source's copier: where each volume is here, a pass (its delta from ``deltas``), a digest."""
+
+    def __init__(self, deltas=None, fail=None, local=True):
+        self.deltas = {name: iter(values) for name, values in (deltas or {}).items()}
+        self.fail = fail
+        self.local = local
+        self.calls = []
+
+    def mountpoint(self, volume):
+        return (f"/src/{volume}", None) if self.local else (None, "the engine is remote")
+
+    def sync(self, src, dest):
+        self.calls.append(("sync", src, dest))
+        if self.fail:
+            raise p.PassFailed(self.fail, no_space="No space" in self.fail)
+        name = src.rsplit("/", 1)[-1]
+        delta = next(self.deltas[name], 0)
+        return {"sent": delta + 100, "changed": delta, "files": 1, "literal": delta}
+
+    def digest(self, path, cache):
+        self.calls.append(("digest", path, cache))
+        return "d-" + path.rsplit("/", 1)[-1], 3, 0
+
+
+class Host:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, module, args):
+        self.calls.append((module.rsplit(".", 1)[-1], args))
+        if module.endswith("docker_commit_save"):
+            return {"image_id": "sha256:x", "size": 10}
+        if module.endswith("docker_volume_backup"):
+            return {"bytes_written": 5}
+        return {}
+
+
+def member(name, volumes):
+    return dict(
+        container=name,
+        name=name,
+        state_before="running",
+        running=True,
+        has_volumes=bool(volumes),
+        exclude_layers=[],
+        image_ref=f"ferry-migrate/{name}:latest",
+        bundle=f"/b/{name}",
+        volumes=volumes,
+    )
+
+
+OPTIONS = dict(
+    mode="commit",
+    consistency="stop",
+    cutover="stop",
+    compression="zstd",
+    stop_timeout=10,
+    journal={"run_id": "r1", "journal_dir": "/j"},
+    send={"user": "root", "address": "h2", "port": 22, "key_dir": "/k"},
+)
+SPEC = dict(
+    target="host2",
+    volumes={"db": {"mountpoint": "/t/db", "free_bytes": 5000}},
+    refused={},
+    delta_bytes=100,
+    max_passes=5,
+    cache_dir="/w/run",
+)
+PLAN = [
+    {"name": "db", "choice": "precopy", "reason": "plain"},
+    {"name": "logs", "choice": "copy", "reason": "tmpfs"},
+    {"name": "shared", "choice": "skip", "reason": "nfs"},
+]
+
+
+def clock():
+    ticks = itertools.count(1000)
+    return lambda: float(next(ticks))
+
+
+def test_precopy_passes_until_the_delta_is_small_journals_and_warms_the_cache():
+    host, copier = Host(), Copier({"db": [5000, 700, 40]})
+    out = m.precopy_groups(host, [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}], OPTIONS, copier)
+    group = out["g"]
+    assert group["ok"] and group["volumes"]["db"]["passes"] == 3 and group["volumes"]["db"]["outcome"] == "converged"
+    assert group["volumes"]["db"]["sent_bytes"] == 5000 + 700 + 40 + 300
+    assert [c[0] for c in copier.calls] == ["sync", "sync", "sync", "digest"]
+    assert copier.calls[-1] == ("digest", "/src/db", "/w/run/.digests/db.json")
+    # the journal names what the guard removes on the target if the run is lost; nothing was stopped
+    journaled = [a for module, a in host.calls if module == "docker_migrate_guard"]
+    assert journaled[0]["phase"] == "precopy" and journaled[0]["containers"] == [{"name": "app", "precopied": ["db"]}]
+    assert not [a for module, a in host.calls if module == "docker_container"]
+
+
+def test_a_full_target_disk_fails_the_group_before_its_sources_stop():
+    host = Host()
+    copier = Copier(fail="copying to root@h2:/t/db failed (rsync exit 11): No space left on device (28)")
+    out = m.precopy_groups(host, [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}], OPTIONS, copier)
+    group = out["g"]
+    assert not group["ok"] and group["phase"] == "precopy" and group["target_touched"]
+    assert "host2 ran out of space during the precopy of volume db" in group["msg"]
+    assert "it had 5000 bytes free there" in group["msg"]
+    assert not [a for module, a in host.calls if module == "docker_container"]  # never stopped
+
+
+def test_volumes_the_target_refused_or_that_are_not_local_go_in_the_bundle():
+    host = Host()
+    spec = dict(SPEC, volumes={}, refused={"db": "volume db already exists on this host"})
+    out = m.precopy_groups(host, [{"id": "g", "members": [member("app", PLAN)], "precopy": spec}], OPTIONS, Copier())
+    assert out["g"]["volumes"]["db"] == {
+        "choice": "copy",
+        "reason": "stop-and-copy: volume db already exists on this host",
+    }
+    out = m.precopy_groups(
+        host, [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}], OPTIONS, Copier(local=False)
+    )
+    assert "its data is not a directory here (the engine is remote)" in out["g"]["volumes"]["db"]["reason"]
+
+
+def test_capture_moves_the_last_delta_after_the_stop_and_leaves_precopied_and_skipped_volumes_out():
+    host, copier = Host(), Copier({"db": [12]})
+    groups = [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}]
+    out = m.capture_groups(host, groups, dict(OPTIONS, send=None), now=clock(), copier=copier)
+    group = out["g"]
+    assert group["ok"], group
+    modules = [module for module, _a in host.calls]
+    # stopped first, then the last delta and the digest, then the capture
+    assert modules.index("docker_container") < modules.index("docker_commit_save")
+    assert [c[0] for c in copier.calls] == []  # no send option: pre-copy cannot run, everything in the bundle
+    volumes = group["members"]["app"]["volumes"]
+    assert volumes["db"]["choice"] == "copy"
+
+    host, copier = Host(), Copier({"db": [12]})
+    out = m.capture_groups(host, groups, OPTIONS, now=clock(), copier=copier)
+    volumes = out["g"]["members"]["app"]["volumes"]
+    assert volumes["db"]["choice"] == "precopy" and volumes["db"]["digest"] == "d-db"
+    assert volumes["db"]["final_delta_bytes"] == 12
+    assert volumes["shared"]["choice"] == "skip" and volumes["logs"]["choice"] == "copy"
+    backup = next(a for module, a in host.calls if module == "docker_volume_backup")
+    assert backup["exclude_volumes"] == ["db", "shared"]
+    order = [module for module, _a in host.calls]
+    assert order.index("docker_container") < order.index("docker_volume_backup")
+
+
+def test_the_target_checks_each_digest_before_anything_uses_the_volume_and_removes_it_on_mismatch():
+    calls = []
+
+    def call(module, args):
+        calls.append((module.rsplit(".", 1)[-1], args))
+        if module == m.VOLUME_DIGEST:
+            return {"digest": "other", "entries": 3}
+        return {}
+
+    target = dict(member("app", []), received="/in/run-h1-g/app", precopied={"db": {"digest": "d-db", "entries": 3}})
+    options = dict(
+        mode="commit",
+        create_bind_paths=True,
+        allow_privileged=True,
+        stop_timeout=10,
+        health_timeout=30,
+        health_stable_seconds=5,
+        health_tcp_port=0,
+        health_url="",
+        keep_bundle=False,
+    )
+    out = m.restore_groups(call, [{"id": "g", "members": [target]}], options, now=clock())
+    assert not out["g"]["ok"] and "volume db on this host does not hold what the source held" in out["g"]["msg"]
+    assert calls[0] == ("volume_digest", {"name": "db", "cache_dir": "/in/run-h1-g"})
+    assert "docker_load" not in [module for module, _a in calls]  # nothing restored before the check
+    assert ("docker_volume", {"name": "db", "state": "absent"}) in calls  # removed by the undo
+
+
+# ------------------------------------------------------------------ the digest of a tree
+
+
+def make_tree(root):
+    os.makedirs(root / "sub" / "deep")
+    (root / "a").write_bytes(b"hello\n")
+    os.link(root / "a", root / "sub" / "hard")
+    os.symlink("a", root / "link")
+    os.mkfifo(root / "fifo")
+    with open(root / "sparse", "wb") as handle:
+        handle.truncate(1 << 20)
+        handle.seek(1 << 20)
+        handle.write(b"end")
+    (root / "sub" / "deep" / "big").write_bytes(os.urandom(300_000))
+    os.chmod(root / "a", 0o4755)
+    try:
+        os.setxattr(root / "a", "user.k", b"v")
+    except OSError:
+        pass
+
+
+def test_walk_digest_equals_the_archive_digest_and_its_cache_reads_only_what_changed(tmp_path):
+    root = tmp_path / "vol"
+    make_tree(root)
+    cache = {}
+    first = walk_digest(str(root), cache, now=10**10)  # as if hashed long after the files were written
+    assert first[:2] == tree_digest(str(root))
+    assert first[2] > 1_000_000 and cache
+    again = walk_digest(str(root), cache, now=10**10)
+    assert again[0] == first[0] and again[2] == 0
+    (root / "sub" / "deep" / "big").write_bytes(os.urandom(300_000))
+    changed = walk_digest(str(root), cache, now=10**10)
+    assert changed[0] != first[0] and changed[2] == 300_000
+    assert changed[:2] == tree_digest(str(root))
+
+
+def test_walk_digest_does_not_trust_the_cache_for_a_file_changed_in_the_last_seconds(tmp_path):
+    root = tmp_path / "vol"
+    make_tree(root)
+    cache = {}
+    walk_digest(str(root), cache)  # the files were just written: none of them is cached
+    assert cache == {}
+
+
+def test_the_digest_cache_file_is_private(tmp_path):
+    cache = p.DigestCache(p.cache_path(str(tmp_path / "run"), "db"))
+    cache.entries = {"a": [1, 2, 3, 4, "x"]}
+    cache.save()
+    assert oct(os.stat(cache.path).st_mode & 0o777) == "0o600"
+    assert p.DigestCache(cache.path).load() == {"a": [1, 2, 3, 4, "x"]}
+
+
+def test_passes_share_one_ssh_connection_and_leave_the_run_marker_out(monkeypatch):
+    argv = p.rsync_argv("/k", 22, "/src", "root", "h2", "/dst")
+    ssh = argv[argv.index("--rsh") + 1].split()
+    assert ssh[0] == "ssh" and "ControlMaster=auto" in ssh and "ControlPath=/k/cm-%h-%p" in ssh
+    seen = {}
+
+    def run(argv, **kwargs):
+        seen.update(kwargs["env"])
+        return subprocess.CompletedProcess(argv, 0, STATS, "")
+
+    monkeypatch.setenv("FERRY_MIGRATE_RUN", "r1")
+    p.copy_pass(["rsync"], "root@h2:/v", 10, run=run)
+    assert "FERRY_MIGRATE_RUN" not in seen and seen.get("PATH") == os.environ["PATH"]
+
+
+def test_the_guard_removes_precopied_volumes_and_reports_only_those_left(tmp_path):
+    from ansible_collections.ferry.docker.plugins.module_utils import _journal
+
+    docker = tmp_path / "docker"
+    docker.write_text(
+        '#!/bin/sh\n[ "$1 $2" = "volume rm" ] && [ "$3" = gone ] && exit 0\n'
+        '[ "$1 $2" = "volume rm" ] && exit 1\n[ "$1 $2" = "volume inspect" ] && [ "$3" = used ] && exit 0\nexit 1\n'
+    )
+    docker.chmod(0o755)
+
+    def run(argv, timeout=10):
+        script = argv[-1]
+        done = subprocess.run(
+            ["sh", "-c", script],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PATH=f"{tmp_path}:/bin:/usr/bin"),
+            check=False,
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    ops = _journal.TargetOps([{"host": "h2", "address": "10.0.0.2"}], run=run)
+    assert ops.drop_volumes("h2", ["gone"]) == (True, "")
+    ok, error = ops.drop_volumes("h2", ["gone", "used"])
+    assert not ok and error == "still there: used"
+
+
+def test_a_guard_that_fires_during_the_precopy_removes_the_target_volumes_then_puts_the_source_back():
+    from ansible_collections.ferry.docker.plugins.module_utils import _journal
+
+    doc = _journal.new_document("r1", "source", now=1)
+    doc["targets"] = [{"host": "h2", "address": "10.0.0.2"}]
+    _journal.record(
+        doc,
+        "app",
+        phase="precopy",
+        status="in_progress",
+        state_before="running",
+        target="h2",
+        target_name="app",
+        target_volumes=["db"],
+        precopied=["db"],
+    )
+    _journal.record(doc, "old", phase="stop", status="in_progress", state_before="running", target="h2")
+    plan = dict(_journal.fire_plan(doc))
+    assert plan["app"] == [("drop_target_volumes", "h2", ("db",)), ("restore_source", "running")]
+    assert plan["old"] == [("restore_source", "running")]
+    _journal.record(doc, "app", phase="restore")
+    assert dict(_journal.fire_plan(doc))["app"] == [
+        ("stop_target", "h2", "app", ("db",)),
+        ("drop_target_volumes", "h2", ("db",)),
+        ("restore_source", "running"),
+    ]
