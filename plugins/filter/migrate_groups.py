@@ -41,8 +41,20 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.ferry.docker.plugins.module_utils import _precopy
+
 # Keys of a queued container that are the role's bookkeeping, not report fields.
-INTERNAL = ("entry", "exclude_layers", "action", "running", "has_volumes", "probe_seconds", "volumes", "references")
+INTERNAL = (
+    "entry",
+    "exclude_layers",
+    "action",
+    "running",
+    "has_volumes",
+    "probe_seconds",
+    "volumes",
+    "references",
+    "volume_plan",
+)
 
 
 def _member_dirs(item, run, host, group_id, work_dir, target_dir):
@@ -51,8 +63,35 @@ def _member_dirs(item, run, host, group_id, work_dir, target_dir):
     return source_dir, target_group_dir, f"{source_dir}/{item['container']}", f"{target_group_dir}/{item['container']}"
 
 
-def migrate_groups(todo, run, host, work_dir, target_dir):
-    """Groups of queued containers, in queue order; ``item['group']`` (when set) joins items into one."""
+def volume_plan(item, options):
+    """What happens to each volume of a queued container (``_precopy.choose``): ``[{name, choice, reason}]``.
+    ``options``: ``strategy``, ``data``, ``data_map``, ``min_bytes`` (the role's migrate_strategy,
+    migrate_volume_data, migrate_volume_data_map and migrate_precopy_min_bytes)."""
+    modes = (item.get("entry") or {}).get("volume_modes") or {}
+    plan = []
+    for name in item.get("volumes") or []:
+        mode = modes.get(name) or {"kind": "plain", "detail": "local", "bytes": 0}
+        try:
+            chosen = _precopy.choose(
+                name,
+                mode["kind"],
+                mode["detail"],
+                mode.get("bytes", 0),
+                strategy=options.get("strategy", "precopy"),
+                data=options.get("data", "auto"),
+                data_map=options.get("data_map") or {},
+                min_bytes=options.get("min_bytes", 0),
+            )
+        except ValueError as exc:
+            raise AnsibleFilterError(f"migrate_groups: {exc}") from None
+        plan.append(dict(chosen, name=name))
+    return plan
+
+
+def migrate_groups(todo, run, host, work_dir, target_dir, volumes=None):
+    """Groups of queued containers, in queue order; ``item['group']`` (when set) joins items into one.
+    ``volumes`` (see ``volume_plan``, and ``delta_bytes``, ``max_passes``) decides how each volume moves."""
+    volumes = volumes or {}
     groups, by_id = [], {}
     for item in todo:
         if not isinstance(item, dict) or not {"container", "name", "target", "action"} <= set(item):
@@ -74,10 +113,27 @@ def migrate_groups(todo, run, host, work_dir, target_dir):
         ]
         group.update(source_members=[], target_members=[], guard_entries=[], transfers={"direct": [], "controller": []})
         group["transfers"]["direct"].append({"src": source_dir, "dest": target_group_dir})
+        group["precopy"] = {
+            "volumes": [],
+            "target_dir": target_group_dir,
+            "source_dir": f"{work_dir}/{run}",
+            "delta_bytes": int(volumes.get("delta_bytes", 16777216)),
+            "max_passes": int(volumes.get("max_passes", 5)),
+        }
+        seen = set()
         for item in group["members"]:
             _s, _t, bundle, received = _member_dirs(item, run, host, group["id"], work_dir, target_dir)
             image_ref = f"ferry-migrate/{item['name'].lower()}:latest"
-            item.update(bundle=bundle, received=received, image_ref=image_ref)
+            plan = volume_plan(item, volumes) if group["action"] == "migrate" else []
+            item.update(bundle=bundle, received=received, image_ref=image_ref, volume_plan=plan)
+            modes = (item.get("entry") or {}).get("volume_modes") or {}
+            for volume in plan:
+                if volume["choice"] == "precopy" and volume["name"] not in seen:
+                    seen.add(volume["name"])
+                    labels = (modes.get(volume["name"]) or {}).get("labels") or {}
+                    group["precopy"]["volumes"].append(
+                        {"name": volume["name"], "container": item["container"], "labels": labels}
+                    )
             group["source_members"].append(
                 {
                     "container": item["container"],
@@ -90,6 +146,7 @@ def migrate_groups(todo, run, host, work_dir, target_dir):
                     "bundle": bundle,
                     "hook_label": bool((item.get("entry") or {}).get("hook_label", True)),
                     "expected_bytes": expected_bytes(item),
+                    "volumes": plan,
                 }
             )
             entry = item.get("entry") or {}
@@ -117,7 +174,15 @@ def expected_bytes(item):
     are saved); the capture reports progress from docker_migrate_source's progress.bytes on."""
     sizes = (item.get("entry") or {}).get("sizes") or {}
     image = 0 if item.get("exclude_layers") else int(sizes.get("image_bytes") or 0)
-    return int(sizes.get("rw_bytes") or 0) + int(sizes.get("volume_bytes") or 0) + image
+    # pre-copied and skipped volumes are not in the bundle
+    modes = (item.get("entry") or {}).get("volume_modes") or {}
+    elsewhere = sum(
+        int((modes.get(v["name"]) or {}).get("bytes") or 0)
+        for v in item.get("volume_plan") or []
+        if v["choice"] != "copy"
+    )
+    volume_bytes = max(0, int(sizes.get("volume_bytes") or 0) - elsewhere)
+    return int(sizes.get("rw_bytes") or 0) + volume_bytes + image
 
 
 def _failed_entry(item, host, message):
@@ -253,6 +318,7 @@ def migrate_probe_items(items, plan, host, hosts, defaults, margin_percent=10, m
             hook_label=bool(found.get("hook_label", True)),
             required_bytes=int(estimate * (100 + int(margin_percent)) / 100) + int(margin_bytes),
             sizes={key: int(found[key]) for key in ("rw_bytes", "image_bytes", "volume_bytes")},
+            volume_modes=found.get("volume_modes") or {},
         )
         out["check"].append(entry)
     return out
@@ -502,11 +568,24 @@ def migrate_wave_pick(wave, what, source=None, target=None, transfer="direct"):
 
 
 def migrate_wave_results(
-    wave, source=None, sent=None, target=None, put_back=None, cutover=None, failure=None, undone=None, **times
+    wave,
+    source=None,
+    sent=None,
+    target=None,
+    put_back=None,
+    cutover=None,
+    failure=None,
+    undone=None,
+    precopy=None,
+    **times,
 ):
     """The report entries of every container of a wave (see migrate_group_results)."""
     entries = []
-    source_groups = (source or {}).get("groups") or {}
+    precopy_groups = (precopy or {}).get("groups") or {}
+    source_groups = dict((source or {}).get("groups") or {})
+    for gid, result in precopy_groups.items():
+        if not result.get("ok"):  # its pre-copy failed: it was never captured (its sources never stopped)
+            source_groups[gid] = dict(result, failed_task=f"Pre-copy the volumes of {gid}")
     target_groups = (target or {}).get("groups") or {}
     put_back_groups = (put_back or {}).get("groups") or {}
     cut_groups = (cutover or {}).get("groups") or {}
@@ -523,7 +602,7 @@ def migrate_wave_results(
             )
         elif src and not src.get("ok"):
             this_failure = {
-                "task": f"Stop and capture {gid}",
+                "task": src.get("failed_task") or f"Stop and capture {gid}",
                 "result": src,
                 "put_back": {"source_states": src.get("source_states") or {}},
                 "cleanup": (undone_groups.get(gid) or {}).get("target_cleanup", "done"),
@@ -546,6 +625,7 @@ def migrate_wave_results(
             target=tgt if tgt.get("ok") else {},
             cutover=cut_result,
             failure=this_failure,
+            precopy=precopy_groups.get(gid) or {},
             **times,
         )
     return entries
@@ -557,9 +637,86 @@ def migrate_created(target_groups):
 
 
 def migrate_with_image_ids(members, source):
-    """The target's members with the image ID each capture returned (commit mode)."""
+    """The target's members with the image ID each capture returned (commit mode), and the content digest of
+    each volume it pre-copied (checked on the target before anything uses the volume)."""
     captured = (source or {}).get("members") or {}
-    return [dict(member, image_id=(captured.get(member["container"]) or {}).get("image_id", "")) for member in members]
+    out = []
+    for member in members:
+        mine = captured.get(member["container"]) or {}
+        precopied = {
+            name: {"digest": entry["digest"], "entries": entry.get("entries", 0)}
+            for name, entry in (mine.get("volumes") or {}).items()
+            if entry.get("choice") == "precopy" and entry.get("digest")
+        }
+        out.append(dict(member, image_id=mine.get("image_id", ""), precopied=precopied))
+    return out
+
+
+def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
+    """The pre-copy's steps of a wave: ``prepare`` (docker_bundle_restore state=prepared: the volumes to create
+    on the target), ``source`` (docker_migrate_source state=precopied: the groups and where each volume goes),
+    ``hash`` (state=hashed: the target's digests while the sources serve), ``capture`` (the wave's source
+    groups for state=captured, without those whose pre-copy failed, each with the volumes it pre-copied),
+    ``failed`` (groups whose pre-copy failed: what to remove on the target) and ``created`` (what the
+    preparation created, per group, for the undo)."""
+    prepared_groups = (prepared or {}).get("groups") or {}
+    precopied_groups = (precopied or {}).get("groups") or {}
+    groups = [g for g in wave["groups"] if (g.get("precopy") or {}).get("volumes")]
+    if what == "prepare":
+        return [
+            {"id": g["id"], "cache_dir": g["precopy"]["target_dir"], "volumes": g["precopy"]["volumes"]} for g in groups
+        ]
+    if what == "created":
+        return {gid: result.get("created") or {} for gid, result in prepared_groups.items()}
+    if what == "prepared_groups":  # every group the preparation created volumes for (a wave that failed)
+        return [{"id": g["id"], "members": g["target_members"]} for g in groups if g["id"] in prepared_groups]
+    ready = [g for g in groups if (prepared_groups.get(g["id"]) or {}).get("ok")]
+
+    def spec(group, volumes):
+        return {
+            "target": wave["target"],
+            "volumes": volumes,
+            "refused": (prepared_groups.get(group["id"]) or {}).get("refused") or {},
+            "delta_bytes": group["precopy"]["delta_bytes"],
+            "max_passes": group["precopy"]["max_passes"],
+            "cache_dir": group["precopy"]["source_dir"],
+        }
+
+    if what == "source":
+        return [
+            {"id": g["id"], "members": g["source_members"], "precopy": spec(g, prepared_groups[g["id"]]["volumes"])}
+            for g in ready
+        ]
+    failed = [g["id"] for g in groups if g["id"] in precopied_groups and not precopied_groups[g["id"]].get("ok")]
+    if what == "failed":
+        return [{"id": g["id"], "members": g["target_members"]} for g in wave["groups"] if g["id"] in failed]
+
+    def moved(group):
+        done = (precopied_groups.get(group["id"]) or {}).get("volumes") or {}
+        return [name for name, entry in sorted(done.items()) if entry.get("choice") == "precopy"]
+
+    if what == "hash":
+        return [
+            {
+                "id": g["id"],
+                "cache_dir": g["precopy"]["target_dir"],
+                "volumes": [v for v in g["precopy"]["volumes"] if v["name"] in moved(g)],
+            }
+            for g in ready
+            if moved(g)
+        ]
+    if what == "capture":
+        out = []
+        for source_group in wave["source_groups"]:
+            if source_group["id"] in failed:
+                continue
+            group = next(g for g in wave["groups"] if g["id"] == source_group["id"])
+            volumes = (prepared_groups.get(group["id"]) or {}).get("volumes") or {}
+            if group in ready:
+                source_group = dict(source_group, precopy=spec(group, {n: volumes[n] for n in moved(group)}))
+            out.append(source_group)
+        return out
+    raise AnsibleFilterError(f"migrate_precopy_pick: unknown {what!r}")
 
 
 def migrate_failure(result):
@@ -586,8 +743,22 @@ def _phase_of(task):
     return "transfer" if "rsync" in task else "capture"
 
 
+def _volume_report(item, captured, precopy):
+    """What happened to each volume of a member: the plan's choice and reason, then what the pre-copy and the
+    capture did (passes, bytes, the last delta, the digest checked on the target)."""
+    done = (precopy or {}).get("volumes") or {}
+    out = []
+    for volume in item.get("volume_plan") or []:
+        entry = dict(volume)
+        entry.update(done.get(volume["name"]) or {})
+        entry.update(((captured or {}).get("volumes") or {}).get(volume["name"]) or {})
+        out.append(entry)
+    return out
+
+
 def migrate_group_results(group, source=None, sent=None, target=None, cutover=None, failure=None, **times):
     """One report entry per member of ``group``."""
+    precopy = times.pop("precopy", None) or {}
     source, target, cutover, failure = source or {}, target or {}, cutover or {}, failure or {}
     started, ended = float(times.get("started_at") or 0), float(times.get("ended_at") or 0)
     captured = source.get("members") or {}
@@ -603,6 +774,8 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
         entry = {key: value for key, value in item.items() if key not in INTERNAL and key not in ("received",)}
         phases = {"preflight": round(float(item.get("probe_seconds") or 0), 3)}
         if moving:
+            if (precopy.get("phases") or {}).get("precopy") is not None:
+                phases["precopy"] = precopy["phases"]["precopy"]
             for phase, seconds in (source.get("phases") or failed_result.get("phases") or {}).items():
                 if phase != "transfer":
                     phases[phase] = seconds
@@ -664,6 +837,12 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             phases=phases,
             group=[m["container"] for m in group["members"]] if len(group["members"]) > 1 else [],
             hooks=[hook for hook in source.get("hooks") or [] if hook.get("container") == name],
+            volumes=_volume_report(item, captured.get(name), precopy),
+            precopy_sent_bytes=sum(
+                int(v.get("sent_bytes") or 0)
+                for n, v in ((precopy.get("volumes") or {}).items())
+                if n in {p["name"] for p in item.get("volume_plan") or []}
+            ),
         )
         entries.append(entry)
     return entries
@@ -688,6 +867,7 @@ class FilterModule:
             "migrate_probe_decide": migrate_probe_decide,
             "migrate_preflight_checks": migrate_preflight_checks,
             "migrate_with_image_ids": migrate_with_image_ids,
+            "migrate_precopy_pick": migrate_precopy_pick,
             "migrate_failure": migrate_failure,
             "migrate_group_results": migrate_group_results,
         }

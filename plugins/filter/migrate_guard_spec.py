@@ -54,6 +54,13 @@ options:
     description: The run's C(migrate_cutover), which the guard completes for a migrated container when the run is lost.
     type: str
     default: stop
+  waves:
+    description:
+      - The run's waves (C(migrate_waves)). The volumes their groups pre-copy are each container's C(precopied);
+        a guard that fires before the copy runs on the target removes them there.
+    type: list
+    elements: dict
+    default: []
 """
 
 EXAMPLES = r"""
@@ -77,11 +84,18 @@ from ansible.errors import AnsibleFilterError
 
 
 def migrate_guard_spec(
-    todo, hostvars, key_dir, key_comment, addresses=None, transfer="direct", cutover="stop", users=None
+    todo, hostvars, key_dir, key_comment, addresses=None, transfer="direct", cutover="stop", users=None, waves=None
 ):
     addresses = addresses or {}
     users = users or {}
     containers, hosts = [], []
+    # the volumes a pre-copy may create on the targets (from migrate_waves): a guard that fires before the
+    # copy runs there removes them, also when the run was lost while it created them
+    precopied = {}
+    for wave in waves or []:
+        for group in wave.get("groups") or []:
+            for volume in (group.get("precopy") or {}).get("volumes") or []:
+                precopied.setdefault(volume["container"], []).append(volume["name"])
     for item in todo:
         if not isinstance(item, dict) or not {"container", "name", "target", "action"} <= set(item):
             raise AnsibleFilterError(f"migrate_guard_spec: {item!r} is not a queued container of the migrate role")
@@ -97,6 +111,8 @@ def migrate_guard_spec(
                 "cutover": cutover,
             }
         )
+        if item["container"] in precopied:
+            containers[-1]["precopied"] = precopied[item["container"]]
         if item["target"] not in hosts:
             hosts.append(item["target"])
     targets = []

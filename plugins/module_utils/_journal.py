@@ -69,7 +69,7 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_JOURNAL_BYTES = 4 * 1024 * 1024
 # The phases of one container, in order. From "restore" on, the target may hold a created or
 # started copy, so putting the source back first needs the target copy stopped.
-PHASES = ("preflight", "stop", "capture", "transfer", "restore", "health", "cutover", "done")
+PHASES = ("preflight", "precopy", "stop", "capture", "transfer", "restore", "health", "cutover", "done")
 TARGET_MAY_RUN = frozenset(("restore", "health", "cutover"))
 OPEN_STATUSES = frozenset(("in_progress", "needs_decision"))
 
@@ -381,6 +381,9 @@ def fire_plan(doc, target_stopped=False):
                 )
                 continue
             steps.append(("stop_target", target, target_name, tuple(entry.get("target_volumes") or ())))
+        if entry.get("precopied") and entry.get("target") in targets:
+            # volumes a pre-copy created on the target, unused by any container until the restore: removed
+            steps.append(("drop_target_volumes", entry["target"], tuple(entry["precopied"])))
         steps.append(("restore_source", entry.get("state_before", "running")))
         plan.append((name, steps))
     return plan
@@ -425,6 +428,18 @@ class TargetOps:
             # the tag a migration gives its committed image: a stale one would make the next run's load
             # refuse to move it; removing a tag leaves an image that something else still uses
             f'case $image in {MIGRATE_IMAGE_PREFIX}*) docker image rm "$image" >/dev/null 2>&1;; esac; exit 0'
+        )
+        code, _out, err = self.run(ssh_argv(self.targets[host], script))
+        return code == 0, err.strip()[-300:]
+
+    def drop_volumes(self, host, volumes):
+        """Remove ``volumes`` on ``host`` where no container uses them (the engine refuses an used one);
+        ``(True, "")`` when none of them is left."""
+        names = " ".join(shlex.quote(volume) for volume in volumes)
+        script = (
+            f'left=; for volume in {names}; do docker volume rm "$volume" >/dev/null 2>&1 || '
+            '{ docker volume inspect "$volume" >/dev/null 2>&1 && left="$left $volume"; }; done; '
+            '[ -z "$left" ] || { echo "still there:$left" >&2; exit 5; }'
         )
         code, _out, err = self.run(ssh_argv(self.targets[host], script))
         return code == 0, err.strip()[-300:]
@@ -538,7 +553,7 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
             return doc
         started, results = now(), []
         for name, steps in fire_plan(doc, target_stopped=target_stopped):
-            outcome = "rolled_back"
+            outcome, notes = "rolled_back", []
             for step in steps:
                 if step[0] == "hold":
                     outcome, detail = "needs_decision", step[1]
@@ -557,11 +572,19 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
                         )
                         break
                     detail = f"stopped {step[2]} on {step[1]}"
+                elif step[0] == "drop_target_volumes":
+                    dropped, error = target_ops.drop_volumes(step[1], step[2])
+                    notes.append(
+                        f"removed the pre-copied volumes {', '.join(step[2])} on {step[1]}"
+                        if dropped
+                        else f"could not remove the pre-copied volumes {', '.join(step[2])} on {step[1]} ({error})"
+                    )
                 else:
                     try:
                         detail = f"source is {source_ops.restore(name, step[1])} (was {step[1]} before the run)"
                     except (docker_exception(), OSError, KeyError) as exc:
                         outcome, detail = "needs_decision", f"could not put the source back: {exc}"
+            detail = "; ".join([detail, *notes])
             changes = {"phase": "done"} if outcome == "migrated" else {}
             record(doc, name, now(), status=outcome, guard=detail, **changes)
             results.append({"container": name, "status": outcome, "detail": detail})

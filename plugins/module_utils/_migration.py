@@ -28,6 +28,7 @@ from __future__ import annotations
 import posixpath
 import time
 
+from ansible_collections.ferry.docker.plugins.module_utils import _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._health import failure_message
 
 GUARD = "ferry.docker.docker_migrate_guard"
@@ -36,6 +37,7 @@ DOCKER_CONTAINER = "community.docker.docker_container"
 
 
 PROGRESS_MODULE = "ferry.docker.job_progress"
+VOLUME_DIGEST = "ferry.docker.volume_digest"  # done in docker_bundle_restore's process (see _steps)
 # How often a restored copy's state is read while it is watched: an inspect is cheap, and every second
 # between the copy turning healthy and the check seeing it is a second of downtime.
 HEALTH_POLL_SECONDS = 0.25
@@ -163,21 +165,139 @@ class SourceRun:
             "timeout": progress.get("timeout") or 21600,
         }
 
-    def journal(self, phase):
+    def journal(self, phase, precopied=None):
         journal = self.options.get("journal")
         if not journal:
             return
+        containers = [{"name": m["container"]} for m in self.members]
+        if precopied is not None:
+            # what the guard removes from the target if the run is lost before the container exists there
+            for entry, member in zip(containers, self.members):
+                entry["precopied"] = [name for name in _precopy.volumes_of(member, "precopy") if name in precopied]
         args = dict(
             run_id=journal["run_id"],
             journal_dir=journal["journal_dir"],
             state="renewed",
-            containers=[{"name": m["container"]} for m in self.members],
+            containers=containers,
             phase=phase,
         )
         self._run(phase, "", GUARD, args, "journaling the " + phase + " phase")
 
-    def capture(self):
-        """Stop, capture and (cutover keep) restart the group; the per-member sizes and the timings."""
+    def _precopy_ready(self, spec, copier):
+        """``({volume: (source directory, target directory)}, {volume: why it is copied instead})`` for the
+        group's volumes planned for pre-copy that both hosts can take (``spec["volumes"]``: the target's
+        directory of each volume it prepared)."""
+        ready, instead = {}, {}
+        prepared = (spec or {}).get("volumes") or {}
+        for member in self.members:
+            for name in _precopy.volumes_of(member, "precopy"):
+                if name in ready or name in instead:
+                    continue
+                if self.options["consistency"] != "stop":
+                    instead[name] = "stop-and-copy: consistency pause reads the volumes while paused, not stopped"
+                elif copier is None or not self.options.get("send"):
+                    instead[name] = "stop-and-copy: pre-copy needs the direct transfer with a root login on the target"
+                elif name not in prepared:
+                    why = ((spec or {}).get("refused") or {}).get(name) or "the target did not prepare it"
+                    instead[name] = f"stop-and-copy: {why}"
+                else:
+                    try:
+                        path, reason = copier.mountpoint(name)
+                    except Exception as exc:  # the SDK's errors: the volume stays in the bundle
+                        path, reason = None, f"reading it failed ({exc})"
+                    if reason:
+                        instead[name] = f"stop-and-copy: its data is not a directory here ({reason})"
+                    else:
+                        ready[name] = (path, prepared[name]["mountpoint"])
+        return ready, instead
+
+    def _pass(self, copier, name, dirs, spec, phase):
+        try:
+            return copier.sync(*dirs)
+        except _precopy.PassFailed as exc:
+            message = f"{phase} of volume {name}: {exc}"
+            if exc.no_space:
+                free = ((spec.get("volumes") or {}).get(name) or {}).get("free_bytes")
+                message = (
+                    f"{spec.get('target', 'the target')} ran out of space during the {phase} of volume {name}"
+                    + (f" (it had {free} bytes free there when the pre-copy began)" if free is not None else "")
+                    + f"; free space there or move the volume with migrate_volume_data_map copy: {exc}"
+                )
+            raise StepFailed(phase, self._owner(name), message) from None
+
+    def _owner(self, volume):
+        return next((m["container"] for m in self.members if volume in _precopy.volumes_of(m, "precopy")), "")
+
+    def precopy(self, spec, copier):
+        """The live passes of the group's pre-copied volumes while the members serve (state=precopied):
+        passes until each volume's delta is small (``spec``: ``delta_bytes``, ``max_passes``), then a digest
+        of each source tree that fills its cache. Per volume what happened."""
+        spec = spec or {}
+        out = {"volumes": {}}
+        self.phases.enter("precopy")
+        ready, instead = self._precopy_ready(spec, copier)
+        for name, reason in instead.items():
+            out["volumes"][name] = {"choice": "copy", "reason": reason}
+        if ready:
+            self.journal("precopy", precopied=sorted(ready))
+        passes = {name: _precopy.Passes(spec.get("delta_bytes", 0), spec.get("max_passes", 1)) for name in ready}
+        sent = dict.fromkeys(ready, 0)
+        active = sorted(ready)
+        while active:
+            for name in active:
+                stats = self._pass(copier, name, ready[name], spec, "precopy")
+                # the new data a pass moved: a file that only grew (an append-only log) counts what it gained
+                passes[name].record(stats["literal"])
+                sent[name] += stats["sent"]
+            active = [name for name in active if passes[name].again()]
+        for name in sorted(ready):
+            copier.digest(ready[name][0], _precopy.cache_path(spec.get("cache_dir") or "/tmp", name))
+            out["volumes"][name] = dict(
+                passes[name].summary(), choice="precopy", reason=_PRECOPY_REASON, sent_bytes=sent[name]
+            )
+        out["phases"] = self.phases.close()
+        return out
+
+    def final_pass(self, spec, copier, out):
+        """Stopped: the last delta of each pre-copied volume, then its digest (the target checks it before use).
+        The volumes that go in the bundle instead are named in ``out``'s members."""
+        ready, instead = self._precopy_ready(spec, copier)
+        for member in self.members:
+            entry = out["members"][member["container"]]
+            entry["volumes"] = {}
+            for volume in member.get("volumes") or []:
+                name = volume["name"]
+                if name in instead:
+                    entry["volumes"][name] = {"choice": "copy", "reason": instead[name]}
+                elif name in ready and self._owner(name) != member["container"]:
+                    entry["volumes"][name] = {"choice": "precopy", "reason": f"pre-copied with {self._owner(name)}"}
+                elif name not in ready:
+                    entry["volumes"][name] = {"choice": volume["choice"], "reason": volume.get("reason", "")}
+        for name in sorted(ready):
+            started = self.now()
+            stats = self._pass(copier, name, ready[name], spec, "final copy")
+            copied = self.now()
+            digest, count, hashed = copier.digest(
+                ready[name][0], _precopy.cache_path(spec.get("cache_dir") or "/tmp", name)
+            )
+            entry = out["members"][self._owner(name)]
+            entry["volumes"][name] = {
+                "choice": "precopy",
+                "reason": _PRECOPY_REASON,
+                "final_delta_bytes": stats["changed"],
+                "final_sent_bytes": stats["sent"],
+                "digest": digest,
+                "entries": count,
+                "digest_read_bytes": hashed,
+                "final_seconds": round(copied - started, 3),
+                "digest_seconds": round(self.now() - copied, 3),
+            }
+            entry["bytes_captured"] += stats["sent"]
+        return ready
+
+    def capture(self, precopy=None, copier=None):
+        """Stop, capture and (cutover keep) restart the group; the per-member sizes and the timings.
+        With ``precopy`` (the group's pre-copied volumes), their last delta goes right after the stop."""
         opts = self.options
         out = {"members": {m["container"]: {"bytes_captured": 0, "image_id": ""} for m in self.members}}
         running = [m for m in self.members if m.get("running")]
@@ -194,6 +314,9 @@ class SourceRun:
         if opts["consistency"] == "stop":
             # a paused capture never takes the source down: the guard needs no word of it
             self.journal("capture")
+        planned = any(m.get("volumes") for m in self.members)
+        if planned:
+            self.final_pass(precopy, copier, out)
         for member in self.members:
             name = member["container"]
             entry = out["members"][name]
@@ -231,13 +354,17 @@ class SourceRun:
                 )
                 entry["bytes_captured"] += int(result.get("size") or 0)
                 _keep_progress(entry, result)
-            if member.get("has_volumes"):
+            # without a plan (members[].volumes), has_volumes says whether the bundle holds every volume
+            copied = [v for v, e in entry.get("volumes", {}).items() if e["choice"] == "copy"]
+            if member.get("has_volumes") and (copied or not planned):
                 args = dict(
                     container=name,
                     dest=member["bundle"],
                     compression=opts["compression"],
                     consistency="pause" if opts["consistency"] == "pause" and member.get("running") else "running",
                 )
+                if planned:
+                    args["exclude_volumes"] = sorted(set(entry["volumes"]) - set(copied))
                 args.update(opts.get("capture_options", {}))
                 result = self._run(
                     "capture",
@@ -373,6 +500,7 @@ class TargetRun:
         opts = self.options
         trust = opts.get("trust", {})
         started_at = round(self.phases.enter("restore"), 3)
+        self.check_precopied()
         for member in self.members:
             name, created = member["container"], self.created[member["container"]]
             bundle, image_ref = member["received"], member["image_ref"]
@@ -423,6 +551,26 @@ class TargetRun:
             if result.get("operation") in ("create", "recreate"):
                 created["container"] = member["name"]
         return started_at
+
+    def check_precopied(self):
+        """Before anything uses them: each pre-copied volume must hold exactly what the source held once it was
+        stopped (its content digest). They count as created by the run from here on, so a failure removes them."""
+        for member in self.members:
+            self.created[member["container"]]["volumes"] += sorted(member.get("precopied") or {})
+        for member in self.members:
+            cache_dir = posixpath.dirname(member["received"].rstrip("/"))
+            for name, expected in sorted((member.get("precopied") or {}).items()):
+                args = dict(name=name, cache_dir=cache_dir)
+                found = self._run("restore", member["container"], VOLUME_DIGEST, args, f"the digest of volume {name}")
+                if found.get("digest") != expected.get("digest"):
+                    raise StepFailed(
+                        "restore",
+                        member["container"],
+                        f"volume {name} on this host does not hold what the source held once stopped (content "
+                        f"digest {str(found.get('digest'))[:16]}, {found.get('entries')} entries; the source's "
+                        f"{str(expected.get('digest'))[:16]}, {expected.get('entries')} entries); it is removed and "
+                        "the source put back as it was",
+                    )
 
     def check_health(self, member, watched=False):
         """The member must be up (not ``watched`` already with others), then answer on the TCP port and URL."""
@@ -481,6 +629,7 @@ class TargetRun:
         return sorted({posixpath.dirname(m["received"].rstrip("/")) for m in self.members})
 
 
+_PRECOPY_REASON = "pre-copied while the source served, the last delta once it was stopped"
 OK_STATUS = (200, 201, 202, 203, 204, 301, 302, 303, 304, 307, 308)
 
 
@@ -495,10 +644,20 @@ SOURCE_MEMBER = dict(
     bundle=dict(type="str", required=True),
     hook_label=dict(type="bool", default=True),
     expected_bytes=dict(type="int", default=0),
+    volumes=dict(
+        type="list",
+        elements="dict",
+        default=[],
+        options=dict(
+            name=dict(type="str", required=True),
+            choice=dict(type="str", required=True, choices=list(_precopy.CHOICES)),
+            reason=dict(type="str", default=""),
+        ),
+    ),
 )
 # docker_migrate_source's options (its action plugin checks them; the module runs with them)
 SOURCE_SPEC = dict(
-    state=dict(type="str", required=True, choices=["planned", "captured", "restored", "cut_over"]),
+    state=dict(type="str", required=True, choices=["planned", "precopied", "captured", "restored", "cut_over"]),
     # state=planned: the options of docker_migrate_plan, checked against its own spec where it runs
     plan=dict(type="dict"),
     members=dict(type="list", elements="dict", options=SOURCE_MEMBER),
@@ -509,6 +668,17 @@ SOURCE_SPEC = dict(
             id=dict(type="str", required=True),
             members=dict(type="list", elements="dict", required=True, options=SOURCE_MEMBER),
             transfer=dict(type="dict", options=dict(src=dict(type="str"), dest=dict(type="str"))),
+            precopy=dict(
+                type="dict",
+                options=dict(
+                    target=dict(type="str", default=""),
+                    volumes=dict(type="dict", default={}),
+                    refused=dict(type="dict", default={}),
+                    delta_bytes=dict(type="int", default=16777216),
+                    max_passes=dict(type="int", default=5, no_log=False),
+                    cache_dir=dict(type="path"),
+                ),
+            ),
         ),
     ),
     send=dict(
@@ -557,7 +727,8 @@ SOURCE_KWARGS = dict(
     supports_check_mode=True,  # state=planned changes nothing; the other states do nothing in check mode
     mutually_exclusive=[("members", "groups")],
     required_if=[("state", "planned", ("plan",))]
-    + [("state", state, ("members", "groups"), True) for state in ("captured", "restored", "cut_over")],
+    + [("state", state, ("members", "groups"), True) for state in ("captured", "restored", "cut_over")]
+    + [("state", "precopied", ("groups", "send"))],
 )
 PLAN = "ferry.docker.docker_migrate_plan"
 
@@ -577,20 +748,26 @@ def runs_stepwise(args):
         return args["cutover"] == "keep" and not args.get("journal")
     if args["state"] != "captured":
         return False
+    if any((g.get("precopy") or {}).get("volumes") for g in args.get("groups") or []):
+        return False  # the last delta of a pre-copy and its digest run in the module's process
     threshold = int((args.get("progress") or {}).get("bytes") or 0)
     return bool(threshold) and any(int(m.get("expected_bytes") or 0) >= threshold for m in source_members(args))
 
 
-def source_task(call, args, now=time.time, send=None, check_mode=False):
+def source_task(call, args, now=time.time, send=None, check_mode=False, copier=None):
     """docker_migrate_source's work with ``call``: the task's result (``failed`` and ``msg`` when it failed).
-    ``send(src, dest)`` (the module's rsync, see capture_groups) sends small captures right away."""
+    ``send(src, dest)`` (the module's rsync, see capture_groups) sends small captures right away; ``copier``
+    (``_precopy.LocalCopier``) runs the pre-copy's passes and digests."""
     if args["state"] == "planned":
         return call(PLAN, args["plan"])
     if check_mode:
         return dict(changed=True, msg=f"check mode: the sources were not {args['state'].replace('_', ' ')}")
+    if args["state"] == "precopied":
+        groups = precopy_groups(call, args["groups"] or [], args, copier, now=now)
+        return dict(groups=groups, changed=bool(groups))
     if args["groups"] is not None:
         if args["state"] == "captured":
-            groups = capture_groups(call, args["groups"], args, now=now, send=send)
+            groups = capture_groups(call, args["groups"], args, now=now, send=send, copier=copier)
             return dict(groups=groups, changed=bool(groups))
         done = {}
         for group in args["groups"]:
@@ -651,7 +828,20 @@ def _sends_now(group, out, options, send):
     return bool(send and options.get("send") and group.get("transfer")) and (not limit or captured < limit)
 
 
-def capture_groups(call, groups, options, now=time.time, send=None):
+def precopy_groups(call, groups, options, copier, now=time.time):
+    """The live passes of several groups, one after the other, while their sources serve. A group whose
+    pass fails (a full target disk) is reported, its sources untouched; the others go on."""
+    results = {}
+    for group in groups:
+        run = SourceRun(call, group["members"], options, now=now)
+        try:
+            results[group["id"]] = dict(run.precopy(group.get("precopy"), copier), ok=True)
+        except StepFailed as exc:
+            results[group["id"]] = dict(_failure(run, exc), target_touched=True, source_states={})
+    return results
+
+
+def capture_groups(call, groups, options, now=time.time, send=None, copier=None):
     """Stop and capture several independent groups of one host, one after the other. A group whose step
     fails is put back as it was and reported; the others go on. ``{group id: result}``.
 
@@ -663,7 +853,7 @@ def capture_groups(call, groups, options, now=time.time, send=None):
         run = SourceRun(call, group["members"], options, now=now)
         sending = False
         try:
-            out = run.capture()
+            out = run.capture(group.get("precopy"), copier)
             if _sends_now(group, out, options, send):
                 sending = True
                 out["sent_bytes"] = send(group["transfer"]["src"], group["transfer"]["dest"])
@@ -674,7 +864,7 @@ def capture_groups(call, groups, options, now=time.time, send=None):
         except StepFailed as exc:
             results[group["id"]] = failure = _failure(run, exc)
             # what a send left on the target (a partial bundle) is for the role to remove there
-            failure["target_touched"] = sending
+            failure["target_touched"] = sending or bool((group.get("precopy") or {}).get("volumes"))
             undo_started = now()
             try:
                 failure["source_states"] = run.put_back()

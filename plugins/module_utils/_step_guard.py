@@ -70,7 +70,7 @@ def arm(module, journal):
     wanted = {
         c["name"]: {
             k: c[k]
-            for k in ("state_before", "target", "target_name", "target_volumes", "cutover")
+            for k in ("state_before", "target", "target_name", "target_volumes", "precopied", "cutover")
             if c.get(k) is not None
         }
         for c in params["containers"]
@@ -133,13 +133,15 @@ def renew(module, journal):
             )
         journal.renew()
         names = [c["name"] for c in params["containers"]] or sorted(doc["containers"])
+        precopied = {c["name"]: c["precopied"] for c in params["containers"] if c.get("precopied") is not None}
         updates = {k: params[k] for k in ("phase", "status") if params[k]}
         for name in names:
             entry = doc["containers"].get(name)
             if entry is None:
                 module.fail(f"run {journal.run_id} does not journal a container {name!r}")
-            if updates and any(entry.get(k) != v for k, v in updates.items()):
-                _journal.record(doc, name, **updates)
+            mine = dict(updates, precopied=precopied[name]) if name in precopied else updates
+            if mine and any(entry.get(k) != v for k, v in mine.items()):
+                _journal.record(doc, name, **mine)
                 changed = True
         if changed:
             journal.save(doc)
@@ -249,6 +251,7 @@ SPEC = dict(
             target=dict(type="str"),
             target_name=dict(type="str"),
             target_volumes=dict(type="list", elements="str"),
+            precopied=dict(type="list", elements="str"),
             cutover=dict(type="str", choices=["stop", "keep", "remove"]),
         ),
     ),

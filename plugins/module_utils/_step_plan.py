@@ -12,7 +12,7 @@ after another (``_steps``).
 
 from __future__ import annotations
 
-from ansible_collections.ferry.docker.plugins.module_utils import _capture, _groups
+from ansible_collections.ferry.docker.plugins.module_utils import _capture, _groups, _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._preflight import missing_programs
 
 try:
@@ -117,6 +117,7 @@ def probe(client, names, containers):
             "rw_bytes": rw_sizes.get(inspect.get("Id"), 0),
             "volumes": volumes,
             "volume_bytes": sum(volume_sizes.get(v, 0) for v in volumes),
+            "volume_modes": {v: volume_mode(client, v, volume_sizes.get(v, 0)) for v in volumes},
             "hook_label": PRE_MIGRATE_LABEL in ((inspect.get("Config") or {}).get("Labels") or {}),
             "run_config": lookups.run_config(inspect),
         }
@@ -124,6 +125,17 @@ def probe(client, names, containers):
 
 
 PRE_MIGRATE_LABEL = "ferry.docker.pre-migrate"
+
+
+def volume_mode(client, name, size):
+    """What a migration needs to decide about a volume: its kind (``_precopy.classify``), size and labels.
+    Its driver options are not returned: they may hold credentials (a CIFS password)."""
+    try:
+        volume = client.inspect_volume(name)
+    except NotFound:
+        volume = {}
+    kind, detail = _precopy.classify(volume.get("Driver"), volume.get("Options"))
+    return {"kind": kind, "detail": detail, "bytes": int(size), "labels": dict(volume.get("Labels") or {})}
 
 
 class _Quiet:

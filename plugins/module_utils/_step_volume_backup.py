@@ -36,11 +36,12 @@ from ansible_collections.ferry.docker.plugins.module_utils._volmeta import (
 )
 
 
-def plan(cap, inspect, volume_names, include_binds):
-    """The sources to read: dicts with name, file, type, volume/source, anonymous, destination, rw."""
+def plan(cap, inspect, volume_names, include_binds, exclude=()):
+    """The sources to read: dicts with name, file, type, volume/source, anonymous, destination, rw; the
+    container's volumes named in ``exclude`` are left out."""
     sfx = suffix(cap.compression)
     sources = []
-    seen = set()
+    seen = set(exclude)
     for mount in (inspect or {}).get("Mounts") or []:
         if mount.get("Type") == "volume" and mount.get("Name"):
             name = mount["Name"]
@@ -177,6 +178,7 @@ SPEC = dict(
     volumes=dict(type="list", elements="str", default=[]),
     include_binds=dict(type="bool", default=False),
     consistency=dict(type="str", default="running", choices=["running", "pause", "stop"]),
+    exclude_volumes=dict(type="list", elements="str", default=[]),
 )
 KWARGS = dict(supports_check_mode=True, required_one_of=[("container", "volumes")])
 
@@ -189,7 +191,7 @@ def run(fm):
         cap.fail(f"consistency={params['consistency']} needs the container option (the container to quiesce)")
     inspect = cap.inspect_container(params["container"]) if params["container"] else None
     inspects = {name: cap.inspect_volume(name) for name in params["volumes"]}
-    sources = plan(cap, inspect, params["volumes"], params["include_binds"])
+    sources = plan(cap, inspect, params["volumes"], params["include_binds"], params["exclude_volumes"])
     if not sources:
         cap.fail(
             "container %s has no volumes%s; nothing to back up"

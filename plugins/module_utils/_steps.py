@@ -30,6 +30,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.ferry.docker.plugins.module_utils import (
+    _precopy,
     _step_commit_save,
     _step_container_restore,
     _step_exec_hook,
@@ -227,7 +228,22 @@ SOURCE_STEPS = (
 )
 SOURCE_DIRECT = {"community.docker.docker_container": _container_state}
 
+VOLUME_DIGEST = "ferry.docker.volume_digest"  # not a module: the digest check of a pre-copied volume, done here
+
+
+def _volume_digest(parent, args):
+    """The content digest of a pre-copied volume on this host (see ``_precopy.volume_digest``)."""
+    try:
+        digest, entries, read = _precopy.volume_digest(
+            parent.client, args["name"], args["cache_dir"], settle=bool(args.get("settle"))
+        )
+    except (OSError, ValueError) as exc:
+        return dict(failed=True, msg=f"reading volume {args['name']} failed: {exc}")
+    return dict(changed=False, digest=digest, entries=entries, read_bytes=read)
+
+
 DIRECT = {
+    VOLUME_DIGEST: _volume_digest,
     "ansible.builtin.file": _remove_path,
     "ansible.builtin.wait_for": _wait_for_port,
     "ansible.builtin.uri": _get_url,

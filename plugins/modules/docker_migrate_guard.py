@@ -131,12 +131,19 @@ options:
             was before the run.
         type: list
         elements: str
+      precopied:
+        description:
+          - The volumes a pre-copy creates on the target for it (with O(state=armed), or O(state=renewed) once
+            known). A guard that fires removes them there unless a container uses them (the engine refuses to
+            remove a volume in use).
+        type: list
+        elements: str
   phase:
     description:
       - The phase the containers enter. From V(restore) on, the guard stops the target's copy before it
         puts the source back.
     type: str
-    choices: [preflight, stop, capture, transfer, restore, health, cutover, done]
+    choices: [preflight, precopy, stop, capture, transfer, restore, health, cutover, done]
   status:
     description:
       - The outcome to record for the containers; V(migrated) and V(rolled_back) close them.

@@ -22,6 +22,13 @@ description:
     phase and the member.
   - The whole task runs in one module process on the source, unless a member's capture is large enough to
     report progress (O(progress)); then each step runs as its own module.
+  - O(state=precopied) copies, while the members still serve, the data of their volumes planned for
+    pre-copy (O(members[].volumes)) into the target's volumes (O(groups[].precopy)) with rsync over SSH and the
+    run's key (O(send)), in passes until a pass moves no more than O(groups[].precopy.delta_bytes) or
+    O(groups[].precopy.max_passes) passes ran, or the delta stops shrinking. Then it digests each source tree,
+    which fills a cache of per-file digests. A failed pass (a full target disk) fails the group, which was
+    never stopped. O(state=captured) with O(groups[].precopy) then moves the last delta right after the stop
+    and returns each volume's content digest, which the target checks before use.
   - O(state=restored) puts every member back as it was before the run (after a failure further on).
   - O(state=cut_over) stops (in reverse order) or removes (volumes kept) the members once their copies
     serve, or leaves them for O(cutover=keep).
@@ -42,7 +49,7 @@ options:
     description: What to do; see the description.
     type: str
     required: true
-    choices: [planned, captured, restored, cut_over]
+    choices: [planned, precopied, captured, restored, cut_over]
   plan:
     description:
       - With O(state=planned), the options of M(ferry.docker.docker_migrate_plan) (checked against its own
@@ -94,6 +101,29 @@ options:
         description: About how many bytes its capture writes; from O(progress.bytes) on, it reports progress.
         type: int
         default: 0
+      volumes:
+        description:
+          - How each of its named volumes moves (the migrate role's plan); without it every volume goes in the
+            bundle (O(members[].has_volumes)).
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          name:
+            description: The volume.
+            type: str
+            required: true
+          choice:
+            description:
+              - V(precopy) (copied while the member serves, the last delta once stopped), V(copy) (in the
+                bundle) or V(skip) (not copied; the target recreates its definition).
+            type: str
+            required: true
+            choices: [precopy, copy, skip]
+          reason:
+            description: Why, for the report.
+            type: str
+            default: ""
   groups:
     description:
       - Several independent groups at once, instead of O(members) - each C(id) with its C(members) (as
@@ -118,6 +148,38 @@ options:
           dest:
             description: Receiving directory on the target.
             type: str
+      precopy:
+        description:
+          - The group's pre-copy, for O(state=precopied) and O(state=captured). Volumes planned for pre-copy
+            that are not in O(groups[].precopy.volumes) go in the bundle.
+        type: dict
+        suboptions:
+          target:
+            description: The target's name, for messages.
+            type: str
+            default: ""
+          volumes:
+            description:
+              - Per volume name, its directory on the target (C(mountpoint)) and the free bytes there
+                (C(free_bytes)), as M(ferry.docker.docker_bundle_restore) returns them with
+                O(ferry.docker.docker_bundle_restore#module:state=prepared).
+            type: dict
+            default: {}
+          refused:
+            description: Per volume name, why the target could not take its pre-copy (it is copied instead).
+            type: dict
+            default: {}
+          delta_bytes:
+            description: The live passes of a volume stop once a pass transferred files of no more than this.
+            type: int
+            default: 16777216
+          max_passes:
+            description: At most this many live passes per volume.
+            type: int
+            default: 5
+          cache_dir:
+            description: Directory of the per-file digest cache on this host (the run's work directory).
+            type: path
       members:
         description: Its members, as O(members).
         type: list
@@ -307,6 +369,10 @@ member:
 groups:
   description:
     - With O(groups), per group id its result - C(ok), and the fields above (or C(msg), C(phase), C(member)).
+    - With O(state=precopied), C(volumes) per volume name - C(choice), C(reason), C(passes), C(outcome)
+      (C(converged), C(capped) or C(not_shrinking)), C(last_delta_bytes), C(sent_bytes) and C(note).
+    - With O(state=captured), each member in C(members) has C(volumes) - per volume name C(choice) and
+      C(reason), and for a pre-copied one C(final_delta_bytes), C(final_sent_bytes), C(digest), C(entries).
     - With O(send), C(sent) and C(sent_bytes) for a group sent here, and C(target_touched) for a group
       whose send failed.
   returned: with O(groups)
@@ -317,7 +383,7 @@ source_states:
   type: dict
 """
 
-from ansible_collections.ferry.docker.plugins.module_utils import _transfer
+from ansible_collections.ferry.docker.plugins.module_utils import _precopy, _transfer
 from ansible_collections.ferry.docker.plugins.module_utils._client import FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._migration import (
     SOURCE_KWARGS,
@@ -345,8 +411,10 @@ def sender(options):
 def main():
     module = FerryModule(SOURCE_SPEC, **SOURCE_KWARGS)
     send = sender(module.params["send"]) if module.params["send"] else None
+    copier = _precopy.LocalCopier(module.client, module.params["send"]) if module.params["send"] else None
     # every step in this process
-    result = source_task(caller(module, source=True), module.params, send=send, check_mode=module.check_mode)
+    call = caller(module, source=True)
+    result = source_task(call, module.params, send=send, check_mode=module.check_mode, copier=copier)
     if result.get("failed"):
         module.fail(result.pop("msg"), **{k: v for k, v in result.items() if k != "failed"})
     module.exit(**result)

@@ -76,6 +76,12 @@ options:
     type: str
     choices: [running, pause, stop]
     default: running
+  exclude_volumes:
+    description:
+      - Named volumes of O(container) to leave out (a migration moves them another way, or not at all).
+    type: list
+    elements: str
+    default: []
 requirements:
   - Docker SDK for Python >= 5.0.0 on the managed host (tested with 5.0.3 and 7.1.0)
   - Python >= 3.11 on the managed host (tested with 3.11 and 3.13)

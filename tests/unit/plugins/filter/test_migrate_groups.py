@@ -49,6 +49,7 @@ def test_registered():
         "migrate_check_results",
         "migrate_summary",
         "migrate_with_image_ids",
+        "migrate_precopy_pick",
         "migrate_failure",
         "migrate_group_results",
     }
@@ -74,6 +75,7 @@ def test_one_group_per_container_unless_joined():
         "bundle": "/w/run1/db/web",
         "hook_label": True,
         "expected_bytes": 0,
+        "volumes": [],
     }
     assert db["target_members"][0]["entry"] == {
         "port_map": {"80/tcp": 8080},
@@ -94,7 +96,10 @@ def test_a_group_has_one_target_and_one_action():
 def test_image_ids_from_the_capture():
     members = [{"container": "db"}, {"container": "web"}]
     out = g.migrate_with_image_ids(members, {"members": {"db": {"image_id": "sha256:1"}}})
-    assert out == [{"container": "db", "image_id": "sha256:1"}, {"container": "web", "image_id": ""}]
+    assert out == [
+        {"container": "db", "image_id": "sha256:1", "precopied": {}},
+        {"container": "web", "image_id": "", "precopied": {}},
+    ]
 
 
 def test_failure_keeps_no_run_config():
