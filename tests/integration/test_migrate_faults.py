@@ -1,4 +1,4 @@
-"""Losing the controller in the middle of a migration (issue 11's fault matrix, on the lab).
+"""Losing the controller in the middle of a migration (issue 11's fault matrix and issue 12's pre-copy, on the lab).
 
 A busybox web server serves a token from a named volume on host1. playbooks/migrate.yml moves it to host2
 and, once the run reaches a phase, the controller's ansible-playbook gets a signal (SIGKILL, SIGTERM or
@@ -134,8 +134,10 @@ def source_view(journal_dir, name):
 
 def reached(phase, name, journal_dir):
     """Whether the run is in ``phase``: what an operator watching the hosts would see."""
-    if phase in ("stop", "capture", "transfer", "restore"):
+    if phase in ("precopy", "stop", "capture", "transfer", "restore"):
         entry, status = source_view(journal_dir, name)
+        if phase == "precopy":  # the volume's data goes to host2 while the source serves
+            return entry.get("phase") == "precopy" and status == "running"
         if phase == "stop":  # the run journaled that it stops the source
             return entry.get("phase") in ("stop", "capture")
         if phase == "capture":  # the source was stopped for a consistent capture
@@ -175,7 +177,10 @@ def service(lab):
         )
 
 
-PHASES = ("stop", "capture", "transfer", "restore", "health", "cutover")
+PHASES = ("precopy", "stop", "capture", "transfer", "restore", "health", "cutover")
+# The pre-copy's own phase runs with migrate_strategy precopy; the phases from the stop on keep the volume in
+# the bundle (migrate_strategy stop), so that the capture and the send last long enough to be interrupted.
+STRATEGY = {"precopy": "precopy"}
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 # The whole matrix (18 cases, about 20 minutes) by default; `make test` sets FERRY_FAULT_MATRIX=diagonal:
 # every phase and every signal, each phase with one signal in turn (6 cases), to keep CI within its time.
@@ -189,7 +194,8 @@ else:
 def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service, tmp_path, phase, sig):
     name, token, journal_dir = service
     assert serves("host1", name) == token
-    run = playbook(name, journal_dir, tmp_path / "report.json")
+    strategy = STRATEGY.get(phase, "stop")
+    run = playbook(name, journal_dir, tmp_path / "report.json", migrate_strategy=strategy)
     deadline = time.monotonic() + PLAYBOOK_SECONDS
     try:
         while not reached(phase, name, journal_dir):
@@ -248,9 +254,11 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
         ]
         time.sleep(1)
     assert keys == ["0", "0"], f"run {run_id}: key lines on host2, key pairs on host1: {keys}"
+    if phase == "precopy":  # the guard removed the volume the pre-copy had created and filled on host2
+        assert ssh("host2", f"docker volume ls -q | grep -cx {name}-data || true").stdout.strip() == "0"
 
     # A re-run converges.
-    rerun = playbook(name, journal_dir, tmp_path / "rerun.json")
+    rerun = playbook(name, journal_dir, tmp_path / "rerun.json", migrate_strategy=strategy)
     output = rerun.communicate(timeout=PLAYBOOK_SECONDS)[0]
     assert rerun.returncode == 0, output[-6000:]
     report = json.loads((tmp_path / "rerun.json").read_text())

@@ -12,32 +12,11 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STATE = REPO_ROOT / "lab" / ".state"
-SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5"]
-PLAYBOOK_SECONDS = 600
-
-
-def ssh(host, script, check=True):
-    result = subprocess.run(
-        ["ssh", "-F", str(STATE / "ssh_config"), *SSH_OPTIONS, host, script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, f"ssh {host} {script!r}: {result.stderr[-2000:]}"
-    return result
+from lab_run import migrate, ssh
 
 
 def state(host, name):
@@ -53,34 +32,6 @@ def fetch(host, name, port=8080, path="token"):
         host, f"timeout 5 docker exec {name} wget -q -O - http://127.0.0.1:{port}/{path} 2>/dev/null", check=False
     )
     return result.stdout.strip() if result.returncode == 0 else None
-
-
-def migrate(tmp_path, containers, check=False, **extra):
-    report = tmp_path / f"report-{uuid.uuid4().hex[:6]}.json"
-    variables = {
-        "migrate_source": "host1",
-        "migrate_target": "host2",
-        "migrate_containers": containers,
-        "migrate_report_path": str(report),
-        "migrate_health_stable_seconds": 3,
-        "migrate_health_timeout": 60,
-        **extra,
-    }
-    argv = [
-        str(Path(sys.executable).parent / "ansible-playbook"),
-        "-i",
-        str(STATE / "inventory.ini"),
-        str(REPO_ROOT / "playbooks" / "migrate.yml"),
-        "-e",
-        json.dumps(variables),
-        *(["--check"] if check else []),
-    ]
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"))
-    run = subprocess.run(
-        argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=PLAYBOOK_SECONDS, check=False
-    )
-    assert report.exists(), f"no report (rc {run.returncode}):\n{run.stdout[-6000:]}"
-    return run, {entry["container"]: entry for entry in json.loads(report.read_text())["containers"]}
 
 
 @pytest.fixture

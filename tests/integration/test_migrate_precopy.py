@@ -1,0 +1,211 @@
+"""Pre-copy (issue 12): a volume's data moves while the source serves, only the last delta while it is stopped.
+
+On the lab, with playbooks/migrate.yml from host1 to host2:
+
+- Redis (AOF only) with a client that writes a 64 KiB key every 0.1 s to whichever host answers, and a
+  second volume of files: with migrate_strategy precopy every write the client saw acknowledged is on the
+  copy, the files are identical, the report names the choice and the passes of each volume, and the target
+  checked each volume's content digest before it used it. The client's outage is printed.
+- What moves how: a plain volume is pre-copied, a tmpfs-backed one goes by stop-and-copy, one set to skip in
+  migrate_volume_data_map is recreated empty; the report gives each choice and its reason.
+- The target's disk fills during the pre-copy: the source is never stopped, the volume the run made on host2
+  is removed, and the error names host2 and the space it had.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import lab_run
+import pytest
+from lab_run import ssh
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STATE = REPO_ROOT / "lab" / ".state"
+REDIS = "ferry-lab/redis:latest"
+
+
+def address(host):
+    """The host's address, as lab/.state/ssh_config has it (ssh -G reads it, never connects)."""
+    out = subprocess.run(
+        ["ssh", "-F", str(STATE / "ssh_config"), "-G", host], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    return next(line.split()[1] for line in out.splitlines() if line.startswith("hostname "))
+
+
+def migrate(tmp_path, containers, **extra):
+    return lab_run.migrate(tmp_path, containers, migrate_health_stable_seconds=2, migrate_precopy_min_bytes=0, **extra)
+
+
+def files_digest(host, volume):
+    mountpoint = ssh(host, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {volume}").stdout.strip()
+    script = f"cd {mountpoint} && find . -type f | LC_ALL=C sort | xargs -r sha256sum | sha256sum"
+    return ssh(host, script).stdout.split()[0]
+
+
+@pytest.fixture
+def names(lab):
+    prefix = f"ferry-pc-{uuid.uuid4().hex[:6]}"
+    yield prefix
+    for host in ("host1", "host2"):
+        ssh(
+            host,
+            f"docker ps -aq --filter name={prefix} | xargs -r docker rm -f >/dev/null; "
+            f"docker volume ls -q --filter name={prefix} | xargs -r docker volume rm >/dev/null; "
+            f"docker images -q 'ferry-migrate/{prefix}*' | sort -u | xargs -r docker rmi -f >/dev/null; "
+            f"rm -rf /var/lib/ferry/incoming/*-{prefix}* /var/lib/ferry/migrate/*/{prefix}*; true",
+            check=False,
+        )
+
+
+class Writer:
+    """SET a new 64 KiB key every 0.1 s on whichever host answers; the keys acknowledged and when."""
+
+    def __init__(self, endpoints, prefix):
+        self.endpoints, self.prefix = endpoints, prefix
+        self.value = os.urandom(32 * 1024).hex().encode()
+        self.acked = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def set(self, host, port, key):
+        command = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(self.value), self.value)
+        with socket.create_connection((host, port), timeout=0.3) as conn:
+            conn.settimeout(0.5)
+            conn.sendall(command)
+            return conn.recv(16).startswith(b"+OK")
+
+    def loop(self):
+        index = 0
+        while not self.stop.is_set():
+            key = f"{self.prefix}:{index}".encode()
+            for host, port in self.endpoints:
+                try:
+                    if self.set(host, port, key):
+                        self.acked.append((time.monotonic(), key.decode(), host))
+                        index += 1
+                        break
+                except OSError:
+                    continue
+            time.sleep(0.1)
+
+    def outage(self):
+        times = [at for at, _key, _host in self.acked]
+        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+
+
+def test_precopy_moves_a_busy_redis_with_every_acknowledged_write(names, tmp_path):
+    subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "python"), str(REPO_ROOT / "lab" / "lab.py"), "load", REDIS],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    name, data, files = names, f"{names}-data", f"{names}-files"
+    port = 20000 + int.from_bytes(os.urandom(2), "big") % 20000
+    ssh(
+        "host1",
+        f"docker run -d --pull never --name {name} -p {port}:6379 -v {data}:/var/lib/redis -v {files}:/srv/files "
+        f"{REDIS} --appendonly yes --save '' >/dev/null && "
+        f"docker exec -u root {name} sh -c 'head -c 67108864 /dev/urandom > /srv/files/blob && mkdir /srv/files/d && "
+        "for i in $(seq 1 200); do echo $i > /srv/files/d/f$i; done'",
+    )
+    before = files_digest("host1", files)
+    writer = Writer([(address("host1"), port), (address("host2"), port)], names)
+    writer.thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not writer.acked and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert writer.acked, "redis does not answer on host1"
+        run, report = migrate(tmp_path, [name])
+        time.sleep(1)
+    finally:
+        writer.stop.set()
+        writer.thread.join(timeout=10)
+    assert run.returncode == 0, run.stdout[-6000:]
+    entry = report[name]
+    assert entry["status"] == "migrated", entry
+    volumes = {v["name"]: v for v in entry["volumes"]}
+    assert {v["choice"] for v in volumes.values()} == {"precopy"}, volumes
+    for volume in volumes.values():
+        assert volume["passes"] >= 1 and volume["outcome"] in ("converged", "capped", "not_shrinking")
+        assert len(volume["digest"]) == 64 and volume["entries"] > 0
+    assert entry["phases"]["precopy"] > 0 and entry["precopy_sent_bytes"] >= 64 * 1048576
+    # every write the client saw acknowledged (on either host) is on the copy, and the files are the same
+    keys = [key for _at, key, _host in writer.acked]
+    assert {host for _at, _key, host in writer.acked} == {address("host1"), address("host2")}
+    found = 0
+    for start in range(0, len(keys), 400):
+        chunk = " ".join(keys[start : start + 400])
+        found += int(ssh("host2", f"docker exec {name} redis-cli EXISTS {chunk}").stdout.strip())
+    assert found == len(keys)
+    assert files_digest("host2", files) == before
+    print(
+        f"\nprecopy: {len(keys)} writes acknowledged; the client saw no answer for at most {writer.outage():.2f} s"
+        f" (report: {entry['downtime_seconds']} s); phases {entry['phases']}"
+    )
+
+
+def test_each_volume_moves_the_way_its_kind_and_the_map_say(names, tmp_path):
+    name = names
+    ssh(
+        "host1",
+        f"docker volume create {names}-plain >/dev/null && "
+        f"docker volume create --opt type=tmpfs --opt device=tmpfs --opt o=size=16m {names}-mem >/dev/null && "
+        f"docker volume create {names}-cache >/dev/null && "
+        f"docker run --rm --pull never -v {names}-plain:/plain -v {names}-cache:/cache ferry-lab/busybox "
+        "sh -c 'echo p > /plain/p; echo c > /cache/c' && "
+        f"docker run -d --pull never --name {name} -v {names}-plain:/plain -v {names}-mem:/mem "
+        f"-v {names}-cache:/cache ferry-lab/busybox httpd -f -p 8080 -h /plain >/dev/null",
+    )
+    run, report = migrate(tmp_path, [name], migrate_volume_data_map={f"{names}-cache": "skip"})
+    assert run.returncode == 0, run.stdout[-6000:]
+    volumes = {v["name"]: v for v in report[name]["volumes"]}
+    assert volumes[f"{names}-plain"]["choice"] == "precopy" and volumes[f"{names}-plain"]["digest"]
+    assert volumes[f"{names}-mem"]["choice"] == "copy"
+    assert "not a plain local volume (local, tmpfs)" in volumes[f"{names}-mem"]["reason"]
+    assert volumes[f"{names}-cache"]["choice"] == "skip"
+    assert "migrate_volume_data_map is skip" in volumes[f"{names}-cache"]["reason"]
+    assert ssh("host2", f"docker exec {name} cat /plain/p").stdout.strip() == "p"
+    # the skipped volume's definition was recreated, without its data
+    assert ssh("host2", f"docker exec {name} ls -A /cache").stdout.strip() == ""
+    driver = ssh("host2", f"docker volume inspect -f '{{{{.Options.type}}}}' {names}-mem").stdout.strip()
+    assert driver == "tmpfs"
+
+
+def test_a_target_disk_that_fills_during_precopy_never_stops_the_source(names, tmp_path):
+    name, volume = names, f"{names}-data"
+    ssh(
+        "host1",
+        f"docker volume create {volume} >/dev/null && "
+        f"docker run --rm --pull never -v {volume}:/data ferry-lab/busybox sh -c "
+        "'head -c 33554432 /dev/urandom > /data/blob' && "
+        f"docker run -d --pull never --name {name} -v {volume}:/data ferry-lab/busybox "
+        "httpd -f -p 8080 -h /data >/dev/null",
+    )
+    started = ssh("host1", f"docker inspect -f '{{{{.State.StartedAt}}}}' {name}").stdout.strip()
+    # host2 has 8 MiB where the volume's data will go: its Docker root is not touched otherwise
+    root = ssh("host2", "docker info -f '{{.DockerRootDir}}'").stdout.strip()
+    where = f"{root}/volumes/{volume}"
+    ssh("host2", f"mkdir -p {where} && mount -t tmpfs -o size=8m tmpfs {where}")
+    try:
+        run, report = migrate(tmp_path, [name])
+    finally:
+        ssh("host2", f"umount {where}; rmdir {where}", check=False)
+    assert run.returncode != 0
+    entry = report[name]
+    assert entry["status"] == "failed" and entry["phase"] == "precopy", entry
+    assert "host2 ran out of space during the precopy of volume" in entry["error"]
+    assert "bytes free there when the pre-copy began" in entry["error"]
+    # the source served throughout: never stopped, not restarted
+    assert ssh("host1", f"docker inspect -f '{{{{.State.StartedAt}}}}' {name}").stdout.strip() == started
+    assert ssh("host1", f"docker inspect -f '{{{{.State.Running}}}}' {name}").stdout.strip() == "true"
+    # the volume the run made on host2 is gone
+    assert ssh("host2", f"docker volume ls -q | grep -cx {volume} || true").stdout.strip() == "0"
