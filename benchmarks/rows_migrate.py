@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Rows 6-8: playbooks/migrate.yml between two lab hosts (lab/lab.py), over real SSH.
+"""Rows 6-8, 10 and 11: playbooks/migrate.yml between two lab hosts (lab/lab.py), over real SSH.
 
 6   a container with volume data (the scale's mixed data set) and filesystem changes (a fifth of
     it), against the shell pipeline an operator would write: docker commit + save | zstd | ssh
@@ -11,6 +11,10 @@
 8   thin transfer: a container on a large base image the target already has; the bytes migrate
     sends, against the container's own changes and against a full `docker save`.
 10  a fleet plan: 12 tiny containers, 6 on each of two hosts, which swap hosts (--forks 20); at most 60 s.
+11  the outage of a stateful service (Redis, AOF only, with the scale's data set in a second volume) seen by
+    a client that writes a 64 KiB key every 0.1 s to whichever host answers: migrate_strategy precopy
+    against stop, in the same run. At most 3 s and at most 1/10 of stop's; every acknowledged write must
+    be on the copy, and the files volume identical.
 
 The baseline runs on host1 and pushes to host2 over SSH with the lab's key, which never leaves the
 controller: an ssh-agent started for the row holds it and the ssh to host1 forwards that agent.
@@ -30,8 +34,12 @@ import os
 import re
 import shlex
 import signal
+import socket
+import statistics
 import subprocess
 import tempfile
+import threading
+import time
 
 from benchmarks.data import MIB, DataSet
 from benchmarks.harness import REPO_ROOT, CheckFailed, Row, RowError, playbook_command, register, shell_command
@@ -252,6 +260,7 @@ class MigrateRow(Row):
                 "migrate_containers": [name],
                 "migrate_consistency": "pause",
                 "migrate_cutover": "keep",
+                "migrate_strategy": "stop",  # the data moves in the bundle, as the pipeline moves it
                 "migrate_report_path": str(report),
                 **extra,
             },
@@ -512,4 +521,239 @@ class Fleet(Row):
             "ansible_tasks": ctx.state.get(self.number, {}).get("tasks", []),
             "verdict": "PASS" if median <= self.target else "MISS",
             "ratio": median / self.target,
+        }
+
+
+class Probe:
+    """A client of the Redis service while it migrates: every ``interval`` seconds it SETs a new key (a
+    value of ``value_bytes``) on whichever host answers, and records when each write was acknowledged.
+
+    The outage is the longest time between two acknowledged writes. It is measured from the client's side
+    over TCP from the controller, not taken from the migration's report. Every connection has a timeout.
+    """
+
+    def __init__(self, endpoints, prefix, interval=0.1, value_bytes=64 * 1024):
+        self.endpoints = endpoints  # [(host name, address, port)], tried in order
+        self.prefix = prefix
+        self.interval = interval
+        self.value = os.urandom(value_bytes // 2).hex().encode()
+        self.acked = []  # (monotonic time, key)
+        self.where = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _command(*words):
+        out = f"*{len(words)}\r\n".encode()
+        for word in words:
+            data = word if isinstance(word, bytes) else str(word).encode()
+            out += b"$%d\r\n%s\r\n" % (len(data), data)
+        return out
+
+    def _set(self, address, port, key):
+        with socket.create_connection((address, port), timeout=0.3) as conn:
+            conn.settimeout(0.5)
+            conn.sendall(self._command("SET", key, self.value))
+            answer = conn.recv(64)
+        return answer.startswith(b"+OK") and time.monotonic()
+
+    def _loop(self):
+        index = 0
+        while not self._stop.is_set():
+            key = f"{self.prefix}:{index}"
+            for host, address, port in self.endpoints:
+                try:
+                    at = self._set(address, port, key)
+                except OSError:
+                    continue
+                if at:
+                    self.acked.append((at, key))
+                    self.where[host] = self.where.get(host, 0) + 1
+                    index += 1
+                    break
+            time.sleep(self.interval)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def outage(self):
+        times = [at for at, _key in self.acked]
+        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+
+    def written(self):
+        return len(self.acked) * len(self.value)
+
+
+@register
+class StatefulOutage(MigrateRow):
+    """Row 11: the outage of a stateful service seen by its client, migrate_strategy precopy against stop."""
+
+    number = 11
+    title = "outage of Redis with a writer, migrate_strategy precopy"
+    baseline = "the same migration with migrate_strategy stop"
+    target = 0.1  # precopy's median outage <= 1/10 of stop's, and at most 3 s
+    outage_limit = 3.0
+    image_ref = "ferry-lab/redis:latest"
+    volume_fraction = 0
+    changes_fraction = 0
+
+    def names(self, ctx):
+        base = ctx.name("r11")
+        return base, base + "-files", base + "-redis"
+
+    def setup(self, ctx):
+        lab_up()
+        loaded = run(
+            [str(REPO_ROOT / ".venv" / "bin" / "python"), str(LAB / "lab.py"), "load", self.image_ref],
+            "lab.py load",
+            timeout=900,
+        )
+        if loaded.returncode != 0:
+            raise RowError(f"lab.py load {self.image_ref} failed: {loaded.stderr.decode(errors='replace')[-800:]}")
+        name, files, data = self.names(ctx)
+        self.cleanup_target(ctx)
+        ssh(SOURCE, f"docker rm -f {name} >/dev/null 2>&1; docker volume rm {files} {data} >/dev/null 2>&1; true")
+        port = 20000 + int.from_bytes(os.urandom(2), "big") % 20000
+        # AOF only (no RDB snapshot on shutdown): each write is in the append-only file, fsynced every second
+        ssh(
+            SOURCE,
+            f"docker run --pull never -d --name {name} --label ferry.bench=outage -p {port}:6379 "
+            f"--mount type=volume,source={data},target=/var/lib/redis "
+            f"--mount type=volume,source={files},target=/srv/files {self.image_ref} "
+            "--appendonly yes --save '' >/dev/null",
+        )
+        total = ctx.source.bytes or 3 * MIB
+        stream_data(SOURCE, name, "/srv/files", ctx.source.scale, ctx.source.seed, total)
+        # a dataset of its own (about 10 MB), rewritten into the AOF's base file
+        ssh(SOURCE, f"docker exec {name} sh -c 'redis-cli DEBUG POPULATE 100000 seed 100 && redis-cli BGREWRITEAOF'")
+        mountpoint = ssh(SOURCE, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {files}").strip()
+        ctx.state[self.number] = {
+            "port": port,
+            "files_digest": tree_digest(SOURCE, mountpoint),
+            "files_bytes": total,
+            "outage": {"ours": [], "baseline": []},
+            "sent": [],
+            "changed": [],
+            "data": [],
+            "volumes": [],
+        }
+
+    def cleanup_target(self, ctx):
+        name, files, data = self.names(ctx)
+        ssh(
+            TARGET,
+            f"docker rm -f {name} >/dev/null 2>&1; docker volume rm {files} {data} >/dev/null 2>&1;"
+            f" docker rmi ferry-migrate/{name}:latest >/dev/null 2>&1; rm -rf /var/lib/ferry/incoming/*-{name}; true",
+        )
+        ssh(SOURCE, f"rm -rf /var/lib/ferry/migrate/*/{name}; true")
+
+    def prepare(self, ctx, side, run):
+        name = self.names(ctx)[0]
+        state = ctx.state[self.number]
+        ssh(SOURCE, f"docker start {name} >/dev/null")
+        endpoints = [(host, lab_endpoint(host)[0].split("@")[-1], state["port"]) for host in (SOURCE, TARGET)]
+        probe = Probe(endpoints, f"r11:{side}:{run}")
+        probe.start()
+        for _attempt in range(100):  # the service answers on the source before the run starts
+            if probe.where.get(SOURCE):
+                break
+            time.sleep(0.1)
+        else:
+            probe.stop()
+            raise RowError(f"{name} does not answer on {SOURCE}:{state['port']}")
+        state["probe"] = probe
+        name, files, data = self.names(ctx)
+        # the data before the run: both volumes, as the source holds them
+        sizes = ssh(
+            SOURCE,
+            f"du -sb $(docker volume inspect -f '{{{{.Mountpoint}}}}' {files} {data})"
+            " | awk '{s+=$1} END {print s}'",
+        )
+        state["data_bytes"] = int(sizes.strip() or 0)
+
+    def command(self, ctx, side, run):
+        report = ctx.path(f"migrate-report-11-{side}-{run}.json")
+        ctx.state[self.number]["report"] = report
+        return playbook_command(
+            REPO_ROOT / "playbooks" / "migrate.yml",
+            INVENTORY,
+            {
+                "migrate_source": SOURCE,
+                "migrate_target": TARGET,
+                "migrate_containers": [self.names(ctx)[0]],
+                "migrate_strategy": "precopy" if side == "ours" else "stop",
+                "migrate_precopy_min_bytes": 0,
+                "migrate_health_stable_seconds": 2,
+                "migrate_report_path": str(report),
+            },
+        )
+
+    def check(self, ctx, side, run, outcome):
+        state = ctx.state[self.number]
+        probe = state.pop("probe")
+        time.sleep(1.0)  # the client's last writes land on the copy
+        probe.stop()
+        doc = json.loads(state["report"].read_text())
+        (entry,) = doc["containers"]
+        if entry["status"] != "migrated":
+            raise CheckFailed(f"migrate reported {entry['status']}: {entry.get('error')}")
+        name, files, _data = self.names(ctx)
+        keys = [key for _at, key in probe.acked]
+        if not probe.where.get(TARGET):
+            raise CheckFailed(f"the client never reached {name} on {TARGET}")
+        # every write the client saw acknowledged, on either host, is on the copy (in chunks: argv limits)
+        found = 0
+        for start in range(0, len(keys), 500):
+            chunk = " ".join(shlex.quote(k) for k in keys[start : start + 500])
+            found += int(ssh(TARGET, f"docker exec {name} redis-cli EXISTS {chunk}").strip() or 0)
+        if found != len(keys):
+            raise CheckFailed(f"{len(keys) - found} of the {len(keys)} acknowledged writes are missing on {TARGET}")
+        mountpoint = ssh(TARGET, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {files}").strip()
+        if tree_digest(TARGET, mountpoint) != state["files_digest"]:
+            raise CheckFailed(f"the volume {files} on {TARGET} differs from the source")
+        state["outage"][side].append(round(probe.outage(), 3))
+        if side == "ours":
+            state["sent"].append(int(entry.get("precopy_sent_bytes") or 0) + int(entry.get("bytes_sent") or 0))
+            state["changed"].append(probe.written())
+            state["data"].append(state["data_bytes"])
+            state["volumes"].append(entry.get("volumes"))
+        ctx.log(f"  row 11 {side}: outage {probe.outage():.2f} s (report: {entry['downtime_seconds']} s)")
+
+    def cleanup(self, ctx, side, run):
+        state = ctx.state.get(self.number, {})
+        probe = state.pop("probe", None)
+        if probe is not None:
+            probe.stop()
+        name = self.names(ctx)[0]
+        # back to the start: the copy removed from host2, the source started again on host1
+        self.cleanup_target(ctx)
+        ssh(SOURCE, f"docker start {name} >/dev/null", check=False)
+
+    def teardown(self, ctx):
+        name, files, data = self.names(ctx)
+        self.cleanup_target(ctx)
+        ssh(SOURCE, f"docker rm -f {name}; docker volume rm {files} {data}", check=False)
+
+    def extras(self, ctx, seconds):
+        state = ctx.state[self.number]
+        ours, stop = state["outage"]["ours"], state["outage"]["baseline"]
+        median_ours = statistics.median(ours) if ours else 0
+        median_stop = statistics.median(stop) if stop else 0
+        ratio = median_ours / median_stop if median_stop else 0
+        sent, changed, data = state["sent"], state["changed"], state["data"]
+        bytes_ratio = [round(s / (d + c), 3) for s, c, d in zip(sent, changed, data) if d + c]
+        return {
+            "outage_seconds": {"precopy": ours, "stop": stop},
+            "outage_median": {"precopy": median_ours, "stop": median_stop},
+            "ratio": ratio,
+            "verdict": "PASS" if median_ours <= self.outage_limit and ratio <= self.target else "MISS",
+            "precopy_bytes_sent": sent,
+            "data_bytes": data,
+            "client_bytes_written": changed,
+            "bytes_sent_over_data_and_changes": bytes_ratio,
+            "volumes": state["volumes"][-1:] if state["volumes"] else [],
         }
