@@ -684,7 +684,12 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
 
     if what == "source":
         return [
-            {"id": g["id"], "members": g["source_members"], "precopy": spec(g, prepared_groups[g["id"]]["volumes"])}
+            {
+                "id": g["id"],
+                "members": g["source_members"],
+                "transfer": g["transfers"]["direct"][0],
+                "precopy": spec(g, prepared_groups[g["id"]]["volumes"]),
+            }
             for g in ready
         ]
     failed = [g["id"] for g in groups if g["id"] in precopied_groups and not precopied_groups[g["id"]].get("ok")]
@@ -713,7 +718,10 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
             group = next(g for g in wave["groups"] if g["id"] == source_group["id"])
             volumes = (prepared_groups.get(group["id"]) or {}).get("volumes") or {}
             if group in ready:
-                source_group = dict(source_group, precopy=spec(group, {n: volumes[n] for n in moved(group)}))
+                images = (precopied_groups.get(group["id"]) or {}).get("images") or {}
+                source_group = dict(
+                    source_group, precopy=dict(spec(group, {n: volumes[n] for n in moved(group)}), images=images)
+                )
             out.append(source_group)
         return out
     raise AnsibleFilterError(f"migrate_precopy_pick: unknown {what!r}")

@@ -255,8 +255,58 @@ class SourceRun:
             out["volumes"][name] = dict(
                 passes[name].summary(), choice="precopy", reason=_PRECOPY_REASON, sent_bytes=sent[name]
             )
+        if ready or spec.get("images"):
+            out["images"] = self.precommit(spec, copier)
         out["phases"] = self.phases.close()
         return out
+
+    def _upper_digest(self, copier, spec, container):
+        path, reason = copier.upper(container)
+        if reason:
+            return None, reason
+        return copier.digest(path, _precopy.cache_path(spec.get("cache_dir") or "/tmp", f"upper-{container}"))[0], None
+
+    def precommit(self, spec, copier):
+        """Commit and save each member's image into its bundle while it serves (commit mode), with the digest
+        of its writable layer before and after: the capture after the stop reuses the image when that layer
+        is still the same, and commits only when it changed. Per member: ``image_id``, ``upper_digest``, or
+        ``reason`` why not."""
+        images = {}
+        if self.options.get("mode", "commit") != "commit":
+            return images
+        for member in self.members:
+            name = member["container"]
+            try:
+                before, reason = self._upper_digest(copier, spec, name)
+            except Exception as exc:  # the SDK's errors, an unreadable layer: the capture commits after the stop
+                before, reason = None, f"reading its writable layer failed ({exc})"
+            if reason:
+                images[name] = {"reason": reason}
+                continue
+            result = self._run("precopy", name, "ferry.docker.docker_commit_save", self._commit_args(member), name)
+            after = self._upper_digest(copier, spec, name)[0]
+            if after != before:
+                images[name] = {"reason": "its writable layer changed while it was committed"}
+                continue
+            images[name] = {
+                "image_id": result.get("image_id", ""),
+                "upper_digest": before,
+                "bytes": int(result.get("size") or 0),
+            }
+        return images
+
+    def _commit_args(self, member):
+        opts = self.options
+        args = dict(
+            container=member["container"],
+            dest=member["bundle"],
+            compression=opts["compression"],
+            pause=opts["consistency"] == "pause",
+            exclude_layers=member.get("exclude_layers", []),
+            image_name=member["image_ref"],
+        )
+        args.update(opts.get("capture_options", {}))
+        return args
 
     def final_pass(self, spec, copier, out):
         """Stopped: the last delta of each pre-copied volume, then its digest (the target checks it before use).
@@ -320,16 +370,21 @@ class SourceRun:
         for member in self.members:
             name = member["container"]
             entry = out["members"][name]
-            if opts["mode"] == "commit":
-                args = dict(
-                    container=name,
-                    dest=member["bundle"],
-                    compression=opts["compression"],
-                    pause=opts["consistency"] == "pause",
-                    exclude_layers=member.get("exclude_layers", []),
-                    image_name=member["image_ref"],
-                )
-                args.update(opts.get("capture_options", {}))
+            early = ((precopy or {}).get("images") or {}).get(name) or {}
+            if opts["mode"] == "commit" and early.get("upper_digest") and copier is not None:
+                # committed while it served: the image in the bundle is current if its writable layer is unchanged
+                try:
+                    now_digest = self._upper_digest(copier, precopy, name)[0]
+                except Exception:  # the SDK's errors: commit again
+                    now_digest = None
+                if now_digest == early["upper_digest"]:
+                    entry["image_id"] = early.get("image_id", "")
+                    entry["image"] = "committed while it served; its writable layer did not change since"
+                    early = "reused"
+            if early == "reused":
+                pass
+            elif opts["mode"] == "commit":
+                args = self._commit_args(member)
                 result = self._run(
                     "capture",
                     name,
@@ -677,6 +732,7 @@ SOURCE_SPEC = dict(
                     delta_bytes=dict(type="int", default=16777216),
                     max_passes=dict(type="int", default=5, no_log=False),
                     cache_dir=dict(type="path"),
+                    images=dict(type="dict", default={}),
                 ),
             ),
         ),
@@ -763,7 +819,7 @@ def source_task(call, args, now=time.time, send=None, check_mode=False, copier=N
     if check_mode:
         return dict(changed=True, msg=f"check mode: the sources were not {args['state'].replace('_', ' ')}")
     if args["state"] == "precopied":
-        groups = precopy_groups(call, args["groups"] or [], args, copier, now=now)
+        groups = precopy_groups(call, args["groups"] or [], args, copier, now=now, send=send)
         return dict(groups=groups, changed=bool(groups))
     if args["groups"] is not None:
         if args["state"] == "captured":
@@ -828,14 +884,21 @@ def _sends_now(group, out, options, send):
     return bool(send and options.get("send") and group.get("transfer")) and (not limit or captured < limit)
 
 
-def precopy_groups(call, groups, options, copier, now=time.time):
+def precopy_groups(call, groups, options, copier, now=time.time, send=None):
     """The live passes of several groups, one after the other, while their sources serve. A group whose
-    pass fails (a full target disk) is reported, its sources untouched; the others go on."""
+    pass fails (a full target disk) is reported, its sources untouched; the others go on. With ``send`` and
+    the group's ``transfer``, the images committed meanwhile go to the target right away."""
     results = {}
     for group in groups:
         run = SourceRun(call, group["members"], options, now=now)
         try:
-            results[group["id"]] = dict(run.precopy(group.get("precopy"), copier), ok=True)
+            out = run.precopy(group.get("precopy"), copier)
+            if send and group.get("transfer") and any(i.get("image_id") for i in (out.get("images") or {}).values()):
+                try:
+                    out["sent_bytes"] = send(group["transfer"]["src"], group["transfer"]["dest"])
+                except StepFailed as exc:
+                    raise StepFailed("precopy", "", str(exc)) from None
+            results[group["id"]] = dict(out, ok=True)
         except StepFailed as exc:
             results[group["id"]] = dict(_failure(run, exc), target_touched=True, source_states={})
     return results

@@ -254,6 +254,24 @@ class LocalCopier:
         reason = volume_local_reason(getattr(self.client, "base_url", None), self._info, inspect)
         return (None, reason) if reason else (inspect.get("Mountpoint"), None)
 
+    def upper(self, container):
+        """``(directory, None)``: the container's writable layer on this host (overlay2's upper directory), to
+        tell whether it changed since a commit; else ``(None, why not)``."""
+        from ansible_collections.ferry.docker.plugins.module_utils._volmeta import local_reason
+
+        if self._info is None:
+            self._info = self.client.info()
+        inspect = self.client.inspect_container(container)
+        driver = inspect.get("GraphDriver") or {}
+        if driver.get("Name") != "overlay2":
+            return None, f"the storage driver is {driver.get('Name')}, not overlay2"
+        path = (driver.get("Data") or {}).get("UpperDir")
+        info = self._info
+        reason = local_reason(
+            getattr(self.client, "base_url", None), info.get("Name"), info.get("SecurityOptions"), "bind", path=path
+        )
+        return (None, reason) if reason else (path, None)
+
     def sync(self, src, dest):
         s = self.send
         argv = ["rsync", *rsync_argv(s["key_dir"], s["port"], src, s["user"], s["address"], dest)]

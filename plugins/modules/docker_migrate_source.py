@@ -26,9 +26,11 @@ description:
     pre-copy (O(members[].volumes)) into the target's volumes (O(groups[].precopy)) with rsync over SSH and the
     run's key (O(send)), in passes until a pass moves no more than O(groups[].precopy.delta_bytes) or
     O(groups[].precopy.max_passes) passes ran, or the delta stops shrinking. Then it digests each source tree,
-    which fills a cache of per-file digests. A failed pass (a full target disk) fails the group, which was
-    never stopped. O(state=captured) with O(groups[].precopy) then moves the last delta right after the stop
-    and returns each volume's content digest, which the target checks before use.
+    which fills a cache of per-file digests. In commit mode it also commits and saves each member's image
+    (the engine pauses it briefly) with the digest of its writable layer before and after, and sends the
+    bundle with O(send). A failed pass (a full target disk) fails the group, which was never stopped.
+    O(state=captured) with O(groups[].precopy) then moves the last delta right after the stop and returns
+    each volume's content digest, which the target checks before use.
   - O(state=restored) puts every member back as it was before the run (after a failure further on).
   - O(state=cut_over) stops (in reverse order) or removes (volumes kept) the members once their copies
     serve, or leaves them for O(cutover=keep).
@@ -180,6 +182,13 @@ options:
           cache_dir:
             description: Directory of the per-file digest cache on this host (the run's work directory).
             type: path
+          images:
+            description:
+              - With O(state=captured), per member the C(images) entry O(state=precopied) returned (C(image_id)
+                and C(upper_digest)). A member whose writable layer still has that digest after the stop keeps
+                the image committed while it served; any other is committed after the stop.
+            type: dict
+            default: {}
       members:
         description: Its members, as O(members).
         type: list

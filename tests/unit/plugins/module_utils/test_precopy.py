@@ -131,11 +131,15 @@ def test_a_pass_that_fills_the_target_says_so():
 class Copier:
     """The source's copier: where each volume is here, a pass (its delta from ``deltas``), a digest."""
 
-    def __init__(self, deltas=None, fail=None, local=True):
+    def __init__(self, deltas=None, fail=None, local=True, uppers=None):
         self.deltas = {name: iter(values) for name, values in (deltas or {}).items()}
         self.fail = fail
         self.local = local
         self.calls = []
+        self.uppers = iter(uppers or [])
+
+    def upper(self, container):
+        return f"/upper/{container}", None
 
     def mountpoint(self, volume):
         return (f"/src/{volume}", None) if self.local else (None, "the engine is remote")
@@ -150,6 +154,8 @@ class Copier:
 
     def digest(self, path, cache):
         self.calls.append(("digest", path, cache))
+        if path.startswith("/upper/"):
+            return next(self.uppers, "u0"), 1, 0
         return "d-" + path.rsplit("/", 1)[-1], 3, 0
 
 
@@ -215,8 +221,11 @@ def test_precopy_passes_until_the_delta_is_small_journals_and_warms_the_cache():
     group = out["g"]
     assert group["ok"] and group["volumes"]["db"]["passes"] == 3 and group["volumes"]["db"]["outcome"] == "converged"
     assert group["volumes"]["db"]["sent_bytes"] == 5000 + 700 + 40 + 300
-    assert [c[0] for c in copier.calls] == ["sync", "sync", "sync", "digest"]
-    assert copier.calls[-1] == ("digest", "/src/db", "/w/run/.digests/db.json")
+    assert [c[0] for c in copier.calls] == ["sync", "sync", "sync", "digest", "digest", "digest"]
+    assert copier.calls[3] == ("digest", "/src/db", "/w/run/.digests/db.json")
+    # the image was committed while it served, between two digests of its writable layer
+    assert copier.calls[4][1:] == ("/upper/app", "/w/run/.digests/upper-app.json")
+    assert group["images"] == {"app": {"image_id": "sha256:x", "upper_digest": "u0", "bytes": 10}}
     # the journal names what the guard removes on the target if the run is lost; nothing was stopped
     journaled = [a for module, a in host.calls if module == "docker_migrate_guard"]
     assert journaled[0]["phase"] == "precopy" and journaled[0]["containers"] == [{"name": "app", "precopied": ["db"]}]
@@ -421,3 +430,21 @@ def test_a_guard_that_fires_during_the_precopy_removes_the_target_volumes_then_p
         ("drop_target_volumes", "h2", ("db",)),
         ("restore_source", "running"),
     ]
+
+
+@pytest.mark.parametrize("after_stop, commits", [("u0", 0), ("u1", 1)])
+def test_the_capture_reuses_the_image_committed_while_serving_unless_its_writable_layer_changed(after_stop, commits):
+    host, copier = Host(), Copier({"db": [12]}, uppers=[after_stop])
+    spec = dict(SPEC, images={"app": {"image_id": "sha256:early", "upper_digest": "u0"}})
+    out = m.capture_groups(
+        host, [{"id": "g", "members": [member("app", PLAN)], "precopy": spec}], OPTIONS, now=clock(), copier=copier
+    )
+    assert out["g"]["ok"]
+    assert [module for module, _a in host.calls].count("docker_commit_save") == commits
+    assert out["g"]["members"]["app"]["image_id"] == ("sha256:early" if not commits else "sha256:x")
+
+
+def test_a_writable_layer_that_changes_during_the_early_commit_is_committed_after_the_stop():
+    host, copier = Host(), Copier({"db": [5]}, uppers=["u0", "u1"])
+    out = m.precopy_groups(host, [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}], OPTIONS, copier)
+    assert out["g"]["images"] == {"app": {"reason": "its writable layer changed while it was committed"}}
