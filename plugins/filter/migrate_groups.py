@@ -42,6 +42,7 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.ferry.docker.plugins.module_utils import _precopy
+from ansible_collections.ferry.docker.plugins.module_utils._runconfig import _remap_path
 
 # Keys of a queued container that are the role's bookkeeping, not report fields.
 INTERNAL = (
@@ -85,6 +86,11 @@ def volume_plan(item, options):
         except ValueError as exc:
             raise AnsibleFilterError(f"migrate_groups: {exc}") from None
         plan.append(dict(chosen, name=name))
+    bind_map = (item.get("entry") or {}).get("bind_map") or {}
+    for bind in (item.get("entry") or {}).get("binds") or []:
+        target = _remap_path(bind["source"], bind_map) if bind_map else bind["source"]
+        chosen = _precopy.choose_bind(bind["source"], target, bind.get("is_dir"), options.get("bind_data", False))
+        plan.append(dict(chosen, name=f"bind:{bind['source']}", source=bind["source"], path=target))
     return plan
 
 
@@ -131,9 +137,10 @@ def migrate_groups(todo, run, host, work_dir, target_dir, volumes=None):
                 if volume["choice"] == "precopy" and volume["name"] not in seen:
                     seen.add(volume["name"])
                     labels = (modes.get(volume["name"]) or {}).get("labels") or {}
-                    group["precopy"]["volumes"].append(
-                        {"name": volume["name"], "container": item["container"], "labels": labels}
-                    )
+                    entry = {"name": volume["name"], "container": item["container"], "labels": labels}
+                    if volume.get("path"):
+                        entry["path"] = volume["path"]
+                    group["precopy"]["volumes"].append(entry)
             group["source_members"].append(
                 {
                     "container": item["container"],
@@ -319,6 +326,7 @@ def migrate_probe_items(items, plan, host, hosts, defaults, margin_percent=10, m
             required_bytes=int(estimate * (100 + int(margin_percent)) / 100) + int(margin_bytes),
             sizes={key: int(found[key]) for key in ("rw_bytes", "image_bytes", "volume_bytes")},
             volume_modes=found.get("volume_modes") or {},
+            binds=found.get("binds") or [],
         )
         out["check"].append(entry)
     return out
@@ -577,6 +585,7 @@ def migrate_wave_results(
     failure=None,
     undone=None,
     precopy=None,
+    prepared=None,
     **times,
 ):
     """The report entries of every container of a wave (see migrate_group_results)."""
@@ -586,6 +595,9 @@ def migrate_wave_results(
     for gid, result in precopy_groups.items():
         if not result.get("ok"):  # its pre-copy failed: it was never captured (its sources never stopped)
             source_groups[gid] = dict(result, failed_task=f"Pre-copy the volumes of {gid}")
+    for gid, result in ((prepared or {}).get("groups") or {}).items():
+        if not result.get("ok"):  # the target refused it before anything moved
+            source_groups[gid] = dict(result, failed_task=f"Create the target volumes of the pre-copy, {gid}")
     target_groups = (target or {}).get("groups") or {}
     put_back_groups = (put_back or {}).get("groups") or {}
     cut_groups = (cutover or {}).get("groups") or {}
@@ -644,7 +656,10 @@ def migrate_with_image_ids(members, source):
     for member in members:
         mine = captured.get(member["container"]) or {}
         precopied = {
-            name: {"digest": entry["digest"], "entries": entry.get("entries", 0)}
+            name: dict(
+                {"digest": entry["digest"], "entries": entry.get("entries", 0)},
+                **((mine.get("bind_paths") or {}).get(name) or {}),
+            )
             for name, entry in (mine.get("volumes") or {}).items()
             if entry.get("choice") == "precopy" and entry.get("digest")
         }
@@ -671,6 +686,7 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
     if what == "prepared_groups":  # every group the preparation created volumes for (a wave that failed)
         return [{"id": g["id"], "members": g["target_members"]} for g in groups if g["id"] in prepared_groups]
     ready = [g for g in groups if (prepared_groups.get(g["id"]) or {}).get("ok")]
+    unprepared = [g["id"] for g in groups if g["id"] in prepared_groups and not prepared_groups[g["id"]].get("ok")]
 
     def spec(group, volumes):
         return {
@@ -692,7 +708,9 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
             }
             for g in ready
         ]
-    failed = [g["id"] for g in groups if g["id"] in precopied_groups and not precopied_groups[g["id"]].get("ok")]
+    failed = unprepared + [
+        g["id"] for g in groups if g["id"] in precopied_groups and not precopied_groups[g["id"]].get("ok")
+    ]
     if what == "failed":
         return [{"id": g["id"], "members": g["target_members"]} for g in wave["groups"] if g["id"] in failed]
 

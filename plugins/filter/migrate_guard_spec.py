@@ -95,7 +95,8 @@ def migrate_guard_spec(
     for wave in waves or []:
         for group in wave.get("groups") or []:
             for volume in (group.get("precopy") or {}).get("volumes") or []:
-                precopied.setdefault(volume["container"], []).append(volume["name"])
+                if not volume.get("path"):  # bind data is journaled once the target made its directory
+                    precopied.setdefault(volume["container"], []).append(volume["name"])
     for item in todo:
         if not isinstance(item, dict) or not {"container", "name", "target", "action"} <= set(item):
             raise AnsibleFilterError(f"migrate_guard_spec: {item!r} is not a queued container of the migrate role")

@@ -384,6 +384,8 @@ def fire_plan(doc, target_stopped=False):
         if entry.get("precopied") and entry.get("target") in targets:
             # volumes a pre-copy created on the target, unused by any container until the restore: removed
             steps.append(("drop_target_volumes", entry["target"], tuple(entry["precopied"])))
+        if entry.get("precopied_paths") and entry.get("target") in targets:
+            steps.append(("drop_target_paths", entry["target"], tuple(entry["precopied_paths"])))
         steps.append(("restore_source", entry.get("state_before", "running")))
         plan.append((name, steps))
     return plan
@@ -442,6 +444,24 @@ class TargetOps:
             '[ -z "$left" ] || { echo "still there:$left" >&2; exit 5; }'
         )
         code, _out, err = self.run(ssh_argv(self.targets[host], script))
+        return code == 0, err.strip()[-300:]
+
+    def drop_paths(self, host, paths):
+        """Remove the bind directories a pre-copy made on ``host`` (``<dir>/.``: one that was there empty, emptied
+        again). Only absolute paths of two components or more, without ``..``."""
+        safe = [
+            p for p in paths if p.startswith("/") and ".." not in p.split("/") and len(p.strip("/").split("/")) >= 2
+        ]
+        if len(safe) != len(paths):
+            return False, f"refused to remove {sorted(set(paths) - set(safe))}"
+        parts = []
+        for path in safe:
+            if path.endswith("/."):
+                base = shlex.quote(path[:-2])
+                parts.append(f"[ ! -d {base} ] || find {base} -xdev -mindepth 1 -delete")
+            else:
+                parts.append(f"rm -rf --one-file-system -- {shlex.quote(path)}")
+        code, _out, err = self.run(ssh_argv(self.targets[host], " && ".join(parts)))
         return code == 0, err.strip()[-300:]
 
     def busy(self, host, run_id):
@@ -572,6 +592,13 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
                         )
                         break
                     detail = f"stopped {step[2]} on {step[1]}"
+                elif step[0] == "drop_target_paths":
+                    dropped, error = target_ops.drop_paths(step[1], step[2])
+                    notes.append(
+                        f"removed the bind data copied to {', '.join(step[2])} on {step[1]}"
+                        if dropped
+                        else f"could not remove the bind data copied to {', '.join(step[2])} on {step[1]} ({error})"
+                    )
                 elif step[0] == "drop_target_volumes":
                     dropped, error = target_ops.drop_volumes(step[1], step[2])
                     notes.append(

@@ -26,6 +26,7 @@ Results hold sizes, IDs, names and timings: never a run config or an environment
 from __future__ import annotations
 
 import posixpath
+import threading
 import time
 
 from ansible_collections.ferry.docker.plugins.module_utils import _precopy
@@ -171,9 +172,14 @@ class SourceRun:
             return
         containers = [{"name": m["container"]} for m in self.members]
         if precopied is not None:
-            # what the guard removes from the target if the run is lost before the container exists there
+            # what the guard removes from the target if the run is lost before the container exists there: the
+            # volumes, and the bind directories the pre-copy made (or filled, when they were there empty)
             for entry, member in zip(containers, self.members):
-                entry["precopied"] = [name for name in _precopy.volumes_of(member, "precopy") if name in precopied]
+                mine = [name for name in _precopy.volumes_of(member, "precopy") if name in precopied]
+                entry["precopied"] = [name for name in mine if not name.startswith("bind:")]
+                paths = [precopied[name] for name in mine if name.startswith("bind:") and precopied[name]]
+                if paths:
+                    entry["precopied_paths"] = paths
         args = dict(
             run_id=journal["run_id"],
             journal_dir=journal["journal_dir"],
@@ -190,6 +196,7 @@ class SourceRun:
         ready, instead = {}, {}
         prepared = (spec or {}).get("volumes") or {}
         for member in self.members:
+            sources = {v["name"]: v.get("source") for v in member.get("volumes") or []}
             for name in _precopy.volumes_of(member, "precopy"):
                 if name in ready or name in instead:
                     continue
@@ -202,7 +209,7 @@ class SourceRun:
                     instead[name] = f"stop-and-copy: {why}"
                 else:
                     try:
-                        path, reason = copier.mountpoint(name)
+                        path, reason = copier.bind_dir(sources[name]) if sources.get(name) else copier.mountpoint(name)
                     except Exception as exc:  # the SDK's errors: the volume stays in the bundle
                         path, reason = None, f"reading it failed ({exc})"
                     if reason:
@@ -237,9 +244,10 @@ class SourceRun:
         self.phases.enter("precopy")
         ready, instead = self._precopy_ready(spec, copier)
         for name, reason in instead.items():
-            out["volumes"][name] = {"choice": "copy", "reason": reason}
+            out["volumes"][name] = _fallback(name, reason)
         if ready:
-            self.journal("precopy", precopied=sorted(ready))
+            prepared = spec.get("volumes") or {}
+            self.journal("precopy", precopied={name: (prepared.get(name) or {}).get("remove") for name in ready})
         passes = {name: _precopy.Passes(spec.get("delta_bytes", 0), spec.get("max_passes", 1)) for name in ready}
         sent = dict.fromkeys(ready, 0)
         active = sorted(ready)
@@ -318,19 +326,45 @@ class SourceRun:
             for volume in member.get("volumes") or []:
                 name = volume["name"]
                 if name in instead:
-                    entry["volumes"][name] = {"choice": "copy", "reason": instead[name]}
+                    entry["volumes"][name] = _fallback(name, instead[name])
                 elif name in ready and self._owner(name) != member["container"]:
                     entry["volumes"][name] = {"choice": "precopy", "reason": f"pre-copied with {self._owner(name)}"}
                 elif name not in ready:
                     entry["volumes"][name] = {"choice": volume["choice"], "reason": volume.get("reason", "")}
+        # The source is stopped: its trees no longer change, so each digest runs in a thread while the last
+        # deltas go (rsync only reads them).
+        digests = {}
+
+        def digest_all():
+            for name in sorted(ready):
+                try:
+                    digests[name] = copier.digest(
+                        ready[name][0], _precopy.cache_path(spec.get("cache_dir") or "/tmp", name)
+                    )
+                except Exception as exc:  # an unreadable tree: reported below, the group fails
+                    digests[name] = exc
+
+        worker = threading.Thread(target=digest_all, daemon=True)
+        worker.start()
+        passes = {}
+        try:
+            for name in sorted(ready):
+                started = self.now()
+                passes[name] = (self._pass(copier, name, ready[name], spec, "final copy"), self.now() - started)
+        finally:
+            worker.join()
         for name in sorted(ready):
-            started = self.now()
-            stats = self._pass(copier, name, ready[name], spec, "final copy")
-            copied = self.now()
-            digest, count, hashed = copier.digest(
-                ready[name][0], _precopy.cache_path(spec.get("cache_dir") or "/tmp", name)
-            )
+            stats, seconds = passes[name]
+            if isinstance(digests.get(name), Exception):
+                raise StepFailed("capture", self._owner(name), f"the digest of volume {name}: {digests[name]}")
+            digest, count, hashed = digests[name]
             entry = out["members"][self._owner(name)]
+            prepared = ((spec or {}).get("volumes") or {}).get(name) or {}
+            if name.startswith("bind:"):
+                entry.setdefault("bind_paths", {})[name] = {
+                    "path": ready[name][1],
+                    "remove": prepared.get("remove") or ready[name][1],
+                }
             entry["volumes"][name] = {
                 "choice": "precopy",
                 "reason": _PRECOPY_REASON,
@@ -339,8 +373,7 @@ class SourceRun:
                 "digest": digest,
                 "entries": count,
                 "digest_read_bytes": hashed,
-                "final_seconds": round(copied - started, 3),
-                "digest_seconds": round(self.now() - copied, 3),
+                "final_seconds": round(seconds, 3),
             }
             entry["bytes_captured"] += stats["sent"]
         return ready
@@ -511,7 +544,15 @@ class SourceRun:
 
 
 def empty_created():
-    return {"container": "", "image": "", "image_id": "", "networks": [], "volumes": [], "bind_paths": []}
+    return {
+        "container": "",
+        "image": "",
+        "image_id": "",
+        "networks": [],
+        "volumes": [],
+        "bind_paths": [],
+        "bind_data": [],
+    }
 
 
 class TargetRun:
@@ -555,7 +596,7 @@ class TargetRun:
         opts = self.options
         trust = opts.get("trust", {})
         started_at = round(self.phases.enter("restore"), 3)
-        self.check_precopied()
+        self.start_precopied()
         for member in self.members:
             name, created = member["container"], self.created[member["container"]]
             bundle, image_ref = member["received"], member["image_ref"]
@@ -583,6 +624,7 @@ class TargetRun:
                     "restore", name, "ferry.docker.docker_volume_restore", args, f"restoring the volumes of {name}"
                 )
                 created["volumes"] += [v["name"] for v in result.get("volumes", []) if v.get("action") == "create"]
+            self.check_precopied()  # every digest matched before the first container is created
             entry = member.get("entry", {})
             args = dict(
                 bundle=bundle,
@@ -607,25 +649,47 @@ class TargetRun:
                 created["container"] = member["name"]
         return started_at
 
-    def check_precopied(self):
-        """Before anything uses them: each pre-copied volume must hold exactly what the source held once it was
-        stopped (its content digest). They count as created by the run from here on, so a failure removes them."""
+    def start_precopied(self):
+        """Start the digests of the pre-copied volumes in the background (they only read the filesystem), so that
+        they overlap the image load; ``check_precopied`` waits for them before any container is created. The
+        volumes count as created by the run from here on, so a failure removes them."""
+        self._digests = []
         for member in self.members:
-            self.created[member["container"]]["volumes"] += sorted(member.get("precopied") or {})
+            for name, expected in sorted((member.get("precopied") or {}).items()):
+                if expected.get("path"):  # bind data, in the directory the run made
+                    self.created[member["container"]].setdefault("bind_data", []).append(
+                        expected.get("remove") or expected["path"]
+                    )
+                else:
+                    self.created[member["container"]]["volumes"].append(name)
         for member in self.members:
             cache_dir = posixpath.dirname(member["received"].rstrip("/"))
             for name, expected in sorted((member.get("precopied") or {}).items()):
-                args = dict(name=name, cache_dir=cache_dir)
-                found = self._run("restore", member["container"], VOLUME_DIGEST, args, f"the digest of volume {name}")
-                if found.get("digest") != expected.get("digest"):
-                    raise StepFailed(
-                        "restore",
-                        member["container"],
-                        f"volume {name} on this host does not hold what the source held once stopped (content "
-                        f"digest {str(found.get('digest'))[:16]}, {found.get('entries')} entries; the source's "
-                        f"{str(expected.get('digest'))[:16]}, {expected.get('entries')} entries); it is removed and "
-                        "the source put back as it was",
-                    )
+                args = dict(name=name, cache_dir=cache_dir, background="start")
+                if expected.get("path"):
+                    args["path"] = expected["path"]
+                self._run("restore", member["container"], VOLUME_DIGEST, args, f"the digest of volume {name}")
+                self._digests.append((member, name, expected))
+
+    def check_precopied(self):
+        """Before anything uses them: each pre-copied volume must hold exactly what the source held once it was
+        stopped (its content digest)."""
+        pending, self._digests = getattr(self, "_digests", None), []
+        if pending is None:  # not started in the background: start them now
+            self.start_precopied()
+            pending, self._digests = self._digests, []
+        for member, name, expected in pending:
+            args = dict(name=name, cache_dir="", background="wait")
+            found = self._run("restore", member["container"], VOLUME_DIGEST, args, f"the digest of volume {name}")
+            if found.get("digest") != expected.get("digest"):
+                raise StepFailed(
+                    "restore",
+                    member["container"],
+                    f"volume {name} on this host does not hold what the source held once stopped (content "
+                    f"digest {str(found.get('digest'))[:16]}, {found.get('entries')} entries; the source's "
+                    f"{str(expected.get('digest'))[:16]}, {expected.get('entries')} entries); it is removed and "
+                    "the source put back as it was",
+                )
 
     def check_health(self, member, watched=False):
         """The member must be up (not ``watched`` already with others), then answer on the TCP port and URL."""
@@ -669,6 +733,12 @@ class TargetRun:
                 steps.append(
                     ("community.docker.docker_image", dict(name=objects["image_id"], state="absent", force_absent=True))
                 )
+            # bind data the run copied into directories it made (never a refused path)
+            steps += [
+                ("ansible.builtin.file", dict(path=path, state="absent"))
+                for path in objects.get("bind_data") or []
+                if not _precopy.bind_problem(path)
+            ]
             for module, args in steps:
                 result = self.call(module, args)
                 if result.get("failed") or result.get("unreachable"):
@@ -685,6 +755,16 @@ class TargetRun:
 
 
 _PRECOPY_REASON = "pre-copied while the source served, the last delta once it was stopped"
+
+
+def _fallback(name, reason):
+    """A volume that cannot be pre-copied goes in the bundle; bind data (``bind:<path>``) is then not copied."""
+    if name.startswith("bind:"):
+        reason = reason.replace("stop-and-copy: ", "", 1)
+        return {"choice": "skip", "reason": reason if reason.startswith("not copied: ") else f"not copied: {reason}"}
+    return {"choice": "copy", "reason": reason}
+
+
 OK_STATUS = (200, 201, 202, 203, 204, 301, 302, 303, 304, 307, 308)
 
 
@@ -707,6 +787,8 @@ SOURCE_MEMBER = dict(
             name=dict(type="str", required=True),
             choice=dict(type="str", required=True, choices=list(_precopy.CHOICES)),
             reason=dict(type="str", default=""),
+            source=dict(type="str"),
+            path=dict(type="str"),
         ),
     ),
 )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shlex
 import subprocess
@@ -47,6 +48,76 @@ _STAT_LINES = {
     "literal": re.compile(r"Literal data: ([0-9][0-9,.]*)"),
 }
 _NO_SPACE = ("No space left on device", "Disk quota exceeded")
+
+
+# Bind sources never copied (migrate_bind_data): the root, the top-level system directories and what is below
+# the ones that belong to the system, the engine's own data and its socket.
+SYSTEM_DIRECTORIES = frozenset(
+    (
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/libx32",
+        "/media",
+        "/mnt",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/var",
+        "/var/lib",
+        "/var/log",
+        "/var/run",
+        "/var/tmp",
+    )
+)
+SYSTEM_TREES = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/run",
+)
+
+
+def bind_problem(path, docker_root="/var/lib/docker"):
+    """Why the bind directory ``path`` must not be copied (None if it may): it is not absolute, it is ``/`` or a
+    system directory, it is below one of the system's trees, or it is the engine's data or socket."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        return f"{path!r} is not an absolute path"
+    path = posixpath.normpath(path)
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    if path in SYSTEM_DIRECTORIES:
+        return f"{path} is / or a system directory"
+    for tree in SYSTEM_TREES:
+        if path.startswith(tree + "/"):
+            return f"{path} is below {tree}, a system directory"
+    root = posixpath.normpath(docker_root or "/var/lib/docker")
+    if path == root or path.startswith(root + "/") or root.startswith(path + "/"):
+        return f"{path} holds the Docker engine's own data ({root})"
+    if posixpath.basename(path).endswith(".sock") or "docker.sock" in path:
+        return f"{path} is a socket path (the Docker socket is never copied)"
+    return None
 
 
 def classify(driver, options):
@@ -231,6 +302,20 @@ def cache_path(directory, volume):
     return os.path.join(directory, ".digests", f"{volume}.json")
 
 
+def choose_bind(source, target, is_dir, data=False):
+    """``{"choice", "reason"}`` for the data of a bind mount from ``source`` (``target`` on the target host):
+    with ``data`` (migrate_bind_data) a directory is copied with the pre-copy's passes, unless either path is
+    refused (``bind_problem``); anything else is left where it is."""
+    if not data:
+        return {"choice": "skip", "reason": "migrate_bind_data is false: the target's path is used as it is"}
+    problem = bind_problem(source) or bind_problem(target)
+    if problem:
+        return {"choice": "skip", "reason": f"not copied: {problem}"}
+    if not is_dir:
+        return {"choice": "skip", "reason": f"not copied: {source} is not a directory"}
+    return {"choice": "precopy", "reason": "bind data, copied while the source serves, the last delta once stopped"}
+
+
 def volumes_of(member, choice):
     """The names of a source member's volumes with ``choice`` (its ``volumes`` plan)."""
     return [v["name"] for v in member.get("volumes") or [] if v.get("choice") == choice]
@@ -253,6 +338,18 @@ class LocalCopier:
         inspect = self.client.inspect_volume(volume)
         reason = volume_local_reason(getattr(self.client, "base_url", None), self._info, inspect)
         return (None, reason) if reason else (inspect.get("Mountpoint"), None)
+
+    def bind_dir(self, path):
+        """``(directory, None)`` for a bind source this process reads and may copy, else ``(None, why not)``."""
+        from ansible_collections.ferry.docker.plugins.module_utils._volmeta import local_reason
+
+        if self._info is None:
+            self._info = self.client.info()
+        info = self._info
+        reason = bind_problem(path, info.get("DockerRootDir")) or local_reason(
+            getattr(self.client, "base_url", None), info.get("Name"), info.get("SecurityOptions"), "bind", path=path
+        )
+        return (None, reason) if reason else (path, None)
 
     def upper(self, container):
         """``(directory, None)``: the container's writable layer on this host (overlay2's upper directory), to
@@ -306,6 +403,11 @@ def prepare(client, groups, missing):
         done = out[group["id"]] = {"ok": True, "volumes": {}, "refused": {}, "created": {}}
         for volume in group.get("volumes") or []:
             name = volume["name"]
+            if volume.get("path"):
+                _prepare_bind(volume, info, done)
+                if not done["ok"]:
+                    break
+                continue
             try:
                 client.inspect_volume(name)
                 done["refused"][name] = f"volume {name} already exists on this host"
@@ -331,18 +433,64 @@ def prepare(client, groups, missing):
     return out
 
 
-def volume_digest(client, name, cache_dir, settle=False, sleep=time.sleep):
-    """``(sha256, entries, bytes read)`` of a pre-copied volume on this host, with its cache in ``cache_dir``.
+def _first_missing(path):
+    """The top-most directory ``os.makedirs(path)`` creates (what to remove to undo it)."""
+    top = path
+    parent = posixpath.dirname(top)
+    while parent != top and not os.path.lexists(parent):
+        top, parent = parent, posixpath.dirname(parent)
+    return top
 
-    ``settle`` (the digest taken while the source still serves): files written in the last RACY_SECONDS cannot
-    be cached yet, so it waits that long and digests again, which reads only those; the check once the source
-    is stopped then finds them cached."""
+
+def _prepare_bind(volume, info, done):
+    """A bind directory to copy into: only a path that does not exist here (the run makes it, and removes it
+    with everything in it on failure); never a refused one (``bind_problem``)."""
+    name, path = volume["name"], posixpath.normpath(volume["path"])
+    problem = bind_problem(path, info.get("DockerRootDir"))
+    if problem:
+        done["refused"][name] = f"not copied: {problem}"
+        return
+    created = done["created"].setdefault(
+        volume["container"],
+        {"container": "", "image": "", "image_id": "", "networks": [], "volumes": [], "bind_paths": []},
+    )
+    if os.path.lexists(path):
+        if not os.path.isdir(path) or os.path.islink(path) or os.listdir(path):
+            # copying over other data would mix it with the source's: the group does not move
+            done.update(
+                ok=False,
+                phase="precopy",
+                member=volume["container"],
+                msg=f"bind data of {volume['container']}: {path} exists on this host and is not an empty directory; "
+                "remove it, or map the bind elsewhere with migrate_bind_map (or set migrate_bind_data false to use "
+                "it as it is). Nothing was changed",
+            )
+            return
+        top, empty = path, True  # an empty directory of this host: emptied again on failure, not removed
+    else:
+        top, empty = _first_missing(path), False
+        os.makedirs(path, mode=0o700)
+    created.setdefault("bind_data", []).append(top if not empty else f"{top}/.")
+    fs = os.statvfs(path)
+    done["volumes"][name] = {
+        "mountpoint": path,
+        "free_bytes": fs.f_bavail * fs.f_frsize,
+        "remove": top if not empty else f"{top}/.",
+    }
+
+
+def path_digest(path, cache_dir, name, docker_root, settle=False, sleep=time.sleep):
+    """``(sha256, entries, bytes read)`` of a copied bind directory, as ``volume_digest``."""
+    problem = bind_problem(path, docker_root)
+    if problem:
+        raise ValueError(problem)
+    return _cached_digest(path, cache_path(cache_dir, name.replace("/", "_")), settle, sleep)
+
+
+def _cached_digest(path, cache_file, settle, sleep):
     from ansible_collections.ferry.docker.plugins.module_utils._volmeta import RACY_SECONDS, walk_digest
 
-    path, reason = _local_dir(client, name, client.info())
-    if reason:
-        raise ValueError(f"volume {name} is not a directory this module reads ({reason})")
-    cache = DigestCache(cache_path(cache_dir, name))
+    cache = DigestCache(cache_file)
     cache.load()
     stats = {}
     found = walk_digest(path, cache.entries, stats=stats)
@@ -352,3 +500,15 @@ def volume_digest(client, name, cache_dir, settle=False, sleep=time.sleep):
         found = (digest, count, found[2] + read)
     cache.save()
     return found
+
+
+def volume_digest(client, name, cache_dir, settle=False, sleep=time.sleep):
+    """``(sha256, entries, bytes read)`` of a pre-copied volume on this host, with its cache in ``cache_dir``.
+
+    ``settle`` (the digest taken while the source still serves): files written in the last RACY_SECONDS cannot
+    be cached yet, so it waits that long and digests again, which reads only those; the check once the source
+    is stopped then finds them cached."""
+    path, reason = _local_dir(client, name, client.info())
+    if reason:
+        raise ValueError(f"volume {name} is not a directory this module reads ({reason})")
+    return _cached_digest(path, cache_path(cache_dir, name), settle, sleep)

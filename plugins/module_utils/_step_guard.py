@@ -133,13 +133,16 @@ def renew(module, journal):
             )
         journal.renew()
         names = [c["name"] for c in params["containers"]] or sorted(doc["containers"])
-        precopied = {c["name"]: c["precopied"] for c in params["containers"] if c.get("precopied") is not None}
+        extra = {
+            c["name"]: {k: c[k] for k in ("precopied", "precopied_paths") if c.get(k) is not None}
+            for c in params["containers"]
+        }
         updates = {k: params[k] for k in ("phase", "status") if params[k]}
         for name in names:
             entry = doc["containers"].get(name)
             if entry is None:
                 module.fail(f"run {journal.run_id} does not journal a container {name!r}")
-            mine = dict(updates, precopied=precopied[name]) if name in precopied else updates
+            mine = dict(updates, **extra.get(name, {}))
             if mine and any(entry.get(k) != v for k, v in mine.items()):
                 _journal.record(doc, name, **mine)
                 changed = True
@@ -252,6 +255,7 @@ SPEC = dict(
             target_name=dict(type="str"),
             target_volumes=dict(type="list", elements="str"),
             precopied=dict(type="list", elements="str"),
+            precopied_paths=dict(type="list", elements="str"),
             cutover=dict(type="str", choices=["stop", "keep", "remove"]),
         ),
     ),

@@ -12,6 +12,8 @@ after another (``_steps``).
 
 from __future__ import annotations
 
+import os
+
 from ansible_collections.ferry.docker.plugins.module_utils import _capture, _groups, _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._preflight import missing_programs
 
@@ -118,6 +120,11 @@ def probe(client, names, containers):
             "volumes": volumes,
             "volume_bytes": sum(volume_sizes.get(v, 0) for v in volumes),
             "volume_modes": {v: volume_mode(client, v, volume_sizes.get(v, 0)) for v in volumes},
+            "binds": [
+                {"source": m["Source"], "is_dir": os.path.isdir(m["Source"])}
+                for m in inspect.get("Mounts") or []
+                if m.get("Type") == "bind" and m.get("Source")
+            ],
             "hook_label": PRE_MIGRATE_LABEL in ((inspect.get("Config") or {}).get("Labels") or {}),
             "run_config": lookups.run_config(inspect),
         }

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import threading
 import time
 import traceback
 import urllib.error
@@ -125,6 +126,17 @@ def _missing(exc):
 
 def _remove_path(parent, args):
     path = args["path"]
+    if path.endswith("/."):  # a directory that was there before the run: only what the run put in it goes
+        base = path[:-2]
+        if not os.path.isdir(base) or os.path.islink(base):
+            return dict(changed=False, path=path)
+        for entry in os.listdir(base):
+            full = os.path.join(base, entry)
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full)
+            else:
+                os.unlink(full)
+        return dict(changed=True, path=path)
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
         return dict(changed=True, path=path)
@@ -231,12 +243,62 @@ SOURCE_DIRECT = {"community.docker.docker_container": _container_state}
 VOLUME_DIGEST = "ferry.docker.volume_digest"  # not a module: the digest check of a pre-copied volume, done here
 
 
+def _digest_in_background(parent, args):
+    """``background: start``: find the directory here (through the engine), then digest it in a thread while
+    the restore goes on; ``background: wait``: its result. The thread only reads the filesystem."""
+    pending = parent.__dict__.setdefault("_ferry_digests", {})
+    key = args["name"]
+    if args["background"] == "wait":
+        thread, box = pending.pop(key, (None, None))
+        if thread is None:
+            return dict(failed=True, msg=f"no digest of {key} was started")
+        thread.join()
+        if "error" in box:
+            return dict(failed=True, msg=f"reading volume {key} failed: {box['error']}")
+        digest, entries, read = box["found"]
+        return dict(changed=False, digest=digest, entries=entries, read_bytes=read)
+    try:
+        info = parent.client.info()
+        if args.get("path"):
+            problem = _precopy.bind_problem(args["path"], info.get("DockerRootDir"))
+            if problem:
+                raise ValueError(problem)
+            path, cache = args["path"], _precopy.cache_path(args["cache_dir"], key.replace("/", "_"))
+        else:
+            path, reason = _precopy._local_dir(parent.client, key, info)
+            if reason:
+                raise ValueError(f"volume {key} is not a directory this module reads ({reason})")
+            cache = _precopy.cache_path(args["cache_dir"], key)
+    except (OSError, ValueError) as exc:
+        return dict(failed=True, msg=f"reading volume {key} failed: {exc}")
+    box = {}
+
+    def work():
+        try:
+            box["found"] = _precopy._cached_digest(path, cache, False, time.sleep)
+        except (OSError, ValueError) as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    pending[key] = (thread, box)
+    return dict(changed=False, started=True)
+
+
 def _volume_digest(parent, args):
     """The content digest of a pre-copied volume on this host (see ``_precopy.volume_digest``)."""
+    if args.get("background"):
+        return _digest_in_background(parent, args)
     try:
-        digest, entries, read = _precopy.volume_digest(
-            parent.client, args["name"], args["cache_dir"], settle=bool(args.get("settle"))
-        )
+        if args.get("path"):
+            root = parent.client.info().get("DockerRootDir")
+            digest, entries, read = _precopy.path_digest(
+                args["path"], args["cache_dir"], args["name"], root, settle=bool(args.get("settle"))
+            )
+        else:
+            digest, entries, read = _precopy.volume_digest(
+                parent.client, args["name"], args["cache_dir"], settle=bool(args.get("settle"))
+            )
     except (OSError, ValueError) as exc:
         return dict(failed=True, msg=f"reading volume {args['name']} failed: {exc}")
     return dict(changed=False, digest=digest, entries=entries, read_bytes=read)

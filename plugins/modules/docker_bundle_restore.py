@@ -154,6 +154,12 @@ options:
             description: Its labels.
             type: dict
             default: {}
+          path:
+            description:
+              - For bind data (C(bind:<source path>)), the directory on this host to copy into. It must not exist
+                (it is made, and removed with its contents on failure) and must not be C(/), a system directory,
+                the engine's data or a socket.
+            type: str
   created:
     description: With O(state=absent), the RV(created) of an earlier call.
     type: dict
@@ -305,6 +311,7 @@ PRECOPY = dict(
             name=dict(type="str", required=True),
             container=dict(type="str", required=True),
             labels=dict(type="dict", default={}),
+            path=dict(type="str"),
         ),
     ),
 )
@@ -362,7 +369,10 @@ def main():
         hashed = {}
         for group in args["precopy"]:
             for volume in group["volumes"]:
-                found = call(VOLUME_DIGEST, dict(name=volume["name"], cache_dir=group["cache_dir"], settle=True))
+                args = dict(name=volume["name"], cache_dir=group["cache_dir"], settle=True)
+                if volume.get("path"):
+                    args["path"] = volume["path"]
+                found = call(VOLUME_DIGEST, args)
                 hashed[volume["name"]] = {k: found[k] for k in ("failed", "msg", "entries", "read_bytes") if k in found}
         module.exit(changed=False, volumes=hashed)
     if args["groups"] is not None:

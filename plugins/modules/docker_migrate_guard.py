@@ -131,6 +131,12 @@ options:
             was before the run.
         type: list
         elements: str
+      precopied_paths:
+        description:
+          - With O(state=renewed), the bind directories a pre-copy made on the target for it (C(<dir>/.) for one
+            that was there empty). A guard that fires removes them (empties the latter).
+        type: list
+        elements: str
       precopied:
         description:
           - The volumes a pre-copy creates on the target for it (with O(state=armed), or O(state=renewed) once

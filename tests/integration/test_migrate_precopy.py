@@ -57,6 +57,7 @@ def names(lab):
         ssh(
             host,
             f"docker ps -aq --filter name={prefix} | xargs -r docker rm -f >/dev/null; "
+            f"rm -rf /srv/{prefix} /srv/{prefix}-new /etc/{prefix}; "
             f"docker volume ls -q --filter name={prefix} | xargs -r docker volume rm >/dev/null; "
             f"docker images -q 'ferry-migrate/{prefix}*' | sort -u | xargs -r docker rmi -f >/dev/null; "
             f"rm -rf /var/lib/ferry/incoming/*-{prefix}* /var/lib/ferry/migrate/*/{prefix}*; true",
@@ -209,3 +210,59 @@ def test_a_target_disk_that_fills_during_precopy_never_stops_the_source(names, t
     assert ssh("host1", f"docker inspect -f '{{{{.State.Running}}}}' {name}").stdout.strip() == "true"
     # the volume the run made on host2 is gone
     assert ssh("host2", f"docker volume ls -q | grep -cx {volume} || true").stdout.strip() == "0"
+
+
+def tree(host, path):
+    """Every entry of ``path`` on ``host`` with its type, mode, owner and content digest."""
+    script = (
+        f"cd {path} && find . -printf '%P %y %m %U:%G %l\\n' | LC_ALL=C sort && "
+        "find . -type f | LC_ALL=C sort | xargs -r sha256sum"
+    )
+    return ssh(host, script).stdout
+
+
+def test_bind_data_moves_into_a_path_the_run_makes_and_never_from_a_system_directory(names, tmp_path):
+    name, data, conf = names, f"/srv/{names}/data", f"/etc/{names}"
+    ssh(
+        "host1",
+        f"mkdir -p {data}/sub {conf} && echo token > {data}/index.html && head -c 3000000 /dev/urandom > "
+        f"{data}/sub/blob && ln -s index.html {data}/link && chown -R 1000:27 {data}/sub && chmod 750 {data} && "
+        f"echo x > {conf}/app.conf && "
+        f"docker run -d --pull never --name {name} -v {data}:/www -v {conf}:/conf ferry-lab/busybox "
+        "httpd -f -p 8080 -h /www >/dev/null",
+    )
+    before = tree("host1", data)
+    run, report = migrate(
+        tmp_path,
+        [name],
+        migrate_bind_data=True,
+        migrate_bind_map={f"/srv/{names}": f"/srv/{names}-new"},
+    )
+    assert run.returncode == 0, run.stdout[-6000:]
+    volumes = {v["name"]: v for v in report[name]["volumes"]}
+    moved = volumes[f"bind:{data}"]
+    assert moved["choice"] == "precopy" and len(moved["digest"]) == 64, moved
+    assert volumes[f"bind:{conf}"]["choice"] == "skip"
+    assert f"not copied: {conf} is below /etc, a system directory" == volumes[f"bind:{conf}"]["reason"]
+    assert tree("host2", f"/srv/{names}-new/data") == before  # owners, modes, links and contents
+    answer = ssh("host2", f"docker exec {name} wget -q -O - http://127.0.0.1:8080/index.html").stdout.strip()
+    assert answer == "token"
+    assert ssh("host2", f"ls -A {conf}").stdout.strip() == ""  # the system path: made empty, not copied
+
+
+def test_bind_data_never_goes_over_a_target_directory_with_other_data(names, tmp_path):
+    name, data = names, f"/srv/{names}/data"
+    ssh(
+        "host1",
+        f"mkdir -p {data} && echo token > {data}/index.html && docker run -d --pull never --name {name} "
+        f"-v {data}:/www ferry-lab/busybox httpd -f -p 8080 -h /www >/dev/null",
+    )
+    ssh("host2", f"mkdir -p {data} && echo theirs > {data}/index.html")
+    run, report = migrate(tmp_path, [name], migrate_bind_data=True)
+    assert run.returncode != 0
+    entry = report[name]
+    assert entry["status"] == "failed" and entry["phase"] == "precopy", entry
+    assert "exists on this host and is not an empty directory" in entry["error"]
+    assert ssh("host2", f"cat {data}/index.html").stdout.strip() == "theirs"
+    assert ssh("host1", f"docker inspect -f '{{{{.State.Running}}}}' {name}").stdout.strip() == "true"
+    assert ssh("host2", f"docker ps -aq --filter name=^{name}$").stdout.strip() == ""

@@ -184,6 +184,7 @@ def test_restore_records_what_it_creates_and_checks_running_members():
         "networks": ["net"],
         "volumes": ["data"],
         "bind_paths": ["/srv/x"],
+        "bind_data": [],
     }
     health = [args["name"] for module, args in host.calls if module.endswith("docker_container_health")]
     assert health == ["db"]

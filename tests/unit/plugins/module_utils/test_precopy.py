@@ -305,8 +305,11 @@ def test_the_target_checks_each_digest_before_anything_uses_the_volume_and_remov
     )
     out = m.restore_groups(call, [{"id": "g", "members": [target]}], options, now=clock())
     assert not out["g"]["ok"] and "volume db on this host does not hold what the source held" in out["g"]["msg"]
-    assert calls[0] == ("volume_digest", {"name": "db", "cache_dir": "/in/run-h1-g"})
-    assert "docker_load" not in [module for module, _a in calls]  # nothing restored before the check
+    # the digest runs in the background while the image loads, and is awaited before any container is created
+    assert calls[0] == ("volume_digest", {"name": "db", "cache_dir": "/in/run-h1-g", "background": "start"})
+    modules = [module for module, _a in calls]
+    assert modules.index("docker_load") < modules.index("volume_digest", 1)
+    assert "docker_container_restore" not in modules
     assert ("docker_volume", {"name": "db", "state": "absent"}) in calls  # removed by the undo
 
 
@@ -448,3 +451,121 @@ def test_a_writable_layer_that_changes_during_the_early_commit_is_committed_afte
     host, copier = Host(), Copier({"db": [5]}, uppers=["u0", "u1"])
     out = m.precopy_groups(host, [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}], OPTIONS, copier)
     assert out["g"]["images"] == {"app": {"reason": "its writable layer changed while it was committed"}}
+
+
+# ------------------------------------------------------------------ bind data
+
+
+@pytest.mark.parametrize(
+    "path, problem",
+    [
+        ("/", "is / or a system directory"),
+        ("/etc", "is / or a system directory"),
+        ("/srv", "is / or a system directory"),
+        ("/etc/nginx", "is below /etc, a system directory"),
+        ("/usr/local/share", "is below /usr, a system directory"),
+        ("/proc/1/root", "is below /proc"),
+        ("/var/run/docker.sock", "is below /var/run"),
+        ("/srv/app/docker.sock", "is a socket path"),
+        ("/var/lib/docker/volumes/x/_data", "holds the Docker engine's own data"),
+        ("/srv/app/../../etc", "is / or a system directory"),
+        ("srv/app", "is not an absolute path"),
+        ("/srv/app/data", None),
+        ("/home/app/uploads", None),
+    ],
+)
+def test_bind_problem(path, problem):
+    found = p.bind_problem(path)
+    assert (found is None) if problem is None else (problem in found), found
+
+
+def test_choose_bind():
+    assert p.choose_bind("/srv/a", "/srv/a", True)["choice"] == "skip"  # migrate_bind_data false
+    assert p.choose_bind("/srv/a", "/srv/b", True, data=True)["choice"] == "precopy"
+    assert "below /etc" in p.choose_bind("/etc/app", "/srv/b", True, data=True)["reason"]
+    assert "below /etc" in p.choose_bind("/srv/a", "/etc/app", True, data=True)["reason"]  # the target's path too
+    assert "not a directory" in p.choose_bind("/srv/a.conf", "/srv/a.conf", False, data=True)["reason"]
+
+
+class Client:
+    def __init__(self, root):
+        self.root = root
+
+    def info(self):
+        return {"DockerRootDir": self.root, "Name": "h2"}
+
+
+def test_prepare_bind_data_makes_the_directory_uses_an_empty_one_and_refuses_one_with_data(tmp_path):
+    new = tmp_path / "srv" / "new" / "data"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("other data")
+
+    def group(path):
+        return [{"id": "g", "volumes": [{"name": f"bind:{path}", "container": "app", "path": str(path)}]}]
+
+    done = p.prepare(Client("/var/lib/docker"), group(new), lambda exc: True)["g"]
+    assert done["ok"] and new.is_dir() and oct(new.stat().st_mode & 0o777) == "0o700"
+    assert done["volumes"][f"bind:{new}"]["remove"] == str(tmp_path / "srv")  # the top directory it made
+    assert done["created"]["app"]["bind_data"] == [str(tmp_path / "srv")]
+    done = p.prepare(Client("/var/lib/docker"), group(empty), lambda exc: True)["g"]
+    assert done["ok"] and done["volumes"][f"bind:{empty}"]["remove"] == f"{empty}/."  # emptied again, not removed
+    done = p.prepare(Client("/var/lib/docker"), group(full), lambda exc: True)["g"]
+    assert not done["ok"] and "exists on this host and is not an empty directory" in done["msg"]
+    assert (full / "x").read_text() == "other data"
+    done = p.prepare(Client(str(tmp_path)), group(new), lambda exc: True)["g"]  # below the engine's data
+    assert done["refused"] == {f"bind:{new}": f"not copied: {new} holds the Docker engine's own data ({tmp_path})"}
+
+
+def test_the_undo_empties_a_directory_that_was_there_and_removes_one_it_made(tmp_path):
+    from ansible_collections.ferry.docker.plugins.module_utils import _steps
+
+    made = tmp_path / "made"
+    (made / "d").mkdir(parents=True)
+    (made / "d" / "f").write_text("x")
+    kept = tmp_path / "kept"
+    (kept / "d").mkdir(parents=True)
+    (kept / ".hidden").write_text("x")
+    _steps._remove_path(None, {"path": str(made)})
+    _steps._remove_path(None, {"path": f"{kept}/."})
+    assert not made.exists() and kept.is_dir() and os.listdir(kept) == []
+
+
+def test_the_guard_removes_bind_data_it_made_and_refuses_short_paths(tmp_path):
+    from ansible_collections.ferry.docker.plugins.module_utils import _journal
+
+    def run(argv, timeout=10):
+        done = subprocess.run(["sh", "-c", argv[-1]], capture_output=True, text=True, check=False)
+        return done.returncode, done.stdout, done.stderr
+
+    made = tmp_path / "made"
+    (made / "sub").mkdir(parents=True)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "f").write_text("x")
+    ops = _journal.TargetOps([{"host": "h2", "address": "10.0.0.2"}], run=run)
+    assert ops.drop_paths("h2", [str(made), f"{kept}/."]) == (True, "")
+    assert not made.exists() and kept.is_dir() and os.listdir(kept) == []
+    assert ops.drop_paths("h2", ["/srv"])[0] is False
+    assert ops.drop_paths("h2", ["/srv/a/../../etc"])[0] is False
+
+
+def test_a_digest_runs_in_the_background_until_it_is_awaited(tmp_path):
+    from ansible_collections.ferry.docker.plugins.module_utils import _steps
+
+    class Parent:
+        client = Client("/var/lib/docker")
+
+    data = tmp_path / "srv" / "data"
+    data.mkdir(parents=True)
+    (data / "f").write_text("x")
+    parent = Parent()
+    args = dict(name=f"bind:{data}", cache_dir=str(tmp_path / "in"), path=str(data))
+    assert _steps._volume_digest(parent, dict(args, background="start")) == {"changed": False, "started": True}
+    found = _steps._volume_digest(parent, dict(args, background="wait"))
+    assert (found["digest"], found["entries"]) == tree_digest(str(data))
+    assert _steps._volume_digest(parent, dict(args, background="wait"))["failed"]  # awaited once
+    refused = _steps._volume_digest(parent, dict(args, path="/etc/app", background="start"))
+    assert refused["failed"] and "below /etc" in refused["msg"]
