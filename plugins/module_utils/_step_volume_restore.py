@@ -44,9 +44,6 @@ from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     volume_state,
     warn,
 )
-from ansible_collections.ferry.docker.plugins.module_utils._restore import (
-    _decryptor as decryptor,
-)
 from ansible_collections.ferry.docker.plugins.module_utils._runconfig import volume_create_kwargs
 from ansible_collections.ferry.docker.plugins.module_utils._stream import FerryError
 from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import UnsafeTarError
@@ -80,7 +77,7 @@ def fill_directly(client, bundle, artifact, volume, allow_devices):
         raise RestoreError(f"the new volume {volume} has no empty directory on this host ({path}); nothing was kept")
     handle = open_bundle_file(bundle, artifact["file"])
     try:
-        chunks = verified_chunks(handle, artifact, what, decryptor(bundle, artifact))
+        chunks = verified_chunks(handle, artifact, what)
         summary, written = extract(chunks, path, allow_devices, apparent_limit(artifact))
     except (UnsafeTarError, OSError, FerryError) as exc:
         raise RestoreError(
@@ -145,6 +142,7 @@ def run(module):
             definition = _definition(manifest, artifact)
             if (
                 not _is_bind(artifact)
+                and not artifact.get("encryption")  # decrypted by age from the file itself: the engine's path
                 and not name_problem("volume", target)
                 and inspect_or_none(module.client.inspect_volume, target) is None
                 and fast_path_reason(getattr(module.client, "base_url", None), info, definition) is None

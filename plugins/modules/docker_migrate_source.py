@@ -126,6 +126,12 @@ options:
             description: Why, for the report.
             type: str
             default: ""
+          source:
+            description: For bind data (C(bind:<path>)), the bind source directory on this host.
+            type: str
+          path:
+            description: For bind data, the directory it goes to on the target.
+            type: str
   groups:
     description:
       - Several independent groups at once, instead of O(members) - each C(id) with its C(members) (as

@@ -17,10 +17,11 @@ description:
     restore are checked, and every archive is read once through the tar safety rules (no absolute
     names, no C(..), no link leading outside the volume, no member written through a symlink, no
     device nodes unless O(allow_devices=true)). One failed check fails the task with nothing changed.
-  - A volume this task creates, when it will be a directory of this host (local unix socket, same host
-    name, no user namespaces, C(local) driver without options; the module runs as root there), takes the
-    mountpoint fast path. The archive is read once: its size and sha256 are checked as it is read, each
-    member is checked with the same safety rules before anything of it is written, and it is written
+  - A volume this task creates from an archive that is not encrypted, when it will be a directory of this
+    host (local unix socket, same host name, no user namespaces, C(local) driver without options; the
+    module runs as root there), takes the mountpoint fast path. The archive is read once; its size and
+    sha256 are checked as it is read, each member is checked with the same safety rules before anything
+    of it is written, and it is written
     straight into the volume's directory through directory descriptors that never follow a symlink. If
     the sha256 does not match, the archive is truncated or a member is refused, the volume is removed
     with everything written into it, and the task fails. The data, the digests and the rules are the
