@@ -528,6 +528,21 @@ class SourceOps:
 KEY_DIR_FILES = ("id_ed25519", "id_ed25519.pub", "known_hosts", "rsync.progress")
 
 
+def close_shared_connections(key_dir, run=None):
+    """End the SSH connections the run's rsync shares (control sockets ``cm-*`` in its key directory, see
+    ``_transfer.ssh_command``) and remove their sockets: nothing of the run's key outlives its removal."""
+    run = run or _run
+    try:
+        names = [name for name in os.listdir(key_dir) if name.startswith("cm-")]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(key_dir, name)
+        run(["ssh", "-o", f"ControlPath={path}", "-O", "exit", "ferry-shared-connection"], timeout=10)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def remove_run_keys(doc, target_ops, whole_dir=False):
     """Remove the run key from every target of ``doc`` (over ssh, with the key itself) and the key pair on
     this host; ``whole_dir`` also removes the key directory's other files (KEY_DIR_FILES) and the directory.
@@ -542,6 +557,7 @@ def remove_run_keys(doc, target_ops, whole_dir=False):
         if target.get("key") and target["key"] not in key_paths:
             key_paths.append(target["key"])
     for key in key_paths:
+        close_shared_connections(os.path.dirname(key))
         paths = [key, key + ".pub"]
         if whole_dir:
             paths += [os.path.join(os.path.dirname(key), name) for name in KEY_DIR_FILES]

@@ -239,6 +239,8 @@ class TarChecker:
         for parent in parents:
             if self._kinds.get(parent) == _SYMLINK:
                 return f"member {member.name!r} would be written through the symlink {parent!r}"
+            if self._kinds.get(parent) in (_REGULAR, _OTHER):
+                return f"member {member.name!r} would be written below {parent!r}, which is not a directory"
         previous = self._kinds.get(name)
         if previous == _SYMLINK and not member.issym():
             return f"member {member.name!r} would be written through the symlink of the same name"

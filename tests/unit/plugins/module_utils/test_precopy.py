@@ -569,3 +569,14 @@ def test_a_digest_runs_in_the_background_until_it_is_awaited(tmp_path):
     assert _steps._volume_digest(parent, dict(args, background="wait"))["failed"]  # awaited once
     refused = _steps._volume_digest(parent, dict(args, path="/etc/app", background="start"))
     assert refused["failed"] and "below /etc" in refused["msg"]
+
+
+def test_removing_the_run_key_ends_its_shared_connections(tmp_path):
+    from ansible_collections.ferry.docker.plugins.module_utils import _journal
+
+    (tmp_path / "cm-10.0.0.2-22").write_text("")
+    (tmp_path / "id_ed25519").write_text("")
+    seen = []
+    _journal.close_shared_connections(str(tmp_path), run=lambda argv, timeout: seen.append(argv) or (0, "", ""))
+    assert seen == [["ssh", "-o", f"ControlPath={tmp_path}/cm-10.0.0.2-22", "-O", "exit", "ferry-shared-connection"]]
+    assert sorted(os.listdir(tmp_path)) == ["id_ed25519"]
