@@ -12,26 +12,16 @@ after another (``_steps``).
 
 from __future__ import annotations
 
-import os
-
 from ansible_collections.ferry.docker.plugins.module_utils import _trust
-from ansible_collections.ferry.docker.plugins.module_utils._bundle import open_bundle_file, verify_artifacts
+from ansible_collections.ferry.docker.plugins.module_utils._bundle import verify_artifacts
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
-from ansible_collections.ferry.docker.plugins.module_utils._extract import (
-    LocalVolume,
-    extract,
-    fast_path_reason,
-    verified_chunks,
-)
 from ansible_collections.ferry.docker.plugins.module_utils._names import name_problem, volume_option_problems
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     RequestException,
     RestoreError,
     Timer,
     VolumeHelper,
-    apparent_limit,
     artifact_fingerprint,
-    artifact_path,
     base_result,
     fill_volume,
     inspect_or_none,
@@ -39,14 +29,11 @@ from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     open_bundle,
     pick_helper_image,
     refuse_privileged,
-    restore_metadata,
     scan_artifact,
     volume_state,
-    warn,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._runconfig import volume_create_kwargs
 from ansible_collections.ferry.docker.plugins.module_utils._stream import FerryError
-from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import UnsafeTarError
 
 
 def _anonymous(manifest, artifact):
@@ -65,31 +52,6 @@ def _definition(manifest, artifact):
     definition = dict((manifest.get("volumes") or {}).get(name) or {})
     definition.setdefault("Name", name)
     return definition
-
-
-def fill_directly(client, bundle, artifact, volume, allow_devices):
-    """The mountpoint fast path: verify, check and write the archive into the new volume's directory in one pass
-    (see ``_extract``); ``(bytes read, bytes written, metadata not kept)``. Raises RestoreError; the caller
-    removes the volume."""
-    path = client.inspect_volume(volume).get("Mountpoint")
-    what = f"volume artifact {artifact['name']} ({artifact_path(bundle, artifact)})"
-    if not path or not os.path.isdir(path) or os.listdir(path):
-        raise RestoreError(f"the new volume {volume} has no empty directory on this host ({path}); nothing was kept")
-    handle = open_bundle_file(bundle, artifact["file"])
-    try:
-        chunks = verified_chunks(handle, artifact, what)
-        summary, written = extract(chunks, path, allow_devices, apparent_limit(artifact))
-    except (UnsafeTarError, OSError, FerryError) as exc:
-        raise RestoreError(
-            f"{what} is not safe to restore: {exc}. The new volume {volume} was removed with what was written into "
-            "it; capture it again from a trusted source"
-        ) from None
-    finally:
-        handle.close()
-    notes = restore_metadata(LocalVolume(path, volume), summary)
-    for message in notes.messages(f"volume {volume}"):
-        warn(message)
-    return artifact["size"], written, notes.as_list()
 
 
 SPEC = dict(
@@ -128,35 +90,15 @@ def run(module):
                 "volume_map names {}, which is not among the volumes to restore ({}); use recorded volume "
                 "names as keys".format(", ".join(unknown), ", ".join(names) or "none")
             )
-        # 1. every archive: size and sha256, then the tar safety scan; nothing changes before all pass. An
-        # archive for a volume that does not exist yet and will be a directory of this host is checked in the
-        # same pass that writes it (the mountpoint fast path, see _extract); the volume is removed if it fails.
-        chosen = [a for a in manifest["artifacts"] if a["kind"] == "volume" and a["name"] in (names or [])]
-        missing = sorted(set(names or ()) - {a["name"] for a in chosen})
-        if missing:
-            raise RestoreError(f"bundle {bundle} has no artifact named {', '.join(missing)}")
-        fast = set()
-        info = module.client.info() if chosen and not module.check_mode else {}
-        for artifact in chosen:
-            target = p["volume_map"].get(artifact["name"]) or artifact.get("volume") or artifact["name"]
-            definition = _definition(manifest, artifact)
-            if (
-                not _is_bind(artifact)
-                and not artifact.get("encryption")  # decrypted by age from the file itself: the engine's path
-                and not name_problem("volume", target)
-                and inspect_or_none(module.client.inspect_volume, target) is None
-                and fast_path_reason(getattr(module.client, "base_url", None), info, definition) is None
-            ):
-                fast.add(artifact["name"])
-        verify_artifacts(bundle, manifest, kinds=["volume"], names=[a["name"] for a in chosen if a["name"] not in fast])
+        # 1. every archive: size and sha256, then the tar safety scan; nothing changes before all pass
+        chosen = verify_artifacts(bundle, manifest, kinds=["volume"], names=names) if names else []
         for artifact in chosen:
             if _is_bind(artifact) and artifact["name"] not in p["volume_map"]:
                 raise RestoreError(
                     f"artifact {artifact['name']} is the backup of a bind mount, not of a volume; give the volume "
                     "to restore it into with volume_map"
                 )
-            if artifact["name"] not in fast:
-                scan_artifact(bundle, artifact, allow_devices=p["allow_devices"])
+            scan_artifact(bundle, artifact, allow_devices=p["allow_devices"])
 
         targets = {}
         for artifact in chosen:
@@ -209,8 +151,7 @@ def run(module):
         changed = any(e["action"] != "none" for _a, e, _x in plans)
         # 3. act
         if changed and not module.check_mode:
-            needs_helper = any(e["action"] != "none" and a["name"] not in fast for a, e, _x in plans)
-            if helper_image is None and needs_helper:  # the fast path writes without one
+            if helper_image is None:
                 helper_image = pick_helper_image(client, p["helper_image"])
             created = []
             try:
@@ -220,12 +161,6 @@ def run(module):
                     if entry["action"] == "create":
                         client.create_volume(**volume_create_kwargs(_definition(manifest, artifact), entry["name"]))
                         created.append(entry["name"])
-                    if artifact["name"] in fast:
-                        entry["bytes_read"], entry["bytes_written"], entry["metadata_not_kept"] = fill_directly(
-                            client, bundle, artifact, entry["name"], p["allow_devices"]
-                        )
-                        entry["written_by"] = "directory"
-                        continue
                     with VolumeHelper(client, helper_image, entry["name"]) as helper:
                         entry["bytes_read"], entry["bytes_written"] = fill_volume(
                             helper, bundle, artifact, p["allow_devices"]

@@ -434,20 +434,6 @@ def read_decompressed(path, compression, chunk_size=CHUNK_SIZE, decrypt=None):
         raise ArtifactError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
 
 
-def decompressed_chunks(f, compression, chunk_size=CHUNK_SIZE, name="artifact"):
-    """The raw bytes of the open artifact file (or reader) ``f``, as ``read_decompressed`` yields them."""
-    _require(compression)
-    decode = {"none": _read_chunks, "gzip": _gunzip, "zstd": _unzstd}[compression]
-    corrupt = (ArtifactError, zlib.error) + ((zstandard.ZstdError,) if zstandard else ())
-    try:
-        yield from decode(f, chunk_size)
-    except corrupt as exc:
-        raise ArtifactError(
-            f"{name} is not a complete {compression} stream ({exc}): the archive is corrupt or truncated; "
-            "capture it again or copy it again from the source bundle"
-        ) from exc
-
-
 class IterReader(io.RawIOBase):
     """A readable binary file object over an iterable of byte chunks (for put_archive, load_image...).
 

@@ -17,16 +17,7 @@ description:
     restore are checked, and every archive is read once through the tar safety rules (no absolute
     names, no C(..), no link leading outside the volume, no member written through a symlink, no
     device nodes unless O(allow_devices=true)). One failed check fails the task with nothing changed.
-  - A volume this task creates from an archive that is not encrypted, when it will be a directory of this
-    host (local unix socket, same host name, no user namespaces, C(local) driver without options; the
-    module runs as root there), takes the mountpoint fast path. The archive is read once; its size and
-    sha256 are checked as it is read, each member is checked with the same safety rules before anything
-    of it is written, and it is written
-    straight into the volume's directory through directory descriptors that never follow a symlink. If
-    the sha256 does not match, the archive is truncated or a member is refused, the volume is removed
-    with everything written into it, and the task fails. The data, the digests and the rules are the
-    same as on the engine's path.
-  - Otherwise the data is extracted by the Docker engine itself (C(put_archive)) into a helper container that
+  - The data is extracted by the Docker engine itself (C(put_archive)) into a helper container that
     is created from an image already on the engine, never started, and always removed. Ownership,
     modes, mtimes, hard links, symlinks and the extended attributes C(user.*),
     C(security.capability) and POSIX ACLs are kept. Archives carrying any other extended attribute
@@ -175,11 +166,8 @@ volumes:
       description: Bytes of the archive file read for the restore.
       type: int
     bytes_written:
-      description: Decompressed bytes fed to Docker (the bytes of the files written, on the fast path).
+      description: Decompressed bytes fed to Docker.
       type: int
-    written_by:
-      description: C(directory) when the mountpoint fast path wrote the volume (absent when the engine did).
-      type: str
     metadata:
       description:
         - Metadata version of the archive; 1 for bundles written before extended attributes and sparse

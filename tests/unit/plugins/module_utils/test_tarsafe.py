@@ -91,6 +91,10 @@ HOSTILE = {
         "would be written through the symlink of the same name",
     ),
     "symlink over dir": ([member("d", "dir"), member("d", "symlink", "/etc")], "would replace the directory"),
+    "member below a regular file": (
+        [member("a", data=b"x"), member("a/a", data=b"y")],
+        "would be written below 'a', which is not a directory",
+    ),
     "relative symlink escaping": ([member("up", "symlink", "../../etc")], "outside the extraction root"),
     "absolute symlink climbing": ([member("up", "symlink", "/../../../etc")], "outside the extraction root"),
     "empty symlink target": ([member("s", "symlink", "")], "has an empty target"),
