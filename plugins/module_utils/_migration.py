@@ -259,7 +259,7 @@ class SourceRun:
                 sent[name] += stats["sent"]
             active = [name for name in active if passes[name].again()]
         for name in sorted(ready):
-            copier.digest(ready[name][0], _precopy.cache_path(spec.get("cache_dir") or "/tmp", name))
+            copier.digest(ready[name][0], _cache_file(spec, name))
             out["volumes"][name] = dict(
                 passes[name].summary(), choice="precopy", reason=_PRECOPY_REASON, sent_bytes=sent[name]
             )
@@ -272,7 +272,7 @@ class SourceRun:
         path, reason = copier.upper(container)
         if reason:
             return None, reason
-        return copier.digest(path, _precopy.cache_path(spec.get("cache_dir") or "/tmp", f"upper-{container}"))[0], None
+        return copier.digest(path, _cache_file(spec, f"upper-{container}"))[0], None
 
     def precommit(self, spec, copier):
         """Commit and save each member's image into its bundle while it serves (commit mode), with the digest
@@ -338,9 +338,7 @@ class SourceRun:
         def digest_all():
             for name in sorted(ready):
                 try:
-                    digests[name] = copier.digest(
-                        ready[name][0], _precopy.cache_path(spec.get("cache_dir") or "/tmp", name)
-                    )
+                    digests[name] = copier.digest(ready[name][0], _cache_file(spec, name))
                 except Exception as exc:  # an unreadable tree: reported below, the group fails
                     digests[name] = exc
 
@@ -755,6 +753,11 @@ class TargetRun:
 
 
 _PRECOPY_REASON = "pre-copied while the source served, the last delta once it was stopped"
+
+
+def _cache_file(spec, name):
+    """Where the digest cache of ``name`` lives: in the run's directory (``cache_dir``), or nowhere."""
+    return _precopy.cache_path(spec["cache_dir"], name) if (spec or {}).get("cache_dir") else None
 
 
 def _fallback(name, reason):

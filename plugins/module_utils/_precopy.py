@@ -377,6 +377,8 @@ class LocalCopier:
     def digest(self, path, cache_file):
         from ansible_collections.ferry.docker.plugins.module_utils._volmeta import walk_digest
 
+        if cache_file is None:  # no run directory to keep a cache in: a full digest
+            return walk_digest(path)
         cache = DigestCache(cache_file)
         cache.load()
         found = walk_digest(path, cache.entries)

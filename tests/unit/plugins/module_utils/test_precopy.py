@@ -580,3 +580,10 @@ def test_removing_the_run_key_ends_its_shared_connections(tmp_path):
     _journal.close_shared_connections(str(tmp_path), run=lambda argv, timeout: seen.append(argv) or (0, "", ""))
     assert seen == [["ssh", "-o", f"ControlPath={tmp_path}/cm-10.0.0.2-22", "-O", "exit", "ferry-shared-connection"]]
     assert sorted(os.listdir(tmp_path)) == ["id_ed25519"]
+
+
+def test_without_a_run_directory_no_digest_cache_is_kept_anywhere():
+    host, copier = Host(), Copier({"db": [5]})
+    spec = {k: v for k, v in SPEC.items() if k != "cache_dir"}
+    m.precopy_groups(host, [{"id": "g", "members": [member("app", PLAN)], "precopy": spec}], OPTIONS, copier)
+    assert [c[2] for c in copier.calls if c[0] == "digest"] == [None, None, None]
