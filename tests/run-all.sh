@@ -88,6 +88,7 @@ setup() {
   if ! within "$what" "$logs/setup-$what.log" "$@"; then
     echo "FAIL setup: $what (log: tests/output/logs/setup-$what.log)"
     tail -n 40 "$logs/setup-$what.log"
+    [ -z "${lane:-}" ] || wait "$lane"  # the gates' lane ends with its own lines
     exit 1
   fi
 }
@@ -105,10 +106,6 @@ if needs sanity integration bench molecule; then
   # Installs (as root on Debian) docker.io, the lab's build tools and shellcheck, and starts dockerd.
   setup engine bash lab/ensure-docker.sh
 fi
-if needs integration bench molecule; then
-  setup lab-images python lab/lab.py images
-fi
-
 # --- the steps -----------------------------------------------------------------------------------
 step_ruff() {
   ruff check . && ruff format --check .
@@ -148,9 +145,35 @@ step_unit() {
 }
 
 step_integration() {
-  # The fault matrix of migrations runs each phase with one signal here; FERRY_FAULT_MATRIX=full for all 18.
-  # --durations: the slowest tests in the log, to see where the step's time goes.
-  FERRY_FAULT_MATRIX=${FERRY_FAULT_MATRIX:-diagonal} pytest -q --durations=15 tests/integration
+  # Two pytest processes side by side: the tests of the lab hosts (marked `lab` by tests/integration/
+  # conftest.py: every test that needs the lab fixture) and those that use only this machine's engine; the
+  # two share no engine. The lab is brought up first, so that the two never pick a subnet at once. The lab's
+  # migrations come last, once the engine's tests are done. The fault matrix of migrations runs each phase
+  # with one signal here; FERRY_FAULT_MATRIX=full for all 21. --durations: the slowest tests in the log.
+  local files lab_status engine_status engine_pid engine_log=$logs/integration-engine.log
+  python lab/lab.py up || return 1
+  mapfile -t files < <(printf '%s\n' tests/integration/test_*.py | awk '{print (/test_migrate_/ ? 1 : 0) " " $0}' \
+    | sort -s -k1,1n | cut -d' ' -f2)
+  pytest -q -p no:cacheprovider --durations=10 -m "not lab" "${files[@]}" >"$engine_log" 2>&1 &
+  engine_pid=$!
+  if [ "${FERRY_SERIAL:-0}" = 1 ]; then  # one at a time
+    wait "$engine_pid"
+    engine_status=$?
+    engine_pid=""
+  fi
+  FERRY_FAULT_MATRIX=${FERRY_FAULT_MATRIX:-diagonal} pytest -q --durations=15 -m lab "${files[@]}"
+  lab_status=$?
+  if [ -n "$engine_pid" ]; then
+    wait "$engine_pid"
+    engine_status=$?
+  fi
+  echo "--- the tests that use only this machine's engine, run beside the ones above:"
+  cat "$engine_log"
+  local said='^=* ?[0-9]+ (passed|failed).* in [0-9.]+s' trim='s/=//g;s/^ *//;s/ *$//'
+  echo "--- integration: lab hosts: $(grep -E "$said" "$logs/integration.log" | head -n 1 | sed "$trim")" \
+    "(exit $lab_status); this machine's engine: $(grep -E "$said" "$engine_log" | tail -n 1 | sed "$trim")" \
+    "(exit $engine_status)"
+  [ "$lab_status" -eq 0 ] && [ "$engine_status" -eq 0 ]
 }
 
 step_bench() {
@@ -172,29 +195,65 @@ step_molecule() {
 # The steps run in a child bash (in a session of their own, see within): give it the functions.
 export -f "${all_steps[@]/#/step_}"
 export root venv logs python
-passed=0
-failed=0
-for step in "${steps[@]}"; do
-  start=$SECONDS
-  log=$logs/$step.log
+results=$logs/results
+: >"$results"
+
+# run_step STEP: run it within its limit, print its PASS or FAIL line (a FAIL with the first errors and the
+# last lines of its log, printed at once), and record the verdict in $results.
+run_step() {
+  local step=$1 start=$SECONDS log=$logs/$1.log summary why report
   if within "$step" "$log" bash -c "step_$step"; then
-    passed=$((passed + 1))
     summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '[0-9]+ passed.* in [0-9.]+s' | tail -n 1 \
       | tr -d '=│' | sed 's/^ *//;s/ *$//')
     echo "PASS $step ($((SECONDS - start)) s)${summary:+: $summary}"
+    echo "PASS $step" >>"$results"
   else
-    failed=$((failed + 1))
     why=""
     [ -s "$logs/$step.hung" ] && why=": timed out after $(limit_for "$step") s (see the TIMEOUT lines)"
     # The first errors say why far more often than the last lines, which are a molecule scenario's
     # cleanup and destroy: print both.
-    echo "FAIL $step ($((SECONDS - start)) s)$why, first errors in tests/output/logs/$step.log:"
-    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -n -A 12 -E '^(E  |FAILED )|fatal: \[|\[ERROR\]|Traceback|CRITICAL|Executed: Failed|(failed|unreachable)=[1-9]' \
-      | head -n 80 | sed 's/^/    /'
-    echo "  last lines:"
-    tail -n 40 "$log" | sed 's/^/    /'
+    report=$(
+      echo "FAIL $step ($((SECONDS - start)) s)$why, first errors in tests/output/logs/$step.log:"
+      sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -n -A 12 -E '^(E  |FAILED )|fatal: \[|\[ERROR\]|Traceback|CRITICAL|Executed: Failed|(failed|unreachable)=[1-9]' \
+        | head -n 80 | sed 's/^/    /'
+      echo "  last lines:"
+      tail -n 40 "$log" | sed 's/^/    /'
+    )
+    echo "$report"
+    echo "FAIL $step" >>"$results"
   fi
-done
+}
 
+# The gates and the unit tests need no lab host: when lab steps run too, they run in a lane of their own
+# beside the lab's images and steps (FERRY_SERIAL=1: all in order, one at a time). The benchmark, which
+# times what it runs, starts only once that lane is done.
+static=() lab_steps=()
+for step in "${steps[@]}"; do
+  case $step in
+    ruff | ansible-lint | ecosystem | sanity | unit) static+=("$step") ;;
+    *) lab_steps+=("$step") ;;
+  esac
+done
+lane=""
+if [ "${FERRY_SERIAL:-0}" != 1 ] && [ "${#static[@]}" -gt 0 ] && [ "${#lab_steps[@]}" -gt 0 ]; then
+  (for step in "${static[@]}"; do run_step "$step"; done) &
+  lane=$!
+else
+  lab_steps=("${steps[@]}")
+fi
+if needs integration bench molecule; then
+  setup lab-images python lab/lab.py images
+fi
+for step in "${lab_steps[@]}"; do
+  if [ "$step" = bench ] && [ -n "$lane" ]; then
+    wait "$lane"
+    lane=""
+  fi
+  run_step "$step"
+done
+[ -z "$lane" ] || wait "$lane"
+
+passed=$(grep -c '^PASS' "$results")
+failed=$(grep -c '^FAIL' "$results")
 echo "gates: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -25,6 +25,17 @@ LOOP = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 ANONYMOUS_VOLUME = re.compile(r"^[0-9a-f]{64}$")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "lab: the test uses the lab hosts (set on each test that needs the lab fixture)")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that needs the lab hosts: `make test` runs the others beside them (`-m "not lab"`)."""
+    for item in items:
+        if "lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)
+
+
 def _tool(name: str) -> str:
     """An Ansible CLI from the same environment as this Python, else from PATH."""
     beside_python = Path(sys.executable).parent / name
