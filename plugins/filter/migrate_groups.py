@@ -82,6 +82,7 @@ def volume_plan(item, options):
                 data=options.get("data", "auto"),
                 data_map=options.get("data_map") or {},
                 min_bytes=options.get("min_bytes", 0),
+                keep_bundle=options.get("keep_bundle", False),
             )
         except ValueError as exc:
             raise AnsibleFilterError(f"migrate_groups: {exc}") from None
@@ -89,7 +90,13 @@ def volume_plan(item, options):
     bind_map = (item.get("entry") or {}).get("bind_map") or {}
     for bind in (item.get("entry") or {}).get("binds") or []:
         target = _remap_path(bind["source"], bind_map) if bind_map else bind["source"]
-        chosen = _precopy.choose_bind(bind["source"], target, bind.get("is_dir"), options.get("bind_data", False))
+        chosen = _precopy.choose_bind(
+            bind["source"],
+            target,
+            bind.get("is_dir"),
+            options.get("bind_data", False),
+            strategy=options.get("strategy", "precopy"),
+        )
         plan.append(dict(chosen, name=f"bind:{bind['source']}", source=bind["source"], path=target))
     return plan
 
@@ -134,10 +141,15 @@ def migrate_groups(todo, run, host, work_dir, target_dir, volumes=None):
             item.update(bundle=bundle, received=received, image_ref=image_ref, volume_plan=plan)
             modes = (item.get("entry") or {}).get("volume_modes") or {}
             for volume in plan:
-                if volume["choice"] == "precopy" and volume["name"] not in seen:
+                if volume["choice"] in _precopy.DIRECT and volume["name"] not in seen:
                     seen.add(volume["name"])
                     labels = (modes.get(volume["name"]) or {}).get("labels") or {}
-                    entry = {"name": volume["name"], "container": item["container"], "labels": labels}
+                    entry = {
+                        "name": volume["name"],
+                        "container": item["container"],
+                        "labels": labels,
+                        "choice": volume["choice"],
+                    }
                     if volume.get("path"):
                         entry["path"] = volume["path"]
                     group["precopy"]["volumes"].append(entry)
@@ -661,15 +673,16 @@ def migrate_with_image_ids(members, source):
                 **((mine.get("bind_paths") or {}).get(name) or {}),
             )
             for name, entry in (mine.get("volumes") or {}).items()
-            if entry.get("choice") == "precopy" and entry.get("digest")
+            if entry.get("choice") in _precopy.DIRECT and entry.get("digest")
         }
         out.append(dict(member, image_id=mine.get("image_id", ""), precopied=precopied))
     return out
 
 
 def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
-    """The pre-copy's steps of a wave: ``prepare`` (docker_bundle_restore state=prepared: the volumes to create
-    on the target), ``source`` (docker_migrate_source state=precopied: the groups and where each volume goes),
+    """The pre-copy's steps of a wave (and of a streamed stop-and-copy, which has no live pass): ``prepare``
+    (docker_bundle_restore state=prepared: the volumes to create on the target), ``source``
+    (docker_migrate_source state=precopied: the groups with a volume to pre-copy, and where each volume goes),
     ``hash`` (state=hashed: the target's digests while the sources serve), ``capture`` (the wave's source
     groups for state=captured, without those whose pre-copy failed, each with the volumes it pre-copied),
     ``failed`` (groups whose pre-copy failed: what to remove on the target) and ``created`` (what the
@@ -677,9 +690,14 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
     prepared_groups = (prepared or {}).get("groups") or {}
     precopied_groups = (precopied or {}).get("groups") or {}
     groups = [g for g in wave["groups"] if (g.get("precopy") or {}).get("volumes")]
+
+    def target_side(volumes):  # what docker_bundle_restore takes of each volume (not how the source moves it)
+        return [{key: value for key, value in v.items() if key != "choice"} for v in volumes]
+
     if what == "prepare":
         return [
-            {"id": g["id"], "cache_dir": g["precopy"]["target_dir"], "volumes": g["precopy"]["volumes"]} for g in groups
+            {"id": g["id"], "cache_dir": g["precopy"]["target_dir"], "volumes": target_side(g["precopy"]["volumes"])}
+            for g in groups
         ]
     if what == "created":
         return {gid: result.get("created") or {} for gid, result in prepared_groups.items()}
@@ -698,7 +716,11 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
             "cache_dir": group["precopy"]["source_dir"],
         }
 
-    if what == "source":
+    def streamed(group):  # copied only once stopped: no live pass, nothing to digest early
+        names = {v["name"] for v in group["precopy"]["volumes"] if v.get("choice") == "stream"}
+        return sorted(names & set((prepared_groups.get(group["id"]) or {}).get("volumes") or {}))
+
+    if what == "source":  # the live passes: the groups with a volume to pre-copy
         return [
             {
                 "id": g["id"],
@@ -707,6 +729,7 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
                 "precopy": spec(g, prepared_groups[g["id"]]["volumes"]),
             }
             for g in ready
+            if any(v.get("choice", "precopy") == "precopy" for v in g["precopy"]["volumes"])
         ]
     failed = unprepared + [
         g["id"] for g in groups if g["id"] in precopied_groups and not precopied_groups[g["id"]].get("ok")
@@ -723,7 +746,7 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
             {
                 "id": g["id"],
                 "cache_dir": g["precopy"]["target_dir"],
-                "volumes": [v for v in g["precopy"]["volumes"] if v["name"] in moved(g)],
+                "volumes": target_side(v for v in g["precopy"]["volumes"] if v["name"] in moved(g)),
             }
             for g in ready
             if moved(g)
@@ -737,8 +760,9 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
             volumes = (prepared_groups.get(group["id"]) or {}).get("volumes") or {}
             if group in ready:
                 images = (precopied_groups.get(group["id"]) or {}).get("images") or {}
+                direct = moved(group) + streamed(group)
                 source_group = dict(
-                    source_group, precopy=dict(spec(group, {n: volumes[n] for n in moved(group)}), images=images)
+                    source_group, precopy=dict(spec(group, {n: volumes[n] for n in direct}), images=images)
                 )
             out.append(source_group)
         return out

@@ -618,9 +618,9 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
                 elif step[0] == "drop_target_volumes":
                     dropped, error = target_ops.drop_volumes(step[1], step[2])
                     notes.append(
-                        f"removed the pre-copied volumes {', '.join(step[2])} on {step[1]}"
+                        f"removed the volumes the run made on {step[1]}: {', '.join(step[2])}"
                         if dropped
-                        else f"could not remove the pre-copied volumes {', '.join(step[2])} on {step[1]} ({error})"
+                        else f"could not remove the volumes the run made on {step[1]}: {', '.join(step[2])} ({error})"
                     )
                 else:
                     try:

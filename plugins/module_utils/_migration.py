@@ -25,6 +25,7 @@ Results hold sizes, IDs, names and timings: never a run config or an environment
 
 from __future__ import annotations
 
+import concurrent.futures
 import posixpath
 import threading
 import time
@@ -175,7 +176,7 @@ class SourceRun:
             # what the guard removes from the target if the run is lost before the container exists there: the
             # volumes, and the bind directories the pre-copy made (or filled, when they were there empty)
             for entry, member in zip(containers, self.members):
-                mine = [name for name in _precopy.volumes_of(member, "precopy") if name in precopied]
+                mine = [name for name in _precopy.volumes_of(member, _precopy.DIRECT) if name in precopied]
                 entry["precopied"] = [name for name in mine if not name.startswith("bind:")]
                 paths = [precopied[name] for name in mine if name.startswith("bind:") and precopied[name]]
                 if paths:
@@ -189,21 +190,23 @@ class SourceRun:
         )
         self._run(phase, "", GUARD, args, "journaling the " + phase + " phase")
 
-    def _precopy_ready(self, spec, copier):
+    def _precopy_ready(self, spec, copier, choices=_precopy.DIRECT):
         """``({volume: (source directory, target directory)}, {volume: why it is copied instead})`` for the
-        group's volumes planned for pre-copy that both hosts can take (``spec["volumes"]``: the target's
-        directory of each volume it prepared)."""
+        group's volumes planned for a direct copy (``choices``: pre-copy, streamed) that both hosts can take
+        (``spec["volumes"]``: the target's directory of each volume it prepared)."""
         ready, instead = {}, {}
         prepared = (spec or {}).get("volumes") or {}
         for member in self.members:
             sources = {v["name"]: v.get("source") for v in member.get("volumes") or []}
-            for name in _precopy.volumes_of(member, "precopy"):
+            for name in _precopy.volumes_of(member, choices):
                 if name in ready or name in instead:
                     continue
                 if self.options["consistency"] != "stop":
                     instead[name] = "stop-and-copy: consistency pause reads the volumes while paused, not stopped"
                 elif copier is None or not self.options.get("send"):
-                    instead[name] = "stop-and-copy: pre-copy needs the direct transfer with a root login on the target"
+                    instead[name] = (
+                        "stop-and-copy: a direct copy needs the direct transfer with a root login on the target"
+                    )
                 elif name not in prepared:
                     why = ((spec or {}).get("refused") or {}).get(name) or "the target did not prepare it"
                     instead[name] = f"stop-and-copy: {why}"
@@ -233,7 +236,7 @@ class SourceRun:
             raise StepFailed(phase, self._owner(name), message) from None
 
     def _owner(self, volume):
-        return next((m["container"] for m in self.members if volume in _precopy.volumes_of(m, "precopy")), "")
+        return next((m["container"] for m in self.members if volume in _precopy.volumes_of(m, _precopy.DIRECT)), "")
 
     def precopy(self, spec, copier):
         """The live passes of the group's pre-copied volumes while the members serve (state=precopied):
@@ -242,7 +245,7 @@ class SourceRun:
         spec = spec or {}
         out = {"volumes": {}}
         self.phases.enter("precopy")
-        ready, instead = self._precopy_ready(spec, copier)
+        ready, instead = self._precopy_ready(spec, copier, ("precopy",))
         for name, reason in instead.items():
             out["volumes"][name] = _fallback(name, reason)
         if ready:
@@ -316,9 +319,15 @@ class SourceRun:
         args.update(opts.get("capture_options", {}))
         return args
 
+    def _choice(self, name):
+        """The plan's choice of a volume copied straight into the target's: ``precopy`` or ``stream``."""
+        owner = next(m for m in self.members if name in _precopy.volumes_of(m, _precopy.DIRECT))
+        return next(v["choice"] for v in owner["volumes"] if v["name"] == name)
+
     def final_pass(self, spec, copier, out):
-        """Stopped: the last delta of each pre-copied volume, then its digest (the target checks it before use).
-        The volumes that go in the bundle instead are named in ``out``'s members."""
+        """Stopped: the last delta of each pre-copied volume, or the whole of a streamed one, straight into the
+        target's volume; then its digest (the target checks it before use). The volumes that go in the bundle
+        instead are named in ``out``'s members."""
         ready, instead = self._precopy_ready(spec, copier)
         for member in self.members:
             entry = out["members"][member["container"]]
@@ -328,7 +337,8 @@ class SourceRun:
                 if name in instead:
                     entry["volumes"][name] = _fallback(name, instead[name])
                 elif name in ready and self._owner(name) != member["container"]:
-                    entry["volumes"][name] = {"choice": "precopy", "reason": f"pre-copied with {self._owner(name)}"}
+                    how = "pre-copied" if self._choice(name) == "precopy" else "streamed"
+                    entry["volumes"][name] = {"choice": self._choice(name), "reason": f"{how} with {self._owner(name)}"}
                 elif name not in ready:
                     entry["volumes"][name] = {"choice": volume["choice"], "reason": volume.get("reason", "")}
         # The source is stopped: its trees no longer change, so each digest runs in a thread while the last
@@ -346,9 +356,16 @@ class SourceRun:
         worker.start()
         passes = {}
         try:
-            for name in sorted(ready):
+            # the volumes' last passes at once (each an rsync over the one shared SSH connection): the outage
+            # is the longest of them, not their sum
+            def timed(name):
                 started = self.now()
-                passes[name] = (self._pass(copier, name, ready[name], spec, "final copy"), self.now() - started)
+                return self._pass(copier, name, ready[name], spec, "final copy"), self.now() - started
+
+            with concurrent.futures.ThreadPoolExecutor(max_workers=FINAL_PASSES_AT_ONCE) as pool:
+                running = {name: pool.submit(timed, name) for name in ready}
+                for name in sorted(ready):
+                    passes[name] = running[name].result()
         finally:
             worker.join()
         for name in sorted(ready):
@@ -363,9 +380,10 @@ class SourceRun:
                     "path": ready[name][1],
                     "remove": prepared.get("remove") or ready[name][1],
                 }
+            choice = self._choice(name)
             entry["volumes"][name] = {
-                "choice": "precopy",
-                "reason": _PRECOPY_REASON,
+                "choice": choice,
+                "reason": _PRECOPY_REASON if choice == "precopy" else _STREAM_REASON,
                 "final_delta_bytes": stats["changed"],
                 "final_sent_bytes": stats["sent"],
                 "digest": digest,
@@ -752,7 +770,9 @@ class TargetRun:
         return sorted({posixpath.dirname(m["received"].rstrip("/")) for m in self.members})
 
 
+FINAL_PASSES_AT_ONCE = 4  # a group's volumes whose last pass runs at once, once the members are stopped
 _PRECOPY_REASON = "pre-copied while the source served, the last delta once it was stopped"
+_STREAM_REASON = "streamed once the source was stopped, straight into the target's volume (no bundle)"
 
 
 def _cache_file(spec, name):

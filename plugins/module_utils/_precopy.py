@@ -12,8 +12,9 @@ What is decided here, without Ansible and without an engine:
   on the engine's host), ``network`` (NFS, CIFS/SMB, Ceph, GlusterFS: the data lives elsewhere and is
   shared) or ``special`` (tmpfs, a bind-backed local volume, any other driver);
 * ``choose(...)``: what a migration does with each volume: ``precopy`` (copied in passes while the source
-  serves, the last delta once it is stopped), ``copy`` (stop-and-copy: in the bundle) or ``skip`` (only the
-  definition is recreated), and why;
+  serves, the last delta once it is stopped), ``stream`` (stop-and-copy, streamed: copied once it is stopped,
+  straight into the target's volume, no bundle on either disk), ``copy`` (stop-and-copy in the bundle) or
+  ``skip`` (only the definition is recreated), and why;
 * ``Passes``: when the live passes stop: the delta fell below the threshold, the pass limit was reached, or
   the writer changes data as fast as the copy moves it (the delta no longer shrinks);
 * ``rsync_argv`` and ``parse_stats``: one pass is rsync over SSH with the run's key, straight into the target
@@ -39,7 +40,10 @@ from ansible_collections.ferry.docker.plugins.module_utils._transfer import (
     ssh_command,
 )
 
-CHOICES = ("precopy", "copy", "skip")
+CHOICES = ("precopy", "stream", "copy", "skip")
+# The choices whose data goes straight into the target's volume with rsync (no bundle): ``precopy`` with live
+# passes while the source serves, ``stream`` only once it is stopped (stop-and-copy, streamed).
+DIRECT = ("precopy", "stream")
 NETWORK_TYPES = frozenset(("nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "9p"))
 _STAT_LINES = {
     "sent": re.compile(r"Total bytes sent: ([0-9][0-9,.]*)"),
@@ -140,18 +144,22 @@ def classify(driver, options):
     return "special", "local with options " + ",".join(sorted(options))
 
 
-def choose(name, kind, detail, size, strategy="precopy", data="auto", data_map=None, min_bytes=0):
+def choose(name, kind, detail, size, strategy="precopy", data="auto", data_map=None, min_bytes=0, keep_bundle=False):
     """``{"choice", "reason"}`` for volume ``name`` of kind ``kind``.
 
     ``data`` (``auto``, ``copy`` or ``skip``) is the run's default and ``data_map`` (volume name -> one of
     those) overrides it per volume. ``auto`` recreates a network volume's definition without copying (the data
-    is already shared; a copy could overwrite it), copies any other volume, and pre-copies a plain one when
-    ``strategy`` is ``precopy`` and it holds at least ``min_bytes`` (a smaller one is copied while stopped in
-    less time than the extra steps of pre-copy take). Whether the target can take a pre-copy is settled
+    is already shared; a copy could overwrite it) and copies any other volume. A plain one of at least
+    ``min_bytes`` goes straight into the target's volume: pre-copied when ``strategy`` is ``precopy``,
+    streamed once the source is stopped when it is ``stop``; a smaller one goes in the bundle (in less time than
+    the extra steps take), and so does every copied volume with ``keep_bundle`` (the bundle left on the source
+    then holds all the data) or with ``copy`` in the map. Whether the target can take a direct copy is settled
     later, where the copy runs."""
     wanted = (data_map or {}).get(name, data)
     if wanted not in ("auto", "copy", "skip"):
         raise ValueError(f"volume {name}: the volume data mode must be auto, copy or skip, not {wanted!r}")
+    if strategy not in ("precopy", "stop"):
+        raise ValueError(f"volume {name}: migrate_strategy must be precopy or stop, not {strategy!r}")
     where = "migrate_volume_data_map" if name in (data_map or {}) else "migrate_volume_data"
     if wanted == "skip":
         return {"choice": "skip", "reason": f"{where} is skip: only the definition is recreated ({detail})"}
@@ -164,11 +172,16 @@ def choose(name, kind, detail, size, strategy="precopy", data="auto", data_map=N
         return {"choice": "copy", "reason": f"stop-and-copy: not a plain local volume ({detail})"}
     if wanted == "copy":
         return {"choice": "copy", "reason": f"stop-and-copy: {where} is copy"}
-    if strategy != "precopy":
-        return {"choice": "copy", "reason": "stop-and-copy: migrate_strategy is stop"}
+    if keep_bundle:
+        return {"choice": "copy", "reason": "stop-and-copy: migrate_keep_bundle is true (the bundle holds the data)"}
     if int(size or 0) < int(min_bytes or 0):
         return {"choice": "copy", "reason": f"stop-and-copy: {size} bytes, below migrate_precopy_min_bytes"}
+    if strategy == "stop":
+        return {"choice": "stream", "reason": STREAM_REASON}
     return {"choice": "precopy", "reason": "pre-copy while the source serves, the last delta once it is stopped"}
+
+
+STREAM_REASON = "stop-and-copy, streamed: once the source is stopped, straight into the target's volume"
 
 
 class Passes:
@@ -302,10 +315,11 @@ def cache_path(directory, volume):
     return os.path.join(directory, ".digests", f"{volume}.json")
 
 
-def choose_bind(source, target, is_dir, data=False):
+def choose_bind(source, target, is_dir, data=False, strategy="precopy"):
     """``{"choice", "reason"}`` for the data of a bind mount from ``source`` (``target`` on the target host):
-    with ``data`` (migrate_bind_data) a directory is copied with the pre-copy's passes, unless either path is
-    refused (``bind_problem``); anything else is left where it is."""
+    with ``data`` (migrate_bind_data) a directory is copied as a plain volume is with ``strategy`` (with the
+    pre-copy's passes, or streamed once stopped), unless either path is refused (``bind_problem``); anything
+    else is left where it is."""
     if not data:
         return {"choice": "skip", "reason": "migrate_bind_data is false: the target's path is used as it is"}
     problem = bind_problem(source) or bind_problem(target)
@@ -313,12 +327,16 @@ def choose_bind(source, target, is_dir, data=False):
         return {"choice": "skip", "reason": f"not copied: {problem}"}
     if not is_dir:
         return {"choice": "skip", "reason": f"not copied: {source} is not a directory"}
+    if strategy == "stop":
+        return {"choice": "stream", "reason": "bind data, " + STREAM_REASON.replace("volume", "directory")}
     return {"choice": "precopy", "reason": "bind data, copied while the source serves, the last delta once stopped"}
 
 
-def volumes_of(member, choice):
-    """The names of a source member's volumes with ``choice`` (its ``volumes`` plan)."""
-    return [v["name"] for v in member.get("volumes") or [] if v.get("choice") == choice]
+def volumes_of(member, choices):
+    """The names of a source member's volumes with one of ``choices`` (a choice or a tuple; its ``volumes``
+    plan)."""
+    choices = (choices,) if isinstance(choices, str) else tuple(choices)
+    return [v["name"] for v in member.get("volumes") or [] if v.get("choice") in choices]
 
 
 class LocalCopier:

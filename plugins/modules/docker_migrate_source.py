@@ -29,8 +29,9 @@ description:
     which fills a cache of per-file digests. In commit mode it also commits and saves each member's image
     (the engine pauses it briefly) with the digest of its writable layer before and after, and sends the
     bundle with O(send). A failed pass (a full target disk) fails the group, which was never stopped.
-    O(state=captured) with O(groups[].precopy) then moves the last delta right after the stop and returns
-    each volume's content digest, which the target checks before use.
+    O(state=captured) with O(groups[].precopy) then moves the last delta right after the stop (and the whole
+    of each volume planned V(stream), which had no live pass - the streamed stop-and-copy) and returns each
+    volume's content digest, which the target checks before use.
   - O(state=restored) puts every member back as it was before the run (after a failure further on).
   - O(state=cut_over) stops (in reverse order) or removes (volumes kept) the members once their copies
     serve, or leaves them for O(cutover=keep).
@@ -117,11 +118,12 @@ options:
             required: true
           choice:
             description:
-              - V(precopy) (copied while the member serves, the last delta once stopped), V(copy) (in the
-                bundle) or V(skip) (not copied; the target recreates its definition).
+              - V(precopy) (copied while the member serves, the last delta once stopped), V(stream) (copied
+                whole once it is stopped, straight into the target's volume), V(copy) (in the bundle) or V(skip)
+                (not copied; the target recreates its definition).
             type: str
             required: true
-            choices: [precopy, copy, skip]
+            choices: [precopy, stream, copy, skip]
           reason:
             description: Why, for the report.
             type: str

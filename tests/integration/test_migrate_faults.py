@@ -178,9 +178,14 @@ def service(lab):
 
 
 PHASES = ("precopy", "stop", "capture", "transfer", "restore", "health", "cutover")
-# The pre-copy's own phase runs with migrate_strategy precopy; the phases from the stop on keep the volume in
-# the bundle (migrate_strategy stop), so that the capture and the send last long enough to be interrupted.
-STRATEGY = {"precopy": "precopy"}
+# The pre-copy's own phase runs with migrate_strategy precopy. The phases from the stop on run with
+# migrate_strategy stop: the volume is streamed into host2's once the source is stopped (in the capture), and
+# host2 checks its digest in the restore; the transfer phase keeps it in the bundle (migrate_keep_bundle), so
+# that the send lasts long enough to be interrupted.
+STRATEGY = {
+    "precopy": {"migrate_strategy": "precopy"},
+    "transfer": {"migrate_strategy": "stop", "migrate_keep_bundle": True},
+}
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 # The whole matrix (18 cases, about 20 minutes) by default; `make test` sets FERRY_FAULT_MATRIX=diagonal:
 # every phase and every signal, each phase with one signal in turn (6 cases), to keep CI within its time.
@@ -194,8 +199,8 @@ else:
 def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service, tmp_path, phase, sig):
     name, token, journal_dir = service
     assert serves("host1", name) == token
-    strategy = STRATEGY.get(phase, "stop")
-    run = playbook(name, journal_dir, tmp_path / "report.json", migrate_strategy=strategy)
+    strategy = STRATEGY.get(phase, {"migrate_strategy": "stop"})
+    run = playbook(name, journal_dir, tmp_path / "report.json", **strategy)
     deadline = time.monotonic() + PLAYBOOK_SECONDS
     try:
         while not reached(phase, name, journal_dir):
@@ -254,11 +259,11 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
         ]
         time.sleep(1)
     assert keys == ["0", "0"], f"run {run_id}: key lines on host2, key pairs on host1: {keys}"
-    if phase == "precopy":  # the guard removed the volume the pre-copy had created and filled on host2
+    if phase in ("precopy", "stop", "capture"):  # the guard removed the volume the run had made and filled on host2
         assert ssh("host2", f"docker volume ls -q | grep -cx {name}-data || true").stdout.strip() == "0"
 
     # A re-run converges.
-    rerun = playbook(name, journal_dir, tmp_path / "rerun.json", migrate_strategy=strategy)
+    rerun = playbook(name, journal_dir, tmp_path / "rerun.json", **strategy)
     output = rerun.communicate(timeout=PLAYBOOK_SECONDS)[0]
     assert rerun.returncode == 0, output[-6000:]
     report = json.loads((tmp_path / "rerun.json").read_text())

@@ -266,3 +266,52 @@ def test_bind_data_never_goes_over_a_target_directory_with_other_data(names, tmp
     assert ssh("host2", f"cat {data}/index.html").stdout.strip() == "theirs"
     assert ssh("host1", f"docker inspect -f '{{{{.State.Running}}}}' {name}").stdout.strip() == "true"
     assert ssh("host2", f"docker ps -aq --filter name=^{name}$").stdout.strip() == ""
+
+
+def mountpoint(host, volume):
+    return ssh(host, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {volume}").stdout.strip()
+
+
+def test_stop_streams_a_plain_volume_into_the_target_and_keep_bundle_puts_it_in_the_bundle(names, tmp_path):
+    """migrate_strategy stop (D): the volume goes once the source is stopped, straight into host2's volume (no
+    archive of it on either host), and host2 checks its digest before use; migrate_keep_bundle puts it in the
+    bundle kept on host1 instead."""
+    for suffix in ("s", "k"):
+        name, volume = f"{names}-{suffix}", f"{names}-{suffix}-data"
+        ssh(
+            "host1",
+            f"docker volume create {volume} >/dev/null && docker run --rm --pull never -v {volume}:/d "
+            "ferry-lab/busybox sh -c 'mkdir -p /d/sub && echo token > /d/index.html && head -c 2000000 "
+            "/dev/urandom > /d/sub/blob && ln /d/sub/blob /d/hard && ln -s index.html /d/link && "
+            "chown -R 1000:27 /d/sub && chmod 750 /d/sub && chmod 711 /d' && "
+            f"docker run -d --pull never --name {name} -v {volume}:/www ferry-lab/busybox "
+            "httpd -f -p 8080 -h /www >/dev/null",
+        )
+    streamed, kept = f"{names}-s", f"{names}-k"
+    before = tree("host1", mountpoint("host1", f"{streamed}-data"))
+    run, report = migrate(tmp_path, [streamed], migrate_strategy="stop", migrate_keep_target_bundle=True)
+    assert run.returncode == 0, run.stdout[-6000:]
+    (moved,) = report[streamed]["volumes"]
+    assert moved["choice"] == "stream" and len(moved["digest"]) == 64, moved
+    assert moved["reason"].startswith("streamed once the source was stopped") and moved["final_delta_bytes"] > 2000000
+    assert tree("host2", mountpoint("host2", f"{streamed}-data")) == before  # owners, modes, links, contents
+    assert (
+        ssh("host2", f"docker exec {streamed} wget -q -O - http://127.0.0.1:8080/index.html").stdout.strip() == "token"
+    )
+    # no archive of the volume on either disk: the source's bundle and the bundle host2 received and kept
+    for host, where in (
+        ("host1", f"/var/lib/ferry/migrate/*/{streamed}/{streamed}"),
+        ("host2", f"/var/lib/ferry/incoming/*-{streamed}/{streamed}"),
+    ):
+        listing = ssh(host, f"ls {where}").stdout.split()
+        assert "manifest.json" in listing and not [f for f in listing if f.startswith("volume-")], (host, listing)
+
+    before = tree("host1", mountpoint("host1", f"{kept}-data"))
+    run, report = migrate(tmp_path, [kept], migrate_strategy="stop", migrate_keep_bundle=True)
+    assert run.returncode == 0, run.stdout[-6000:]
+    (moved,) = report[kept]["volumes"]
+    assert moved["choice"] == "copy", moved
+    assert moved["reason"] == "stop-and-copy: migrate_keep_bundle is true (the bundle holds the data)", moved
+    assert tree("host2", mountpoint("host2", f"{kept}-data")) == before
+    listing = ssh("host1", f"ls /var/lib/ferry/migrate/*/{kept}/{kept}").stdout.split()
+    assert [f for f in listing if f.startswith(f"volume-{kept}-data")], listing

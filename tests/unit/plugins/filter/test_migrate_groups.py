@@ -533,3 +533,51 @@ def test_each_target_checks_its_own_containers_in_one_task_and_each_gets_its_own
     assert [item["container"] for item in out["todo"]] == ["web"]
     errors = {entry["container"]: entry["error"] for entry in out["results"]}
     assert "cannot reach h3: timed out" in errors["db"] and "port 80 is taken" in errors["web2"]
+
+
+def volumes_item(name, **extra):
+    modes = {
+        "big": {"kind": "plain", "detail": "local", "bytes": 10**9, "labels": {"k": "v"}},
+        "small": {"kind": "plain", "detail": "local", "bytes": 10},
+        "nfs": {"kind": "network", "detail": "local, type nfs", "bytes": 10**9},
+    }
+    entry = dict(item(name)["entry"], volume_modes=modes)
+    return item(name, has_volumes=True, volumes=["big", "small", "nfs"], entry=entry, **extra)
+
+
+def volume_waves(strategy, keep_bundle=False):
+    options = {"strategy": strategy, "min_bytes": 1000, "keep_bundle": keep_bundle}
+    groups = g.migrate_groups([volumes_item("a")], "run1", "h1", "/w", "/in", options)
+    return g.migrate_waves(groups, parallel=4)
+
+
+@pytest.mark.parametrize("strategy, choice", [("precopy", "precopy"), ("stop", "stream")])
+def test_a_big_plain_volume_goes_straight_to_the_target_with_either_strategy(strategy, choice):
+    (wave,) = volume_waves(strategy)
+    choices = {v["name"]: v["choice"] for v in wave["source_groups"][0]["members"][0]["volumes"]}
+    assert choices == {"big": choice, "small": "copy", "nfs": "skip"}
+    # the target prepares the volume either way (what it takes of each volume: not how the source moves it)
+    (prepare,) = g.migrate_precopy_pick(wave, "prepare")
+    assert prepare["volumes"] == [{"name": "big", "container": "a", "labels": {"k": "v"}}]
+    prepared = {"groups": {"a": {"ok": True, "volumes": {"big": {"mountpoint": "/t/big"}}}}}
+    source = g.migrate_precopy_pick(wave, "source", prepared)
+    precopied = {"groups": {"a": {"ok": True, "volumes": {"big": {"choice": "precopy"}}}}} if source else {}
+    if strategy == "stop":  # no live pass and nothing to digest early: the volume moves in the capture
+        assert source == [] and g.migrate_precopy_pick(wave, "hash", prepared, precopied) == []
+    else:
+        assert [grp["id"] for grp in source] == ["a"]
+        assert g.migrate_precopy_pick(wave, "hash", prepared, precopied)[0]["volumes"][0]["name"] == "big"
+    (capture,) = g.migrate_precopy_pick(wave, "capture", prepared, precopied)
+    assert capture["precopy"]["volumes"] == {"big": {"mountpoint": "/t/big"}}
+    # the target checks the digest of either kind before use
+    captured = {"members": {"a": {"volumes": {"big": {"choice": choice, "digest": "d1", "entries": 4}}}}}
+    (member,) = g.migrate_with_image_ids(wave["groups"][0]["target_members"], captured)
+    assert member["precopied"] == {"big": {"digest": "d1", "entries": 4}}
+
+
+def test_keep_bundle_puts_every_copied_volume_in_the_bundle():
+    for strategy in ("precopy", "stop"):
+        (wave,) = volume_waves(strategy, keep_bundle=True)
+        choices = {v["name"]: v["choice"] for v in wave["source_groups"][0]["members"][0]["volumes"]}
+        assert choices == {"big": "copy", "small": "copy", "nfs": "skip"}
+        assert g.migrate_precopy_pick(wave, "prepare") == []

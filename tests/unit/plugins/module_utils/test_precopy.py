@@ -45,7 +45,31 @@ def test_choose_auto_skips_network_copies_special_and_precopies_plain():
     small = p.choose("db", "plain", "local", 10, min_bytes=100)
     assert small["choice"] == "copy" and "migrate_precopy_min_bytes" in small["reason"]
     stop = p.choose("db", "plain", "local", 10**9, strategy="stop")
-    assert stop == {"choice": "copy", "reason": "stop-and-copy: migrate_strategy is stop"}
+    assert stop == {"choice": "stream", "reason": p.STREAM_REASON}
+    # stop-and-copy streams only what a pre-copy would take: a small or special volume still goes in the bundle
+    assert p.choose("db", "plain", "local", 10, strategy="stop", min_bytes=100)["choice"] == "copy"
+    assert p.choose("tmp", "special", "local, tmpfs", 10**9, strategy="stop")["choice"] == "copy"
+    with pytest.raises(ValueError, match="volume db: migrate_strategy must be precopy or stop"):
+        p.choose("db", "plain", "local", 1, strategy="fast")
+
+
+def test_choose_keep_bundle_puts_every_copied_volume_in_the_bundle():
+    for strategy in ("precopy", "stop"):
+        kept = p.choose("db", "plain", "local", 10**9, strategy=strategy, keep_bundle=True)
+        assert kept == {
+            "choice": "copy",
+            "reason": "stop-and-copy: migrate_keep_bundle is true (the bundle holds the data)",
+        }
+    # a network volume's data is still not copied, and skip still wins
+    assert p.choose("nfs", "network", "local, type nfs", 10**9, keep_bundle=True)["choice"] == "skip"
+    assert p.choose("db", "plain", "local", 10**9, data="skip", keep_bundle=True)["choice"] == "skip"
+
+
+def test_volumes_of_takes_one_choice_or_several():
+    member = {"volumes": [{"name": "a", "choice": "precopy"}, {"name": "b", "choice": "stream"}, {"name": "c"}]}
+    assert p.volumes_of(member, "precopy") == ["a"]
+    assert p.volumes_of(member, p.DIRECT) == ["a", "b"]
+    assert p.volumes_of({}, p.DIRECT) == []
 
 
 def test_choose_per_volume_map_wins_over_the_default():
@@ -282,6 +306,30 @@ def test_capture_moves_the_last_delta_after_the_stop_and_leaves_precopied_and_sk
     assert order.index("docker_container") < order.index("docker_volume_backup")
 
 
+def test_a_streamed_volume_moves_whole_after_the_stop_straight_into_the_target_and_not_in_the_bundle():
+    plan = [{"name": "db", "choice": "stream", "reason": p.STREAM_REASON}, PLAN[1]]
+    # no live pass: the pre-copy step takes no streamed volume
+    host, copier = Host(), Copier({"db": [9000]})
+    out = m.precopy_groups(host, [{"id": "g", "members": [member("app", plan)], "precopy": SPEC}], OPTIONS, copier)
+    assert copier.calls == [] and out["g"]["volumes"] == {}
+    host, copier = Host(), Copier({"db": [9000]})
+    groups = [{"id": "g", "members": [member("app", plan)], "precopy": SPEC}]
+    out = m.capture_groups(host, groups, OPTIONS, now=clock(), copier=copier)
+    group = out["g"]
+    assert group["ok"], group
+    db = group["members"]["app"]["volumes"]["db"]
+    assert db["choice"] == "stream" and db["digest"] == "d-db" and db["final_delta_bytes"] == 9000
+    assert db["reason"].startswith("streamed once the source was stopped")
+    # the whole copy ran once the source was stopped (and its digest in a thread meanwhile)
+    modules = [module for module, _a in host.calls]
+    assert modules.index("docker_container") < modules.index("docker_commit_save")
+    assert ("sync", "/src/db", "/t/db") in copier.calls
+    assert ("digest", "/src/db", "/w/run/.digests/db.json") in copier.calls
+    backup = next(a for module, a in host.calls if module == "docker_volume_backup")
+    assert backup["exclude_volumes"] == ["db"]  # only the tmpfs volume goes in the bundle
+    assert group["members"]["app"]["bytes_captured"] == 9100 + 10 + 5
+
+
 def test_the_target_checks_each_digest_before_anything_uses_the_volume_and_removes_it_on_mismatch():
     calls = []
 
@@ -482,6 +530,8 @@ def test_bind_problem(path, problem):
 def test_choose_bind():
     assert p.choose_bind("/srv/a", "/srv/a", True)["choice"] == "skip"  # migrate_bind_data false
     assert p.choose_bind("/srv/a", "/srv/b", True, data=True)["choice"] == "precopy"
+    streamed = p.choose_bind("/srv/a", "/srv/b", True, data=True, strategy="stop")
+    assert streamed["choice"] == "stream" and "straight into the target's directory" in streamed["reason"]
     assert "below /etc" in p.choose_bind("/etc/app", "/srv/b", True, data=True)["reason"]
     assert "below /etc" in p.choose_bind("/srv/a", "/etc/app", True, data=True)["reason"]  # the target's path too
     assert "not a directory" in p.choose_bind("/srv/a.conf", "/srv/a.conf", False, data=True)["reason"]
