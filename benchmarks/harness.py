@@ -245,6 +245,9 @@ def run_row(row, ctx, runs, sides=None):
                 try:
                     row.prepare(ctx, side, run)
                     command = row.command(ctx, side, run)
+                    # the dirty pages of earlier runs and of the cleanup go to disk before the clock starts:
+                    # otherwise their write-back lands in whichever run comes next (rows 4 and 11 at 256M+)
+                    os.sync()
                     outcome = measure(command)
                     row.check(ctx, side, run, outcome)
                 finally:
