@@ -482,11 +482,9 @@ def ensure_bundle_dir(path, mode=0o700):
     return path
 
 
-def verify_artifacts(bundle_dir, manifest, kinds=None, names=None):
-    """Check size and sha256 of the chosen artifacts (all by default); return the entries checked.
-
-    ``kinds`` and ``names`` restrict the selection; a requested name with no artifact is an error.
-    """
+def select_artifacts(bundle_dir, manifest, kinds=None, names=None):
+    """The artifacts of ``kinds`` and ``names`` (all by default), unchecked; a requested name with no artifact
+    is an error."""
     chosen = [
         a
         for a in manifest["artifacts"]
@@ -495,6 +493,15 @@ def verify_artifacts(bundle_dir, manifest, kinds=None, names=None):
     missing = sorted(set(names or ()) - {a["name"] for a in chosen})
     if missing:
         raise BundleError(f"bundle {bundle_dir} has no artifact named {', '.join(missing)}")
+    return chosen
+
+
+def verify_artifacts(bundle_dir, manifest, kinds=None, names=None):
+    """Check size and sha256 of the chosen artifacts (all by default); return the entries checked.
+
+    ``kinds`` and ``names`` restrict the selection; a requested name with no artifact is an error.
+    """
+    chosen = select_artifacts(bundle_dir, manifest, kinds, names)
     for artifact in chosen:
         verify_bundle_file(bundle_dir, artifact)
     return chosen

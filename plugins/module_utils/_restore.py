@@ -24,8 +24,12 @@ listed in ``helper.notes`` and sent as a warning. The helper is removed in ``fin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 import time
 
 from ansible_collections.ferry.docker.plugins.module_utils._bundle import (
@@ -43,6 +47,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     CHUNK_SIZE,
     FerryError,
     IterReader,
+    prefetched,
     read_decompressed,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
@@ -50,6 +55,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
     UnsafeTarError,
     copy_info,
     member_chunks,
+    new_summary,
     normalised_chunks,
     scan_stream,
 )
@@ -214,16 +220,18 @@ def apparent_limit(artifact):
     return artifact["raw_size"]
 
 
-def bounded_decompressed(bundle_dir, artifact, chunk_size=CHUNK_SIZE):
+def bounded_decompressed(bundle_dir, artifact, chunk_size=CHUNK_SIZE, observe=None):
     """The decompressed chunks of an artifact; RestoreError as soon as they pass the recorded ``raw_size``.
 
     The file is opened through ``_bundle.open_bundle_file`` first (a regular file of the bundle, not a
     link or FIFO), so a decompression bomb stops at ``raw_size`` + one chunk, before anything further.
+    ``observe(data)`` is given every byte of the file as stored (see ``read_decompressed``).
     """
     open_bundle_file(bundle_dir, artifact["file"]).close()
     limit, total = artifact["raw_size"], 0
     path = artifact_path(bundle_dir, artifact)
-    for chunk in read_decompressed(path, artifact["compression"], chunk_size, _decryptor(bundle_dir, artifact)):
+    decrypt = _decryptor(bundle_dir, artifact)
+    for chunk in read_decompressed(path, artifact["compression"], chunk_size, decrypt, observe):
         total += len(chunk)
         if total > limit:
             raise RestoreError(
@@ -315,6 +323,129 @@ class NormalisedStream(CountingStream):
             ) from exc
         self.bytes_read = os.path.getsize(self.path)
         self.finished = True
+
+
+class StreamedFill(NormalisedStream):
+    """The archive of a volume that the restore has just created, in one pass over its file.
+
+    What the engine receives is ``NormalisedStream``'s: every member checked as it streams, the files bounded
+    by the recorded sizes. Meanwhile the file's bytes are hashed as they are read and the members noted as
+    ``scan_stream`` notes them (``summary``). The stream ends with a RestoreError, so that the engine's
+    extraction is cut off, when the file is not the one the manifest records (size, sha256); the caller then
+    removes the volume, which nothing used meanwhile. A restore into a volume that exists keeps the checks
+    of every archive before anything is written (``verify_artifacts``, ``scan_artifact``).
+    """
+
+    def __init__(self, bundle_dir, artifact, allow_devices=False, chunk_size=CHUNK_SIZE):
+        super().__init__(bundle_dir, artifact, allow_devices, chunk_size)
+        self.summary = new_summary()
+        self._sha256 = hashlib.sha256()
+        self._stored = 0
+
+    def _observe(self, data):
+        self._sha256.update(data)
+        self._stored += len(data)
+
+    def __iter__(self):
+        what = f"{self.artifact['kind']} artifact {self.artifact['name']} ({self.path})"
+        open_bundle_file(self.bundle_dir, self.artifact["file"]).close()  # a regular file of the bundle
+        if os.path.getsize(self.path) != self.artifact["size"]:  # the cheap check first
+            raise RestoreError(
+                f"{what} has {os.path.getsize(self.path)} bytes, not the recorded {self.artifact['size']}: the "
+                "archive is corrupt or truncated; capture it again or copy it again from the source bundle"
+            )
+        # read, hashed and decompressed in a thread of its own, while this one checks the members and the engine
+        # receives them
+        source = prefetched(
+            bounded_decompressed(self.bundle_dir, self.artifact, self.chunk_size, observe=self._observe)
+        )
+        limit = apparent_limit(self.artifact)
+        chunks = normalised_chunks(source, self.allow_devices, limit, self.chunk_size, summary=self.summary)
+        try:
+            for chunk in chunks:
+                if self.summary["complete"]:  # the last chunk, the end-of-archive marker: the engine gets it
+                    self._check_file(what)  # only from a file that is the one the manifest records
+                self.bytes_written += len(chunk)
+                yield chunk
+        except UnsafeTarError as exc:
+            raise RestoreError(
+                f"{what} is not safe to restore: {exc}; capture it again from a trusted source"
+                + ("" if self.allow_devices else ", or set allow_devices=true if device nodes are expected")
+            ) from exc
+        self.bytes_read = self._stored
+        self.finished = True
+
+    def _check_file(self, what):
+        if self._stored != self.artifact["size"] or self._sha256.hexdigest() != self.artifact["sha256"]:
+            raise RestoreError(
+                f"{what} does not match the sha256 its manifest records: the archive is corrupt or was changed; "
+                "capture it again or copy it again from the source bundle"
+            )
+
+
+# GNU tar, extracting a checked stream (StreamedFill) into a new, empty volume directory as root: owners by
+# number, modes, every xattr the archive carries (ACLs are xattrs there), the root entry's own attributes.
+TAR_EXTRACT = (
+    "tar",
+    "--extract",
+    "--file=-",
+    "--numeric-owner",
+    "--same-owner",
+    "--same-permissions",
+    "--xattrs",
+    "--xattrs-include=*",
+)
+
+
+def extract_locally(stream, path, volume, run=subprocess.Popen):
+    """Feed ``stream`` to GNU tar extracting into ``path``, the new volume's own directory on this host.
+
+    The members are the ones ``StreamedFill`` checked; tar never sees the archive as stored. A failed check
+    stops the feed (tar is killed) and is raised; so is tar's own failure, with its last words."""
+    with tempfile.TemporaryFile() as errors:
+        proc = run([*TAR_EXTRACT, "--directory", path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
+        try:
+            try:
+                for chunk in stream:
+                    proc.stdin.write(chunk)
+            except BrokenPipeError:
+                pass  # tar ended early: its exit status and words say why
+            finally:
+                try:
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        status = proc.wait()
+        errors.seek(0)
+        said = " | ".join(line.strip() for line in errors.read().decode("utf-8", "replace").splitlines()[-3:])
+    if status != 0 or not stream.finished:
+        raise RestoreError(
+            f"tar could not extract the archive of volume {volume} into {path} (exit {status}): {said or 'no message'}"
+        )
+
+
+def fill_new_volume(helper, bundle_dir, artifact, allow_devices=False):
+    """``fill_volume`` for a volume the restore has just created, in one pass (``StreamedFill``): written at its
+    directory by GNU tar when that is on this host (root, the local engine, driver ``local`` without options),
+    else extracted by the engine."""
+    stream = StreamedFill(bundle_dir, artifact, allow_devices)
+    path = helper.local()[0]
+    if path and os.geteuid() == 0 and shutil.which("tar"):  # only root sets every owner
+        extract_locally(stream, path, helper.volume)
+    else:
+        helper.put(stream)
+    if not stream.finished:
+        raise RestoreError(
+            f"the engine stopped reading the archive of volume {helper.volume} before its end; nothing was kept"
+        )
+    helper.notes = restore_metadata(helper, stream.summary)
+    for message in helper.notes.messages(f"volume {helper.volume}"):
+        warn(message)
+    return stream.bytes_read, stream.bytes_written
 
 
 # ------------------------------------------------------------------------------------------------

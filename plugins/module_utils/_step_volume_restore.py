@@ -13,7 +13,10 @@ after another (``_steps``).
 from __future__ import annotations
 
 from ansible_collections.ferry.docker.plugins.module_utils import _trust
-from ansible_collections.ferry.docker.plugins.module_utils._bundle import verify_artifacts
+from ansible_collections.ferry.docker.plugins.module_utils._bundle import (
+    select_artifacts,
+    verify_artifacts,
+)
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
 from ansible_collections.ferry.docker.plugins.module_utils._names import name_problem, volume_option_problems
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
@@ -23,6 +26,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     VolumeHelper,
     artifact_fingerprint,
     base_result,
+    fill_new_volume,
     fill_volume,
     inspect_or_none,
     metadata_version,
@@ -90,15 +94,13 @@ def run(module):
                 "volume_map names {}, which is not among the volumes to restore ({}); use recorded volume "
                 "names as keys".format(", ".join(unknown), ", ".join(names) or "none")
             )
-        # 1. every archive: size and sha256, then the tar safety scan; nothing changes before all pass
-        chosen = verify_artifacts(bundle, manifest, kinds=["volume"], names=names) if names else []
+        chosen = select_artifacts(bundle, manifest, kinds=["volume"], names=names) if names else []
         for artifact in chosen:
             if _is_bind(artifact) and artifact["name"] not in p["volume_map"]:
                 raise RestoreError(
                     f"artifact {artifact['name']} is the backup of a bind mount, not of a volume; give the volume "
                     "to restore it into with volume_map"
                 )
-            scan_artifact(bundle, artifact, allow_devices=p["allow_devices"])
 
         targets = {}
         for artifact in chosen:
@@ -123,6 +125,18 @@ def run(module):
             )
             existing = inspect_or_none(client.inspect_volume, target)
             plans.append((artifact, entry, existing))
+
+        # 1. Into volumes that all are new (not in check mode): each archive in one pass, hashed and checked as it
+        # streams into the volume this run creates, which is removed unless all of it passes (StreamedFill).
+        # Otherwise every archive's size and sha256, then the tar safety scan; nothing changes before all pass.
+        # (An encrypted archive is decrypted by a reader of its own: it is checked first.)
+        streamed = not module.check_mode and all(
+            existing is None and not artifact.get("encryption") for artifact, _e, existing in plans
+        )
+        if not streamed:
+            verify_artifacts(bundle, manifest, kinds=["volume"], names=[a["name"] for a in chosen])
+            for artifact in chosen:
+                scan_artifact(bundle, artifact, allow_devices=p["allow_devices"])
 
         # 2. decide: look at the existing volumes through a helper container
         helper_image = None
@@ -161,10 +175,9 @@ def run(module):
                     if entry["action"] == "create":
                         client.create_volume(**volume_create_kwargs(_definition(manifest, artifact), entry["name"]))
                         created.append(entry["name"])
+                    fill = fill_new_volume if streamed else fill_volume
                     with VolumeHelper(client, helper_image, entry["name"]) as helper:
-                        entry["bytes_read"], entry["bytes_written"] = fill_volume(
-                            helper, bundle, artifact, p["allow_devices"]
-                        )
+                        entry["bytes_read"], entry["bytes_written"] = fill(helper, bundle, artifact, p["allow_devices"])
                         entry["metadata_not_kept"] = helper.notes.as_list()
             except BaseException:
                 for name in reversed(created):  # every volume this run made goes, none is left half-filled

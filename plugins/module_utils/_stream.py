@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import queue
 import struct
 import tempfile
+import threading
 import zlib
 
 ZSTD_IMPORT_ERROR = None
@@ -405,18 +407,20 @@ def _gunzip(f, chunk_size):
         raise ArtifactError("the gzip stream ends before its end-of-stream marker")
 
 
-def read_decompressed(path, compression, chunk_size=CHUNK_SIZE, decrypt=None):
+def read_decompressed(path, compression, chunk_size=CHUNK_SIZE, decrypt=None, observe=None):
     """Yield the raw (decompressed) bytes of an artifact file in chunks of at most ``chunk_size``.
 
     A corrupt stream, or one that ends early, raises ArtifactError rather than yielding short data.
     ``decrypt``, for an encrypted artifact, is a factory ``decrypt(f)`` of a reader of the plaintext
-    of ``f`` (``read``, ``close``; see ``_trust.DecryptingReader``).
+    of ``f`` (``read``, ``close``; see ``_trust.DecryptingReader``). ``observe(data)`` is given every
+    byte read from the file as stored (to hash it while it streams).
     """
     _require(compression)
     decode = {"none": _read_chunks, "gzip": _gunzip, "zstd": _unzstd}[compression]
     corrupt = (ArtifactError, zlib.error) + ((zstandard.ZstdError,) if zstandard else ())
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as stored:
+            f = stored if observe is None else _TeeReader(stored, observe)
             if decrypt is None:
                 yield from decode(f, chunk_size)
                 return
@@ -432,6 +436,55 @@ def read_decompressed(path, compression, chunk_size=CHUNK_SIZE, decrypt=None):
         ) from exc
     except OSError as exc:
         raise ArtifactError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
+
+
+_DONE = object()
+
+
+def prefetched(chunks, depth=8):
+    """Iterate over ``chunks`` in a thread of its own, up to ``depth`` chunks ahead of the consumer.
+
+    Reading files, compressing, hashing and writing release the GIL: the producer's reads overlap the
+    consumer's work on a second CPU, as the two processes of ``tar | zstd`` do. The producer's exception is
+    raised in the consumer; a consumer that stops early (an error of its own) stops the producer at its next
+    chunk. The producer's own state (counters, notes) is complete once the iteration ended."""
+    ahead = queue.Queue(maxsize=max(1, int(depth)))
+    stop = threading.Event()
+    failure = []
+
+    def produce():
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        ahead.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            failure.append(exc)
+        ahead.put(_DONE)
+
+    worker = threading.Thread(target=produce, name="ferry-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            chunk = ahead.get()
+            if chunk is _DONE:
+                break
+            yield chunk
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ahead.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        worker.join()
+    if failure:
+        raise failure[0]
 
 
 class IterReader(io.RawIOBase):

@@ -399,19 +399,32 @@ def copy_info(member):
     return info
 
 
-def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CHUNK_SIZE):
+def new_summary():
+    """An empty summary of the members of an archive, as ``scan_stream`` returns it (see there)."""
+    summary = {"members": 0, "bytes": 0, "has_sparse": False, "has_xattrs": False, "problem_count": 0}
+    summary.update(root=None, sparse=[], xattrs=[], lists_complete=True, problems=[], complete=False)
+    return summary
+
+
+def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CHUNK_SIZE, summary=None):
     """Yield a new PAX tar stream of the checked members of ``source`` (file object or iterable of chunks).
 
     Every member is checked with a fresh TarChecker as it is read; a problem raises UnsafeTarError
     before that member is written. ``max_bytes`` bounds the apparent size of all regular files
     (sparse files count at their apparent size): the member that would exceed it raises
-    UnsafeTarError before its header is written, so a consumer never receives more.
+    UnsafeTarError before its header is written, so a consumer never receives more. ``summary`` (from
+    ``new_summary``), when given, is filled as ``scan_stream`` fills its own (what a restore applies
+    after the extraction: the root entry, sparse maps, xattr names), and the source is read to its end,
+    so that a hashing reader behind it sees every byte.
     """
     fileobj = source if hasattr(source, "read") else IterReader(source)
     checker = TarChecker(allow_devices)
+    state = {"end_marker": False}
     total = 0
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|", bufsize=TAR_BUFSIZE) as archive:
+        with tarfile.open(
+            fileobj=fileobj, mode="r|", bufsize=TAR_BUFSIZE, tarinfo=_end_marker_tarinfo(state)
+        ) as archive:
             for member in iter(archive.next, None):
                 del archive.members[:]
                 if archive.pax_headers:
@@ -422,11 +435,21 @@ def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CH
                 if max_bytes is not None and total > max_bytes:
                     raise UnsafeTarError(
                         f"member {member.name!r} takes the archive's files beyond the recorded size of "
-                        f"{max_bytes} bytes"
+                        f"{max_bytes} bytes (sparse files at their apparent size: {total} bytes so far)"
                     )
+                if summary is not None:
+                    summary["members"] += 1
+                    summary["bytes"] += member.size if member.isreg() else 0
+                    _remember(summary, member)
                 data = archive.extractfile(member) if info.size else None
                 short = UnsafeTarError(f"member {member.name!r} ends before its recorded size")
                 yield from member_chunks(info, data, chunk_size, short)
     except tarfile.TarError as exc:
         raise UnsafeTarError(f"the stream is not a readable tar archive: {exc}") from exc
+    if summary is not None:
+        if not state["end_marker"]:
+            raise UnsafeTarError("the archive ends without an end-of-archive marker: it is truncated or damaged")
+        while fileobj.read(CHUNK_SIZE):  # the padding after the end marker: a hashing reader sees it all
+            pass
+        summary["complete"] = True
     yield bytes(2 * tarfile.BLOCKSIZE)

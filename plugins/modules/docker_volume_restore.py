@@ -13,10 +13,17 @@ description:
   - Creates each volume with the driver, driver options and labels recorded in the bundle (or uses
     an existing empty volume) and streams the volume archive into it.
   - If restoring one volume fails, every volume this run created is removed again.
-  - Before anything is changed the manifest is validated, the size and sha256 of every archive to
-    restore are checked, and every archive is read once through the tar safety rules (no absolute
-    names, no C(..), no link leading outside the volume, no member written through a symlink, no
-    device nodes unless O(allow_devices=true)). One failed check fails the task with nothing changed.
+  - The manifest is validated first. Then every archive must have the size and sha256 the manifest records,
+    and every member must pass the tar safety rules (no absolute names, no C(..), no link leading outside
+    the volume, no member written through a symlink, no device nodes unless O(allow_devices=true)). One
+    failed check fails the task with nothing changed.
+  - When every volume to restore is new (not in check mode, no encrypted archive), each archive is read
+    once - hashed and checked while it streams into the volume the task creates, which nothing uses
+    meanwhile; the stream is cut off at the first failed check, and every volume the task created is
+    removed again. Into an existing volume, all archives are checked before anything is written.
+  - A new volume whose directory is on this host (see below) is written there by GNU C(tar), which gets
+    only the checked members, never the archive as stored; otherwise, and into an existing volume, the
+    engine extracts them. Both give the same files and metadata, checked the same way afterwards.
   - The data is extracted by the Docker engine itself (C(put_archive)) into a helper container that
     is created from an image already on the engine, never started, and always removed. Ownership,
     modes, mtimes, hard links, symlinks and the extended attributes C(user.*),

@@ -206,3 +206,96 @@ def test_sparse_bomb_counts_at_apparent_size(tmp_path):
     stream = _restore.NormalisedStream(str(tmp_path), dict(entry, apparent_size=1024))
     with pytest.raises(_restore.RestoreError, match="beyond the recorded size"):
         list(stream)
+
+
+# ------------------------------------------------------------------------------------------------
+# one pass into a new volume (StreamedFill): hashed and checked while it streams
+
+
+def _root_tar(*files):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        root = tarfile.TarInfo(".")
+        root.type, root.mode, root.uid, root.gid = tarfile.DIRTYPE, 0o700, 999, 999
+        archive.addfile(root)
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_streamed_fill_gives_the_engine_what_the_checked_path_gives_and_the_scan_summary(tmp_path):
+    raw = _root_tar(("a", b"x" * 5000), ("b", b"y"))
+    entry = _artifact(tmp_path, raw)
+    streamed = _restore.StreamedFill(str(tmp_path), entry)
+    sent = b"".join(streamed)
+    assert sent == b"".join(_restore.NormalisedStream(str(tmp_path), entry))
+    assert streamed.finished and streamed.bytes_read == entry["size"] and streamed.bytes_written == len(sent)
+    scanned = _restore.scan_artifact(str(tmp_path), entry)
+    for key in ("members", "bytes", "root", "sparse", "xattrs", "lists_complete", "complete"):
+        assert streamed.summary[key] == scanned[key], key
+    assert streamed.summary["root"]["mode"] == 0o700 and streamed.summary["root"]["uid"] == 999
+
+
+def test_streamed_fill_withholds_the_end_of_the_archive_from_a_file_the_manifest_does_not_record(tmp_path):
+    written = write_stream([_root_tar(("a", b"x" * 5000))], str(tmp_path), "volume-v.tar", compression="none")
+    entry = artifact_entry("volume", "v", written)
+    # the same size, other bytes: a changed archive that passes every member check
+    (tmp_path / entry["file"]).write_bytes(_root_tar(("a", b"z" * 5000)))
+    sent = []
+    with pytest.raises(_restore.RestoreError, match="does not match the sha256 its manifest records"):
+        for chunk in _restore.StreamedFill(str(tmp_path), entry):
+            sent.append(chunk)
+    # every member went by, but never the end-of-archive marker: the engine's extraction is cut off
+    assert sent and b"".join(sent) == b"".join(_restore.NormalisedStream(str(tmp_path), entry))[:-1024]
+
+
+def test_streamed_fill_refuses_a_truncated_file_before_reading_it(tmp_path):
+    entry = _artifact(tmp_path, _root_tar(("a", b"x" * 5000)))
+    path = tmp_path / entry["file"]
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(_restore.RestoreError, match="not the recorded"):
+        next(iter(_restore.StreamedFill(str(tmp_path), entry)))
+
+
+def test_streamed_fill_stops_at_an_unsafe_member_with_the_scan_s_advice(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("../escape")
+        info.size = 1
+        archive.addfile(info, io.BytesIO(b"x"))
+    entry = _artifact(tmp_path, buf.getvalue())
+    with pytest.raises(_restore.RestoreError, match=r"is not safe to restore.*capture it again.*allow_devices=true"):
+        list(_restore.StreamedFill(str(tmp_path), entry))
+
+
+class _Checked:
+    """A stream as StreamedFill gives it: chunks, then ``finished`` (or an error in the middle)."""
+
+    def __init__(self, chunks, fail=None):
+        self.chunks, self.fail, self.finished = chunks, fail, False
+
+    def __iter__(self):
+        for index, chunk in enumerate(self.chunks):
+            if self.fail is not None and index == 1:
+                raise self.fail
+            yield chunk
+        self.finished = True
+
+
+def test_extract_locally_writes_the_checked_members_with_gnu_tar(tmp_path):
+    raw = _root_tar(("a", b"x" * 5000), ("sub/b", b"y"))
+    _restore.extract_locally(_Checked([raw[:1000], raw[1000:]]), str(tmp_path), "v")
+    assert (tmp_path / "a").read_bytes() == b"x" * 5000 and (tmp_path / "sub" / "b").read_bytes() == b"y"
+    assert oct(tmp_path.stat().st_mode & 0o777) == "0o700"  # the root entry's own mode
+
+
+def test_extract_locally_stops_tar_at_a_failed_check_and_reports_tar_s_own_failure(tmp_path):
+    raw = _root_tar(("a", b"x" * 5000))
+    with pytest.raises(_restore.RestoreError, match="sha256"):
+        _restore.extract_locally(
+            _Checked([raw[:512], raw[512:]], fail=_restore.RestoreError("sha256")), str(tmp_path), "v"
+        )
+    with pytest.raises(_restore.RestoreError, match=r"tar could not extract the archive of volume v into .*exit 2"):
+        _restore.extract_locally(_Checked([b"not a tar archive" * 100]), str(tmp_path / "x"), "v")

@@ -407,3 +407,53 @@ def test_multithreaded_zstd_uses_bounded_jobs_and_round_trips(monkeypatch, tmp_p
     result = write_stream(chunked(data, SMALL_CHUNK), tmp_path, "mt.zst", threads=2)
     assert b"".join(read_decompressed(result["path"], "zstd")) == data
     assert calls == [dict(threads=2, job_size=_stream.ZSTD_JOB_SIZE, write_checksum=True)]
+
+
+# ------------------------------------------------------------------ prefetched: a producer thread ahead
+
+
+def test_prefetched_keeps_order_and_the_producer_state_is_complete_after():
+    from ansible_collections.ferry.docker.plugins.module_utils._stream import prefetched
+
+    seen = []
+
+    def chunks():
+        for index in range(1000):
+            seen.append(index)
+            yield b"%d" % index
+
+    assert list(prefetched(chunks(), depth=3)) == [b"%d" % i for i in range(1000)]
+    assert len(seen) == 1000
+
+
+def test_prefetched_raises_the_producer_s_error_in_the_consumer():
+    from ansible_collections.ferry.docker.plugins.module_utils._stream import prefetched
+
+    def chunks():
+        yield b"a"
+        raise ValueError("unreadable file x")
+
+    got = []
+    with pytest.raises(ValueError, match="unreadable file x"):
+        for chunk in prefetched(chunks()):
+            got.append(chunk)
+    assert got == [b"a"]
+
+
+def test_prefetched_stops_its_producer_when_the_consumer_stops():
+    import threading
+
+    from ansible_collections.ferry.docker.plugins.module_utils._stream import prefetched
+
+    produced = []
+
+    def chunks():
+        for index in range(10**6):
+            produced.append(index)
+            yield b"x"
+
+    stream = prefetched(chunks(), depth=2)
+    assert next(stream) == b"x"
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name == "ferry-prefetch"]
+    assert len(produced) < 10
