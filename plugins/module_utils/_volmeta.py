@@ -223,8 +223,51 @@ def _entry_type(mode):
     return None  # a socket: tar has no type for it
 
 
+_USTAR_ID = 8**7  # uid, gid, device numbers: 7 octal digits
+_USTAR_NUMBER = 8**11  # size, mtime: 11 octal digits
+_NUL = b"\0"
+
+
+def _ustar_header(info):
+    """The one ustar block ``tarfile`` writes in PAX format for an entry that needs no extended header, built
+    without it (a tenth of the time, for a volume of 40,000 small files about a second); None when the entry
+    needs one (xattrs, a long or non-ASCII name, a number beyond its field, a user or group name)."""
+    if info.pax_headers or info.uname or info.gname:
+        return None
+    name = info.name + "/" if info.type == tarfile.DIRTYPE and not info.name.endswith("/") else info.name
+    try:
+        name, link = name.encode("ascii"), info.linkname.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    uid, gid, size, mtime = info.uid, info.gid, info.size, info.mtime
+    numbers = (uid, gid, size, mtime)
+    if len(name) > 100 or len(link) > 100 or any(type(n) is not int for n in numbers):  # not bool nor float
+        return None
+    if not (0 <= uid < _USTAR_ID and 0 <= gid < _USTAR_ID and 0 <= size < _USTAR_NUMBER and 0 <= mtime < _USTAR_NUMBER):
+        return None
+    if info.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        if not (0 <= info.devmajor < _USTAR_ID and 0 <= info.devminor < _USTAR_ID):
+            return None
+        devices = b"%07o\0%07o\0" % (info.devmajor, info.devminor)
+    else:
+        devices = _NUL * 16
+    block = b"".join(
+        (
+            name.ljust(100, _NUL),
+            b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (info.mode & 0o7777, uid, gid, size, mtime),
+            b"        ",  # the checksum counts its own field as spaces
+            info.type,
+            link.ljust(100, _NUL),
+            tarfile.POSIX_MAGIC,
+            _NUL * 64,  # user and group names
+            devices,
+        )
+    ).ljust(tarfile.BLOCKSIZE, _NUL)
+    return block[:148] + b"%06o\0 " % sum(block) + block[156:]
+
+
 def _header(info):
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    return _ustar_header(info) or info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 class TreeTar:
