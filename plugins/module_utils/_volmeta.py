@@ -241,7 +241,7 @@ def _ustar_header(info):
         return None
     uid, gid, size, mtime = info.uid, info.gid, info.size, info.mtime
     numbers = (uid, gid, size, mtime)
-    if len(name) > 100 or len(link) > 100 or any(type(n) is not int for n in numbers):  # not bool nor float
+    if len(name) > 100 or len(link) > 100 or any(not isinstance(n, int) or isinstance(n, bool) for n in numbers):
         return None
     if not (0 <= uid < _USTAR_ID and 0 <= gid < _USTAR_ID and 0 <= size < _USTAR_NUMBER and 0 <= mtime < _USTAR_NUMBER):
         return None
