@@ -349,9 +349,10 @@ class StreamedFill(NormalisedStream):
     def __iter__(self):
         what = f"{self.artifact['kind']} artifact {self.artifact['name']} ({self.path})"
         open_bundle_file(self.bundle_dir, self.artifact["file"]).close()  # a regular file of the bundle
-        if os.path.getsize(self.path) != self.artifact["size"]:  # the cheap check first
+        stored = os.path.getsize(self.path)
+        if stored != self.artifact["size"]:  # the cheap check first
             raise RestoreError(
-                f"{what} has {os.path.getsize(self.path)} bytes, not the recorded {self.artifact['size']}: the "
+                f"{what} has {stored} bytes, not the recorded {self.artifact['size']}: the "
                 "archive is corrupt or truncated; capture it again or copy it again from the source bundle"
             )
         # read, hashed and decompressed in a thread of its own, while this one checks the members and the engine
@@ -397,13 +398,15 @@ TAR_EXTRACT = (
 )
 
 
-def extract_locally(stream, path, volume, run=subprocess.Popen):
+def extract_locally(stream, path, volume):
     """Feed ``stream`` to GNU tar extracting into ``path``, the new volume's own directory on this host.
 
     The members are the ones ``StreamedFill`` checked; tar never sees the archive as stored. A failed check
     stops the feed (tar is killed) and is raised; so is tar's own failure, with its last words."""
     with tempfile.TemporaryFile() as errors:
-        proc = run([*TAR_EXTRACT, "--directory", path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
+        proc = subprocess.Popen(  # killed and waited for below, whatever happens
+            [*TAR_EXTRACT, "--directory", path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors
+        )
         try:
             try:
                 for chunk in stream:

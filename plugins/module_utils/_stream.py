@@ -444,8 +444,8 @@ _DONE = object()
 def prefetched(chunks, depth=8):
     """Iterate over ``chunks`` in a thread of its own, up to ``depth`` chunks ahead of the consumer.
 
-    Reading files, compressing, hashing and writing release the GIL: the producer's reads overlap the
-    consumer's work on a second CPU, as the two processes of ``tar | zstd`` do. The producer's exception is
+    Reading, hashing and decompressing release the GIL: the producer's work overlaps the consumer's on a
+    second CPU, as the two processes of ``zstd -dc | tar -x`` do. The producer's exception is
     raised in the consumer; a consumer that stops early (an error of its own) stops the producer at its next
     chunk. The producer's own state (counters, notes) is complete once the iteration ended."""
     ahead = queue.Queue(maxsize=max(1, int(depth)))

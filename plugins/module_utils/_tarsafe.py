@@ -314,6 +314,13 @@ def _remember(summary, member):
             summary["xattrs"].append((name, sorted(xattrs)))
 
 
+def new_summary():
+    """An empty summary of the members of an archive, as ``scan_stream`` returns it (see there)."""
+    summary = {"members": 0, "bytes": 0, "has_sparse": False, "has_xattrs": False, "problem_count": 0}
+    summary.update(root=None, sparse=[], xattrs=[], lists_complete=True, problems=[], complete=False)
+    return summary
+
+
 def scan_stream(source, allow_devices=False, max_problems=100):
     """Read a tar stream once (file object or iterable of byte chunks) and check every member.
 
@@ -332,8 +339,7 @@ def scan_stream(source, allow_devices=False, max_problems=100):
     fileobj = source if hasattr(source, "read") else IterReader(source)
     checker = TarChecker(allow_devices)
     state = {"end_marker": False}
-    summary = {"members": 0, "bytes": 0, "has_sparse": False, "has_xattrs": False, "problem_count": 0}
-    summary.update(root=None, sparse=[], xattrs=[], lists_complete=True)
+    summary = new_summary()
     problems = []
     try:
         with tarfile.open(
@@ -397,13 +403,6 @@ def copy_info(member):
     info.size = member.size if member.isreg() else 0
     info.pax_headers = {key: value for key, value in member.pax_headers.items() if key.startswith(PAX_XATTR)}
     return info
-
-
-def new_summary():
-    """An empty summary of the members of an archive, as ``scan_stream`` returns it (see there)."""
-    summary = {"members": 0, "bytes": 0, "has_sparse": False, "has_xattrs": False, "problem_count": 0}
-    summary.update(root=None, sparse=[], xattrs=[], lists_complete=True, problems=[], complete=False)
-    return summary
 
 
 def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CHUNK_SIZE, summary=None):
