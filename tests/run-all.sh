@@ -179,7 +179,7 @@ step_integration() {
 step_bench() {
   # The benchmark suite at a tiny scale: proves that every row runs and passes its round-trip
   # check; it asserts no timings. The figures go to tests/output, not benchmarks/results.
-  python -m benchmarks --scale tiny --runs 3 --out tests/output/bench-tiny.json
+  python -m benchmarks --scale tiny --runs 1 --out tests/output/bench-tiny.json
 }
 
 step_molecule() {
