@@ -56,6 +56,7 @@ MANIFEST_MAX_BYTES = 16 * 1024 * 1024  # a manifest is a few KiB; anything near 
 MANIFEST_MAX_DEPTH = 64  # the deepest real manifest (run config, healthcheck, IPAM) nests < 10 levels
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CREATED_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
@@ -120,6 +121,40 @@ def find_artifact(manifest, kind, name=None):
         if artifact.get("kind") == kind and (name is None or artifact.get("name") == name):
             return artifact
     return None
+
+
+def add_streamed(manifest, entry):
+    """Record in ``manifest["streamed"]`` an artifact that went straight to another host (``entry``: kind, name,
+    image_id, to, bytes, sha256), replacing any with the same kind and name."""
+    streamed = [
+        e for e in manifest.get("streamed") or [] if (e.get("kind"), e.get("name")) != (entry["kind"], entry["name"])
+    ]
+    manifest["streamed"] = [*streamed, entry]
+    return manifest
+
+
+def find_streamed(manifest, kind, name=None):
+    """The ``streamed`` entry of ``kind`` (and ``name``), or None."""
+    for entry in manifest.get("streamed") or []:
+        if entry.get("kind") == kind and (name is None or entry.get("name") == name):
+            return entry
+    return None
+
+
+def _check_streamed(problems, doc):
+    streamed = doc["streamed"]
+    if not isinstance(streamed, list):
+        problems.append("streamed must be a list")
+        return
+    for index, entry in enumerate(streamed):
+        where = f"streamed[{index}]"
+        _check_strings(problems, where, entry, ("kind", "name", "image_id", "to"))
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("kind") != "image":
+            problems.append(f"{where}.kind must be image")
+        if isinstance(entry.get("image_id"), str) and not _IMAGE_ID_RE.match(entry["image_id"]):
+            problems.append(f"{where}.image_id must be sha256:<64 lowercase hexadecimal characters>")
 
 
 def _is_int(value):
@@ -201,6 +236,8 @@ def validate_manifest(doc):
         if not isinstance(doc.get(field), dict):
             problems.append(f"{field} must be an object")
     problems.extend(sealed_problems(doc))
+    if "streamed" in doc:
+        _check_streamed(problems, doc)
     artifacts = doc.get("artifacts")
     if not isinstance(artifacts, list):
         problems.append("artifacts must be a list")

@@ -375,11 +375,13 @@ class Capture(Lookups):
         """The signature of the manifest bytes ``data`` with ``sign_key``."""
         return _trust.sign(self.sign_key, data)
 
-    def record(self, entries, container_inspect=None, run_config=None, extra=None, volumes=None):
+    def record(self, entries, container_inspect=None, run_config=None, extra=None, volumes=None, streamed=None):
         """Add ``entries`` (artifact dicts) and the container facts to the manifest; return whether it changed.
 
         ``run_config`` also fills ``networks`` and ``volumes``; ``volumes`` ({name: definition}) is
         merged into ``manifest["volumes"]``; ``extra`` sets top-level keys (e.g. ``image_config``).
+        ``streamed`` (a ``streamed`` entry: kind, name, ...) records an artifact that went straight to another
+        host instead of into the bundle: it replaces the artifact of that kind and name, whose file is removed.
         """
         container = container_facts(container_inspect) if container_inspect else None
         source = self.source()
@@ -387,6 +389,12 @@ class Capture(Lookups):
         replaced = set()
 
         def edit(manifest):
+            if streamed:
+                old = _bundle.find_artifact(manifest, streamed["kind"], streamed["name"])
+                if old:
+                    replaced.add(old.get("file"))
+                    manifest["artifacts"].remove(old)
+                _bundle.add_streamed(manifest, streamed)
             for entry in entries:
                 old = _bundle.find_artifact(manifest, entry["kind"], entry["name"])
                 if old and old.get("file") != entry["file"]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 
+from ansible_collections.ferry.docker.plugins.module_utils import _transfer
 from ansible_collections.ferry.docker.plugins.module_utils._bundle import artifact_entry
 from ansible_collections.ferry.docker.plugins.module_utils._capture import (
     Capture,
@@ -36,21 +37,60 @@ def image_ref(params, container_name):
     return "ferry-commit/" + repository_component(container_name), time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-def save(cap, ref, image, exclude):
-    """Stream the save archive of ``ref`` into the bundle; return (written, excluded diff IDs)."""
-    client = cap.client
-    filename = "image.tar" + suffix(cap.compression)
+def save_into(client, ref, image, exclude, out):
+    """Write the save archive of ``ref`` to ``out`` (has ``write``), leaving out the layers in ``exclude`` that the
+    image has; the diff IDs left out."""
     diff_ids = (image.get("RootFS") or {}).get("Layers") or []
     excluded = sorted(set(exclude) & set(diff_ids))
     if not excluded:
-        return cap.write(client.get_image(ref, chunk_size=CHUNK_SIZE), filename), []
+        for chunk in client.get_image(ref, chunk_size=CHUNK_SIZE):
+            out.write(chunk)
+        return []
     # First read: only manifest.json, to know which <dir>/layer.tar holds which diff ID.
     doc = save_manifest(client.get_image(ref, chunk_size=CHUNK_SIZE))
     files = layer_files(doc, diff_ids)
     drop = {path for path, diff_id in files.items() if diff_id in excluded}
-    with cap.writer(filename) as writer:
-        filter_save_stream(client.get_image(ref, chunk_size=CHUNK_SIZE), drop, writer, expected_layers=list(files))
+    filter_save_stream(client.get_image(ref, chunk_size=CHUNK_SIZE), drop, out, expected_layers=list(files))
+    return excluded
+
+
+def save(cap, ref, image, exclude):
+    """Stream the save archive of ``ref`` into the bundle; return (written, excluded diff IDs)."""
+    with cap.writer("image.tar" + suffix(cap.compression)) as writer:
+        excluded = save_into(cap.client, ref, image, exclude, writer)
         return writer.commit(), excluded
+
+
+def stream(cap, image_id, image, exclude, target):
+    """Load the image ``image_id`` straight into the engine of ``target`` (``stream_to``) over the run's SSH
+    connection, untagged, hashed as it goes; nothing is staged on either disk. Returns what the manifest records
+    under ``streamed``. The engine there checks every layer against the image's diff IDs as it loads, and the
+    image ID it reports (the digest of the image's configuration) must be ``image_id``: an image that is not
+    is removed there again and the step fails."""
+    where = f"{target['user']}@{target['address']}"
+    args = (target["key_dir"], target["port"], target["user"], target["address"])
+    try:
+        with cap.errors(f"asking {where} whether it has image {image_id}"):
+            if _transfer.remote_image_id(*args, image_id, timeout=min(60, target["timeout"])):
+                return dict(to=where, image_id=image_id, new=False, bytes=0, sha256="", excluded_layers=[])
+        load = _transfer.RemoteLoad(*args, timeout=target["timeout"])
+        try:
+            # by ID: the archive names no tag, so the image arrives untagged
+            with cap.errors(f"streaming image {image_id} into the engine on {where}"):
+                excluded = save_into(cap.client, image_id, image, exclude, load)
+                loaded = load.finish()
+        except BaseException:
+            load.abort()  # a load cut off in the middle adds no image: the engine registers it once all is in
+            raise
+    except _transfer.SendFailed as exc:
+        cap.fail(f"streaming image {image_id} into the engine on {where} failed: {exc}")
+    if loaded != [image_id]:
+        left = [i for i in loaded if i != image_id and _transfer.remove_remote_image(*args, i)]
+        cap.fail(
+            f"the engine on {where} loaded {', '.join(loaded) or 'no image'} from the stream of image {image_id}; "
+            "what it loaded was removed again" + (f" except {', '.join(left)} (remove it by hand)" if left else "")
+        )
+    return dict(to=where, image_id=image_id, new=True, bytes=load.bytes, sha256=load.sha256, excluded_layers=excluded)
 
 
 def commit(client, container_id, repository, tag, pause):
@@ -71,6 +111,16 @@ SPEC = dict(
     exclude_layers=dict(type="list", elements="str", default=[]),
     keep_image=dict(type="bool", default=False),
     image_name=dict(type="str"),
+    stream_to=dict(
+        type="dict",
+        options=dict(
+            user=dict(type="str", default="root"),
+            address=dict(type="str", required=True),
+            port=dict(type="int", default=22),
+            key_dir=dict(type="path", required=True),
+            timeout=dict(type="int", default=3600),
+        ),
+    ),
 )
 KWARGS = dict(supports_check_mode=True)
 
@@ -83,8 +133,10 @@ def run(fm):
     name = inspect["Name"].lstrip("/")
     repository, tag = image_ref(params, name)
     ref = f"{repository}:{tag}"
+    target = params["stream_to"]
     if fm.check_mode:
-        fm.exit(**cap.planned(["image.tar" + suffix(cap.compression)], image_ref=ref))
+        files = [] if target else ["image.tar" + suffix(cap.compression)]
+        fm.exit(**cap.planned(files, image_ref=ref))
 
     run_config = cap.run_config(inspect)
     cap.ensure_dest(inspect)
@@ -92,12 +144,17 @@ def run(fm):
     image_id = None
     removed = False
     failure = None
+    streamed = None
     try:
         with cap.errors(f"committing container {name} to {ref}"):
             image_id = commit(client, inspect["Id"], repository, tag, params["pause"])
         with cap.errors(f"saving image {ref} of container {name} to {cap.dest}"):
             image = client.inspect_image(image_id)
-            written, excluded = save(cap, ref, image, params["exclude_layers"])
+        if target:
+            streamed = stream(cap, image_id, image, params["exclude_layers"], target)
+        else:
+            with cap.errors(f"saving image {ref} of container {name} to {cap.dest}"):
+                written, excluded = save(cap, ref, image, params["exclude_layers"])
     finally:
         if image_id is not None and not params["keep_image"]:
             error = attempt(client.remove_image, ref)
@@ -105,7 +162,26 @@ def run(fm):
             if error:
                 failure = f"the committed image {ref} ({image_id}) could not be removed: {error}; remove it by hand"
     if failure:
+        if streamed and streamed["new"]:
+            failure += f"; image {image_id} stays on {streamed['to']}, untagged"
         fm.fail(failure)
+    layers = list((image.get("RootFS") or {}).get("Layers") or [])
+    if streamed:
+        entry = dict(streamed, kind="image", name=name, image_ref=ref, layers=layers, container_id=inspect["Id"])
+        changed = cap.record([], inspect, run_config=run_config, streamed=entry)
+        fm.exit(
+            changed=True,
+            image_id=image_id,
+            image_removed=removed,
+            streamed=entry,
+            bytes_read=streamed["bytes"],
+            bytes_written=0,
+            size=streamed["bytes"],
+            sha256=streamed["sha256"],
+            path="",
+            duration=cap.duration(),
+            manifest=cap.manifest_path,
+        )
     entry = artifact_entry(
         "image",
         name,
@@ -113,7 +189,7 @@ def run(fm):
         image_id=image_id,
         image_ref=ref,
         repo_tags=[ref],
-        layers=list((image.get("RootFS") or {}).get("Layers") or []),
+        layers=layers,
         excluded_layers=excluded,
         container_id=inspect["Id"],
     )

@@ -13,6 +13,7 @@ after another (``_steps``).
 from __future__ import annotations
 
 from ansible_collections.ferry.docker.plugins.module_utils import _trust
+from ansible_collections.ferry.docker.plugins.module_utils._bundle import find_artifact, find_streamed
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
 from ansible_collections.ferry.docker.plugins.module_utils._names import image_problem, split_reference
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
@@ -79,6 +80,7 @@ SPEC = dict(
     name=dict(type="str"),
     tag=dict(type="str"),
     force_tag=dict(type="bool", default=False),
+    streamed=dict(type="bool", default=False),
     **_trust.argument_spec(),
 )
 KWARGS = dict(
@@ -94,8 +96,12 @@ def run(module):
     result = dict(changed=False, operation="none", tags=[], excluded_layers=[])
     try:
         manifest = open_bundle(bundle, keys=_trust.BundleKeys.from_params(p))[0]
-        artifact = require_artifact(bundle, manifest, "image", p["name"])
-        result.update(base_result(bundle, artifact))
+        artifact = _image_entry(bundle, manifest, p["name"], p["streamed"])
+        if p["streamed"]:
+            result.update(path="", size=artifact.get("bytes", 0), sha256=artifact.get("sha256", ""))
+            result.update(bytes_read=0, bytes_written=0)
+        else:
+            result.update(base_result(bundle, artifact))
         image_id = artifact.get("image_id")
         if not image_id:
             raise RestoreError(
@@ -123,6 +129,12 @@ def run(module):
                 )
             )
         added = [reference for reference, owner in owners.items() if not owner]
+        if present is None and p["streamed"]:
+            raise RestoreError(
+                f"image {image_id} of bundle {bundle} was streamed to {artifact.get('to', 'another host')} when it was "
+                "captured, but this engine does not have it; nothing was changed. Restore on that host, or capture "
+                "the container again"
+            )
         if present is None:
             missing = missing_layers(artifact, local_layer_chains(client)) if result["excluded_layers"] else []
             if missing:
@@ -157,6 +169,26 @@ def run(module):
         module.fail(f"loading the image of bundle {bundle} failed at the Docker engine: {exc}")
     result["duration"] = timer.elapsed
     module.exit(**result)
+
+
+def _image_entry(bundle, manifest, name, streamed):
+    """The image artifact to load (verified), or with ``streamed`` the ``streamed`` entry of the image that a capture
+    loaded straight into an engine. RestoreError when the bundle does not have the one asked for."""
+    entry = find_streamed(manifest, "image", name)
+    if not streamed:
+        if entry is not None and find_artifact(manifest, "image", name) is None:
+            raise RestoreError(
+                f"bundle {bundle} holds no image archive: image {entry.get('image_id')} was streamed to "
+                f"{entry.get('to')} when it was captured (docker_commit_save stream_to). Tag it there with "
+                "streamed=true, or capture the container again into a bundle"
+            )
+        return require_artifact(bundle, manifest, "image", name)
+    if entry is None:
+        raise RestoreError(
+            f"bundle {bundle} records no streamed image{' ' + name if name else ''}; load its image archive "
+            "(streamed=false)"
+        )
+    return entry
 
 
 def _apply(client, bundle, artifact, result, action, wanted_tags, have_tags, loaded_ids):

@@ -14,14 +14,20 @@ checksum, every received directory 0700, host keys checked against the run's kno
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
 import subprocess
+import threading
 
 RSYNC_IO_TIMEOUT = 120  # seconds without a byte moving before rsync gives up
 SSH_CONNECT_TIMEOUT = 15
 _SENT = re.compile(r"Total bytes sent: ([0-9][0-9,.]*)")
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+_LOADED_ID = re.compile(r"^Loaded image ID: (sha256:[0-9a-f]{64})$", re.MULTILINE)
+_LOADED_REF = re.compile(r"^Loaded image: (\S+)$", re.MULTILINE)
+_TAIL = 600  # characters of a remote command's stderr kept for a message
 
 
 CONTROL_PERSIST_SECONDS = 30
@@ -124,3 +130,164 @@ def send(key_dir, port, src_dir, user, address, dest_dir, timeout, run=subproces
         last = " | ".join(line.strip() for line in (done.stderr or "").strip().splitlines()[-3:])
         raise SendFailed(f"sending {src_dir} to {where} failed (rsync exit {done.returncode}): {last}")
     return sent_bytes(done.stdout)
+
+
+def _tail(text):
+    return " | ".join(line.strip() for line in (text or "").strip().splitlines()[-3:])[-_TAIL:]
+
+
+def remote_argv(key_dir, port, user, address, command):
+    """ssh over the run's shared connection to ``user@address``, running ``command`` (a string) there."""
+    return [*ssh_command(key_dir, port, shared=True), f"{user}@{address}", command]
+
+
+def remote_image_id(key_dir, port, user, address, image_id, timeout=60, run=subprocess.run):
+    """``image_id`` when the engine on ``address`` has that image, ``""`` when it does not. Raises SendFailed when
+    the host cannot be asked (ssh fails, or docker answers something else)."""
+    if not _IMAGE_ID.match(image_id or ""):
+        raise ValueError(f"{image_id!r} is not an image ID (sha256:<64 hexadecimal digits>)")
+    where = f"{user}@{address}"
+    command = f"docker image inspect --format '{{{{.Id}}}}' {image_id} 2>&1 || true"
+    try:
+        done = run(
+            remote_argv(key_dir, port, user, address, command),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=child_environment(),
+        )
+    except subprocess.TimeoutExpired:
+        raise SendFailed(f"asking {where} whether it has image {image_id} took more than {timeout} s") from None
+    except OSError as exc:
+        raise SendFailed(f"ssh could not run on this host to reach {where}: {exc}") from None
+    answer = (done.stdout or "").strip()
+    if done.returncode == 0 and answer == image_id:
+        return image_id
+    if done.returncode == 0 and "no such image" in answer.lower():
+        return ""
+    raise SendFailed(
+        f"could not ask the engine on {where} whether it has image {image_id} (exit {done.returncode}): "
+        + _tail(done.stderr or answer)
+    )
+
+
+def remove_remote_image(key_dir, port, user, address, image_id, timeout=60, run=subprocess.run):
+    """Remove the image ``image_id`` (an ID, never a name) from the engine on ``address`` unless a container uses it;
+    ``""`` when it is gone, else why not."""
+    if not _IMAGE_ID.match(image_id or ""):
+        return f"{image_id!r} is not an image ID"
+    command = f"docker image rm {image_id} >/dev/null 2>&1; ! docker image inspect {image_id} >/dev/null 2>&1"
+    try:
+        done = run(
+            remote_argv(key_dir, port, user, address, command),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=child_environment(),
+        )
+    except (subprocess.TimeoutExpired, OSError) as exc:
+        return f"removing it failed: {exc}"
+    return "" if done.returncode == 0 else f"it is still there (exit {done.returncode}: {_tail(done.stderr)})"
+
+
+class RemoteLoad:
+    """``docker load`` on another host, fed through the run's shared SSH connection: ``write`` the archive (a
+    ``docker save`` stream; each byte is hashed as it goes), then ``finish()``. Nothing is staged on either disk.
+
+    ``finish()`` returns the image IDs the engine there says it loaded; an archive of an image without a tag
+    loads without one, so nothing on that host refers to the image before it is checked. ``timeout`` bounds the
+    whole load: past it the ssh process is killed. ``abort()`` kills it (safe to call twice)."""
+
+    def __init__(self, key_dir, port, user, address, timeout, popen=subprocess.Popen):
+        self.where = f"{user}@{address}"
+        self.timeout = timeout
+        self.bytes = 0
+        self._sha256 = hashlib.sha256()
+        self._out, self._err = [], []
+        self._timed_out = False
+        try:
+            self._proc = popen(
+                remote_argv(key_dir, port, user, address, "docker load"),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=child_environment(),
+            )
+        except OSError as exc:
+            raise SendFailed(f"ssh could not run on this host to reach {self.where}: {exc}") from None
+        self._readers = [
+            threading.Thread(target=self._drain, args=(self._proc.stdout, self._out), daemon=True),
+            threading.Thread(target=self._drain, args=(self._proc.stderr, self._err), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        self._watchdog = threading.Timer(timeout, self._expire)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    @staticmethod
+    def _drain(pipe, into):
+        for data in iter(lambda: pipe.read(65536), b""):
+            into.append(data)
+
+    def _expire(self):
+        self._timed_out = True
+        self._kill()
+
+    def _kill(self):
+        if self._proc.poll() is None:
+            self._proc.kill()
+
+    @property
+    def sha256(self):
+        return self._sha256.hexdigest()
+
+    def _said(self, parts):
+        return b"".join(parts).decode("utf-8", "replace")
+
+    def _failure(self, what):
+        if self._timed_out:
+            return SendFailed(f"docker load on {self.where} took more than {self.timeout} s; it was stopped")
+        return SendFailed(f"docker load on {self.where} {what}: {_tail(self._said(self._err)) or 'no message'}")
+
+    def write(self, data):
+        if not data:
+            return
+        self._sha256.update(data)
+        self.bytes += len(data)
+        try:
+            self._proc.stdin.write(data)
+        except (BrokenPipeError, ValueError):
+            self._finish_process()
+            raise self._failure(f"stopped reading after {self.bytes} bytes") from None
+
+    def _finish_process(self):
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self._proc.wait()
+        self._watchdog.cancel()
+        for reader in self._readers:
+            reader.join(timeout=10)  # the pipes close with ssh; a child that kept them open is not waited for
+
+    def finish(self):
+        """Close the stream and wait for the load; the image IDs it loaded. Raises SendFailed."""
+        self._finish_process()
+        if self._timed_out or self._proc.returncode != 0:
+            raise self._failure(f"failed (exit {self._proc.returncode})")
+        said = self._said(self._out)
+        ids = _LOADED_ID.findall(said)
+        if not ids and _LOADED_REF.search(said):
+            raise SendFailed(f"docker load on {self.where} loaded a tagged image ({_tail(said)}); expected none")
+        return ids
+
+    def abort(self):
+        self._watchdog.cancel()
+        self._kill()
+        try:
+            self._finish_process()
+        except OSError:
+            pass

@@ -71,6 +71,43 @@ options:
       - Repository and tag (V(repository:tag)) of the committed image.
       - Defaults to V(ferry-commit/<container>:<UTC timestamp>).
     type: str
+  stream_to:
+    description:
+      - Load the committed image straight into the Docker engine of another host instead of saving it into the
+        bundle, over SSH with a key of the run (the way M(ferry.docker.docker_migrate_source) sends bundles;
+        the host keys come from C(known_hosts) in O(stream_to.key_dir)). Nothing is staged on either disk.
+      - The archive is saved by image ID, so the image arrives without a tag; the engine there checks every
+        layer against the image's diff IDs while it loads, and the image ID it reports (the digest of the
+        image's configuration) must be the committed one, or what it loaded is removed again and the task
+        fails. When that host already has the image, nothing is sent.
+      - Runs C(docker image inspect) and C(docker load) there, as O(stream_to.user).
+      - The bundle's manifest then records the image under C(streamed) (image ID, host, bytes and sha256 of
+        the stream) instead of an image artifact, and an image archive of an earlier capture is removed.
+        M(ferry.docker.docker_load) with O(ferry.docker.docker_load#module:streamed=true) tags it on that
+        host; the bundle alone no longer holds the image.
+    type: dict
+    suboptions:
+      user:
+        description: Login user on the other host; it must be allowed to run C(docker).
+        type: str
+        default: root
+      address:
+        description: Address of the other host.
+        type: str
+        required: true
+      port:
+        description: SSH port of the other host.
+        type: int
+        default: 22
+      key_dir:
+        description:
+          - Directory holding the private key C(id_ed25519) and the C(known_hosts) file to use.
+        type: path
+        required: true
+      timeout:
+        description: Seconds the whole load may take; past it the transfer is stopped and the task fails.
+        type: int
+        default: 3600
 requirements:
   - Docker SDK for Python >= 5.0.0 on the managed host (tested with 5.0.3 and 7.1.0)
   - Python >= 3.11 on the managed host (tested with 3.11 and 3.13)
@@ -98,7 +135,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 path:
-  description: Path of the archive file.
+  description: Path of the archive file (empty with O(stream_to)).
   returned: always
   type: str
   sample: /var/backups/ferry/web/image.tar.zst
@@ -139,9 +176,27 @@ image_removed:
   description: Whether the committed image was removed from the host afterwards.
   returned: success, not in check mode
   type: bool
+streamed:
+  description:
+    - With O(stream_to), what the manifest records under C(streamed) (C(new) is false when the other host had
+      the image already, and nothing was sent).
+  returned: success with O(stream_to), not in check mode
+  type: dict
+  sample:
+    kind: image
+    name: web
+    image_id: sha256:0d7c...
+    to: root@192.0.2.12
+    new: true
+    bytes: 5242880
+    sha256: 3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8555
+    excluded_layers: [sha256:8bc3...]
+    image_ref: ferry-commit/web:20250101T120000Z
+    layers: [sha256:8bc3..., sha256:5f70...]
+    container_id: 4f1c0d...
 artifact:
   description: The artifact entry recorded in the manifest (kind V(image)).
-  returned: success, not in check mode
+  returned: success without O(stream_to), not in check mode
   type: dict
   sample:
     kind: image

@@ -53,6 +53,16 @@ options:
       - Move a tag that already names another image on the engine to the loaded image.
     type: bool
     default: false
+  streamed:
+    description:
+      - The image is not in the bundle; the capture loaded it straight into this engine
+        (M(ferry.docker.docker_commit_save) with O(ferry.docker.docker_commit_save#module:stream_to)), and the
+        manifest records it under C(streamed). The engine must have exactly the image ID recorded there (the
+        digest of its configuration, whose layers the engine checked while loading); it is then tagged.
+        Nothing is read from the bundle but its manifest, whose signature is checked as for a load.
+      - Without it, a bundle whose image was streamed fails with a message that says so.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ferry.docker.docker
   - ferry.docker.bundle_trust
@@ -99,7 +109,7 @@ excluded_layers:
   type: list
   elements: str
 path:
-  description: Archive file.
+  description: Archive file (empty with O(streamed=true)).
   returned: always
   type: str
 size:

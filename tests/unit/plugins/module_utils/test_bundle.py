@@ -208,6 +208,25 @@ def test_find_artifact(manifest):
     assert find_artifact(manifest, "filesystem") is None
 
 
+def test_a_streamed_image_is_recorded_once_per_name_and_checked(manifest):
+    streamed = {"kind": "image", "name": "web", "image_id": "sha256:" + "b" * 64, "to": "root@192.0.2.12"}
+    _bundle.add_streamed(manifest, dict(streamed, bytes=1))
+    _bundle.add_streamed(manifest, dict(streamed, bytes=2))
+    _bundle.add_streamed(manifest, dict(streamed, name="db"))
+    assert [(e["name"], e.get("bytes")) for e in manifest["streamed"]] == [("web", 2), ("db", None)]
+    assert _bundle.find_streamed(manifest, "image", "web")["bytes"] == 2
+    assert _bundle.find_streamed(manifest, "image", "nope") is None
+    assert validate_manifest(manifest) == []
+    manifest["streamed"].append(dict(streamed, kind="volume", image_id="web:latest", to=5))
+    assert validate_manifest(manifest) == [
+        "streamed[2].to must be a string",
+        "streamed[2].kind must be image",
+        "streamed[2].image_id must be sha256:<64 lowercase hexadecimal characters>",
+    ]
+    manifest["streamed"] = {"web": streamed}
+    assert validate_manifest(manifest) == ["streamed must be a list"]
+
+
 def test_artifact_entry_from_writer_result(tmp_path):
     written = write_stream([b"volume data"], tmp_path, "volume-data.tar.gz", compression="gzip")
     entry = artifact_entry("volume", "data", written, volume="data")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import subprocess
 import types
@@ -53,3 +54,85 @@ def test_a_send_returns_the_bytes_or_fails_naming_the_destination_and_rsyncs_las
 
     with pytest.raises(_transfer.SendFailed, match="more than 60 s"):
         _transfer.send("/k", 22, "/w/a", "root", "192.0.2.12", "/in/a", 60, run=slow)
+
+
+# -- docker load on another host, fed through the run's SSH connection --------------------------------------------
+
+IMAGE = "sha256:" + "ab" * 32
+OTHER = "sha256:" + "cd" * 32
+
+
+def _popen_running(script):
+    """A ``popen`` for RemoteLoad that runs ``script`` here (sh) instead of ssh; it keeps the ssh argv it was given."""
+    seen = {}
+
+    def popen(argv, **kwargs):
+        seen["argv"] = argv
+        return subprocess.Popen(["sh", "-c", script], **kwargs)
+
+    return popen, seen
+
+
+def test_a_remote_load_is_docker_load_over_the_shared_connection_and_hashes_what_it_fed():
+    popen, seen = _popen_running(f'cat >/dev/null; echo "Loaded image ID: {IMAGE}"')
+    load = _transfer.RemoteLoad("/k", 2222, "root", "192.0.2.12", timeout=30, popen=popen)
+    load.write(b"abc")
+    load.write(b"")
+    load.write(b"def")
+    assert load.finish() == [IMAGE]
+    assert load.bytes == 6 and load.sha256 == hashlib.sha256(b"abcdef").hexdigest()
+    argv = seen["argv"]
+    assert argv[0] == "ssh" and argv[-2:] == ["root@192.0.2.12", "docker load"]
+    assert "ControlMaster=auto" in argv and "StrictHostKeyChecking=yes" in argv
+
+
+def test_a_load_that_stops_reading_fails_with_its_last_words():
+    popen, _seen = _popen_running("echo 'Error processing tar file: unexpected EOF' >&2; exit 1")
+    load = _transfer.RemoteLoad("/k", 22, "root", "192.0.2.12", timeout=30, popen=popen)
+    with pytest.raises(_transfer.SendFailed, match=r"docker load on root@192\.0\.2\.12 .*unexpected EOF"):
+        for _chunk in range(64):  # more than a pipe holds: the write meets the closed pipe
+            load.write(b"x" * 65536)
+        load.finish()
+    load.abort()  # safe after a failure
+
+
+def test_a_load_past_its_timeout_is_killed_and_says_so():
+    popen, _seen = _popen_running("exec sleep 30")
+    load = _transfer.RemoteLoad("/k", 22, "root", "192.0.2.12", timeout=0.3, popen=popen)
+    with pytest.raises(_transfer.SendFailed, match=r"took more than 0\.3 s"):
+        load.finish()
+
+
+def test_a_load_that_tags_an_image_is_refused():
+    popen, _seen = _popen_running("cat >/dev/null; echo 'Loaded image: evil/web:latest'")
+    load = _transfer.RemoteLoad("/k", 22, "root", "192.0.2.12", timeout=30, popen=popen)
+    load.write(b"tar")
+    with pytest.raises(_transfer.SendFailed, match="loaded a tagged image"):
+        load.finish()
+
+
+@pytest.mark.parametrize(
+    "code, out, expected",
+    [(0, IMAGE + "\n", IMAGE), (0, f"Error: No such image: {IMAGE}\n", ""), (0, "Error response from daemon: x", None)],
+)
+def test_whether_the_other_host_has_an_image(code, out, expected):
+    def run(argv, **kwargs):
+        assert argv[-1].startswith(f"docker image inspect --format '{{{{.Id}}}}' {IMAGE}")
+        return types.SimpleNamespace(returncode=code, stdout=out, stderr="")
+
+    if expected is None:
+        with pytest.raises(_transfer.SendFailed, match=r"could not ask the engine on root@192\.0\.2\.12"):
+            _transfer.remote_image_id("/k", 22, "root", "192.0.2.12", IMAGE, run=run)
+    else:
+        assert _transfer.remote_image_id("/k", 22, "root", "192.0.2.12", IMAGE, run=run) == expected
+
+
+def test_only_an_image_id_goes_into_the_remote_commands():
+    with pytest.raises(ValueError, match="is not an image ID"):
+        _transfer.remote_image_id("/k", 22, "root", "h", "web; rm -rf /")
+    assert "is not an image ID" in _transfer.remove_remote_image("/k", 22, "root", "h", "$(reboot)")
+
+    def run(argv, **kwargs):
+        return types.SimpleNamespace(returncode=1, stdout="", stderr="image is being used by running container")
+
+    assert "still there" in _transfer.remove_remote_image("/k", 22, "root", "h", OTHER, run=run)

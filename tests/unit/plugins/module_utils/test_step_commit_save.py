@@ -1,0 +1,95 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""docker_commit_save's stream into another host's engine (stream_to), with the transfer's ssh replaced by fakes."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from ansible_collections.ferry.docker.plugins.module_utils import _step_commit_save, _transfer
+
+IMAGE = "sha256:" + "ab" * 32
+OTHER = "sha256:" + "cd" * 32
+TARGET = {"user": "root", "address": "192.0.2.12", "port": 22, "key_dir": "/k", "timeout": 60}
+
+
+class Failed(Exception):
+    pass
+
+
+class FakeCap:
+    def __init__(self, chunks):
+        self.client = type("Client", (), {"get_image": lambda _self, ref, chunk_size: iter(chunks)})()
+
+    @contextlib.contextmanager
+    def errors(self, what):
+        yield
+
+    def fail(self, msg):
+        raise Failed(msg)
+
+
+class FakeLoad:
+    def __init__(self, loaded):
+        self.loaded, self.data, self.aborted = loaded, b"", False
+
+    def write(self, data):
+        self.data += data
+
+    @property
+    def bytes(self):
+        return len(self.data)
+
+    @property
+    def sha256(self):
+        return "f" * 64
+
+    def finish(self):
+        if isinstance(self.loaded, Exception):
+            raise self.loaded
+        return self.loaded
+
+    def abort(self):
+        self.aborted = True
+
+
+@pytest.fixture
+def remote(monkeypatch):
+    state = {"has": "", "removed": [], "load": None}
+    monkeypatch.setattr(_transfer, "remote_image_id", lambda *args, **kwargs: state["has"])
+    monkeypatch.setattr(
+        _transfer, "remove_remote_image", lambda *args, **kwargs: state["removed"].append(args[4]) or ""
+    )
+    monkeypatch.setattr(_transfer, "RemoteLoad", lambda *args, **kwargs: state["load"])
+    return state
+
+
+def test_the_image_goes_whole_into_the_load_and_is_recorded_as_new(remote):
+    remote["load"] = FakeLoad([IMAGE])
+    out = _step_commit_save.stream(FakeCap([b"tar", b"data"]), IMAGE, {"RootFS": {"Layers": ["l1"]}}, [], TARGET)
+    assert remote["load"].data == b"tardata"
+    assert out == dict(to="root@192.0.2.12", image_id=IMAGE, new=True, bytes=7, sha256="f" * 64, excluded_layers=[])
+
+
+def test_a_host_that_has_the_image_gets_nothing(remote):
+    remote["has"] = IMAGE
+    out = _step_commit_save.stream(FakeCap([b"never read"]), IMAGE, {}, [], TARGET)
+    assert out["new"] is False and out["bytes"] == 0 and remote["load"] is None
+
+
+def test_an_engine_that_loads_another_image_has_it_removed_and_the_step_fails(remote):
+    remote["load"] = FakeLoad([OTHER])
+    with pytest.raises(Failed, match=rf"loaded {OTHER} from the stream of image {IMAGE}; what it loaded was removed"):
+        _step_commit_save.stream(FakeCap([b"tar"]), IMAGE, {}, [], TARGET)
+    assert remote["removed"] == [OTHER]
+
+
+def test_a_failed_load_is_stopped_and_named(remote):
+    remote["load"] = FakeLoad(_transfer.SendFailed("docker load on root@192.0.2.12 failed (exit 1): no space left"))
+    with pytest.raises(Failed, match=rf"streaming image {IMAGE} into the engine on root@192.0.2.12 failed: .*no space"):
+        _step_commit_save.stream(FakeCap([b"tar"]), IMAGE, {}, [], TARGET)
+    assert remote["load"].aborted
