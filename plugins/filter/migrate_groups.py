@@ -609,7 +609,9 @@ def migrate_wave_results(
             source_groups[gid] = dict(result, failed_task=f"Pre-copy the volumes of {gid}")
     for gid, result in ((prepared or {}).get("groups") or {}).items():
         if not result.get("ok"):  # the target refused it before anything moved
-            source_groups[gid] = dict(result, failed_task=f"Create the target volumes of the pre-copy, {gid}")
+            source_groups[gid] = dict(
+                result, failed_task=f"Create on the target the volumes copied straight into it, {gid}"
+            )
     target_groups = (target or {}).get("groups") or {}
     put_back_groups = (put_back or {}).get("groups") or {}
     cut_groups = (cutover or {}).get("groups") or {}
@@ -661,8 +663,9 @@ def migrate_created(target_groups):
 
 
 def migrate_with_image_ids(members, source):
-    """The target's members with the image ID each capture returned (commit mode), and the content digest of
-    each volume it pre-copied (checked on the target before anything uses the volume)."""
+    """The target's members with the image ID each capture returned (commit mode), whether it loaded the image
+    straight into the target's engine (``image_streamed``: new, present or empty), and the content digest of each
+    volume it pre-copied (checked on the target before anything uses the volume)."""
     captured = (source or {}).get("members") or {}
     out = []
     for member in members:
@@ -675,7 +678,9 @@ def migrate_with_image_ids(members, source):
             for name, entry in (mine.get("volumes") or {}).items()
             if entry.get("choice") in _precopy.DIRECT and entry.get("digest")
         }
-        out.append(dict(member, image_id=mine.get("image_id", ""), precopied=precopied))
+        streamed = mine.get("image_streamed")
+        image_streamed = ("new" if streamed.get("new") else "present") if streamed else ""
+        out.append(dict(member, image_id=mine.get("image_id", ""), precopied=precopied, image_streamed=image_streamed))
     return out
 
 
@@ -806,13 +811,29 @@ def _volume_report(item, captured, precopy):
     return out
 
 
+def _image_transfer(captured):
+    """How a member's image went: ``stream`` (loaded straight into the target's engine), ``present`` (the target had
+    it; nothing was sent) or ``bundle``."""
+    streamed = (captured or {}).get("image_streamed")
+    if streamed:
+        return "stream" if streamed.get("new") else "present"
+    return "bundle"
+
+
 def migrate_group_results(group, source=None, sent=None, target=None, cutover=None, failure=None, **times):
     """One report entry per member of ``group``."""
     precopy = times.pop("precopy", None) or {}
     source, target, cutover, failure = source or {}, target or {}, cutover or {}, failure or {}
     started, ended = float(times.get("started_at") or 0), float(times.get("ended_at") or 0)
     captured = source.get("members") or {}
-    total_captured = sum(int((captured.get(m["container"]) or {}).get("bytes_captured", 0)) for m in group["members"])
+
+    def streamed_bytes(name):  # an image loaded straight into the target's engine: not in the bundle rsync sent
+        return int(((captured.get(name) or {}).get("image_streamed") or {}).get("bytes") or 0)
+
+    def bundled(name):
+        return int((captured.get(name) or {}).get("bytes_captured", 0)) - streamed_bytes(name)
+
+    total_captured = sum(bundled(m["container"]) for m in group["members"])
     total_sent = sum(int(size) for size in (sent or []))
     failed_result = failure.get("result") or {}
     cut_failed = bool(cutover.get("failed"))
@@ -820,7 +841,7 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
     entries = []
     for item in group["members"]:
         name = item["container"]
-        mine = int((captured.get(name) or {}).get("bytes_captured", 0))
+        mine = bundled(name)
         entry = {key: value for key, value in item.items() if key not in INTERNAL and key not in ("received",)}
         phases = {"preflight": round(float(item.get("probe_seconds") or 0), 3)}
         if moving:
@@ -879,8 +900,8 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             ended_at=round(ended, 3),
             image=item.get("image_ref", ""),
             bundle=item.get("bundle", "") if moving else "",
-            bytes_captured=mine,
-            bytes_sent=round(total_sent * mine / total_captured) if total_captured else 0,
+            bytes_captured=mine + streamed_bytes(name),
+            bytes_sent=(round(total_sent * mine / total_captured) if total_captured else 0) + streamed_bytes(name),
             excluded_layers=len(item.get("exclude_layers") or []),
             source_state_after=after,
             downtime_seconds=round(up_at - down_at, 3) if down_at and state_before in ("running", "paused") else 0,
@@ -888,6 +909,7 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             group=[m["container"] for m in group["members"]] if len(group["members"]) > 1 else [],
             hooks=[hook for hook in source.get("hooks") or [] if hook.get("container") == name],
             volumes=_volume_report(item, captured.get(name), precopy),
+            image_transfer=_image_transfer(captured.get(name)) if moving else "",
             precopy_sent_bytes=sum(
                 int(v.get("sent_bytes") or 0)
                 for n, v in ((precopy.get("volumes") or {}).items())

@@ -328,6 +328,7 @@ RUN_ENVIRONMENT = "FERRY_MIGRATE_RUN"
 DIGEST_LABEL = "ferry.docker.config-digest"
 # The repository of the images migrations commit (see the migrate role).
 MIGRATE_IMAGE_PREFIX = "ferry-migrate/"
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 SSH_OPTIONS = (
     "-o",
     "BatchMode=yes",
@@ -386,6 +387,9 @@ def fire_plan(doc, target_stopped=False):
             steps.append(("drop_target_volumes", entry["target"], tuple(entry["precopied"])))
         if entry.get("precopied_paths") and entry.get("target") in targets:
             steps.append(("drop_target_paths", entry["target"], tuple(entry["precopied_paths"])))
+        if entry.get("streamed_images") and entry.get("target") in targets:
+            # an image the capture loaded straight into the target's engine, untagged until the restore tags it
+            steps.append(("drop_target_images", entry["target"], tuple(entry["streamed_images"])))
         steps.append(("restore_source", entry.get("state_before", "running")))
         plan.append((name, steps))
     return plan
@@ -441,6 +445,20 @@ class TargetOps:
         script = (
             f'left=; for volume in {names}; do docker volume rm "$volume" >/dev/null 2>&1 || '
             '{ docker volume inspect "$volume" >/dev/null 2>&1 && left="$left $volume"; }; done; '
+            '[ -z "$left" ] || { echo "still there:$left" >&2; exit 5; }'
+        )
+        code, _out, err = self.run(ssh_argv(self.targets[host], script))
+        return code == 0, err.strip()[-300:]
+
+    def drop_images(self, host, images):
+        """Remove the images ``images`` (IDs only) from ``host`` unless a container uses them; ``(True, "")`` when
+        none of them is left."""
+        ids = [image for image in images if _IMAGE_ID.match(image)]
+        if len(ids) != len(images):
+            return False, f"refused to remove {sorted(set(images) - set(ids))}: not image IDs"
+        script = (
+            f'left=; for image in {" ".join(ids)}; do docker image rm "$image" >/dev/null 2>&1 || '
+            '{ docker image inspect "$image" >/dev/null 2>&1 && left="$left $image"; }; done; '
             '[ -z "$left" ] || { echo "still there:$left" >&2; exit 5; }'
         )
         code, _out, err = self.run(ssh_argv(self.targets[host], script))
@@ -621,6 +639,13 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
                         f"removed the volumes the run made on {step[1]}: {', '.join(step[2])}"
                         if dropped
                         else f"could not remove the volumes the run made on {step[1]}: {', '.join(step[2])} ({error})"
+                    )
+                elif step[0] == "drop_target_images":
+                    dropped, error = target_ops.drop_images(step[1], step[2])
+                    notes.append(
+                        f"removed the image the run streamed to {step[1]}: {', '.join(i[:19] for i in step[2])}"
+                        if dropped
+                        else f"could not remove the image the run streamed to {step[1]}: {', '.join(step[2])} ({error})"
                     )
                 else:
                     try:

@@ -147,6 +147,7 @@ class SourceRun:
         self.phases = Phases(now)
         self.now = now
         self.stopped = []
+        self.streamed = {}  # member: the ID of the image its capture loaded into the target's engine (a new one)
 
     def _run(self, phase, member, module, args, what, progress=None):
         if progress:
@@ -167,11 +168,15 @@ class SourceRun:
             "timeout": progress.get("timeout") or 21600,
         }
 
-    def journal(self, phase, precopied=None):
+    def journal(self, phase, precopied=None, streamed=None):
         journal = self.options.get("journal")
         if not journal:
             return
         containers = [{"name": m["container"]} for m in self.members]
+        for entry in containers:
+            if entry["name"] in (streamed or {}):
+                # what the guard removes from the target's engine if the run is lost before the restore tags it
+                entry["streamed_images"] = [streamed[entry["name"]]]
         if precopied is not None:
             # what the guard removes from the target if the run is lost before the container exists there: the
             # volumes, and the bind directories the pre-copy made (or filled, when they were there empty)
@@ -434,6 +439,9 @@ class SourceRun:
                 pass
             elif opts["mode"] == "commit":
                 args = self._commit_args(member)
+                target = copier.stream_target() if copier is not None and opts.get("image") == "stream" else None
+                if target:
+                    args["stream_to"] = target  # straight into the target's engine: no archive on either disk
                 result = self._run(
                     "capture",
                     name,
@@ -444,6 +452,17 @@ class SourceRun:
                 )
                 entry["image_id"] = result.get("image_id", "")
                 entry["bytes_captured"] += int(result.get("size") or 0)
+                streamed = result.get("streamed")
+                if streamed:
+                    entry["image_streamed"] = {
+                        "new": bool(streamed.get("new")),
+                        "bytes": int(streamed.get("bytes") or 0),
+                        "sha256": streamed.get("sha256", ""),
+                    }
+                    entry["image"] = _IMAGE_STREAM_REASON if streamed.get("new") else _IMAGE_THERE_REASON
+                    if streamed.get("new"):
+                        self.streamed[name] = entry["image_id"]
+                        self.journal("capture", streamed=self.streamed)
                 _keep_progress(entry, result)
             else:
                 args = dict(container=name, dest=member["bundle"], compression=opts["compression"])
@@ -492,6 +511,17 @@ class SourceRun:
         out["phases"] = self.phases.close()
         out["ended_at"] = round(self.now(), 3)
         return out
+
+    def drop_streamed(self, copier):
+        """Remove from the target's engine the images this capture streamed there (only new ones: an image the
+        target had is left); what could not be removed, as sentences."""
+        left = []
+        for name, image_id in sorted(self.streamed.items()):
+            why = copier.drop_image(image_id) if copier is not None else "no connection to the target"
+            if why:
+                left.append(f"the image of {name} streamed to the target ({image_id[:19]}) is still there: {why}")
+        self.streamed = {}
+        return left
 
     def run_hooks(self, running):
         """The pre-migrate hooks of the running members, before anything is stopped: the command in a
@@ -621,6 +651,11 @@ class TargetRun:
                 # ferry-migrate/<name> is the migrations' own repository: a tag left there by an earlier run that
                 # did not finish (or an older migration) is moved, not a reason to stop
                 args = dict(bundle=bundle, tag=image_ref, force_tag=True, **trust)
+                if member.get("image_streamed"):
+                    # the capture loaded it into this engine: checked here by its ID, then tagged
+                    args["streamed"] = True
+                    if member["image_streamed"] == "new":
+                        created["image_id"] = member.get("image_id", "")  # the run brought it: a failure removes it
                 result = self._run("restore", name, "ferry.docker.docker_load", args, f"loading the image of {name}")
                 if result.get("changed"):
                     created["image"] = image_ref
@@ -773,6 +808,8 @@ class TargetRun:
 FINAL_PASSES_AT_ONCE = 4  # a group's volumes whose last pass runs at once, once the members are stopped
 _PRECOPY_REASON = "pre-copied while the source served, the last delta once it was stopped"
 _STREAM_REASON = "streamed once the source was stopped, straight into the target's volume (no bundle)"
+_IMAGE_STREAM_REASON = "committed once stopped and loaded straight into the target's engine (no bundle)"
+_IMAGE_THERE_REASON = "committed once stopped; the target's engine had this image already, nothing was sent"
 
 
 def _cache_file(spec, name):
@@ -854,6 +891,7 @@ SOURCE_SPEC = dict(
         ),
     ),
     mode=dict(type="str", default="commit", choices=["commit", "export"]),
+    image=dict(type="str", default="bundle", choices=["bundle", "stream"]),
     consistency=dict(type="str", default="stop", choices=["stop", "pause"]),
     cutover=dict(type="str", default="stop", choices=["stop", "keep", "remove"]),
     compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "none"]),
@@ -1039,6 +1077,8 @@ def capture_groups(call, groups, options, now=time.time, send=None, copier=None)
             except StepFailed as again:
                 failure["msg"] += f"; putting the sources back failed too: {again}"
                 failure["source_states"] = {}
+            for left in run.drop_streamed(copier):
+                failure["msg"] += f"; {left}"
             failure["phases"]["rollback"] = round(now() - undo_started, 3)
     return results
 

@@ -37,6 +37,7 @@ import time
 from ansible_collections.ferry.docker.plugins.module_utils._transfer import (
     RSYNC_IO_TIMEOUT,
     child_environment,
+    remove_remote_image,
     ssh_command,
 )
 
@@ -391,6 +392,16 @@ class LocalCopier:
         s = self.send
         argv = ["rsync", *rsync_argv(s["key_dir"], s["port"], src, s["user"], s["address"], dest)]
         return copy_pass(argv, f"{s['user']}@{s['address']}:{dest}", s.get("timeout") or 21600)
+
+    def stream_target(self):
+        """Where ``docker_commit_save`` streams an image (its ``stream_to``): the target of the sends."""
+        s = self.send
+        return dict(user=s["user"], address=s["address"], port=s["port"], key_dir=s["key_dir"], timeout=s["timeout"])
+
+    def drop_image(self, image_id):
+        """Remove ``image_id`` from the target's engine unless a container uses it: ``""``, or why not."""
+        s = self.send
+        return remove_remote_image(s["key_dir"], s["port"], s["user"], s["address"], image_id)
 
     def digest(self, path, cache_file):
         from ansible_collections.ferry.docker.plugins.module_utils._volmeta import walk_digest

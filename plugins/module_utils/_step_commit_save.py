@@ -12,6 +12,7 @@ after another (``_steps``).
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from ansible_collections.ferry.docker.plugins.module_utils import _transfer
@@ -25,7 +26,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._capture import (
     repository_component,
     save_manifest,
 )
-from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, suffix
+from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, new_compressor, suffix
 
 
 def image_ref(params, container_name):
@@ -61,24 +62,50 @@ def save(cap, ref, image, exclude):
         return writer.commit(), excluded
 
 
+class _Packed:
+    """Feeds ``load`` (``write``) the archive compressed with ``compressor``; the sha256 and size of the archive."""
+
+    def __init__(self, load, compressor):
+        self.load, self.compressor = load, compressor
+        self.raw_bytes = 0
+        self._sha256 = hashlib.sha256()
+
+    def write(self, data):
+        self.raw_bytes += len(data)
+        self._sha256.update(data)
+        self.load.write(self.compressor.compress(data))
+
+    def finish(self):
+        self.load.write(self.compressor.flush())
+        return self.load.finish()
+
+    @property
+    def sha256(self):
+        return self._sha256.hexdigest()
+
+
 def stream(cap, image_id, image, exclude, target):
     """Load the image ``image_id`` straight into the engine of ``target`` (``stream_to``) over the run's SSH
     connection, untagged, hashed as it goes; nothing is staged on either disk. Returns what the manifest records
     under ``streamed``. The engine there checks every layer against the image's diff IDs as it loads, and the
     image ID it reports (the digest of the image's configuration) must be ``image_id``: an image that is not
-    is removed there again and the step fails."""
+    is removed there again and the step fails. The stream is compressed as the bundle would be (zstd only when
+    that host has zstd to unpack it; else it goes as it is)."""
     where = f"{target['user']}@{target['address']}"
     args = (target["key_dir"], target["port"], target["user"], target["address"])
     try:
         with cap.errors(f"asking {where} whether it has image {image_id}"):
-            if _transfer.remote_image_id(*args, image_id, timeout=min(60, target["timeout"])):
-                return dict(to=where, image_id=image_id, new=False, bytes=0, sha256="", excluded_layers=[])
-        load = _transfer.RemoteLoad(*args, timeout=target["timeout"])
+            there, zstd = _transfer.probe_target(*args, image_id, timeout=min(60, target["timeout"]))
+            if there:
+                return dict(to=where, image_id=image_id, new=False, bytes=0, raw_bytes=0, sha256="")
+        wire = cap.compression if cap.compression != "zstd" or zstd else "none"
+        load = _transfer.RemoteLoad(*args, timeout=target["timeout"], unpack=wire)
+        packed = _Packed(load, new_compressor(wire, cap.level))
         try:
             # by ID: the archive names no tag, so the image arrives untagged
             with cap.errors(f"streaming image {image_id} into the engine on {where}"):
-                excluded = save_into(cap.client, image_id, image, exclude, load)
-                loaded = load.finish()
+                excluded = save_into(cap.client, image_id, image, exclude, packed)
+                loaded = packed.finish()
         except BaseException:
             load.abort()  # a load cut off in the middle adds no image: the engine registers it once all is in
             raise
@@ -90,7 +117,16 @@ def stream(cap, image_id, image, exclude, target):
             f"the engine on {where} loaded {', '.join(loaded) or 'no image'} from the stream of image {image_id}; "
             "what it loaded was removed again" + (f" except {', '.join(left)} (remove it by hand)" if left else "")
         )
-    return dict(to=where, image_id=image_id, new=True, bytes=load.bytes, sha256=load.sha256, excluded_layers=excluded)
+    return dict(
+        to=where,
+        image_id=image_id,
+        new=True,
+        compression=wire,
+        bytes=load.bytes,
+        raw_bytes=packed.raw_bytes,
+        sha256=packed.sha256,
+        excluded_layers=excluded,
+    )
 
 
 def commit(client, container_id, repository, tag, pause):
@@ -174,7 +210,7 @@ def run(fm):
             image_id=image_id,
             image_removed=removed,
             streamed=entry,
-            bytes_read=streamed["bytes"],
+            bytes_read=streamed["raw_bytes"],
             bytes_written=0,
             size=streamed["bytes"],
             sha256=streamed["sha256"],

@@ -134,7 +134,7 @@ def renew(module, journal):
         journal.renew()
         names = [c["name"] for c in params["containers"]] or sorted(doc["containers"])
         extra = {
-            c["name"]: {k: c[k] for k in ("precopied", "precopied_paths") if c.get(k) is not None}
+            c["name"]: {k: c[k] for k in ("precopied", "precopied_paths", "streamed_images") if c.get(k) is not None}
             for c in params["containers"]
         }
         updates = {k: params[k] for k in ("phase", "status") if params[k]}
@@ -256,6 +256,7 @@ SPEC = dict(
             target_volumes=dict(type="list", elements="str"),
             precopied=dict(type="list", elements="str"),
             precopied_paths=dict(type="list", elements="str"),
+            streamed_images=dict(type="list", elements="str"),
             cutover=dict(type="str", choices=["stop", "keep", "remove"]),
         ),
     ),

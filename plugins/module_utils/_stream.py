@@ -109,6 +109,12 @@ def zstd_workers(threads):
     return threads
 
 
+def new_compressor(compression, level=None, threads=-1):
+    """A streaming compressor (``compress(data)``, ``flush()``) as the artifacts use; none for ``none``."""
+    _require(compression)
+    return _compressor(compression, level, threads)
+
+
 def _compressor(compression, level, threads):
     if compression == "zstd":
         workers = zstd_workers(threads)

@@ -141,13 +141,17 @@ def remote_argv(key_dir, port, user, address, command):
     return [*ssh_command(key_dir, port, shared=True), f"{user}@{address}", command]
 
 
-def remote_image_id(key_dir, port, user, address, image_id, timeout=60, run=subprocess.run):
-    """``image_id`` when the engine on ``address`` has that image, ``""`` when it does not. Raises SendFailed when
-    the host cannot be asked (ssh fails, or docker answers something else)."""
+def probe_target(key_dir, port, user, address, image_id, timeout=60, run=subprocess.run):
+    """What the host ``address`` has for an image stream, in one round trip: ``(image_id or "", zstd)``, the image
+    when its engine has it, and whether ``zstd`` is there to unpack the stream. Raises SendFailed when the host
+    cannot be asked (ssh fails, or docker answers something else)."""
     if not _IMAGE_ID.match(image_id or ""):
         raise ValueError(f"{image_id!r} is not an image ID (sha256:<64 hexadecimal digits>)")
     where = f"{user}@{address}"
-    command = f"docker image inspect --format '{{{{.Id}}}}' {image_id} 2>&1 || true"
+    command = (
+        "if command -v zstd >/dev/null 2>&1; then echo zstd=yes; else echo zstd=no; fi; "
+        f"docker image inspect --format '{{{{.Id}}}}' {image_id} 2>&1 || true"
+    )
     try:
         done = run(
             remote_argv(key_dir, port, user, address, command),
@@ -161,14 +165,17 @@ def remote_image_id(key_dir, port, user, address, image_id, timeout=60, run=subp
         raise SendFailed(f"asking {where} whether it has image {image_id} took more than {timeout} s") from None
     except OSError as exc:
         raise SendFailed(f"ssh could not run on this host to reach {where}: {exc}") from None
-    answer = (done.stdout or "").strip()
-    if done.returncode == 0 and answer == image_id:
-        return image_id
-    if done.returncode == 0 and "no such image" in answer.lower():
-        return ""
+    first, _sep, answer = (done.stdout or "").partition("\n")
+    answer = answer.strip()
+    if done.returncode == 0 and first.startswith("zstd="):
+        zstd = first.strip() == "zstd=yes"
+        if answer == image_id:
+            return image_id, zstd
+        if "no such image" in answer.lower():
+            return "", zstd
     raise SendFailed(
         f"could not ask the engine on {where} whether it has image {image_id} (exit {done.returncode}): "
-        + _tail(done.stderr or answer)
+        + _tail(done.stderr or done.stdout)
     )
 
 
@@ -194,13 +201,14 @@ def remove_remote_image(key_dir, port, user, address, image_id, timeout=60, run=
 
 class RemoteLoad:
     """``docker load`` on another host, fed through the run's shared SSH connection: ``write`` the archive (a
-    ``docker save`` stream; each byte is hashed as it goes), then ``finish()``. Nothing is staged on either disk.
+    ``docker save`` stream, raw or gzip, or zstd with ``unpack="zstd"``; each byte is hashed as it goes), then
+    ``finish()``. Nothing is staged on either disk.
 
     ``finish()`` returns the image IDs the engine there says it loaded; an archive of an image without a tag
     loads without one, so nothing on that host refers to the image before it is checked. ``timeout`` bounds the
     whole load: past it the ssh process is killed. ``abort()`` kills it (safe to call twice)."""
 
-    def __init__(self, key_dir, port, user, address, timeout, popen=subprocess.Popen):
+    def __init__(self, key_dir, port, user, address, timeout, unpack="", popen=subprocess.Popen):
         self.where = f"{user}@{address}"
         self.timeout = timeout
         self.bytes = 0
@@ -209,7 +217,10 @@ class RemoteLoad:
         self._timed_out = False
         try:
             self._proc = popen(
-                remote_argv(key_dir, port, user, address, "docker load"),
+                # docker load unpacks gzip itself; zstd (which it does not read before Docker 25) goes through zstd
+                remote_argv(
+                    key_dir, port, user, address, "zstd -dc | docker load" if unpack == "zstd" else "docker load"
+                ),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -83,6 +83,16 @@ options:
         description: ID of the bundle's image (commit mode), to know whether the host had it before.
         type: str
         default: ""
+      image_streamed:
+        description:
+          - The capture loaded the image straight into this host's engine (M(ferry.docker.docker_migrate_source)
+            O(ferry.docker.docker_migrate_source#module:image=stream)) instead of putting it in the bundle.
+          - V(new) when the engine did not have it before (a failed restore removes it), V(present) when it did.
+          - The engine must have exactly O(groups[].members[].image_id) (also recorded in the signed manifest)
+            before the image is tagged and used.
+        type: str
+        default: ""
+        choices: ["", new, present]
       received:
         description: The bundle directory on this host.
         type: str
@@ -296,6 +306,7 @@ MEMBER = dict(
     has_volumes=dict(type="bool", default=False),
     image_ref=dict(type="str", required=True),
     image_id=dict(type="str", default=""),
+    image_streamed=dict(type="str", default="", choices=["", "new", "present"]),
     received=dict(type="str", required=True),
     entry=dict(type="dict", default={}),
     precopied=dict(type="dict", default={}),

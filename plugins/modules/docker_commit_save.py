@@ -80,6 +80,8 @@ options:
         layer against the image's diff IDs while it loads, and the image ID it reports (the digest of the
         image's configuration) must be the committed one, or what it loaded is removed again and the task
         fails. When that host already has the image, nothing is sent.
+      - The stream is compressed as O(compression) says; with V(zstd) only when that host has the C(zstd) program
+        to unpack it (C(docker load) reads gzip itself), otherwise it goes uncompressed.
       - Runs C(docker image inspect) and C(docker load) there, as O(stream_to.user).
       - The bundle's manifest then records the image under C(streamed) (image ID, host, bytes and sha256 of
         the stream) instead of an image artifact, and an image archive of an earlier capture is removed.
@@ -179,7 +181,8 @@ image_removed:
 streamed:
   description:
     - With O(stream_to), what the manifest records under C(streamed) (C(new) is false when the other host had
-      the image already, and nothing was sent).
+      the image already, and nothing was sent). C(bytes) went over the wire (compressed as C(compression) says);
+      C(raw_bytes) and C(sha256) are those of the archive.
   returned: success with O(stream_to), not in check mode
   type: dict
   sample:
@@ -188,7 +191,9 @@ streamed:
     image_id: sha256:0d7c...
     to: root@192.0.2.12
     new: true
-    bytes: 5242880
+    compression: zstd
+    bytes: 2097152
+    raw_bytes: 5242880
     sha256: 3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8555
     excluded_layers: [sha256:8bc3...]
     image_ref: ferry-commit/web:20250101T120000Z

@@ -131,6 +131,12 @@ options:
             was before the run.
         type: list
         elements: str
+      streamed_images:
+        description:
+          - With O(state=renewed), the IDs of the images the capture loaded straight into the target's engine
+            for it (they were not there before). A guard that fires removes them unless a container uses them.
+        type: list
+        elements: str
       precopied_paths:
         description:
           - With O(state=renewed), the bind directories a pre-copy made on the target for it (C(<dir>/.) for one

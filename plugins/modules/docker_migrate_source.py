@@ -244,6 +244,19 @@ options:
     type: str
     default: commit
     choices: [commit, export]
+  image:
+    description:
+      - How a member's image committed once it is stopped (O(mode=commit), O(state=captured)) goes to the target.
+      - V(bundle) saves it into the member's bundle, which is sent with the rest.
+      - V(stream) loads it straight into the target's engine with O(send)'s connection
+        (M(ferry.docker.docker_commit_save) with O(ferry.docker.docker_commit_save#module:stream_to)), untagged,
+        with no archive on either disk; the target checks its image ID before it tags and uses it. The journal
+        names it, so a guard that fires removes it there, and a group that fails removes it too. Needs O(send);
+        without it the image goes in the bundle. An image committed while the member served (O(state=precopied))
+        stays in the bundle.
+    type: str
+    default: bundle
+    choices: [bundle, stream]
   consistency:
     description: V(stop) the running members before the capture, or only V(pause) each while it is read.
     type: str
@@ -360,7 +373,9 @@ missing:
   returned: O(state=planned)
   type: list
 members:
-  description: Per source container, C(bytes_captured) and C(image_id) (commit mode).
+  description:
+    - Per source container, C(bytes_captured) and C(image_id) (commit mode); with O(image=stream),
+      C(image_streamed) (C(new), C(bytes), C(sha256) of the stream; C(new) is false when the target had the image).
   returned: O(state=captured), success
   type: dict
 down_at:

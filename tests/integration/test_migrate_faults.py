@@ -179,9 +179,9 @@ def service(lab):
 
 PHASES = ("precopy", "stop", "capture", "transfer", "restore", "health", "cutover")
 # The pre-copy's own phase runs with migrate_strategy precopy. The phases from the stop on run with
-# migrate_strategy stop: the volume is streamed into host2's once the source is stopped (in the capture), and
-# host2 checks its digest in the restore; the transfer phase keeps it in the bundle (migrate_keep_bundle), so
-# that the send lasts long enough to be interrupted.
+# migrate_strategy stop: the volume is streamed into host2's once the source is stopped (in the capture), as is
+# the committed image into host2's engine, and host2 checks their digests in the restore; the transfer phase
+# keeps both in the bundle (migrate_keep_bundle), so that the send lasts long enough to be interrupted.
 STRATEGY = {
     "precopy": {"migrate_strategy": "precopy"},
     "transfer": {"migrate_strategy": "stop", "migrate_keep_bundle": True},
@@ -261,6 +261,13 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
     assert keys == ["0", "0"], f"run {run_id}: key lines on host2, key pairs on host1: {keys}"
     if phase in ("precopy", "stop", "capture"):  # the guard removed the volume the run had made and filled on host2
         assert ssh("host2", f"docker volume ls -q | grep -cx {name}-data || true").stdout.strip() == "0"
+    if phase in ("capture", "restore", "health"):
+        # the image the capture loaded straight into host2's engine (journaled once it was there; always by the
+        # restore) is gone again: with its copy, or by the guard if nothing had tagged it yet
+        images = journal_entry(journal_dir, name).get("streamed_images") or []
+        assert images or phase == "capture", journal_entry(journal_dir, name)
+        for image in images:
+            assert ssh("host2", f"docker image inspect {image}", check=False).returncode != 0, f"{image} is on host2"
 
     # A re-run converges.
     rerun = playbook(name, journal_dir, tmp_path / "rerun.json", **strategy)

@@ -298,13 +298,19 @@ def test_stop_streams_a_plain_volume_into_the_target_and_keep_bundle_puts_it_in_
     assert (
         ssh("host2", f"docker exec {streamed} wget -q -O - http://127.0.0.1:8080/index.html").stdout.strip() == "token"
     )
-    # no archive of the volume on either disk: the source's bundle and the bundle host2 received and kept
+    # no archive of the volume or of the image on either disk: the source's bundle and the bundle host2 received
+    # and kept; the image went straight into host2's engine, which runs the copy from it under the migration's tag
     for host, where in (
         ("host1", f"/var/lib/ferry/migrate/*/{streamed}/{streamed}"),
         ("host2", f"/var/lib/ferry/incoming/*-{streamed}/{streamed}"),
     ):
         listing = ssh(host, f"ls {where}").stdout.split()
-        assert "manifest.json" in listing and not [f for f in listing if f.startswith("volume-")], (host, listing)
+        assert "manifest.json" in listing, (host, listing)
+        assert not [f for f in listing if f.startswith(("volume-", "image."))], (host, listing)
+    assert report[streamed]["image_transfer"] == "stream", report[streamed]
+    image = ssh("host2", f"docker inspect -f '{{{{.Image}}}}' {streamed}").stdout.strip()
+    tags = ssh("host2", f"docker image inspect -f '{{{{json .RepoTags}}}}' {image}").stdout.strip()
+    assert tags == f'["ferry-migrate/{streamed}:latest"]', tags
 
     before = tree("host1", mountpoint("host1", f"{kept}-data"))
     run, report = migrate(tmp_path, [kept], migrate_strategy="stop", migrate_keep_bundle=True)
@@ -315,3 +321,4 @@ def test_stop_streams_a_plain_volume_into_the_target_and_keep_bundle_puts_it_in_
     assert tree("host2", mountpoint("host2", f"{kept}-data")) == before
     listing = ssh("host1", f"ls /var/lib/ferry/migrate/*/{kept}/{kept}").stdout.split()
     assert [f for f in listing if f.startswith(f"volume-{kept}-data")], listing
+    assert "image.tar.zst" in listing and report[kept]["image_transfer"] == "bundle", (listing, report[kept])

@@ -94,12 +94,22 @@ def test_a_group_has_one_target_and_one_action():
 
 
 def test_image_ids_from_the_capture():
-    members = [{"container": "db"}, {"container": "web"}]
-    out = g.migrate_with_image_ids(members, {"members": {"db": {"image_id": "sha256:1"}}})
+    members = [{"container": "db"}, {"container": "web"}, {"container": "cache"}]
+    captured = {
+        "db": {"image_id": "sha256:1"},
+        "web": {"image_id": "sha256:2", "image_streamed": {"new": True, "bytes": 9}},
+        "cache": {"image_id": "sha256:3", "image_streamed": {"new": False, "bytes": 0}},
+    }
+    out = g.migrate_with_image_ids(members, {"members": captured})
     assert out == [
-        {"container": "db", "image_id": "sha256:1", "precopied": {}},
-        {"container": "web", "image_id": "", "precopied": {}},
+        {"container": "db", "image_id": "sha256:1", "precopied": {}, "image_streamed": ""},
+        {"container": "web", "image_id": "sha256:2", "precopied": {}, "image_streamed": "new"},
+        {"container": "cache", "image_id": "sha256:3", "precopied": {}, "image_streamed": "present"},
     ]
+    assert g.migrate_with_image_ids([{"container": "x"}], None) == [
+        {"container": "x", "image_id": "", "precopied": {}, "image_streamed": ""}
+    ]
+    assert [g._image_transfer(captured[name]) for name in ("db", "web", "cache")] == ["bundle", "stream", "present"]
 
 
 def test_failure_keeps_no_run_config():
@@ -133,6 +143,20 @@ def test_results_of_a_migrated_group():
     )
     assert db["status"] == "migrated" and db["source_state_after"] == "exited"
     assert db["bytes_sent"] == 150 and web["bytes_sent"] == 50
+    assert db["image_transfer"] == web["image_transfer"] == "bundle"
+
+
+def test_an_image_streamed_into_the_target_counts_as_sent_beside_the_bundle_rsync_sent():
+    (group,) = plan(item("db", group="db"), item("web", group="db"))
+    members = {
+        "db": {"bytes_captured": 1300, "image_id": "i", "image_streamed": {"new": True, "bytes": 1000}},
+        "web": {"bytes_captured": 100, "image_streamed": {"new": False, "bytes": 0}},
+    }
+    db, web = g.migrate_group_results(
+        group, source=dict(SOURCE, members=members), sent=[200], target=TARGET, cutover={"changed": True}
+    )
+    assert (db["bytes_sent"], web["bytes_sent"]) == (1150, 50) and db["bytes_captured"] == 1300
+    assert (db["image_transfer"], web["image_transfer"]) == ("stream", "present")
     assert db["downtime_seconds"] == 30.0
     assert db["phases"] == {
         "preflight": 0.5,

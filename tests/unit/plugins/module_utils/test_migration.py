@@ -528,3 +528,85 @@ def test_planning_runs_the_plan_step_and_check_mode_changes_nothing_else():
     assert not m.runs_stepwise(source_args("planned", plan=plan))
     skipped = m.source_task(host, source_args("captured", members=[member("web")]), check_mode=True)
     assert skipped["changed"] and "check mode" in skipped["msg"] and len(host.calls) == 1
+
+
+# -- the image streamed into the target's engine (image=stream) ---------------------------------------------------
+
+STREAM_TO = {"user": "root", "address": "192.0.2.12", "port": 22, "key_dir": "/k", "timeout": 600}
+
+
+class FakeCopier:
+    """The source's connection to the target, as far as the image goes: where to stream, what to remove."""
+
+    def __init__(self, drop_answer=""):
+        self.dropped = []
+        self.drop_answer = drop_answer
+
+    def stream_target(self):
+        return dict(STREAM_TO)
+
+    def drop_image(self, image_id):
+        self.dropped.append(image_id)
+        return self.drop_answer
+
+
+def _streamed_commit(new=True):
+    return lambda args: {
+        "image_id": f"sha256:{args['container']}",
+        "size": 70,
+        "streamed": {"new": new, "bytes": 70, "sha256": "f" * 64} if args.get("stream_to") else None,
+    }
+
+
+def test_a_streamed_image_goes_to_the_target_and_is_journaled_for_the_guard():
+    host = FakeHost(docker_commit_save=_streamed_commit())
+    out = m.SourceRun(host, [member("web")], dict(SOURCE, image="stream"), now=clock()).capture(None, FakeCopier())
+    commit = next(args for module, args in host.calls if module.endswith("docker_commit_save"))
+    assert commit["stream_to"] == STREAM_TO
+    web = out["members"]["web"]
+    assert web["image_streamed"] == {"new": True, "bytes": 70, "sha256": "f" * 64} and web["bytes_captured"] == 70
+    journaled = [args["containers"] for module, args in host.calls if module.endswith("docker_migrate_guard")]
+    assert [{"name": "web", "streamed_images": ["sha256:web"]}] in journaled
+
+
+def test_an_image_goes_in_the_bundle_without_a_connection_or_with_image_bundle():
+    for options, copier in ((dict(SOURCE, image="stream"), None), (dict(SOURCE, image="bundle"), FakeCopier())):
+        host = FakeHost(docker_commit_save=_streamed_commit())
+        out = m.SourceRun(host, [member("web")], options, now=clock()).capture(None, copier)
+        commit = next(args for module, args in host.calls if module.endswith("docker_commit_save"))
+        assert "stream_to" not in commit and "image_streamed" not in out["members"]["web"]
+
+
+def test_a_group_that_fails_after_its_image_streamed_removes_it_from_the_target():
+    def commit(args):
+        if args["container"] == "b":
+            return {"failed": True, "msg": "no space"}
+        return _streamed_commit()(args)
+
+    copier = FakeCopier()
+    groups = [{"id": "g", "members": [member("a"), member("b")]}]
+    out = m.capture_groups(FakeHost(docker_commit_save=commit), groups, dict(SOURCE, image="stream"), copier=copier)
+    assert not out["g"]["ok"] and copier.dropped == ["sha256:a"]
+    # an image the target had before is never removed; one that stays is named
+    copier = FakeCopier(drop_answer="it is still there (exit 1)")
+    out = m.capture_groups(FakeHost(docker_commit_save=commit), groups, dict(SOURCE, image="stream"), copier=copier)
+    assert "the image of a streamed to the target (sha256:a) is still there" in out["g"]["msg"]
+    copier = FakeCopier()
+    host = FakeHost(
+        docker_commit_save=lambda args: dict(_streamed_commit(new=False)(args), failed=args["container"] == "b")
+    )
+    m.capture_groups(host, groups, dict(SOURCE, image="stream"), copier=copier)
+    assert copier.dropped == []
+
+
+def test_the_target_checks_and_tags_a_streamed_image_and_a_failure_removes_only_a_new_one():
+    for streamed, removed in (("new", True), ("present", False)):
+        host = FakeHost(docker_load={"changed": True, "operation": "tag"}, docker_container_health={"failed": True})
+        run = m.TargetRun(host, [member("web", image_streamed=streamed)], TARGET, now=clock())
+        with pytest.raises(m.StepFailed):
+            run.restore()
+        load = next(args for module, args in host.calls if module.endswith("docker_load"))
+        assert load["streamed"] is True and load["tag"] == "ferry-migrate/web:latest"
+        run.undo()
+        by_id = [a for mod, a in host.calls if mod.endswith("docker_image") and a["name"] == "sha256:web"]
+        assert bool(by_id) is removed

@@ -483,6 +483,37 @@ def test_a_guard_that_fires_during_the_precopy_removes_the_target_volumes_then_p
     ]
 
 
+def test_a_guard_that_fires_removes_the_image_streamed_to_the_target_after_its_copy(tmp_path):
+    from ansible_collections.ferry.docker.plugins.module_utils import _journal
+
+    image = "sha256:" + "a" * 64
+    doc = _journal.new_document("r1", "source", now=1)
+    doc["targets"] = [{"host": "h2", "address": "10.0.0.2"}]
+    _journal.record(
+        doc, "app", phase="capture", status="in_progress", state_before="running", target="h2", target_name="app"
+    )
+    assert dict(_journal.fire_plan(doc))["app"] == [("restore_source", "running")]
+    _journal.record(doc, "app", streamed_images=[image])
+    assert dict(_journal.fire_plan(doc))["app"] == [
+        ("drop_target_images", "h2", (image,)),
+        ("restore_source", "running"),
+    ]
+    _journal.record(doc, "app", phase="restore")
+    assert [step[0] for step in dict(_journal.fire_plan(doc))["app"]] == [
+        "stop_target",
+        "drop_target_images",
+        "restore_source",
+    ]
+    scripts = []
+    ops = _journal.TargetOps(
+        [{"host": "h2", "address": "10.0.0.2"}], run=lambda argv: scripts.append(argv) or (0, "", "")
+    )
+    assert ops.drop_images("h2", [image]) == (True, "")
+    assert 'docker image rm "$image"' in scripts[0][-1] and image in scripts[0][-1]
+    assert ops.drop_images("h2", ["web; reboot"]) == (False, "refused to remove ['web; reboot']: not image IDs")
+    assert len(scripts) == 1
+
+
 @pytest.mark.parametrize("after_stop, commits", [("u0", 0), ("u1", 1)])
 def test_the_capture_reuses_the_image_committed_while_serving_unless_its_writable_layer_changed(after_stop, commits):
     host, copier = Host(), Copier({"db": [12]}, uppers=[after_stop])

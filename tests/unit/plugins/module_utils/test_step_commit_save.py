@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import pytest
+import zstandard
 
 from ansible_collections.ferry.docker.plugins.module_utils import _step_commit_save, _transfer
 
@@ -22,8 +24,9 @@ class Failed(Exception):
 
 
 class FakeCap:
-    def __init__(self, chunks):
+    def __init__(self, chunks, compression="none"):
         self.client = type("Client", (), {"get_image": lambda _self, ref, chunk_size: iter(chunks)})()
+        self.compression, self.level = compression, None
 
     @contextlib.contextmanager
     def errors(self, what):
@@ -44,10 +47,6 @@ class FakeLoad:
     def bytes(self):
         return len(self.data)
 
-    @property
-    def sha256(self):
-        return "f" * 64
-
     def finish(self):
         if isinstance(self.loaded, Exception):
             raise self.loaded
@@ -59,20 +58,42 @@ class FakeLoad:
 
 @pytest.fixture
 def remote(monkeypatch):
-    state = {"has": "", "removed": [], "load": None}
-    monkeypatch.setattr(_transfer, "remote_image_id", lambda *args, **kwargs: state["has"])
+    state = {"has": "", "zstd": True, "removed": [], "load": None, "unpack": None}
+    monkeypatch.setattr(_transfer, "probe_target", lambda *args, **kwargs: (state["has"], state["zstd"]))
     monkeypatch.setattr(
         _transfer, "remove_remote_image", lambda *args, **kwargs: state["removed"].append(args[4]) or ""
     )
-    monkeypatch.setattr(_transfer, "RemoteLoad", lambda *args, **kwargs: state["load"])
+    monkeypatch.setattr(
+        _transfer, "RemoteLoad", lambda *args, **kwargs: state.update(unpack=kwargs["unpack"]) or state["load"]
+    )
     return state
 
 
 def test_the_image_goes_whole_into_the_load_and_is_recorded_as_new(remote):
     remote["load"] = FakeLoad([IMAGE])
     out = _step_commit_save.stream(FakeCap([b"tar", b"data"]), IMAGE, {"RootFS": {"Layers": ["l1"]}}, [], TARGET)
-    assert remote["load"].data == b"tardata"
-    assert out == dict(to="root@192.0.2.12", image_id=IMAGE, new=True, bytes=7, sha256="f" * 64, excluded_layers=[])
+    assert remote["load"].data == b"tardata" and remote["unpack"] == "none"
+    assert out == dict(
+        to="root@192.0.2.12",
+        image_id=IMAGE,
+        new=True,
+        compression="none",
+        bytes=7,
+        raw_bytes=7,
+        sha256=hashlib.sha256(b"tardata").hexdigest(),
+        excluded_layers=[],
+    )
+
+
+@pytest.mark.parametrize("zstd, wire", [(True, "zstd"), (False, "none")])
+def test_a_zstd_capture_streams_zstd_only_to_a_host_that_can_unpack_it(remote, zstd, wire):
+    remote["load"], remote["zstd"] = FakeLoad([IMAGE]), zstd
+    data = [b"layer" * 10000] * 20
+    out = _step_commit_save.stream(FakeCap(data, compression="zstd"), IMAGE, {}, [], TARGET)
+    assert remote["unpack"] == wire and out["compression"] == wire and out["raw_bytes"] == 1000000
+    sent = remote["load"].data
+    assert (zstandard.ZstdDecompressor().decompressobj().decompress(sent) if zstd else sent) == b"".join(data)
+    assert (out["bytes"] < 10000) is zstd and out["sha256"] == hashlib.sha256(b"".join(data)).hexdigest()
 
 
 def test_a_host_that_has_the_image_gets_nothing(remote):

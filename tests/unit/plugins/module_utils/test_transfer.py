@@ -113,23 +113,34 @@ def test_a_load_that_tags_an_image_is_refused():
 
 @pytest.mark.parametrize(
     "code, out, expected",
-    [(0, IMAGE + "\n", IMAGE), (0, f"Error: No such image: {IMAGE}\n", ""), (0, "Error response from daemon: x", None)],
+    [
+        (0, f"zstd=yes\n{IMAGE}\n", (IMAGE, True)),
+        (0, f"zstd=no\nError: No such image: {IMAGE}\n", ("", False)),
+        (0, "zstd=yes\nError response from daemon: x", None),
+        (255, "", None),
+    ],
 )
-def test_whether_the_other_host_has_an_image(code, out, expected):
+def test_what_the_other_host_has_for_an_image_stream(code, out, expected):
     def run(argv, **kwargs):
-        assert argv[-1].startswith(f"docker image inspect --format '{{{{.Id}}}}' {IMAGE}")
+        assert f"docker image inspect --format '{{{{.Id}}}}' {IMAGE}" in argv[-1] and "command -v zstd" in argv[-1]
         return types.SimpleNamespace(returncode=code, stdout=out, stderr="")
 
     if expected is None:
         with pytest.raises(_transfer.SendFailed, match=r"could not ask the engine on root@192\.0\.2\.12"):
-            _transfer.remote_image_id("/k", 22, "root", "192.0.2.12", IMAGE, run=run)
+            _transfer.probe_target("/k", 22, "root", "192.0.2.12", IMAGE, run=run)
     else:
-        assert _transfer.remote_image_id("/k", 22, "root", "192.0.2.12", IMAGE, run=run) == expected
+        assert _transfer.probe_target("/k", 22, "root", "192.0.2.12", IMAGE, run=run) == expected
+
+
+def test_a_zstd_stream_is_unpacked_by_zstd_there():
+    popen, seen = _popen_running(f'cat >/dev/null; echo "Loaded image ID: {IMAGE}"')
+    load = _transfer.RemoteLoad("/k", 22, "root", "192.0.2.12", timeout=30, unpack="zstd", popen=popen)
+    assert load.finish() == [IMAGE] and seen["argv"][-1] == "zstd -dc | docker load"
 
 
 def test_only_an_image_id_goes_into_the_remote_commands():
     with pytest.raises(ValueError, match="is not an image ID"):
-        _transfer.remote_image_id("/k", 22, "root", "h", "web; rm -rf /")
+        _transfer.probe_target("/k", 22, "root", "h", "web; rm -rf /")
     assert "is not an image ID" in _transfer.remove_remote_image("/k", 22, "root", "h", "$(reboot)")
 
     def run(argv, **kwargs):
