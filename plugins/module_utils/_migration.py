@@ -147,7 +147,7 @@ class SourceRun:
         self.phases = Phases(now)
         self.now = now
         self.stopped = []
-        self.streamed = {}  # member: the ID of the image its capture loaded into the target's engine (a new one)
+        self.streamed = {}  # member: the IDs of the images its commits loaded into the target's engine (new ones)
 
     def _run(self, phase, member, module, args, what, progress=None):
         if progress:
@@ -174,9 +174,9 @@ class SourceRun:
             return
         containers = [{"name": m["container"]} for m in self.members]
         for entry in containers:
-            if entry["name"] in (streamed or {}):
+            if (streamed or {}).get(entry["name"]):
                 # what the guard removes from the target's engine if the run is lost before the restore tags it
-                entry["streamed_images"] = [streamed[entry["name"]]]
+                entry["streamed_images"] = list(streamed[entry["name"]])
         if precopied is not None:
             # what the guard removes from the target if the run is lost before the container exists there: the
             # volumes, and the bind directories the pre-copy made (or filled, when they were there empty)
@@ -299,9 +299,10 @@ class SourceRun:
             if reason:
                 images[name] = {"reason": reason}
                 continue
-            result = self._run("precopy", name, "ferry.docker.docker_commit_save", self._commit_args(member), name)
+            result, streamed = self._commit("precopy", member, copier)
             after = self._upper_digest(copier, spec, name)[0]
             if after != before:
+                self._drop_stale(copier, name, result.get("image_id", ""))
                 images[name] = {"reason": "its writable layer changed while it was committed"}
                 continue
             images[name] = {
@@ -309,7 +310,39 @@ class SourceRun:
                 "upper_digest": before,
                 "bytes": int(result.get("size") or 0),
             }
+            if streamed:
+                images[name]["streamed"] = streamed
         return images
+
+    def _stream_to(self, copier):
+        """``stream_to`` for docker_commit_save when images go straight into the target's engine, else None."""
+        return copier.stream_target() if copier is not None and self.options.get("image") == "stream" else None
+
+    def _commit(self, phase, member, copier, progress=None):
+        """docker_commit_save of ``member`` (into the target's engine with image=stream); its result, and the
+        member's ``image_streamed`` (or None). A new image on the target is journaled for the guard at once."""
+        name = member["container"]
+        args = self._commit_args(member)
+        target = self._stream_to(copier)
+        if target:
+            args["stream_to"] = target  # straight into the target's engine: no archive on either disk
+        result = self._run(phase, name, "ferry.docker.docker_commit_save", args, f"committing {name}", progress)
+        streamed = result.get("streamed")
+        if not streamed:
+            return result, None
+        if streamed.get("new"):
+            self.streamed.setdefault(name, []).append(result.get("image_id", ""))
+            self.journal(phase, streamed=self.streamed)
+        return result, {
+            "new": bool(streamed.get("new")),
+            "bytes": int(streamed.get("bytes") or 0),
+            "sha256": streamed.get("sha256", ""),
+        }
+
+    def _drop_stale(self, copier, name, image_id):
+        """An image streamed while ``name`` served that the capture does not use: removed from the target."""
+        if image_id in self.streamed.get(name, []) and copier is not None and not copier.drop_image(image_id):
+            self.streamed[name].remove(image_id)
 
     def _commit_args(self, member):
         opts = self.options
@@ -431,38 +464,30 @@ class SourceRun:
                     now_digest = self._upper_digest(copier, precopy, name)[0]
                 except Exception:  # the SDK's errors: commit again
                     now_digest = None
+                early_streamed = early.get("streamed")
+                if early_streamed and early_streamed.get("new") and early.get("image_id"):
+                    # loaded into the target's engine while it served (journaled then): this run's to remove
+                    self.streamed.setdefault(name, []).append(early["image_id"])
                 if now_digest == early["upper_digest"]:
                     entry["image_id"] = early.get("image_id", "")
                     entry["image"] = "committed while it served; its writable layer did not change since"
+                    if early_streamed:
+                        entry["image_streamed"] = dict(early_streamed)
+                        entry["image"] += " (it went straight into the target's engine then)"
                     early = "reused"
+                elif early_streamed:
+                    self._drop_stale(copier, name, early.get("image_id", ""))
             if early == "reused":
                 pass
             elif opts["mode"] == "commit":
-                args = self._commit_args(member)
-                target = copier.stream_target() if copier is not None and opts.get("image") == "stream" else None
-                if target:
-                    args["stream_to"] = target  # straight into the target's engine: no archive on either disk
-                result = self._run(
-                    "capture",
-                    name,
-                    "ferry.docker.docker_commit_save",
-                    args,
-                    f"committing {name}",
-                    self._progress(member, "committing and saving"),
+                result, streamed = self._commit(
+                    "capture", member, copier, self._progress(member, "committing and saving")
                 )
                 entry["image_id"] = result.get("image_id", "")
                 entry["bytes_captured"] += int(result.get("size") or 0)
-                streamed = result.get("streamed")
                 if streamed:
-                    entry["image_streamed"] = {
-                        "new": bool(streamed.get("new")),
-                        "bytes": int(streamed.get("bytes") or 0),
-                        "sha256": streamed.get("sha256", ""),
-                    }
-                    entry["image"] = _IMAGE_STREAM_REASON if streamed.get("new") else _IMAGE_THERE_REASON
-                    if streamed.get("new"):
-                        self.streamed[name] = entry["image_id"]
-                        self.journal("capture", streamed=self.streamed)
+                    entry["image_streamed"] = streamed
+                    entry["image"] = _IMAGE_STREAM_REASON if streamed["new"] else _IMAGE_THERE_REASON
                 _keep_progress(entry, result)
             else:
                 args = dict(container=name, dest=member["bundle"], compression=opts["compression"])
@@ -516,10 +541,11 @@ class SourceRun:
         """Remove from the target's engine the images this capture streamed there (only new ones: an image the
         target had is left); what could not be removed, as sentences."""
         left = []
-        for name, image_id in sorted(self.streamed.items()):
-            why = copier.drop_image(image_id) if copier is not None else "no connection to the target"
-            if why:
-                left.append(f"the image of {name} streamed to the target ({image_id[:19]}) is still there: {why}")
+        for name, images in sorted(self.streamed.items()):
+            for image_id in images:
+                why = copier.drop_image(image_id) if copier is not None else "no connection to the target"
+                if why:
+                    left.append(f"the image of {name} streamed to the target ({image_id[:19]}) is still there: {why}")
         self.streamed = {}
         return left
 
@@ -1043,7 +1069,9 @@ def precopy_groups(call, groups, options, copier, now=time.time, send=None):
                     raise StepFailed("precopy", "", str(exc)) from None
             results[group["id"]] = dict(out, ok=True)
         except StepFailed as exc:
-            results[group["id"]] = dict(_failure(run, exc), target_touched=True, source_states={})
+            results[group["id"]] = failure = dict(_failure(run, exc), target_touched=True, source_states={})
+            for left in run.drop_streamed(copier):
+                failure["msg"] += f"; {left}"
     return results
 
 

@@ -246,14 +246,15 @@ options:
     choices: [commit, export]
   image:
     description:
-      - How a member's image committed once it is stopped (O(mode=commit), O(state=captured)) goes to the target.
+      - How a member's committed image (O(mode=commit)) goes to the target, when it is committed while the member
+        serves (O(state=precopied)) or once it is stopped (O(state=captured)).
       - V(bundle) saves it into the member's bundle, which is sent with the rest.
       - V(stream) loads it straight into the target's engine with O(send)'s connection
         (M(ferry.docker.docker_commit_save) with O(ferry.docker.docker_commit_save#module:stream_to)), untagged,
         with no archive on either disk; the target checks its image ID before it tags and uses it. The journal
-        names it, so a guard that fires removes it there, and a group that fails removes it too. Needs O(send);
-        without it the image goes in the bundle. An image committed while the member served (O(state=precopied))
-        stays in the bundle.
+        names it, so a guard that fires removes it there, and a group that fails removes it too, as does a
+        capture that commits again because the writable layer changed after the pre-copy's commit. Needs
+        O(send); without it the image goes in the bundle.
     type: str
     default: bundle
     choices: [bundle, stream]

@@ -261,11 +261,11 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
     assert keys == ["0", "0"], f"run {run_id}: key lines on host2, key pairs on host1: {keys}"
     if phase in ("precopy", "stop", "capture"):  # the guard removed the volume the run had made and filled on host2
         assert ssh("host2", f"docker volume ls -q | grep -cx {name}-data || true").stdout.strip() == "0"
-    if phase in ("capture", "restore", "health"):
-        # the image the capture loaded straight into host2's engine (journaled once it was there; always by the
-        # restore) is gone again: with its copy, or by the guard if nothing had tagged it yet
+    if phase in ("precopy", "capture", "restore", "health"):
+        # the image the pre-copy or the capture loaded straight into host2's engine (journaled once it was there;
+        # always by the restore) is gone again: with its copy, or by the guard if nothing had tagged it yet
         images = journal_entry(journal_dir, name).get("streamed_images") or []
-        assert images or phase == "capture", journal_entry(journal_dir, name)
+        assert images or phase in ("precopy", "capture"), journal_entry(journal_dir, name)
         for image in images:
             assert ssh("host2", f"docker image inspect {image}", check=False).returncode != 0, f"{image} is on host2"
 

@@ -668,3 +668,88 @@ def test_without_a_run_directory_no_digest_cache_is_kept_anywhere():
     spec = {k: v for k, v in SPEC.items() if k != "cache_dir"}
     m.precopy_groups(host, [{"id": "g", "members": [member("app", PLAN)], "precopy": spec}], OPTIONS, copier)
     assert [c[2] for c in copier.calls if c[0] == "digest"] == [None, None, None]
+
+
+# ------------------------------------------------------------------ the image streamed while the source serves
+
+
+class StreamHost(Host):
+    """docker_commit_save with stream_to answers as a stream into the target's engine, a new image each time."""
+
+    def __init__(self):
+        super().__init__()
+        self.commits = 0
+
+    def __call__(self, module, args):
+        result = super().__call__(module, args)
+        if module.endswith("docker_commit_save") and args.get("stream_to"):
+            self.commits += 1
+            image = f"sha256:{self.commits}"
+            result = {"image_id": image, "size": 10, "streamed": {"new": True, "bytes": 10, "sha256": "f" * 64}}
+        return result
+
+
+class StreamCopier(Copier):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dropped = []
+
+    def stream_target(self):
+        return {"user": "root", "address": "h2", "port": 22, "key_dir": "/k", "timeout": 60}
+
+    def drop_image(self, image_id):
+        self.dropped.append(image_id)
+        return ""
+
+
+STREAM = dict(OPTIONS, image="stream")
+
+
+def test_the_image_committed_while_serving_streams_into_the_target_and_the_capture_reuses_it():
+    host, copier = StreamHost(), StreamCopier({"db": [5]}, uppers=["u0", "u0"])
+    out = m.precopy_groups(host, [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}], STREAM, copier)
+    early = out["g"]["images"]["app"]
+    assert early["image_id"] == "sha256:1" and early["streamed"]["new"]
+    commit = next(args for module, args in host.calls if module == "docker_commit_save")
+    assert commit["stream_to"]["address"] == "h2"
+    journaled = [
+        a["containers"] for module, a in host.calls if module == "docker_migrate_guard" and a["phase"] == "precopy"
+    ]
+    assert {"name": "app", "streamed_images": ["sha256:1"]} in [c for cs in journaled for c in cs]
+
+    host, copier = StreamHost(), StreamCopier({"db": [0]}, uppers=["u0"])
+    spec = dict(SPEC, images={"app": early})
+    got = m.capture_groups(
+        host, [{"id": "g", "members": [member("app", PLAN)], "precopy": spec}], STREAM, now=clock(), copier=copier
+    )
+    app = got["g"]["members"]["app"]
+    assert host.commits == 0 and app["image_id"] == "sha256:1" and app["image_streamed"] == early["streamed"]
+    assert copier.dropped == []
+
+
+def test_a_capture_that_commits_again_removes_the_image_streamed_while_serving():
+    early = {"image_id": "sha256:early", "upper_digest": "u0", "bytes": 10, "streamed": {"new": True, "bytes": 10}}
+    host, copier = StreamHost(), StreamCopier({"db": [0]}, uppers=["u1"])
+    spec = dict(SPEC, images={"app": early})
+    got = m.capture_groups(
+        host, [{"id": "g", "members": [member("app", PLAN)], "precopy": spec}], STREAM, now=clock(), copier=copier
+    )
+    assert copier.dropped == ["sha256:early"] and got["g"]["members"]["app"]["image_id"] == "sha256:1"
+    journaled = [c for module, a in host.calls if module == "docker_migrate_guard" for c in a["containers"]]
+    assert {"name": "app", "streamed_images": ["sha256:1"]} in journaled
+
+
+def test_a_failed_precopy_removes_the_image_it_streamed():
+    host, copier = StreamHost(), StreamCopier({"db": [5]}, uppers=["u0", "u0"])
+
+    def failing(module, args):
+        if module.endswith("docker_migrate_source") or (
+            module.endswith("docker_migrate_guard")
+            and args.get("phase") == "precopy"
+            and any(c.get("streamed_images") for c in args["containers"])
+        ):
+            return {"failed": True, "msg": "journal full"}
+        return host(module, args)
+
+    out = m.precopy_groups(failing, [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}], STREAM, copier)
+    assert not out["g"]["ok"] and copier.dropped == ["sha256:1"]
