@@ -39,8 +39,9 @@ def crashing(lab):
 
 
 def _bundle_image_id(host, bundle):
+    """The image the bundle holds, or the one its capture loaded straight into the target's engine."""
     manifest = json.loads(host.file(f"{bundle}/manifest.json").content_string)
-    (image,) = [artifact for artifact in manifest["artifacts"] if artifact["kind"] == "image"]
+    (image,) = [entry for entry in manifest["artifacts"] + manifest.get("streamed", []) if entry["kind"] == "image"]
     return image["image_id"]
 
 
@@ -69,6 +70,7 @@ def test_crash_loop_fails_the_migration_and_rolls_back(lab, crashing, tmp_path):
     _assert_log_reported(entry["error"])
     assert entry["target_cleanup"] == "done"
     assert entry["source_state_after"] == "running"
+    assert entry["image_transfer"] == "stream", entry  # loaded into host2's engine, removed again below
 
     after = inspect(lab["host1"], "container", crashing)
     assert after["Id"] == before["Id"] and after["State"]["Running"]
