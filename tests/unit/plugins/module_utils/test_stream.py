@@ -9,6 +9,8 @@ import hashlib
 import io
 import os
 import tarfile
+import threading
+import time
 import tracemalloc
 
 import pytest
@@ -407,6 +409,126 @@ def test_multithreaded_zstd_uses_bounded_jobs_and_round_trips(monkeypatch, tmp_p
     result = write_stream(chunked(data, SMALL_CHUNK), tmp_path, "mt.zst", threads=2)
     assert b"".join(read_decompressed(result["path"], "zstd")) == data
     assert calls == [dict(threads=2, job_size=_stream.ZSTD_JOB_SIZE, write_checksum=True)]
+
+
+# ------------------------------------------------------------------ the pipelined writer
+
+
+def stage_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("ferry-store-")]
+
+
+@pytest.mark.parametrize("compression", _stream.COMPRESSIONS)
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_the_pipelined_writer_stores_the_same_bytes(tmp_path, compression, pipeline):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "p").mkdir()
+    data = payloads()["mixed"] + payloads()["compressible"]
+    serial = write_stream(chunked(data, 70_000), tmp_path / "s", "a", compression=compression, pipeline=False)
+    result = write_stream(chunked(data, 70_000), tmp_path / "p", "a", compression=compression, pipeline=pipeline)
+    assert b"".join(read_decompressed(result["path"], compression)) == data
+    assert (
+        (result["size"], result["raw_size"])
+        == (serial["size"], serial["raw_size"])
+        == (
+            os.path.getsize(result["path"]),
+            len(data),
+        )
+    )
+    if compression != "gzip":  # gzip's header carries the time
+        assert result["sha256"] == serial["sha256"]
+    assert result["sha256"] == hashlib.sha256((tmp_path / "p" / "a").read_bytes()).hexdigest()
+    assert stage_threads() == []
+
+
+def test_a_pipelined_write_keeps_a_copy_of_a_reused_buffer(tmp_path):
+    buffer = bytearray(b"a" * 1000)
+    with ArtifactWriter(tmp_path, "a", compression="none", pipeline=True) as writer:
+        writer.write(buffer)
+        buffer[:] = b"b" * 1000  # a caller that reuses its buffer at once
+        writer.write(buffer)
+        result = writer.commit()
+    assert (tmp_path / "a").read_bytes() == b"a" * 1000 + b"b" * 1000
+    assert result["raw_size"] == result["size"] == 2000
+
+
+def test_a_pipelined_writer_syncs_as_it_goes(monkeypatch, tmp_path):
+    synced = []
+    monkeypatch.setattr(_stream, "SYNC_BYTES", 3 * MIB)
+    monkeypatch.setattr(_stream.os, "fdatasync", lambda fd: synced.append(os.fstat(fd).st_size))
+    block = os.urandom(MIB)
+    result = write_stream((block for _index in range(10)), tmp_path, "a", compression="none")
+    assert synced == [3 * MIB, 6 * MIB, 9 * MIB]  # what was written so far, every SYNC_BYTES
+    assert result["size"] == 10 * MIB
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_a_failing_disk_fails_the_pipelined_write_and_leaves_nothing(monkeypatch, tmp_path, compression):
+    def full(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ArtifactWriter, "_store", full)
+    with pytest.raises(ArtifactError, match="No space left on device"):
+        write_stream((os.urandom(64 * 1024) for _index in range(50)), tmp_path, "a", compression=compression)
+    assert os.listdir(tmp_path) == []
+    assert stage_threads() == []
+
+
+def test_a_failing_source_stops_the_pipeline_and_leaves_nothing(tmp_path):
+    def broken():
+        for _index in range(5):
+            yield os.urandom(100_000)
+        raise ConnectionError("connection reset")
+
+    with pytest.raises(ConnectionError):
+        write_stream(broken(), tmp_path, "a", compression="zstd")
+    assert os.listdir(tmp_path) == []
+    assert stage_threads() == []
+
+
+def test_stage_keeps_order_and_raises_its_failure_in_the_producer():
+    seen = []
+    stage = _stream._Stage(seen.append, 2, "ferry-store-test")
+    for index in range(100):
+        stage.put(index)
+    stage.close()
+    assert seen == list(range(100))
+
+    def fail_at_3(item):
+        if item == 3:
+            raise ValueError("bad item 3")
+        seen.append(item)
+
+    seen.clear()
+    stage = _stream._Stage(fail_at_3, 1, "ferry-store-test")
+    with pytest.raises(ValueError, match="bad item 3"):
+        for index in range(1000):
+            stage.put(index)
+    with pytest.raises(ValueError, match="bad item 3"):
+        stage.close()
+    assert seen == [0, 1, 2]  # nothing after the failure
+    assert stage_threads() == []
+
+
+def test_a_cancelled_stage_drops_what_is_queued():
+    release = threading.Event()
+    seen = []
+
+    def slow(item):
+        seen.append(item)
+        release.wait()
+
+    stage = _stream._Stage(slow, 3, "ferry-store-test")
+    for index in range(4):
+        stage.put(index)  # 0 is being worked on, 1 to 3 wait in the queue
+    canceller = threading.Thread(target=stage.cancel)
+    canceller.start()
+    while not stage._dropping:
+        time.sleep(0.001)
+    release.set()
+    canceller.join()
+    assert seen == [0]
+    assert stage_threads() == []
 
 
 # ------------------------------------------------------------------ prefetched: a producer thread ahead

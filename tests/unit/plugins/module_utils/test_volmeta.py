@@ -173,6 +173,109 @@ def test_a_symlinked_directory_is_stored_as_a_link_not_followed(tmp_path):
     assert found["./escape"].issym()
 
 
+def reference_archive(root):
+    """The archive TreeTar writes, through tarfile: PAX format, numeric owners, ``.`` then depth first by name."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def add(path, arcname):
+            info = tar.gettarinfo(path, arcname)
+            info.uname = info.gname = ""
+            info.mtime = int(info.mtime)
+            if info.isreg():
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+            if info.isdir():
+                for name in sorted(os.listdir(path)):
+                    add(os.path.join(path, name), f"{arcname}/{name}")
+
+        add(root, ".")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("chunk_size", [1, 100, 512, 4096, MIB])
+def test_tree_tar_writes_what_tarfile_writes(tmp_path, chunk_size):
+    # files of every size around the block and the chunk, long and non-ASCII names, big owner numbers:
+    # each entry without xattrs or holes is the ustar block tarfile writes, or its PAX headers
+    root = tmp_path / "vol"
+    (root / "d" / "e").mkdir(parents=True)
+    sizes = [0, 1, 511, 512, 513, 4095, 4096, 4097, 3 * 4096 + 5, 70_000]
+    for index, size in enumerate(sizes):
+        (root / "d" / f"f{index}").write_bytes(os.urandom(size))
+    (root / ("n" * 100)).write_bytes(b"a name of 100")
+    (root / ("o" * 101)).write_bytes(b"a name of 101")
+    (root / "d" / "e" / "ünï").write_bytes(b"not ascii")
+    (root / "far").write_bytes(b"mtime beyond 11 octal digits")
+    os.utime(root / "far", (8**11 + 1, 8**11 + 1))
+    if os.geteuid() == 0:
+        (root / "ids").write_bytes(b"owner beyond 7 octal digits")
+        os.chown(root / "ids", 8**7, 8**7 - 1)
+    os.chmod(root / "d", 0o2751)
+    raw = b"".join(TreeTar(str(root), chunk_size=chunk_size).chunks())
+    assert raw == reference_archive(str(root))
+
+
+def test_tree_tar_chunks_are_bounded_and_large_files_go_out_whole(tmp_path):
+    root = tmp_path / "vol"
+    root.mkdir()
+    for index in range(20):
+        (root / f"small{index:02d}").write_bytes(os.urandom(3000))
+    (root / "big").write_bytes(os.urandom(10 * 4096 + 7))
+    chunks = list(TreeTar(str(root), chunk_size=4096).chunks())
+    assert all(isinstance(c, bytes) for c in chunks)
+    assert max(len(c) for c in chunks[:-1]) < 2 * 4096 + 2 * tarfile.BLOCKSIZE  # a chunk plus one small file
+    assert len(chunks[-1]) <= 4096 + tarfile.RECORDSIZE  # the rest, the end marker and the record's padding
+    assert [len(c) for c in chunks].count(4096) >= 10  # the big file's whole reads, as read
+    assert b"".join(chunks) == b"".join(TreeTar(str(root)).chunks())
+
+
+def test_a_sparse_file_of_many_segments_comes_out_in_bounded_chunks(tmp_path):
+    root = tmp_path / "vol"
+    root.mkdir()
+    with open(root / "sparse", "wb") as f:
+        f.truncate(400 * 65536)
+        for index in range(200):  # 200 data segments of 4 KiB, 60 KiB holes between them
+            f.seek(2 * index * 65536)
+            f.write(os.urandom(4096))
+    walk = TreeTar(str(root), chunk_size=16384)
+    chunks = list(walk.chunks())
+    assert walk.sparse_files == 1
+    assert max(len(c) for c in chunks[:-1]) < 16384 + 4096 + 2 * tarfile.BLOCKSIZE
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+        data = tar.extractfile("./sparse").read()
+    assert data == (root / "sparse").read_bytes()
+
+
+@pytest.mark.parametrize(("size", "left"), [(3000, 1000), (3000, 0), (20_000, 5000), (20_000, 4096)])
+def test_a_file_that_shrinks_while_read_keeps_its_size_with_zeros(monkeypatch, tmp_path, size, left):
+    root = tmp_path / "vol"
+    root.mkdir()
+    data = os.urandom(size)
+    (root / "a").write_bytes(data)
+    (root / "b").write_bytes(b"after")
+    target = os.stat(root / "a").st_ino
+    real_pread = os.pread
+
+    def shrinking(fd, n, offset):
+        if os.fstat(fd).st_ino == target and os.fstat(fd).st_size == size:
+            os.truncate(root / "a", left)  # the service truncates the file while it is read
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(_volmeta.os, "pread", shrinking)
+    walk = TreeTar(str(root), chunk_size=4096)
+    raw = b"".join(walk.chunks())
+    monkeypatch.undo()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        assert tar.getmember("./a").size == size
+        assert tar.extractfile("./a").read() == data[:left] + bytes(size - left)
+        assert tar.extractfile("./b").read() == b"after"
+    (note,) = walk.notes.as_list()
+    assert (note["attribute"], note["paths"]) == ("file", ["./a"])
+    assert "shrank while read" in note["reason"]
+
+
 # ----------------------------------------------------------------------------------------- sparse maps
 
 
@@ -429,3 +532,21 @@ def test_the_fast_ustar_header_is_tarfile_s_own_block_or_none(
     else:
         assert len(full) > tarfile.BLOCKSIZE  # only an entry that needs an extended header goes the long way
     assert _volmeta._header(info) == full
+
+
+@given(
+    name=st.text(min_size=1, max_size=110),
+    mode=st.integers(0o100000, 0o107777),
+    uid=st.integers(0, 2**22),
+    gid=st.integers(0, 2**22),
+    size=st.one_of(st.integers(0, 2**20), st.integers(8**11 - 2, 8**11 + 2)),
+    mtime=st.one_of(st.integers(-10, 2**34), st.floats(-10, 2**31, allow_nan=False)),
+)
+def test_the_regular_file_header_is_tarfile_s_own_block_or_none(name, mode, uid, gid, size, mtime):
+    st_like = os.stat_result((mode, 1, 1, 1, uid, gid, size, 0, mtime, 0))
+    info = tarfile.TarInfo(name)
+    info.mode, info.uid, info.gid, info.size, info.mtime = mode & 0o7777, uid, gid, size, int(st_like.st_mtime)
+    info.uname = info.gname = ""
+    fast = _volmeta._file_header(name, st_like, size)
+    full = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    assert fast == (full if len(full) == tarfile.BLOCKSIZE else None)
