@@ -765,9 +765,12 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
             volumes = (prepared_groups.get(group["id"]) or {}).get("volumes") or {}
             if group in ready:
                 images = (precopied_groups.get(group["id"]) or {}).get("images") or {}
+                done = (precopied_groups.get(group["id"]) or {}).get("volumes") or {}
+                since = {n: e["attributes_since"] for n, e in done.items() if e.get("attributes_since")}
                 direct = moved(group) + streamed(group)
                 source_group = dict(
-                    source_group, precopy=dict(spec(group, {n: volumes[n] for n in direct}), images=images)
+                    source_group,
+                    precopy=dict(spec(group, {n: volumes[n] for n in direct}), images=images, attributes_since=since),
                 )
             out.append(source_group)
         return out

@@ -226,8 +226,10 @@ class SourceRun:
                         ready[name] = (path, prepared[name]["mountpoint"])
         return ready, instead
 
-    def _pass(self, copier, name, dirs, spec, phase):
+    def _pass(self, copier, name, dirs, spec, phase, attributes_since=None):
         try:
+            if attributes_since is not None:
+                return copier.sync(*dirs, attributes_since=attributes_since)
             return copier.sync(*dirs)
         except _precopy.PassFailed as exc:
             message = f"{phase} of volume {name}: {exc}"
@@ -259,8 +261,10 @@ class SourceRun:
         passes = {name: _precopy.Passes(spec.get("delta_bytes", 0), spec.get("max_passes", 1)) for name in ready}
         sent = dict.fromkeys(ready, 0)
         active = sorted(ready)
+        began = {}
         while active:
             for name in active:
+                began[name] = time.time()  # the files' clock: the final pass carries ACLs and xattrs from here on
                 stats = self._pass(copier, name, ready[name], spec, "precopy")
                 # the new data a pass moved: a file that only grew (an append-only log) counts what it gained
                 passes[name].record(stats["literal"])
@@ -269,7 +273,11 @@ class SourceRun:
         for name in sorted(ready):
             copier.digest(ready[name][0], _cache_file(spec, name))
             out["volumes"][name] = dict(
-                passes[name].summary(), choice="precopy", reason=_PRECOPY_REASON, sent_bytes=sent[name]
+                passes[name].summary(),
+                choice="precopy",
+                reason=_PRECOPY_REASON,
+                sent_bytes=sent[name],
+                attributes_since=round(began[name] - 0.001, 3),
             )
         if ready or spec.get("images"):
             out["images"] = self.precommit(spec, copier)
@@ -396,9 +404,14 @@ class SourceRun:
         try:
             # the volumes' last passes at once (each an rsync over the one shared SSH connection): the outage
             # is the longest of them, not their sum
+            since = (spec or {}).get("attributes_since") or {}
+
             def timed(name):
                 started = self.now()
-                return self._pass(copier, name, ready[name], spec, "final copy"), self.now() - started
+                # a pre-copied volume's ACLs and xattrs went with the live passes: only those of what changed since
+                # the last one began go again (a streamed volume's go whole)
+                after = since.get(name) if self._choice(name) == "precopy" else None
+                return self._pass(copier, name, ready[name], spec, "final copy", after), self.now() - started
 
             with concurrent.futures.ThreadPoolExecutor(max_workers=FINAL_PASSES_AT_ONCE) as pool:
                 running = {name: pool.submit(timed, name) for name in ready}
@@ -901,6 +914,7 @@ SOURCE_SPEC = dict(
                     max_passes=dict(type="int", default=5, no_log=False),
                     cache_dir=dict(type="path"),
                     images=dict(type="dict", default={}),
+                    attributes_since=dict(type="dict", default={}),
                 ),
             ),
         ),

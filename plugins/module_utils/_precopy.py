@@ -228,17 +228,21 @@ class Passes:
         return {"passes": len(self.deltas), "outcome": self.outcome, "last_delta_bytes": left, "note": text}
 
 
-def rsync_argv(key_dir, port, src_dir, user, address, dest_dir):
+def rsync_argv(key_dir, port, src_dir, user, address, dest_dir, attributes=True, listed=False):
     """rsync's arguments (without the program) for one pass of ``src_dir`` into ``dest_dir`` on the target:
     the tree as it is (owners by number, hard links, ACLs, xattrs, the top directory's own attributes), files
-    gone from the source deleted, each file written beside and renamed into place."""
+    gone from the source deleted, each file written beside and renamed into place.
+
+    ``attributes=False`` leaves ACLs and xattrs alone (reading them for every file is half of a pass over an
+    unchanged tree); ``listed=True`` copies only the paths given on standard input (NUL-separated, relative to
+    ``src_dir``), without recursing and without deleting: the final pass's second step, which carries the ACLs
+    and xattrs of what changed since the last pass that carried them."""
     return [
         "--archive",
         "--hard-links",
-        "--acls",
-        "--xattrs",
+        *(["--acls", "--xattrs"] if attributes else []),
         "--numeric-ids",
-        "--delete",
+        *(["--files-from=-", "--from0"] if listed else ["--delete"]),
         "--stats",
         f"--timeout={RSYNC_IO_TIMEOUT}",
         "--rsh",
@@ -246,6 +250,28 @@ def rsync_argv(key_dir, port, src_dir, user, address, dest_dir):
         f"{src_dir.rstrip('/')}/",
         f"{user}@{address}:{dest_dir.rstrip('/')}/",
     ]
+
+
+def changed_since(path, since, run=subprocess.run, timeout=600):
+    """The entries of the tree at ``path`` (relative, ``.`` for its top) whose inode changed at or after
+    ``since`` (epoch seconds): content, owner, mode, links, ACLs and xattrs all set the change time. GNU find,
+    which never follows a symlink here; NUL-separated bytes. Raises OSError when find fails."""
+    done = run(
+        ["find", ".", "-newerct", f"@{since:.9f}", "-print0"],
+        cwd=path,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        env=child_environment(),
+    )
+    if done.returncode != 0:
+        raise OSError(f"find in {path} failed (exit {done.returncode}): {done.stderr.decode(errors='replace')[-300:]}")
+    return done.stdout
+
+
+# The margin under the start of the last live pass from which the final pass carries ACLs and xattrs again: the
+# change time of a file and the clock read here may differ by a clock tick.
+ATTRIBUTES_MARGIN_SECONDS = 2.0
 
 
 def _number(text):
@@ -271,10 +297,20 @@ class PassFailed(Exception):
         self.no_space = no_space
 
 
-def copy_pass(argv, where, timeout, run=subprocess.run):
-    """Run one pass (``argv`` with the program); its ``parse_stats``. Raises PassFailed."""
+def copy_pass(argv, where, timeout, run=subprocess.run, listed=None):
+    """Run one pass (``argv`` with the program; ``listed``: the bytes for its standard input); its
+    ``parse_stats``. Raises PassFailed."""
     try:
-        done = run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=child_environment())
+        done = run(
+            argv,
+            input=listed.decode("utf-8", "surrogateescape") if listed is not None else None,
+            capture_output=True,
+            text=True,
+            errors="surrogateescape",
+            timeout=timeout,
+            check=False,
+            env=child_environment(),
+        )
     except subprocess.TimeoutExpired:
         raise PassFailed(f"copying to {where} took more than {timeout} s") from None
     except OSError as exc:
@@ -388,10 +424,25 @@ class LocalCopier:
         )
         return (None, reason) if reason else (path, None)
 
-    def sync(self, src, dest):
+    def sync(self, src, dest, attributes_since=None):
+        """One pass of ``src`` into ``dest`` on the target. With ``attributes_since`` (epoch seconds: when the last
+        pass that carried ACLs and xattrs began), the pass leaves them alone and a second, listed pass carries
+        them for the entries that changed since then; the stats are the first pass's plus the second's."""
         s = self.send
-        argv = ["rsync", *rsync_argv(s["key_dir"], s["port"], src, s["user"], s["address"], dest)]
-        return copy_pass(argv, f"{s['user']}@{s['address']}:{dest}", s.get("timeout") or 21600)
+        where = f"{s['user']}@{s['address']}:{dest}"
+        timeout = s.get("timeout") or 21600
+        args = (s["key_dir"], s["port"], src, s["user"], s["address"], dest)
+        if attributes_since is None:
+            return copy_pass(["rsync", *rsync_argv(*args)], where, timeout)
+        stats = copy_pass(["rsync", *rsync_argv(*args, attributes=False)], where, timeout)
+        try:
+            listed = changed_since(src, attributes_since - ATTRIBUTES_MARGIN_SECONDS)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PassFailed(f"listing what changed in {src} failed: {exc}") from None
+        if listed:
+            more = copy_pass(["rsync", *rsync_argv(*args, listed=True)], where, timeout, listed=listed)
+            stats = {key: stats.get(key, 0) + more.get(key, 0) for key in set(stats) | set(more)}
+        return stats
 
     def stream_target(self):
         """Where ``docker_commit_save`` streams an image (its ``stream_to``): the target of the sends."""

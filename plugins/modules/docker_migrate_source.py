@@ -197,6 +197,14 @@ options:
                 the image committed while it served; any other is committed after the stop.
             type: dict
             default: {}
+          attributes_since:
+            description:
+              - With O(state=captured), per pre-copied volume the C(attributes_since) O(state=precopied) returned
+                (when its last live pass began, epoch seconds). The last delta then leaves ACLs and xattrs alone
+                and carries them again only for the entries whose change time is that late or later (a change of
+                content, owner, mode, links, ACLs or xattrs sets it); without it the last delta carries them all.
+            type: dict
+            default: {}
       members:
         description: Its members, as O(members).
         type: list

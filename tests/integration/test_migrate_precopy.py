@@ -181,6 +181,45 @@ def test_each_volume_moves_the_way_its_kind_and_the_map_say(names, tmp_path):
     assert driver == "tmpfs"
 
 
+XATTRS = (
+    "import os, sys\n"
+    "for path in sys.argv[1:]:\n"
+    "    print(path, sorted((n, os.getxattr(path, n).hex()) for n in os.listxattr(path) if n.startswith('user.')))\n"
+)
+
+
+def test_the_last_delta_carries_the_xattrs_of_what_changed_after_the_last_live_pass(names, tmp_path):
+    """The last delta leaves ACLs and xattrs to a second pass over what changed since the last live pass began:
+    a file with an xattr whose content a pre-migrate hook changes (rsync writes it anew, without the xattr) and a
+    new file keep theirs; the target's digest check covers xattrs, so a miss would fail the migration."""
+    name, volume = names, f"{names}-data"
+    ssh(
+        "host1",
+        f"docker volume create {volume} >/dev/null && "
+        f"docker run --rm --pull never -v {volume}:/d ferry-lab/busybox sh -c 'echo a > /d/kept; echo a > /d/grows' && "
+        f"m=$(docker volume inspect -f '{{{{.Mountpoint}}}}' {volume}) && python3 -c \"import os; "
+        f"os.setxattr('$m/kept', 'user.k', b'1'); os.setxattr('$m/grows', 'user.g', b'2'); "
+        f"os.setxattr('$m', 'user.top', b'3')\" && "
+        # the hook runs once the live passes are done, right before the stop
+        f"docker run -d --pull never --name {name} -v {volume}:/d "
+        "-l ferry.docker.pre-migrate='echo b >> /d/grows; echo n > /d/new' ferry-lab/busybox "
+        "httpd -f -p 8080 -h /d >/dev/null",
+    )
+    run, report = migrate(tmp_path, [name])
+    assert run.returncode == 0, run.stdout[-6000:]
+    (moved,) = report[name]["volumes"]
+    assert moved["choice"] == "precopy" and moved["passes"] >= 1 and moved["final_delta_bytes"] > 0, moved
+    assert [hook["status"] for hook in report[name]["hooks"]] == ["ok"]
+    listing = {}
+    for host in ("host1", "host2"):
+        m = ssh(host, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {volume}").stdout.strip()
+        script = f"python3 - {m} {m}/kept {m}/grows {m}/new <<'EOF'\n{XATTRS}EOF"
+        listing[host] = ssh(host, script).stdout.replace(m, "<vol>")
+    assert listing["host2"] == listing["host1"], listing
+    assert "('user.g', '32')" in listing["host2"] and "('user.top', '33')" in listing["host2"]
+    assert ssh("host2", f"docker exec {name} cat /d/grows").stdout.split() == ["a", "b"]
+
+
 def test_a_target_disk_that_fills_during_precopy_never_stops_the_source(names, tmp_path):
     name, volume = names, f"{names}-data"
     ssh(

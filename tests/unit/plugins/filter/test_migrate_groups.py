@@ -585,7 +585,11 @@ def test_a_big_plain_volume_goes_straight_to_the_target_with_either_strategy(str
     assert prepare["volumes"] == [{"name": "big", "container": "a", "labels": {"k": "v"}}]
     prepared = {"groups": {"a": {"ok": True, "volumes": {"big": {"mountpoint": "/t/big"}}}}}
     source = g.migrate_precopy_pick(wave, "source", prepared)
-    precopied = {"groups": {"a": {"ok": True, "volumes": {"big": {"choice": "precopy"}}}}} if source else {}
+    precopied = (
+        {"groups": {"a": {"ok": True, "volumes": {"big": {"choice": "precopy", "attributes_since": 123.5}}}}}
+        if source
+        else {}
+    )
     if strategy == "stop":  # no live pass and nothing to digest early: the volume moves in the capture
         assert source == [] and g.migrate_precopy_pick(wave, "hash", prepared, precopied) == []
     else:
@@ -593,6 +597,8 @@ def test_a_big_plain_volume_goes_straight_to_the_target_with_either_strategy(str
         assert g.migrate_precopy_pick(wave, "hash", prepared, precopied)[0]["volumes"][0]["name"] == "big"
     (capture,) = g.migrate_precopy_pick(wave, "capture", prepared, precopied)
     assert capture["precopy"]["volumes"] == {"big": {"mountpoint": "/t/big"}}
+    # when the last live pass began: the capture's last delta carries ACLs and xattrs of what changed since
+    assert capture["precopy"]["attributes_since"] == ({} if strategy == "stop" else {"big": 123.5})
     # the target checks the digest of either kind before use
     captured = {"members": {"a": {"volumes": {"big": {"choice": choice, "digest": "d1", "entries": 4}}}}}
     (member,) = g.migrate_with_image_ids(wave["groups"][0]["target_members"], captured)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -753,3 +754,88 @@ def test_a_failed_precopy_removes_the_image_it_streamed():
 
     out = m.precopy_groups(failing, [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}], STREAM, copier)
     assert not out["g"]["ok"] and copier.dropped == ["sha256:1"]
+
+
+# ------------------------------------------------------------------ the last delta: ACLs and xattrs of what changed
+
+
+def test_a_pass_without_attributes_and_a_listed_pass():
+    full = p.rsync_argv("/k", 22, "/src/db", "root", "h2", "/t/db")
+    bare = p.rsync_argv("/k", 22, "/src/db", "root", "h2", "/t/db", attributes=False)
+    listed = p.rsync_argv("/k", 22, "/src/db", "root", "h2", "/t/db", listed=True)
+    assert {"--acls", "--xattrs", "--delete"} <= set(full) and "--files-from=-" not in full
+    assert not {"--acls", "--xattrs"} & set(bare) and "--delete" in bare
+    assert {"--acls", "--xattrs", "--files-from=-", "--from0"} <= set(listed) and "--delete" not in listed
+    assert full[-2:] == bare[-2:] == listed[-2:] == ["/src/db/", "root@h2:/t/db/"]
+
+
+def test_what_changed_since_a_moment_is_listed_by_its_change_time(tmp_path):
+    (tmp_path / "old").write_text("a")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "kept").write_text("k")
+    time.sleep(0.05)
+    since = time.time()
+    time.sleep(0.05)
+    (tmp_path / "dir" / "new").write_text("b")
+    os.chmod(tmp_path / "old", 0o600)  # a mode changes the change time as xattrs and ACLs do
+    os.symlink("old", tmp_path / "link")
+    listed = sorted(p.changed_since(str(tmp_path), since).split(b"\0")[:-1])
+    assert listed == [b".", b"./dir", b"./dir/new", b"./link", b"./old"]
+    assert p.changed_since(str(tmp_path), time.time() + 60) == b""
+    with pytest.raises(OSError):  # the directory is gone: nothing to list, the pass fails
+        p.changed_since(str(tmp_path / "gone"), since)
+
+
+def test_a_last_delta_after_live_passes_leaves_attributes_to_a_listed_pass(monkeypatch):
+    calls = []
+
+    def fake_pass(argv, where, timeout, run=None, listed=None):
+        calls.append((argv, listed))
+        return {"sent": 10, "changed": 1, "files": 1, "literal": 1}
+
+    monkeypatch.setattr(p, "copy_pass", fake_pass)
+    monkeypatch.setattr(p, "changed_since", lambda path, since: b"./a\0./b\0" if since == 98.0 else b"")
+    copier = p.LocalCopier(None, {"user": "root", "address": "h2", "port": 22, "key_dir": "/k"})
+    assert copier.sync("/src/db", "/t/db", attributes_since=100.0) == {
+        "sent": 20,
+        "changed": 2,
+        "files": 2,
+        "literal": 2,
+    }
+    (first, none), (second, paths) = calls
+    assert "--xattrs" not in first and none is None
+    assert {"--xattrs", "--files-from=-"} <= set(second) and paths == b"./a\0./b\0"
+    calls.clear()
+    copier.sync("/src/db", "/t/db", attributes_since=500.0)  # nothing changed since: no listed pass
+    assert len(calls) == 1
+    calls.clear()
+    copier.sync("/src/db", "/t/db")  # a streamed volume, or no live pass: one pass with everything
+    assert len(calls) == 1 and "--xattrs" in calls[0][0]
+
+
+class SinceCopier(Copier):
+    def sync(self, src, dest, attributes_since=None):
+        self.calls.append(("since", src, attributes_since))
+        return super().sync(src, dest)
+
+
+def test_the_capture_gives_only_pre_copied_volumes_the_time_of_their_last_live_pass():
+    plan = [{"name": "db", "choice": "precopy", "reason": "plain"}, {"name": "big", "choice": "stream", "reason": "s"}]
+    spec = dict(
+        SPEC,
+        volumes={"db": {"mountpoint": "/t/db"}, "big": {"mountpoint": "/t/big"}},
+        attributes_since={"db": 123.5, "big": 99.0},
+    )
+    host, copier = Host(), SinceCopier({"db": [0], "big": [9]})
+    out = m.capture_groups(
+        host, [{"id": "g", "members": [member("app", plan)], "precopy": spec}], OPTIONS, now=clock(), copier=copier
+    )
+    assert out["g"]["ok"]
+    assert sorted(c[1:] for c in copier.calls if c[0] == "since") == [("/src/big", None), ("/src/db", 123.5)]
+
+
+def test_the_live_passes_say_when_the_last_one_began():
+    host, copier = Host(), Copier({"db": [500, 5]})
+    before = time.time()
+    out = m.precopy_groups(host, [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}], OPTIONS, copier)
+    assert before - 0.01 <= out["g"]["volumes"]["db"]["attributes_since"] <= time.time()
