@@ -830,8 +830,11 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
     started, ended = float(times.get("started_at") or 0), float(times.get("ended_at") or 0)
     captured = source.get("members") or {}
 
-    def streamed_bytes(name):  # an image loaded straight into the target's engine: not in the bundle rsync sent
-        return int(((captured.get(name) or {}).get("image_streamed") or {}).get("bytes") or 0)
+    def streamed_bytes(name):  # what went straight into the target (volumes, the image): not in the bundle
+        mine = captured.get(name) or {}
+        if "direct_bytes" in mine:
+            return int(mine["direct_bytes"] or 0)
+        return int((mine.get("image_streamed") or {}).get("bytes") or 0)
 
     def bundled(name):
         return int((captured.get(name) or {}).get("bytes_captured", 0)) - streamed_bytes(name)

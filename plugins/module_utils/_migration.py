@@ -443,6 +443,7 @@ class SourceRun:
                 "final_seconds": round(seconds, 3),
             }
             entry["bytes_captured"] += stats["sent"]
+            entry["direct_bytes"] = entry.get("direct_bytes", 0) + stats["sent"]  # not in the bundle
         return ready
 
     def capture(self, precopy=None, copier=None):
@@ -501,6 +502,7 @@ class SourceRun:
                 if streamed:
                     entry["image_streamed"] = streamed
                     entry["image"] = _IMAGE_STREAM_REASON if streamed["new"] else _IMAGE_THERE_REASON
+                    entry["direct_bytes"] = entry.get("direct_bytes", 0) + streamed["bytes"]  # not in the bundle
                 _keep_progress(entry, result)
             else:
                 args = dict(container=name, dest=member["bundle"], compression=opts["compression"])
@@ -1061,9 +1063,11 @@ def _failure(run, exc):
 
 def _sends_now(group, out, options, send):
     """Whether this capture goes to its target in this process: a sender, a group with its directories, and
-    fewer bytes than ``send.max_bytes`` (0: any size), above which the role sends it with progress."""
+    fewer bytes in its bundles than ``send.max_bytes`` (0: any size), above which the role sends it with
+    progress. The bytes that went straight into the target (``direct_bytes``) do not count."""
     limit = int((options.get("send") or {}).get("max_bytes") or 0)
-    captured = sum(int(m.get("bytes_captured") or 0) for m in out["members"].values())
+    # what is in the bundle: not what already went straight into the target (volumes, a streamed image)
+    captured = sum(int(m.get("bytes_captured") or 0) - int(m.get("direct_bytes") or 0) for m in out["members"].values())
     return bool(send and options.get("send") and group.get("transfer")) and (not limit or captured < limit)
 
 

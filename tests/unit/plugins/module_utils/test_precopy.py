@@ -839,3 +839,22 @@ def test_the_live_passes_say_when_the_last_one_began():
     before = time.time()
     out = m.precopy_groups(host, [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}], OPTIONS, copier)
     assert before - 0.01 <= out["g"]["volumes"]["db"]["attributes_since"] <= time.time()
+
+
+def test_what_went_straight_into_the_target_does_not_make_a_bundle_too_big_to_send_right_away():
+    plan = [{"name": "big", "choice": "stream", "reason": "s"}]
+    spec = dict(SPEC, volumes={"big": {"mountpoint": "/t/big"}})
+    sent = []
+    options = dict(OPTIONS, send=dict(OPTIONS["send"], max_bytes=1000))
+    group = {"id": "g", "members": [member("app", plan)], "precopy": spec, "transfer": {"src": "/b", "dest": "/in"}}
+    out = m.capture_groups(
+        Host(),
+        [group],
+        options,
+        now=clock(),
+        send=lambda src, dest: sent.append(src) or 7,
+        copier=Copier({"big": [10**9]}),
+    )
+    app = out["g"]["members"]["app"]
+    assert app["bytes_captured"] == 10**9 + 100 + 10 and app["direct_bytes"] == 10**9 + 100
+    assert out["g"]["sent"] and sent == ["/b"]  # 10 bytes in the bundle: sent in the same process
