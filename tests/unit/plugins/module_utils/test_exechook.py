@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -69,11 +70,19 @@ def test_read_output_any_framing_and_split(frames, cut):
     """However the bytes arrive, each stream is the concatenation of its frames, cut to its tail."""
     data = b"".join(frame(s, d) for s, d in frames)
     a, b = socket.socketpair()
-    try:
+
+    def send():
+        # in a thread of its own, as an engine writes while the hook reads: thousands of one-byte sends hold
+        # a buffer each, and a socketpair's send buffer fills long before the data is all written
         for i in range(0, len(data), cut):
             b.sendall(data[i : i + cut])
         b.shutdown(socket.SHUT_WR)
-        out, err = x.read_output(a, deadline=time.monotonic() + 3600, limit=500)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        out, err = x.read_output(a, deadline=time.monotonic() + 60, limit=500)
+        sender.join(60)
     finally:
         a.close()
         b.close()
