@@ -438,17 +438,20 @@ class TargetOps:
         code, _out, err = self.run(ssh_argv(self.targets[host], script))
         return code == 0, err.strip()[-300:]
 
-    def drop_volumes(self, host, volumes):
-        """Remove ``volumes`` on ``host`` where no container uses them (the engine refuses an used one);
-        ``(True, "")`` when none of them is left."""
-        names = " ".join(shlex.quote(volume) for volume in volumes)
+    def _drop(self, host, kind, names):
+        """``docker <kind> rm`` each of ``names`` (already quoted or safe) on ``host``; ``(True, "")`` when none of
+        them is left (the engine refuses one that a container uses)."""
         script = (
-            f'left=; for volume in {names}; do docker volume rm "$volume" >/dev/null 2>&1 || '
-            '{ docker volume inspect "$volume" >/dev/null 2>&1 && left="$left $volume"; }; done; '
+            f'left=; for name in {" ".join(names)}; do docker {kind} rm "$name" >/dev/null 2>&1 || '
+            f'{{ docker {kind} inspect "$name" >/dev/null 2>&1 && left="$left $name"; }}; done; '
             '[ -z "$left" ] || { echo "still there:$left" >&2; exit 5; }'
         )
         code, _out, err = self.run(ssh_argv(self.targets[host], script))
         return code == 0, err.strip()[-300:]
+
+    def drop_volumes(self, host, volumes):
+        """Remove ``volumes`` on ``host`` where no container uses them; ``(True, "")`` when none of them is left."""
+        return self._drop(host, "volume", [shlex.quote(volume) for volume in volumes])
 
     def drop_images(self, host, images):
         """Remove the images ``images`` (IDs only) from ``host`` unless a container uses them; ``(True, "")`` when
@@ -456,13 +459,7 @@ class TargetOps:
         ids = [image for image in images if _IMAGE_ID.match(image)]
         if len(ids) != len(images):
             return False, f"refused to remove {sorted(set(images) - set(ids))}: not image IDs"
-        script = (
-            f'left=; for image in {" ".join(ids)}; do docker image rm "$image" >/dev/null 2>&1 || '
-            '{ docker image inspect "$image" >/dev/null 2>&1 && left="$left $image"; }; done; '
-            '[ -z "$left" ] || { echo "still there:$left" >&2; exit 5; }'
-        )
-        code, _out, err = self.run(ssh_argv(self.targets[host], script))
-        return code == 0, err.strip()[-300:]
+        return self._drop(host, "image", ids)
 
     def drop_paths(self, host, paths):
         """Remove the bind directories a pre-copy made on ``host`` (``<dir>/.``: one that was there empty, emptied

@@ -114,13 +114,8 @@ def send(key_dir, port, src_dir, user, address, dest_dir, timeout, run=subproces
     """Push ``src_dir`` with rsync; the bytes sent. Raises SendFailed."""
     where = f"{user}@{address}:{dest_dir}"
     try:
-        done = run(
-            ["rsync", *rsync_argv(key_dir, port, src_dir, user, address, dest_dir, shared=True)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=child_environment(),
+        done = _quietly(
+            ["rsync", *rsync_argv(key_dir, port, src_dir, user, address, dest_dir, shared=True)], timeout, run
         )
     except subprocess.TimeoutExpired:
         raise SendFailed(f"sending {src_dir} to {where} took more than {timeout} s") from None
@@ -130,6 +125,11 @@ def send(key_dir, port, src_dir, user, address, dest_dir, timeout, run=subproces
         last = " | ".join(line.strip() for line in (done.stderr or "").strip().splitlines()[-3:])
         raise SendFailed(f"sending {src_dir} to {where} failed (rsync exit {done.returncode}): {last}")
     return sent_bytes(done.stdout)
+
+
+def _quietly(argv, timeout, run):
+    """``run(argv)`` with its output captured as text, without the run's marker in its environment."""
+    return run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=child_environment())
 
 
 def _tail(text):
@@ -153,14 +153,7 @@ def probe_target(key_dir, port, user, address, image_id, timeout=60, run=subproc
         f"docker image inspect --format '{{{{.Id}}}}' {image_id} 2>&1 || true"
     )
     try:
-        done = run(
-            remote_argv(key_dir, port, user, address, command),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=child_environment(),
-        )
+        done = _quietly(remote_argv(key_dir, port, user, address, command), timeout, run)
     except subprocess.TimeoutExpired:
         raise SendFailed(f"asking {where} whether it has image {image_id} took more than {timeout} s") from None
     except OSError as exc:
@@ -186,14 +179,7 @@ def remove_remote_image(key_dir, port, user, address, image_id, timeout=60, run=
         return f"{image_id!r} is not an image ID"
     command = f"docker image rm {image_id} >/dev/null 2>&1; ! docker image inspect {image_id} >/dev/null 2>&1"
     try:
-        done = run(
-            remote_argv(key_dir, port, user, address, command),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=child_environment(),
-        )
+        done = _quietly(remote_argv(key_dir, port, user, address, command), timeout, run)
     except (subprocess.TimeoutExpired, OSError) as exc:
         return f"removing it failed: {exc}"
     return "" if done.returncode == 0 else f"it is still there (exit {done.returncode}: {_tail(done.stderr)})"

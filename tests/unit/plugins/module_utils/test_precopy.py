@@ -510,7 +510,7 @@ def test_a_guard_that_fires_removes_the_image_streamed_to_the_target_after_its_c
         [{"host": "h2", "address": "10.0.0.2"}], run=lambda argv: scripts.append(argv) or (0, "", "")
     )
     assert ops.drop_images("h2", [image]) == (True, "")
-    assert 'docker image rm "$image"' in scripts[0][-1] and image in scripts[0][-1]
+    assert 'docker image rm "$name"' in scripts[0][-1] and image in scripts[0][-1]
     assert ops.drop_images("h2", ["web; reboot"]) == (False, "refused to remove ['web; reboot']: not image IDs")
     assert len(scripts) == 1
 
