@@ -346,6 +346,14 @@ TARGET_COMMAND_SECONDS = 120
 TARGET_STOP_SECONDS = 2
 
 
+# The fire plan's removals on a target: the TargetOps method, and what the guard's note calls what it removes.
+_DROPS = {
+    "drop_target_paths": ("drop_paths", "the bind data copied to {names} on {host}"),
+    "drop_target_volumes": ("drop_volumes", "the volumes the run made on {host}: {names}"),
+    "drop_target_images": ("drop_images", "the image the run streamed to {host}: {names}"),
+}
+
+
 def decide(doc, lease_age):
     """What the guard does now: "exit" (nothing to guard), "fire" (the lease lapsed) or "wait"."""
     if doc is None or doc["guard"].get("status") != "armed":
@@ -623,27 +631,11 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
                         )
                         break
                     detail = f"stopped {step[2]} on {step[1]}"
-                elif step[0] == "drop_target_paths":
-                    dropped, error = target_ops.drop_paths(step[1], step[2])
-                    notes.append(
-                        f"removed the bind data copied to {', '.join(step[2])} on {step[1]}"
-                        if dropped
-                        else f"could not remove the bind data copied to {', '.join(step[2])} on {step[1]} ({error})"
-                    )
-                elif step[0] == "drop_target_volumes":
-                    dropped, error = target_ops.drop_volumes(step[1], step[2])
-                    notes.append(
-                        f"removed the volumes the run made on {step[1]}: {', '.join(step[2])}"
-                        if dropped
-                        else f"could not remove the volumes the run made on {step[1]}: {', '.join(step[2])} ({error})"
-                    )
-                elif step[0] == "drop_target_images":
-                    dropped, error = target_ops.drop_images(step[1], step[2])
-                    notes.append(
-                        f"removed the image the run streamed to {step[1]}: {', '.join(i[:19] for i in step[2])}"
-                        if dropped
-                        else f"could not remove the image the run streamed to {step[1]}: {', '.join(step[2])} ({error})"
-                    )
+                elif step[0] in _DROPS:
+                    method, what = _DROPS[step[0]]
+                    dropped, error = getattr(target_ops, method)(step[1], step[2])
+                    text = what.format(host=step[1], names=", ".join(step[2]))
+                    notes.append(f"removed {text}" if dropped else f"could not remove {text} ({error})")
                 else:
                     try:
                         detail = f"source is {source_ops.restore(name, step[1])} (was {step[1]} before the run)"

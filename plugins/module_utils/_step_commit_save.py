@@ -42,7 +42,7 @@ def save_into(client, ref, image, exclude, out):
     """Write the save archive of ``ref`` to ``out`` (has ``write``), leaving out the layers in ``exclude`` that the
     image has; the diff IDs left out."""
     diff_ids = (image.get("RootFS") or {}).get("Layers") or []
-    excluded = sorted(set(exclude) & set(diff_ids))
+    excluded = _excluded(image, exclude)
     if not excluded:
         for chunk in client.get_image(ref, chunk_size=CHUNK_SIZE):
             out.write(chunk)
@@ -55,9 +55,17 @@ def save_into(client, ref, image, exclude, out):
     return excluded
 
 
+def _excluded(image, exclude):
+    """The diff IDs of ``exclude`` that are layers of ``image``."""
+    return sorted(set(exclude) & set((image.get("RootFS") or {}).get("Layers") or []))
+
+
 def save(cap, ref, image, exclude):
     """Stream the save archive of ``ref`` into the bundle; return (written, excluded diff IDs)."""
-    with cap.writer("image.tar" + suffix(cap.compression)) as writer:
+    filename = "image.tar" + suffix(cap.compression)
+    if not _excluded(image, exclude):  # the engine's stream as it is, through the pipelined writer
+        return cap.write(cap.client.get_image(ref, chunk_size=CHUNK_SIZE), filename), []
+    with cap.writer(filename) as writer:
         excluded = save_into(cap.client, ref, image, exclude, writer)
         return writer.commit(), excluded
 
