@@ -66,8 +66,9 @@ def _member_dirs(item, run, host, group_id, work_dir, target_dir):
 
 def volume_plan(item, options):
     """What happens to each volume of a queued container (``_precopy.choose``): ``[{name, choice, reason}]``.
-    ``options``: ``strategy``, ``data``, ``data_map``, ``min_bytes`` (the role's migrate_strategy,
-    migrate_volume_data, migrate_volume_data_map and migrate_precopy_min_bytes)."""
+    ``options``: ``strategy``, ``data``, ``data_map``, ``min_bytes``, ``keep_bundle``, ``bind_data`` and
+    ``consistency`` (the role's migrate_strategy, migrate_volume_data, migrate_volume_data_map,
+    migrate_precopy_min_bytes, migrate_keep_bundle, migrate_bind_data and migrate_consistency)."""
     modes = (item.get("entry") or {}).get("volume_modes") or {}
     plan = []
     for name in item.get("volumes") or []:
@@ -83,6 +84,7 @@ def volume_plan(item, options):
                 data_map=options.get("data_map") or {},
                 min_bytes=options.get("min_bytes", 0),
                 keep_bundle=options.get("keep_bundle", False),
+                consistency=options.get("consistency", "stop"),
             )
         except ValueError as exc:
             raise AnsibleFilterError(f"migrate_groups: {exc}") from None
@@ -96,6 +98,7 @@ def volume_plan(item, options):
             bind.get("is_dir"),
             options.get("bind_data", False),
             strategy=options.get("strategy", "precopy"),
+            consistency=options.get("consistency", "stop"),
         )
         plan.append(dict(chosen, name=f"bind:{bind['source']}", source=bind["source"], path=target))
     return plan

@@ -145,7 +145,10 @@ def classify(driver, options):
     return "special", "local with options " + ",".join(sorted(options))
 
 
-def choose(name, kind, detail, size, strategy="precopy", data="auto", data_map=None, min_bytes=0, keep_bundle=False):
+def choose(
+    name, kind, detail, size, strategy="precopy", data="auto", data_map=None, min_bytes=0, keep_bundle=False,
+    consistency="stop",
+):
     """``{"choice", "reason"}`` for volume ``name`` of kind ``kind``.
 
     ``data`` (``auto``, ``copy`` or ``skip``) is the run's default and ``data_map`` (volume name -> one of
@@ -154,7 +157,8 @@ def choose(name, kind, detail, size, strategy="precopy", data="auto", data_map=N
     ``min_bytes`` goes straight into the target's volume: pre-copied when ``strategy`` is ``precopy``,
     streamed once the source is stopped when it is ``stop``; a smaller one goes in the bundle (in less time than
     the extra steps take), and so does every copied volume with ``keep_bundle`` (the bundle left on the source
-    then holds all the data) or with ``copy`` in the map. Whether the target can take a direct copy is settled
+    then holds all the data), with ``copy`` in the map, or with ``consistency`` ``pause`` (each volume is read
+    while its container is paused, which only the bundle's backup does). Whether the target can take a direct copy is settled
     later, where the copy runs."""
     wanted = (data_map or {}).get(name, data)
     if wanted not in ("auto", "copy", "skip"):
@@ -175,6 +179,8 @@ def choose(name, kind, detail, size, strategy="precopy", data="auto", data_map=N
         return {"choice": "copy", "reason": f"stop-and-copy: {where} is copy"}
     if keep_bundle:
         return {"choice": "copy", "reason": "stop-and-copy: migrate_keep_bundle is true (the bundle holds the data)"}
+    if consistency == "pause":
+        return {"choice": "copy", "reason": PAUSE_REASON}
     if int(size or 0) < int(min_bytes or 0):
         return {"choice": "copy", "reason": f"stop-and-copy: {size} bytes, below migrate_precopy_min_bytes"}
     if strategy == "stop":
@@ -182,6 +188,7 @@ def choose(name, kind, detail, size, strategy="precopy", data="auto", data_map=N
     return {"choice": "precopy", "reason": "pre-copy while the source serves, the last delta once it is stopped"}
 
 
+PAUSE_REASON = "stop-and-copy: migrate_consistency is pause (read while paused, into the bundle)"
 STREAM_REASON = "stop-and-copy, streamed: once the source is stopped, straight into the target's volume"
 
 
@@ -352,13 +359,16 @@ def cache_path(directory, volume):
     return os.path.join(directory, ".digests", f"{volume}.json")
 
 
-def choose_bind(source, target, is_dir, data=False, strategy="precopy"):
+def choose_bind(source, target, is_dir, data=False, strategy="precopy", consistency="stop"):
     """``{"choice", "reason"}`` for the data of a bind mount from ``source`` (``target`` on the target host):
     with ``data`` (migrate_bind_data) a directory is copied as a plain volume is with ``strategy`` (with the
-    pre-copy's passes, or streamed once stopped), unless either path is refused (``bind_problem``); anything
-    else is left where it is."""
+    pre-copy's passes, or streamed once stopped), unless either path is refused (``bind_problem``) or
+    ``consistency`` is ``pause`` (bind data only goes straight into the target); anything else is left where it
+    is."""
     if not data:
         return {"choice": "skip", "reason": "migrate_bind_data is false: the target's path is used as it is"}
+    if consistency == "pause":
+        return {"choice": "skip", "reason": "not copied: migrate_consistency is pause (bind data is copied with stop)"}
     problem = bind_problem(source) or bind_problem(target)
     if problem:
         return {"choice": "skip", "reason": f"not copied: {problem}"}

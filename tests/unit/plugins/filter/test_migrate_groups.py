@@ -569,8 +569,8 @@ def volumes_item(name, **extra):
     return item(name, has_volumes=True, volumes=["big", "small", "nfs"], entry=entry, **extra)
 
 
-def volume_waves(strategy, keep_bundle=False):
-    options = {"strategy": strategy, "min_bytes": 1000, "keep_bundle": keep_bundle}
+def volume_waves(strategy, keep_bundle=False, consistency="stop"):
+    options = {"strategy": strategy, "min_bytes": 1000, "keep_bundle": keep_bundle, "consistency": consistency}
     groups = g.migrate_groups([volumes_item("a")], "run1", "h1", "/w", "/in", options)
     return g.migrate_waves(groups, parallel=4)
 
@@ -610,4 +610,15 @@ def test_keep_bundle_puts_every_copied_volume_in_the_bundle():
         (wave,) = volume_waves(strategy, keep_bundle=True)
         choices = {v["name"]: v["choice"] for v in wave["source_groups"][0]["members"][0]["volumes"]}
         assert choices == {"big": "copy", "small": "copy", "nfs": "skip"}
+        assert g.migrate_precopy_pick(wave, "prepare") == []
+
+
+def test_consistency_pause_prepares_nothing_on_the_target():
+    # each volume is read while its container is paused, into the bundle: a volume the target made for a direct
+    # copy would only be filled through the slower path for a volume that already exists
+    for strategy in ("precopy", "stop"):
+        (wave,) = volume_waves(strategy, consistency="pause")
+        volumes = wave["source_groups"][0]["members"][0]["volumes"]
+        assert {v["name"]: v["choice"] for v in volumes} == {"big": "copy", "small": "copy", "nfs": "skip"}
+        assert "migrate_consistency is pause" in volumes[0]["reason"]
         assert g.migrate_precopy_pick(wave, "prepare") == []

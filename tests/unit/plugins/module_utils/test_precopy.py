@@ -66,6 +66,18 @@ def test_choose_keep_bundle_puts_every_copied_volume_in_the_bundle():
     assert p.choose("db", "plain", "local", 10**9, data="skip", keep_bundle=True)["choice"] == "skip"
 
 
+def test_choose_consistency_pause_reads_every_copied_volume_into_the_bundle():
+    # a paused capture reads each volume while its container is paused: nothing is prepared on the target for it
+    for strategy in ("precopy", "stop"):
+        paused = p.choose("db", "plain", "local", 10**9, strategy=strategy, consistency="pause")
+        assert paused == {"choice": "copy", "reason": p.PAUSE_REASON}
+    assert p.choose("nfs", "network", "local, type nfs", 10**9, consistency="pause")["choice"] == "skip"
+    assert p.choose("db", "plain", "local", 10**9, data="skip", consistency="pause")["choice"] == "skip"
+    bind = p.choose_bind("/srv/www", "/srv/www", True, data=True, strategy="stop", consistency="pause")
+    assert bind["choice"] == "skip" and "migrate_consistency is pause" in bind["reason"]
+    assert p.choose_bind("/srv/www", "/srv/www", True, data=True, strategy="stop")["choice"] == "stream"
+
+
 def test_volumes_of_takes_one_choice_or_several():
     member = {"volumes": [{"name": "a", "choice": "precopy"}, {"name": "b", "choice": "stream"}, {"name": "c"}]}
     assert p.volumes_of(member, "precopy") == ["a"]
