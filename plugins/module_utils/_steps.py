@@ -318,9 +318,11 @@ DIRECT = {
 
 def caller(parent, source=False):
     """``call(module, args)`` running every step of a restore (or, ``source``, of a capture) in this process
-    (see the module docstring)."""
+    (see the module docstring). It takes the ``progress`` that the action plugin's caller displays and runs
+    the step plainly: a process on the host has no one to display it to (a capture with a pre-copied or
+    streamed volume runs here whatever its size)."""
 
-    def call(module, args):
+    def call(module, args, progress=None):  # pylint: disable=unused-argument
         try:
             if source:
                 if module in SOURCE_STEPS:

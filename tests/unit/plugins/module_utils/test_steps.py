@@ -54,6 +54,17 @@ def test_a_step_gets_its_arguments_checked_and_completed_and_answers_as_the_modu
     assert refused["failed"] and "bundle" in refused["msg"]
 
 
+def test_a_large_step_runs_plainly_in_this_process(step):
+    # a capture with a volume copied straight into the target runs here even when a member is large enough to
+    # report progress: SourceRun then hands the step its progress, which only the action plugin can display
+    call = _steps.caller(Parent(), source=False)
+    progress = {"path": "/b", "label": "loading", "interval": 10, "timeout": 60}
+    assert call("ferry.docker.docker_load", {"bundle": "/b"}, progress=progress) == {
+        "changed": True,
+        "operation": "load",
+    }
+
+
 def test_a_step_that_breaks_fails_instead_of_skipping_the_undo(monkeypatch):
     def run(module):
         raise KeyError("Id")
