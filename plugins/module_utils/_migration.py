@@ -29,6 +29,7 @@ import concurrent.futures
 import posixpath
 import threading
 import time
+import types
 
 from ansible_collections.ferry.docker.plugins.module_utils import _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._health import failure_message
@@ -446,6 +447,81 @@ class SourceRun:
             entry["direct_bytes"] = entry.get("direct_bytes", 0) + stats["sent"]  # not in the bundle
         return ready
 
+    def _alongside(self, work):
+        """``work()`` in a thread: ``result()`` waits for it and gives what it returned (or raises what it raised),
+        ``wait()`` only waits."""
+        box = {}
+
+        def run():
+            try:
+                box["value"] = work()
+            except BaseException as exc:  # pylint: disable=broad-exception-caught  # raised in result()
+                box["error"] = exc
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+
+        def result():
+            worker.join()
+            if "error" in box:
+                raise box["error"]
+            return box["value"]
+
+        return types.SimpleNamespace(result=result, wait=worker.join)
+
+    def _capture_image(self, member, precopy, copier):
+        """The image (commit mode: committed, saved or streamed into the target's engine, or the one committed
+        while it served, reused) or the filesystem (export mode) of a stopped ``member``: what to add to its
+        entry of the capture's result (``bytes_captured`` and ``direct_bytes`` add up, ``progress`` extends)."""
+        opts = self.options
+        name = member["container"]
+        entry = {"bytes_captured": 0}
+        early = ((precopy or {}).get("images") or {}).get(name) or {}
+        if opts["mode"] == "commit" and early.get("upper_digest") and copier is not None:
+            # committed while it served: the image in the bundle is current if its writable layer is unchanged
+            try:
+                now_digest = self._upper_digest(copier, precopy, name)[0]
+            except Exception:  # the SDK's errors: commit again
+                now_digest = None
+            early_streamed = early.get("streamed")
+            if early_streamed and early_streamed.get("new") and early.get("image_id"):
+                # loaded into the target's engine while it served (journaled then): this run's to remove
+                self.streamed.setdefault(name, []).append(early["image_id"])
+            if now_digest == early["upper_digest"]:
+                entry["image_id"] = early.get("image_id", "")
+                entry["image"] = "committed while it served; its writable layer did not change since"
+                if early_streamed:
+                    entry["image_streamed"] = dict(early_streamed)
+                    entry["image"] += " (it went straight into the target's engine then)"
+                early = "reused"
+            elif early_streamed:
+                self._drop_stale(copier, name, early.get("image_id", ""))
+        if early == "reused":
+            pass
+        elif opts["mode"] == "commit":
+            result, streamed = self._commit("capture", member, copier, self._progress(member, "committing and saving"))
+            entry["image_id"] = result.get("image_id", "")
+            entry["bytes_captured"] += int(result.get("size") or 0)
+            if streamed:
+                entry["image_streamed"] = streamed
+                entry["image"] = _IMAGE_STREAM_REASON if streamed["new"] else _IMAGE_THERE_REASON
+                entry["direct_bytes"] = entry.get("direct_bytes", 0) + streamed["bytes"]  # not in the bundle
+            _keep_progress(entry, result)
+        else:
+            args = dict(container=name, dest=member["bundle"], compression=opts["compression"])
+            args.update(opts.get("capture_options", {}))
+            result = self._run(
+                "capture",
+                name,
+                "ferry.docker.docker_export",
+                args,
+                f"exporting {name}",
+                self._progress(member, "exporting"),
+            )
+            entry["bytes_captured"] += int(result.get("size") or 0)
+            _keep_progress(entry, result)
+        return entry
+
     def capture(self, precopy=None, copier=None):
         """Stop, capture and (cutover keep) restart the group; the per-member sizes and the timings.
         With ``precopy`` (the group's pre-copied volumes), their last delta goes right after the stop."""
@@ -466,57 +542,32 @@ class SourceRun:
             # a paused capture never takes the source down: the guard needs no word of it
             self.journal("capture")
         planned = any(m.get("volumes") for m in self.members)
-        if planned:
-            self.final_pass(precopy, copier, out)
-        for member in self.members:
+        if (precopy or {}).get("volumes"):
+            # Stopped, the images and the volumes' last passes only read the sources: the commits (and their
+            # streams into the target's engine) run beside the passes, so the outage is the longer of the two.
+            # (Such a capture always runs in this module's process, see runs_stepwise.)
+            images = self._alongside(lambda: [self._capture_image(m, precopy, copier) for m in self.members])
+            try:
+                self.final_pass(precopy, copier, out)
+            except BaseException:
+                images.wait()  # the commits end before the group is put back and what they streamed removed
+                raise
+            parts = images.result()
+        else:
+            if planned:
+                self.final_pass(precopy, copier, out)
+            parts = None
+        for index, member in enumerate(self.members):
             name = member["container"]
             entry = out["members"][name]
-            early = ((precopy or {}).get("images") or {}).get(name) or {}
-            if opts["mode"] == "commit" and early.get("upper_digest") and copier is not None:
-                # committed while it served: the image in the bundle is current if its writable layer is unchanged
-                try:
-                    now_digest = self._upper_digest(copier, precopy, name)[0]
-                except Exception:  # the SDK's errors: commit again
-                    now_digest = None
-                early_streamed = early.get("streamed")
-                if early_streamed and early_streamed.get("new") and early.get("image_id"):
-                    # loaded into the target's engine while it served (journaled then): this run's to remove
-                    self.streamed.setdefault(name, []).append(early["image_id"])
-                if now_digest == early["upper_digest"]:
-                    entry["image_id"] = early.get("image_id", "")
-                    entry["image"] = "committed while it served; its writable layer did not change since"
-                    if early_streamed:
-                        entry["image_streamed"] = dict(early_streamed)
-                        entry["image"] += " (it went straight into the target's engine then)"
-                    early = "reused"
-                elif early_streamed:
-                    self._drop_stale(copier, name, early.get("image_id", ""))
-            if early == "reused":
-                pass
-            elif opts["mode"] == "commit":
-                result, streamed = self._commit(
-                    "capture", member, copier, self._progress(member, "committing and saving")
-                )
-                entry["image_id"] = result.get("image_id", "")
-                entry["bytes_captured"] += int(result.get("size") or 0)
-                if streamed:
-                    entry["image_streamed"] = streamed
-                    entry["image"] = _IMAGE_STREAM_REASON if streamed["new"] else _IMAGE_THERE_REASON
-                    entry["direct_bytes"] = entry.get("direct_bytes", 0) + streamed["bytes"]  # not in the bundle
-                _keep_progress(entry, result)
-            else:
-                args = dict(container=name, dest=member["bundle"], compression=opts["compression"])
-                args.update(opts.get("capture_options", {}))
-                result = self._run(
-                    "capture",
-                    name,
-                    "ferry.docker.docker_export",
-                    args,
-                    f"exporting {name}",
-                    self._progress(member, "exporting"),
-                )
-                entry["bytes_captured"] += int(result.get("size") or 0)
-                _keep_progress(entry, result)
+            part = parts[index] if parts is not None else self._capture_image(member, precopy, copier)
+            for key, value in part.items():
+                if key in ("bytes_captured", "direct_bytes"):
+                    entry[key] = entry.get(key, 0) + value
+                elif key == "progress":
+                    entry.setdefault("progress", []).extend(value)
+                else:
+                    entry[key] = value
             # without a plan (members[].volumes), has_volumes says whether the bundle holds every volume
             copied = [v for v, e in entry.get("volumes", {}).items() if e["choice"] == "copy"]
             if member.get("has_volumes") and (copied or not planned):

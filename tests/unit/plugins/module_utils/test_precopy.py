@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -844,6 +845,63 @@ def test_the_capture_gives_only_pre_copied_volumes_the_time_of_their_last_live_p
     )
     assert out["g"]["ok"]
     assert sorted(c[1:] for c in copier.calls if c[0] == "since") == [("/src/big", None), ("/src/db", 123.5)]
+
+
+class MeetingCopier(Copier):
+    """A last pass that only ends once the commit has begun: a capture that commits after its passes waits for
+    ever, so the pass gives up after a while and says so."""
+
+    def __init__(self, deltas, committing):
+        super().__init__(deltas)
+        self.committing = committing
+        self.met = None
+
+    def sync(self, src, dest):
+        self.met = self.committing.wait(timeout=5)
+        return super().sync(src, dest)
+
+
+class CommittingHost(Host):
+    def __init__(self, fail=False):
+        super().__init__()
+        self.committing = threading.Event()
+        self.fail = fail
+
+    def __call__(self, module, args):
+        if module.endswith("docker_commit_save"):
+            self.committing.set()
+            if self.fail:
+                self.calls.append(("docker_commit_save", args))
+                return {"failed": True, "msg": "no space left for the layer"}
+        return super().__call__(module, args)
+
+
+def test_the_image_is_committed_while_the_last_passes_run():
+    plan = [{"name": "db", "choice": "stream", "reason": p.STREAM_REASON}]
+    host = CommittingHost()
+    copier = MeetingCopier({"db": [9000]}, host.committing)
+    group = {"id": "g", "members": [member("app", plan)], "precopy": dict(SPEC, volumes={"db": {"mountpoint": "/t"}})}
+    out = m.capture_groups(host, [group], OPTIONS, now=clock(), copier=copier)
+    assert out["g"]["ok"], out["g"]
+    assert copier.met, "the last pass ended before the commit began: they ran one after the other"
+    app = out["g"]["members"]["app"]
+    # both halves are in the member's result
+    assert app["image_id"] == "sha256:x" and app["volumes"]["db"]["digest"] == "d-db"
+    assert app["bytes_captured"] == 9100 + 10
+
+
+def test_a_commit_that_fails_beside_the_last_passes_puts_the_source_back():
+    plan = [{"name": "db", "choice": "stream", "reason": p.STREAM_REASON}]
+    host = CommittingHost(fail=True)
+    copier = MeetingCopier({"db": [9000]}, host.committing)
+    group = {"id": "g", "members": [member("app", plan)], "precopy": dict(SPEC, volumes={"db": {"mountpoint": "/t"}})}
+    out = m.capture_groups(host, [group], OPTIONS, now=clock(), copier=copier)
+    failed = out["g"]
+    assert not failed["ok"] and failed["phase"] == "capture" and "no space left for the layer" in failed["msg"]
+    assert failed["target_touched"]  # the streamed volume is for the role to remove on the target
+    modules = [module for module, _a in host.calls]
+    assert modules.count("docker_container") == 2  # stopped, then started again
+    assert "docker_volume_backup" not in modules
 
 
 def test_the_live_passes_say_when_the_last_one_began():
