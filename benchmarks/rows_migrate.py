@@ -20,8 +20,11 @@ The baseline runs on host1 and pushes to host2 over SSH with the lab's key, whic
 controller: an ssh-agent started for the row holds it and the ssh to host1 forwards that agent.
 host2's address, user, port and host key come from the lab's state (lab/.state/ssh_config and
 known_hosts); the known_hosts copy lives in a temporary directory on host1 that teardown removes.
-migrate uses its own run key. Both sides leave the source running (migrate: consistency pause,
-cutover keep) and start the copy on host2, which cleanup removes.
+migrate uses its own run key. Both sides leave the source running and start the copy on host2, which
+cleanup removes: migrate with cutover keep, and consistency pause except in row 6, which moves the data
+as a migration does by default with migrate_strategy stop (the source stopped, its volume and image
+streamed straight into host2's, then started again). The service runs under --init, so that a stop
+takes as long as the service needs, not the engine's 10 s timeout for a PID 1 that ignores SIGTERM.
 
 Every ssh has a connect timeout (lab/.state/ssh_config sets ConnectTimeout and ServerAliveInterval)
 and every call an overall limit, so a host that does not answer fails the row instead of hanging it.
@@ -213,7 +216,7 @@ class MigrateRow(Row):
         ssh(SOURCE, f"docker rm -f {name} >/dev/null 2>&1; docker volume rm {volume} >/dev/null 2>&1; true")
         ssh(
             SOURCE,
-            f"docker run --pull never -d --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 {HEALTH} "
+            f"docker run --pull never -d --init --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 {HEALTH} "
             f"--restart unless-stopped --mount type=volume,source={volume},target=/data {self.image(ctx)} "
             "sh -c 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www'",
         )
@@ -309,7 +312,8 @@ class Migrate(MigrateRow):
 
     def command(self, ctx, side, run):
         if side == "ours":
-            return self.migrate(ctx)
+            # the default consistency: stopped, the volume and the image go straight into host2's (no bundle)
+            return self.migrate(ctx, migrate_consistency="stop")
         name, volume, image = self.names(ctx)
         mountpoint = ctx.state[self.number]["mountpoint"]
         hop = ctx.state[self.number]["hop"]
@@ -320,7 +324,7 @@ class Migrate(MigrateRow):
             f"docker save {image} | zstd -T0 -3 -q | {to_target} 'zstd -d -q | docker load -q >/dev/null'; "
             f"tar -C {mountpoint} -cf - . | zstd -T0 -3 -q | "
             f"{to_target} 'docker volume create {volume} >/dev/null && zstd -d -q | tar -C {target_volume} -xf -'; "
-            f"{to_target} 'docker run --pull never -d --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 "
+            f"{to_target} 'docker run --pull never -d --init --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 "
             f"{HEALTH} --restart unless-stopped --mount type=volume,source={volume},target=/data {image} "
             f'sh -c "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www" >/dev/null\''
         )
@@ -331,8 +335,18 @@ class Migrate(MigrateRow):
 
     def check(self, ctx, side, run, outcome):
         if side == "ours":
-            self.report(ctx)
+            # where the report says each run's time went, and how the volume and the image moved
+            entry = self.report(ctx)
+            ctx.state[self.number].setdefault("phases", []).append(entry.get("phases") or {})
+            ctx.state[self.number]["moved"] = {
+                "volumes": [{k: v.get(k) for k in ("name", "choice")} for v in entry.get("volumes") or []],
+                "image_transfer": entry.get("image_transfer"),
+            }
         self.check_target(ctx)
+
+    def extras(self, ctx, seconds):
+        state = ctx.state.get(self.number, {})
+        return {"phases": state.get("phases", []), "moved": state.get("moved", {})}
 
 
 @register
@@ -636,6 +650,7 @@ class StatefulOutage(MigrateRow):
             "files_digest": tree_digest(SOURCE, mountpoint),
             "files_bytes": total,
             "outage": {"ours": [], "baseline": []},
+            "phases": {"ours": [], "baseline": []},
             "sent": [],
             "changed": [],
             "data": [],
@@ -716,6 +731,8 @@ class StatefulOutage(MigrateRow):
         if tree_digest(TARGET, mountpoint) != state["files_digest"]:
             raise CheckFailed(f"the volume {files} on {TARGET} differs from the source")
         state["outage"][side].append(round(probe.outage(), 3))
+        # where the report says the time went (its capture, transfer and restore phases hold the outage)
+        state["phases"][side].append(entry.get("phases") or {})
         if side == "ours":
             state["sent"].append(int(entry.get("precopy_sent_bytes") or 0) + int(entry.get("bytes_sent") or 0))
             state["changed"].append(probe.written())
@@ -749,6 +766,7 @@ class StatefulOutage(MigrateRow):
         return {
             "outage_seconds": {"precopy": ours, "stop": stop},
             "outage_median": {"precopy": median_ours, "stop": median_stop},
+            "phases": {"precopy": state["phases"]["ours"], "stop": state["phases"]["baseline"]},
             "ratio": ratio,
             "verdict": "PASS" if median_ours <= self.outage_limit and ratio <= self.target else "MISS",
             "precopy_bytes_sent": sent,
