@@ -324,8 +324,8 @@ class Migrate(MigrateRow):
             f"docker save {image} | zstd -T0 -3 -q | {to_target} 'zstd -d -q | docker load -q >/dev/null'; "
             f"tar -C {mountpoint} -cf - . | zstd -T0 -3 -q | "
             f"{to_target} 'docker volume create {volume} >/dev/null && zstd -d -q | tar -C {target_volume} -xf -'; "
-            f"{to_target} 'docker run --pull never -d --init --name {name} --label ferry.bench=migrate -p 80 -e BENCH=1 "
-            f"{HEALTH} --restart unless-stopped --mount type=volume,source={volume},target=/data {image} "
+            f"{to_target} 'docker run --pull never -d --init --name {name} --label ferry.bench=migrate -p 80 "
+            f"-e BENCH=1 {HEALTH} --restart unless-stopped --mount type=volume,source={volume},target=/data {image} "
             f'sh -c "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 80 -h /www" >/dev/null\''
         )
         argv, env = hop.wrap(script)

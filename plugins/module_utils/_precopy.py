@@ -146,7 +146,15 @@ def classify(driver, options):
 
 
 def choose(
-    name, kind, detail, size, strategy="precopy", data="auto", data_map=None, min_bytes=0, keep_bundle=False,
+    name,
+    kind,
+    detail,
+    size,
+    strategy="precopy",
+    data="auto",
+    data_map=None,
+    min_bytes=0,
+    keep_bundle=False,
     consistency="stop",
 ):
     """``{"choice", "reason"}`` for volume ``name`` of kind ``kind``.
@@ -158,8 +166,8 @@ def choose(
     streamed once the source is stopped when it is ``stop``; a smaller one goes in the bundle (in less time than
     the extra steps take), and so does every copied volume with ``keep_bundle`` (the bundle left on the source
     then holds all the data), with ``copy`` in the map, or with ``consistency`` ``pause`` (each volume is read
-    while its container is paused, which only the bundle's backup does). Whether the target can take a direct copy is settled
-    later, where the copy runs."""
+    while its container is paused, which only the bundle's backup does). Whether the target can take a direct
+    copy is settled later, where the copy runs."""
     wanted = (data_map or {}).get(name, data)
     if wanted not in ("auto", "copy", "skip"):
         raise ValueError(f"volume {name}: the volume data mode must be auto, copy or skip, not {wanted!r}")
