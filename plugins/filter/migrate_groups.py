@@ -919,6 +919,8 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             hooks=[hook for hook in source.get("hooks") or [] if hook.get("container") == name],
             volumes=_volume_report(item, captured.get(name), precopy),
             image_transfer=_image_transfer(captured.get(name)) if moving else "",
+            # the source ignored its stop signal (or took longer than migrate_stop_timeout): the engine killed it
+            stop_timed_out=bool((captured.get(name) or {}).get("stop_timed_out")),
             precopy_sent_bytes=sum(
                 int(v.get("sent_bytes") or 0)
                 for n, v in ((precopy.get("volumes") or {}).items())

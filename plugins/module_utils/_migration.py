@@ -125,6 +125,13 @@ class Phases:
         return self.durations
 
 
+def _killed_at_timeout(result, seconds, stop_timeout):
+    """Whether a stop ran into its timeout and the engine killed the container (exit 137, SIGKILL): its process
+    ignored the stop signal, or needed longer than ``stop_timeout`` to end cleanly."""
+    exit_code = ((result.get("container") or {}).get("State") or {}).get("ExitCode")
+    return exit_code == 137 and seconds >= max(0, int(stop_timeout or 0)) - 0.5
+
+
 def _keep_progress(entry, result):
     """A step that ran in the background ends with its last progress report: the member's result keeps it."""
     if result.get("progress"):
@@ -534,8 +541,13 @@ class SourceRun:
             self.journal("stop")
             for member in reversed(running):
                 args = dict(name=member["container"], state="stopped", stop_timeout=opts["stop_timeout"])
-                self._run("stop", member["container"], DOCKER_CONTAINER, args, f"stopping {member['container']}")
+                began = self.now()
+                result = self._run(
+                    "stop", member["container"], DOCKER_CONTAINER, args, f"stopping {member['container']}"
+                )
                 self.stopped.append(member)
+                if _killed_at_timeout(result, self.now() - began, opts["stop_timeout"]):
+                    out["members"][member["container"]]["stop_timed_out"] = True
         out["down_at"] = round(self.now(), 3) if running else 0
         self.phases.enter("capture")
         if opts["consistency"] == "stop":

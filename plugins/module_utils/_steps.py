@@ -212,7 +212,11 @@ def _container_state(parent, args):
             if not running:
                 return dict(changed=False)
             client.stop(info["Id"], timeout=int(args.get("stop_timeout") or 10))
-            return dict(changed=True)
+            try:  # how it ended, as community.docker.docker_container returns it (a kill after the timeout: 137)
+                ended = client.inspect_container(info["Id"])["State"]
+            except Exception:  # the SDK's errors: it stopped, which is what was asked
+                return dict(changed=True)
+            return dict(changed=True, container={"State": {"ExitCode": ended.get("ExitCode")}})
         if state == "started":
             changed = not running
             if not running:

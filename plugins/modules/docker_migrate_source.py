@@ -385,6 +385,8 @@ members:
   description:
     - Per source container, C(bytes_captured) and C(image_id) (commit mode); with O(image=stream),
       C(image_streamed) (C(new), C(bytes), C(sha256) of the stream; C(new) is false when the target had the image).
+    - C(stop_timed_out) is true for a container that did not end within O(stop_timeout) of its stop signal, so
+      that the engine killed it (exit 137).
   returned: O(state=captured), success
   type: dict
 down_at:

@@ -144,6 +144,10 @@ def test_results_of_a_migrated_group():
     assert db["status"] == "migrated" and db["source_state_after"] == "exited"
     assert db["bytes_sent"] == 150 and web["bytes_sent"] == 50
     assert db["image_transfer"] == web["image_transfer"] == "bundle"
+    assert db["stop_timed_out"] is web["stop_timed_out"] is False
+    members = dict(SOURCE["members"], web={"bytes_captured": 100, "stop_timed_out": True})
+    _db, web = g.migrate_group_results(group, source=dict(SOURCE, members=members), sent=[200], target=TARGET)
+    assert web["stop_timed_out"] is True  # the engine killed it at migrate_stop_timeout
 
 
 def test_an_image_streamed_into_the_target_counts_as_sent_beside_the_bundle_rsync_sent():

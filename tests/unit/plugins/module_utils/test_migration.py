@@ -472,6 +472,27 @@ def test_the_source_task_runs_in_one_process_unless_a_capture_reports_progress_o
     assert m.runs_stepwise(source_args("cut_over", members=[small], cutover="keep", journal=None))
 
 
+def test_a_stop_that_ran_into_its_timeout_and_killed_the_source_is_reported():
+    ticks = iter([1000.0, 1000.0] + [1000.0 + 0.5 * i for i in range(100)])
+
+    def now():
+        return next(ticks)
+
+    def stopped(args):
+        # web ignores SIGTERM: the engine kills it once the timeout ends (137); db ends by itself, slowly (0)
+        return {"changed": True, "container": {"State": {"ExitCode": 137 if args["name"] == "web" else 0}}}
+
+    host = FakeHost(docker_container=stopped, docker_commit_save={"image_id": "sha256:x", "size": 1})
+    out = m.SourceRun(host, [member("db"), member("web")], dict(SOURCE, stop_timeout=0), now=now).capture()
+    assert out["members"]["web"].get("stop_timed_out") is True
+    assert "stop_timed_out" not in out["members"]["db"]
+    # a kill before the timeout ran out (an OOM kill, the process's own SIGKILL) is not a stop that timed out
+    host = FakeHost(docker_container=stopped, docker_commit_save={"image_id": "sha256:x", "size": 1})
+    out = m.SourceRun(host, [member("web")], dict(SOURCE, stop_timeout=60), now=clock()).capture()
+    assert "stop_timed_out" not in out["members"]["web"]
+    assert not m._killed_at_timeout({}, 99, 10)  # a stop that says nothing of how it ended
+
+
 def test_the_source_task_puts_the_members_back_when_a_capture_fails():
     host = FakeHost(docker_commit_save=lambda args: {"failed": args["container"] == "web", "msg": "disk full"})
     result = m.source_task(host, source_args("captured", members=[member("db"), member("web")]), now=clock())

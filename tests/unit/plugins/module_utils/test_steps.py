@@ -140,12 +140,17 @@ class SourceClient:
     def __init__(self, **states):
         self.states = dict(states)
         self.done = []
+        self.exit_codes = {}
 
     def inspect_container(self, name):
         if name not in self.states:
             raise Gone(f"404 Client Error: no such container: {name}")
         state = self.states[name]
-        return {"Id": name, "State": {"Running": state in ("running", "paused"), "Paused": state == "paused"}}
+        running = state in ("running", "paused")
+        return {
+            "Id": name,
+            "State": {"Running": running, "Paused": state == "paused", "ExitCode": self.exit_codes.get(name, 0)},
+        }
 
     def _do(self, verb, name, new):
         self.done.append((verb, name))
@@ -174,7 +179,9 @@ def test_a_source_container_is_stopped_started_paused_or_removed_as_docker_conta
     client = SourceClient(web="running", db="paused", old="exited")
     call = _steps.caller(Parent(client), source=True)
     container = "community.docker.docker_container"
-    assert call(container, {"name": "web", "state": "stopped", "stop_timeout": 30}) == {"changed": True}
+    # how it ended, as community.docker.docker_container says it (a kill at the stop timeout: 137)
+    stopped = {"changed": True, "container": {"State": {"ExitCode": 0}}}
+    assert call(container, {"name": "web", "state": "stopped", "stop_timeout": 30}) == stopped
     assert call(container, {"name": "web", "state": "stopped"}) == {"changed": False}  # already stopped
     assert call(container, {"name": "web", "state": "started", "paused": False}) == {"changed": True}
     assert call(container, {"name": "web", "state": "started", "paused": False}) == {"changed": False}
