@@ -323,13 +323,18 @@ def test_stop_streams_a_plain_volume_into_the_target_and_keep_bundle_puts_it_in_
             "ferry-lab/busybox sh -c 'mkdir -p /d/sub && echo token > /d/index.html && head -c 2000000 "
             "/dev/urandom > /d/sub/blob && ln /d/sub/blob /d/hard && ln -s index.html /d/link && "
             "chown -R 1000:27 /d/sub && chmod 750 /d/sub && chmod 711 /d' && "
-            f"docker run -d --pull never --name {name} -v {volume}:/www ferry-lab/busybox "
-            "httpd -f -p 8080 -h /www >/dev/null",
+            # the kept one runs under an init that passes SIGTERM on; httpd alone as PID 1 ignores it
+            f"docker run -d --pull never {'--init ' if suffix == 'k' else ''}--name {name} -v {volume}:/www "
+            "ferry-lab/busybox httpd -f -p 8080 -h /www >/dev/null",
         )
     streamed, kept = f"{names}-s", f"{names}-k"
     before = tree("host1", mountpoint("host1", f"{streamed}-data"))
-    run, report = migrate(tmp_path, [streamed], migrate_strategy="stop", migrate_keep_target_bundle=True)
+    run, report = migrate(
+        tmp_path, [streamed], migrate_strategy="stop", migrate_keep_target_bundle=True, migrate_stop_timeout=2
+    )
     assert run.returncode == 0, run.stdout[-6000:]
+    # httpd ignored the stop signal: the engine killed it once migrate_stop_timeout ran out, and the report says so
+    assert report[streamed]["stop_timed_out"] is True, report[streamed]
     (moved,) = report[streamed]["volumes"]
     assert moved["choice"] == "stream" and len(moved["digest"]) == 64, moved
     assert moved["reason"].startswith("streamed once the source was stopped") and moved["final_delta_bytes"] > 2000000
@@ -354,6 +359,7 @@ def test_stop_streams_a_plain_volume_into_the_target_and_keep_bundle_puts_it_in_
     before = tree("host1", mountpoint("host1", f"{kept}-data"))
     run, report = migrate(tmp_path, [kept], migrate_strategy="stop", migrate_keep_bundle=True)
     assert run.returncode == 0, run.stdout[-6000:]
+    assert report[kept]["stop_timed_out"] is False, report[kept]  # it ended on SIGTERM
     (moved,) = report[kept]["volumes"]
     assert moved["choice"] == "copy", moved
     assert moved["reason"] == "stop-and-copy: migrate_keep_bundle is true (the bundle holds the data)", moved
