@@ -726,7 +726,25 @@ def host_log_tail(host: Host) -> str:
     )
 
 
+# lab-init's line once its dockerd is the one that stays: until then it may still kill a dockerd that was slow
+# to start (and that answered a moment before) and try again, overlay2 twice, then vfs, up to 60 s each.
+DOCKERD_SETTLED = "lab-init: dockerd is up"
+DOCKERD_WAIT_SECONDS = 200
+
+
+def dockerd_settled(log_text: str) -> bool:
+    return any(line.startswith(DOCKERD_SETTLED) for line in log_text.splitlines())
+
+
 def dockerd_answers(host: Host) -> bool:
+    """The host's dockerd answers, and lab-init has kept it (said so since the container last started)."""
+    started = docker("inspect", "--format", "{{.State.StartedAt}}", host.container, check=False, timeout=20)
+    since = started.stdout.strip()
+    if started.returncode != 0 or not since:
+        return False
+    logs = docker("logs", "--since", since, host.container, check=False, timeout=20)
+    if not dockerd_settled(logs.stdout):
+        return False
     check = docker("exec", host.container, "docker", "info", "--format", "{{.ID}}", check=False, timeout=20)
     return check.returncode == 0
 
@@ -738,12 +756,12 @@ def sshd_answers(host: Host) -> bool:
     return check.returncode == 0
 
 
-def wait_for(host: Host, what: str, answers) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
+def wait_for(host: Host, what: str, answers, seconds: int = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
     while not answers(host):
         state = docker("inspect", "--format", "{{.State.Status}}", host.container, check=False).stdout.strip()
         if state != "running" or time.monotonic() > deadline:
-            reason = f"stopped (state {state})" if state != "running" else f"did not answer within {WAIT_SECONDS} s"
+            reason = f"stopped (state {state})" if state != "running" else f"did not answer within {seconds} s"
             raise LabError(f"{what} on {host.name} {reason}.\n{host_log_tail(host)}")
         time.sleep(1)
 
@@ -953,7 +971,7 @@ def ensure_sudo_host(subnet: ipaddress.IPv4Network, create: bool) -> Host | None
         log(f"starting {host.container} (was {host.state})")
         docker("start", host.container)
     host = sudo_host()
-    wait_for(host, "dockerd", dockerd_answers)
+    wait_for(host, "dockerd", dockerd_answers, DOCKERD_WAIT_SECONDS)
     configure_sudo_host(host)
     load_workload_image(host)
     return host
@@ -1033,7 +1051,7 @@ def up(
             log(f"{host.name} runs an older {host_image(host.suite)}; `lab.py down && lab.py up` recreates it")
     hosts = [host for host in lab_hosts() if host.number <= count]
     for host in hosts:
-        wait_for(host, "dockerd", dockerd_answers)
+        wait_for(host, "dockerd", dockerd_answers, DOCKERD_WAIT_SECONDS)
         authorize_key(host)
         load_workload_image(host)
     sudo = ensure_sudo_host(subnet, with_sudo_host)

@@ -204,3 +204,26 @@ def test_the_inventory_groups_the_hosts_by_release(tmp_path, monkeypatch):
     lab.write_client_files(hosts, [])
     inventory = (tmp_path / "inventory.ini").read_text()
     assert "[debian_bookworm]\nhost1\n" in inventory and "[debian_trixie]\nhost3\n" in inventory
+
+
+def test_a_host_dockerd_counts_only_once_lab_init_has_kept_it(monkeypatch):
+    # lab-init may kill a dockerd that was slow to start, even one that answered a moment before, and try again:
+    # a host is ready once lab-init says it kept one, since the container last started, and that one answers
+    calls = []
+    answers = {"logs": "lab-init: dockerd did not start with overlay2; trying once more (see /var/log/dockerd.log)\n"}
+
+    def docker(*args, **kwargs):
+        calls.append(args[0])
+        assert kwargs.get("timeout"), args  # every call to the engine has a limit
+        out = {"inspect": "2026-12-01T20:45:06.853385677Z\n", "logs": answers["logs"], "exec": "abc\n"}[args[0]]
+        if args[0] == "logs":
+            assert args[1:3] == ("--since", "2026-12-01T20:45:06.853385677Z")  # this start only
+        return subprocess.CompletedProcess(args, 0, out, "")
+
+    monkeypatch.setattr(lab, "docker", docker)
+    host = lab.Host("host3", "ferry-lab-host3", "running", "", "")
+    assert not lab.dockerd_answers(host) and calls == ["inspect", "logs"]
+    answers["logs"] += "lab-init: dockerd is up (storage driver overlay2)\nlab-init: sshd started\n"
+    calls.clear()
+    assert lab.dockerd_answers(host) and calls == ["inspect", "logs", "exec"]
+    assert lab.DOCKERD_WAIT_SECONDS > 3 * 60  # lab-init's three starts of up to 60 s each
