@@ -462,7 +462,7 @@ class SourceRun:
         def run():
             try:
                 box["value"] = work()
-            except BaseException as exc:  # pylint: disable=broad-exception-caught  # raised in result()
+            except BaseException as exc:  # raised in result()
                 box["error"] = exc
 
         worker = threading.Thread(target=run, daemon=True)

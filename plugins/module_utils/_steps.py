@@ -326,7 +326,7 @@ def caller(parent, source=False):
     the step plainly: a process on the host has no one to display it to (a capture with a pre-copied or
     streamed volume runs here whatever its size)."""
 
-    def call(module, args, progress=None):  # pylint: disable=unused-argument
+    def call(module, args, progress=None):
         try:
             if source:
                 if module in SOURCE_STEPS:
