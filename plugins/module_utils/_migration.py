@@ -516,18 +516,17 @@ class SourceRun:
             _keep_progress(entry, result)
         else:
             args = dict(container=name, dest=member["bundle"], compression=opts["compression"])
-            args.update(opts.get("capture_options", {}))
-            result = self._run(
-                "capture",
-                name,
-                "ferry.docker.docker_export",
-                args,
-                f"exporting {name}",
-                self._progress(member, "exporting"),
-            )
-            entry["bytes_captured"] += int(result.get("size") or 0)
-            _keep_progress(entry, result)
+            self._capture_step(entry, member, "ferry.docker.docker_export", args, "exporting", "size")
         return entry
+
+    def _capture_step(self, entry, member, module, args, what, size_key):
+        """A capture step of ``member`` (``what``: how its progress and failure name it) with the capture options;
+        its ``size_key`` bytes add to ``entry``'s ``bytes_captured``, and its last progress report is kept."""
+        args.update(self.options.get("capture_options", {}))
+        name = member["container"]
+        result = self._run("capture", name, module, args, f"{what} {name}", self._progress(member, what))
+        entry["bytes_captured"] += int(result.get(size_key) or 0)
+        _keep_progress(entry, result)
 
     def capture(self, precopy=None, copier=None):
         """Stop, capture and (cutover keep) restart the group; the per-member sizes and the timings.
@@ -591,17 +590,8 @@ class SourceRun:
                 )
                 if planned:
                     args["exclude_volumes"] = sorted(set(entry["volumes"]) - set(copied))
-                args.update(opts.get("capture_options", {}))
-                result = self._run(
-                    "capture",
-                    name,
-                    "ferry.docker.docker_volume_backup",
-                    args,
-                    f"backing up the volumes of {name}",
-                    self._progress(member, "backing up the volumes of"),
-                )
-                entry["bytes_captured"] += int(result.get("bytes_written") or 0)
-                _keep_progress(entry, result)
+                module = "ferry.docker.docker_volume_backup"
+                self._capture_step(entry, member, module, args, "backing up the volumes of", "bytes_written")
         out["up_at"] = 0
         if running and (opts["consistency"] == "pause" or opts["cutover"] == "keep"):
             # A paused capture unpauses the members itself (the engine's commit, the volume backup's own

@@ -472,6 +472,16 @@ def test_the_source_task_runs_in_one_process_unless_a_capture_reports_progress_o
     assert m.runs_stepwise(source_args("cut_over", members=[small], cutover="keep", journal=None))
 
 
+def test_an_export_capture_counts_the_filesystem_and_the_volumes():
+    host = ProgressHost(docker_export={"size": 7}, docker_volume_backup={"bytes_written": 3})
+    members = [member("web", expected_bytes=500, has_volumes=True)]
+    options = dict(SOURCE, mode="export", progress={"bytes": 100, "interval": 5, "timeout": 60}, capture_options={})
+    out = m.SourceRun(host, members, options, now=clock()).capture()
+    assert out["members"]["web"]["bytes_captured"] == 10
+    labels = {module.rsplit(".", 1)[-1]: args["_progress"]["label"] for module, args in host.calls if args["_progress"]}
+    assert labels == {"docker_export": "exporting web", "docker_volume_backup": "backing up the volumes of web"}
+
+
 def test_a_stop_that_ran_into_its_timeout_and_killed_the_source_is_reported():
     ticks = iter([1000.0, 1000.0] + [1000.0 + 0.5 * i for i in range(100)])
 
