@@ -40,6 +40,38 @@ import sys
 import tempfile
 import time
 
+AUTHORIZED_KEYS_LOCK_SECONDS = 30
+_LOGIN_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$")
+
+# The one edit of a login user's authorized_keys, as its owner: under flock(1) on the user's ~/.ssh (two
+# runs may move containers onto the same host at once, and a guard may remove its key meanwhile; an
+# unlocked read-modify-write of one loses the other's line), the lines holding $1 (a fixed string) are
+# left out, $2 (if any) is appended, and the result replaces the file in one rename, mode 0600. $3 names
+# the user whose file it is (empty: the one running it). Without flock(1) the edit still happens.
+_AUTHORIZED_KEYS_SCRIPT = (
+    'umask 077 && h=$HOME && if [ -n "$3" ]; then h=$(getent passwd -- "$3" | cut -d: -f6) && [ -n "$h" ] '
+    '|| { echo "no home directory for user $3" >&2; exit 1; }; fi && d="$h/.ssh" && f="$d/authorized_keys" && '
+    '{ [ -n "$2" ] || [ -f "$f" ] || exit 0; } && mkdir -p "$d" && exec 9<"$d" && '
+    '{ ! command -v flock >/dev/null || flock -w %d 9 || { echo "$d is locked by another edit" >&2; exit 1; }; } && '
+    't=$(mktemp "$f.XXXXXX") && { [ ! -f "$f" ] || grep -v -F -e "$1" "$f" > "$t"; [ $? -le 1 ]; } && '
+    '{ [ -z "$2" ] || printf \'%%s\\n\' "$2" >> "$t"; } && chmod 600 "$t" && '
+    '{ [ -z "$3" ] || [ "$(id -un)" = "$3" ] || chown -- "$3" "$t"; } && mv -f -- "$t" "$f"'
+    % AUTHORIZED_KEYS_LOCK_SECONDS
+)
+
+
+def authorized_keys_argv(drop, add="", user="", then=""):
+    """``sh -c`` argv that edits authorized_keys under a lock: drop the lines holding ``drop``, append ``add``.
+
+    ``user``: whose file (empty: the user running it). ``then``: a command run after a successful edit.
+    """
+    if not drop or "\n" in drop or "\n" in add:
+        raise ValueError("authorized_keys: the line to drop must be one non-empty line, and the line to add one line")
+    if user and not _LOGIN_USER.match(user):
+        raise ValueError(f"authorized_keys: {user!r} is not a login user name")
+    script = _AUTHORIZED_KEYS_SCRIPT + (f" && {then}" if then else "")
+    return ["sh", "-c", script, "sh", drop, add, user]
+
 
 # The journal itself works without the Docker SDK, and its steps start about 0.1 s sooner without importing
 # it; only SourceOps (the guard putting sources back, recover.yml) needs it, and imports it then. This file
@@ -499,11 +531,10 @@ class TargetOps:
 
     def remove_key(self, host, comment):
         """Remove the lines holding ``comment`` from authorized_keys on ``host``; True if done."""
-        quoted = shlex.quote(comment)
-        script = (
-            'f="$HOME/.ssh/authorized_keys"; [ -f "$f" ] || exit 0; '
-            f'grep -v -F -e {quoted} "$f" > "$f.ferry-guard" ; cat "$f.ferry-guard" > "$f" && rm -f "$f.ferry-guard"'
-        )
+        try:  # the same locked edit as the transfer role's (another run may be adding its key)
+            script = shlex.join(authorized_keys_argv(comment))
+        except ValueError as exc:
+            return False, str(exc)
         code, _out, err = self.run(ssh_argv(self.targets[host], script))
         return code == 0, err.strip()[-300:]
 

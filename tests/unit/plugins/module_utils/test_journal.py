@@ -527,3 +527,44 @@ def test_removing_the_key_directory_never_touches_a_file_it_does_not_know(tmp_pa
     assert entry_host2["removed"] and not (keys / "id_ed25519").exists()
     assert entry_here["host"] == "localhost" and not entry_here["removed"] and str(keys) in entry_here["error"]
     assert (keys / "notes.txt").read_text() == "an operator's file"
+
+
+def _edit_keys(home, drop, add=""):
+    argv = j.authorized_keys_argv(drop, add)
+    return subprocess.Popen(argv, env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, stderr=subprocess.PIPE, text=True)
+
+
+def test_runs_that_edit_authorized_keys_at_once_keep_each_others_lines(tmp_path):
+    # Two runs onto the same host at once (and a guard removing its key meanwhile) rewrite the same file; each
+    # rewrite is a read, a filter and a rename, so without the lock on ~/.ssh one of them loses the other's line.
+    (tmp_path / ".ssh").mkdir(mode=0o700)
+    (tmp_path / ".ssh" / "authorized_keys").write_text("ssh-ed25519 AAAAowner owner@laptop\n")
+    for round_ in range(3):
+        adds = [
+            _edit_keys(tmp_path, f"KEY{round_}x{i:02d}", f"restrict ssh-ed25519 KEY{round_}x{i:02d} run-{i}")
+            for i in range(24)
+        ]
+        assert all(proc.wait(timeout=60) == 0 for proc in adds), [proc.stderr.read() for proc in adds]
+        drops = [_edit_keys(tmp_path, f"KEY{round_}x{i:02d}") for i in range(0, 24, 2)]
+        assert all(proc.wait(timeout=60) == 0 for proc in drops)
+        lines = (tmp_path / ".ssh" / "authorized_keys").read_text().splitlines()
+        assert lines[0] == "ssh-ed25519 AAAAowner owner@laptop"
+        assert sorted(line.split()[2] for line in lines[1:]) == sorted(f"KEY{round_}x{i:02d}" for i in range(1, 24, 2))
+        assert oct((tmp_path / ".ssh" / "authorized_keys").stat().st_mode & 0o777) == "0o600"
+        drops = [_edit_keys(tmp_path, f"KEY{round_}x{i:02d}") for i in range(1, 24, 2)]
+        assert all(proc.wait(timeout=60) == 0 for proc in drops)
+    assert (tmp_path / ".ssh" / "authorized_keys").read_text() == "ssh-ed25519 AAAAowner owner@laptop\n"
+    assert sorted(p.name for p in (tmp_path / ".ssh").iterdir()) == ["authorized_keys"]  # no temporary file left
+
+
+def test_removing_a_key_where_there_is_no_authorized_keys_creates_nothing(tmp_path):
+    assert _edit_keys(tmp_path, "KEY").wait(timeout=30) == 0
+    assert not (tmp_path / ".ssh").exists()
+
+
+def test_an_authorized_keys_edit_takes_single_lines_and_login_names_only():
+    for drop, add, user in (("", "x", ""), ("KEY", "a\nb", ""), ("KEY\n", "", ""), ("KEY", "", "root; rm -rf /")):
+        with pytest.raises(ValueError):
+            j.authorized_keys_argv(drop, add, user)
+    argv = j.authorized_keys_argv("KEY", "", "ferry", then="id -un")
+    assert argv[3:] == ["sh", "KEY", "", "ferry"] and argv[2].endswith(" && id -un")
