@@ -297,6 +297,15 @@ def suite_of(number: int, suites: list[str]) -> str:
     return suites[number - 1] if number <= len(suites) else SUITE
 
 
+def wanted_suites(count: int, suites: list[str], existing: dict[int, str]) -> dict[int, str]:
+    """The release of host1..host<count>: as asked; with no list asked for, an existing host keeps its own (so a
+    plain `up`, which pytest and every molecule scenario run, never recreates the trixie host of another's)."""
+    return {
+        number: existing[number] if not suites and number in existing else suite_of(number, suites)
+        for number in range(1, count + 1)
+    }
+
+
 def busybox_binary() -> Path:
     path = shutil.which("busybox") or "/bin/busybox"
     if not Path(path).is_file():
@@ -1025,7 +1034,7 @@ def up(
     suites = requested_suites(suites_arg if suites_arg is not None else os.environ.get(SUITES_ENV))
     existing = {host.number: host for host in lab_hosts()}
     count = requested or max([DEFAULT_HOSTS, len(suites), *existing])
-    wanted = {number: suite_of(number, suites) for number in range(1, count + 1)}
+    wanted = wanted_suites(count, suites, {number: host.suite for number, host in existing.items()})
     ensure_images(images=(WORKLOAD_IMAGE, *dict.fromkeys(host_image(suite) for suite in wanted.values())))
     ensure_key()
     subnet = ensure_network(requested_subnet(subnet_arg))
@@ -1127,7 +1136,7 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument(
         "--suites",
         help=f"Debian release of each host in order, e.g. 'bookworm bookworm trixie' (default: ${SUITES_ENV}; "
-        f"hosts not listed run {SUITE})",
+        f"hosts not listed run {SUITE}; with no list, an existing host keeps its release)",
     )
     up_parser.add_argument(
         "--subnet", help=f"IPv4 subnet of a new lab network (default: ${SUBNET_ENV}, else the first free candidate)"

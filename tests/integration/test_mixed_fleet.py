@@ -111,7 +111,7 @@ def read_inventory():
 def fleet(lab):
     """host1 on Docker 20.10 and host3 on Docker 26: {host name: IP}.
 
-    Depends on the session's ``lab`` fixture (a plain ``lab.py up``, which makes every host bookworm), so
+    Depends on the session's ``lab`` fixture (a plain ``lab.py up``, which makes new hosts bookworm), so
     that this ``lab.py up --suites`` comes after it and host3 stays trixie for these tests.
     """
     up = subprocess.run(

@@ -227,3 +227,16 @@ def test_a_host_dockerd_counts_only_once_lab_init_has_kept_it(monkeypatch):
     calls.clear()
     assert lab.dockerd_answers(host) and calls == ["inspect", "logs", "exec"]
     assert lab.DOCKERD_WAIT_SECONDS > 3 * 60  # lab-init's three starts of up to 60 s each
+
+
+def test_an_up_that_asks_for_no_release_keeps_each_hosts_own():
+    # pytest and each molecule scenario run a plain `up`; the one that asked for a trixie host3 keeps it
+    assert lab.wanted_suites(3, [], {1: "bookworm", 2: "bookworm", 3: "trixie"}) == {
+        1: "bookworm",
+        2: "bookworm",
+        3: "trixie",
+    }
+    assert lab.wanted_suites(2, [], {}) == {1: "bookworm", 2: "bookworm"}
+    # a list asked for is what the hosts run: another release means a new host
+    assert lab.wanted_suites(3, ["bookworm", "bookworm"], {3: "trixie"})[3] == "bookworm"
+    assert lab.wanted_suites(3, ["bookworm", "bookworm", "trixie"], {3: "bookworm"})[3] == "trixie"
