@@ -41,7 +41,7 @@ import tempfile
 import time
 
 AUTHORIZED_KEYS_LOCK_SECONDS = 30
-_LOGIN_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$")
+_LOGIN_USER = re.compile(r"^[^\s/:-][^\s/:]*$")  # a passwd name: one word, no path; $3 is quoted anyway
 
 # The one edit of a login user's authorized_keys, as its owner: under flock(1) on the user's ~/.ssh (two
 # runs may move containers onto the same host at once, and a guard may remove its key meanwhile; an

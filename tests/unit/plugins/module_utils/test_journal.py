@@ -563,8 +563,17 @@ def test_removing_a_key_where_there_is_no_authorized_keys_creates_nothing(tmp_pa
 
 
 def test_an_authorized_keys_edit_takes_single_lines_and_login_names_only():
-    for drop, add, user in (("", "x", ""), ("KEY", "a\nb", ""), ("KEY\n", "", ""), ("KEY", "", "root; rm -rf /")):
+    refused = (
+        ("", "x", ""),
+        ("KEY", "a\nb", ""),
+        ("KEY\n", "", ""),
+        ("KEY", "", "root; rm -rf /"),
+        ("KEY", "", "-r"),
+        ("KEY", "", "../x"),
+    )
+    for drop, add, user in refused:
         with pytest.raises(ValueError):
             j.authorized_keys_argv(drop, add, user)
+    assert j.authorized_keys_argv("KEY", "", "CORP\\Ferry.Admin@example")[-1] == "CORP\\Ferry.Admin@example"
     argv = j.authorized_keys_argv("KEY", "", "ferry", then="id -un")
     assert argv[3:] == ["sh", "KEY", "", "ferry"] and argv[2].endswith(" && id -un")
