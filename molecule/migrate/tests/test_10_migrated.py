@@ -78,7 +78,8 @@ def test_source_is_stopped_and_still_present(lab):
 
 
 def test_no_bundle_left_on_target_and_kept_on_source(lab):
-    assert lab["host2"].check_output("ls -A /var/lib/ferry/incoming | grep -v '^.keys$' || true") == ""
+    # this scenario's only: the benchmark may be migrating its own containers to host2 meanwhile
+    assert lab["host2"].check_output("ls -A /var/lib/ferry/incoming | grep -e '-ferry-mig' || true") == ""
     # <work dir>/<run>/<group>/<container>: the service is a group of its own
     bundles = lab["host1"].check_output(f"ls -d /var/lib/ferry/migrate/*/{SERVICE}/{SERVICE}").split()
     assert bundles
