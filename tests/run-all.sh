@@ -33,7 +33,7 @@ limit_for() {
     unit) echo 120 ;;
     integration) echo 2400 ;;
     bench) echo 980 ;;
-    molecule) echo 1200 ;;
+    molecule) echo 1500 ;;
     venv) echo 900 ;;
     engine) echo 900 ;;
     lab-images) echo 900 ;;
