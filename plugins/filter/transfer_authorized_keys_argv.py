@@ -12,7 +12,8 @@ author:
   - ferry.docker developers (@ferry-docker)
 description:
   - Returns the C(sh -c) arguments that rewrite a login user's C(~/.ssh/authorized_keys) without the lines
-    holding a fixed string, then append a line if one is given, in one rename (mode 0600).
+    holding a fixed string as whole words (followed by a space or the line's end), then append a line if one is
+    given, in one rename (mode 0600).
   - The edit holds C(flock) on the user's C(~/.ssh) for up to 30 seconds. Two runs that move containers onto
     the same host at once, or a guard that removes its key meanwhile, would otherwise lose each other's lines.
   - The C(ferry.docker.transfer) role and the migration guard (M(ferry.docker.docker_migrate_guard)) make the

@@ -45,15 +45,17 @@ _LOGIN_USER = re.compile(r"^[^\s/:-][^\s/:]*$")  # a passwd name: one word, no p
 
 # The one edit of a login user's authorized_keys, as its owner: under flock(1) on the user's ~/.ssh (two
 # runs may move containers onto the same host at once, and a guard may remove its key meanwhile; an
-# unlocked read-modify-write of one loses the other's line), the lines holding $1 (a fixed string) are
-# left out, $2 (if any) is appended, and the result replaces the file in one rename, mode 0600. $3 names
-# the user whose file it is (empty: the one running it). Without flock(1) the edit still happens.
+# unlocked read-modify-write of one loses the other's line), the lines holding $1 as whole words (a key's
+# blob, or a comment ending the line: "... from host1" never drops "... from host10") are left out, $2 (if
+# any) is appended, and the result replaces the file in one rename, mode 0600. $3 names the user whose file
+# it is (empty: the one running it). Without flock(1) the edit still happens.
 _AUTHORIZED_KEYS_SCRIPT = (
     'umask 077 && h=$HOME && if [ -n "$3" ]; then h=$(getent passwd -- "$3" | cut -d: -f6) && [ -n "$h" ] '
     '|| { echo "no home directory for user $3" >&2; exit 1; }; fi && d="$h/.ssh" && f="$d/authorized_keys" && '
     '{ [ -n "$2" ] || [ -f "$f" ] || exit 0; } && mkdir -p "$d" && exec 9<"$d" && '
     '{ ! command -v flock >/dev/null || flock -w %d 9 || { echo "$d is locked by another edit" >&2; exit 1; }; } && '
-    't=$(mktemp "$f.XXXXXX") && { [ ! -f "$f" ] || grep -v -F -e "$1" "$f" > "$t"; [ $? -le 1 ]; } && '
+    't=$(mktemp "$f.XXXXXX") && '
+    '{ [ ! -f "$f" ] || DROP="$1" awk \'index($0 " ", ENVIRON["DROP"] " ") == 0\' "$f" > "$t"; } && '
     '{ [ -z "$2" ] || printf \'%%s\\n\' "$2" >> "$t"; } && chmod 600 "$t" && '
     '{ [ -z "$3" ] || [ "$(id -un)" = "$3" ] || chown -- "$3" "$t"; } && mv -f -- "$t" "$f"'
     % AUTHORIZED_KEYS_LOCK_SECONDS

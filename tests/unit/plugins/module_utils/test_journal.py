@@ -557,6 +557,21 @@ def test_runs_that_edit_authorized_keys_at_once_keep_each_others_lines(tmp_path)
     assert sorted(p.name for p in (tmp_path / ".ssh").iterdir()) == ["authorized_keys"]  # no temporary file left
 
 
+def test_a_removal_drops_whole_words_only(tmp_path):
+    (tmp_path / ".ssh").mkdir(mode=0o700)
+    keys = tmp_path / ".ssh" / "authorized_keys"
+    keys.write_text(
+        "ssh-ed25519 AAAA1 ferry.docker migrate R from host1\n"
+        "ssh-ed25519 AAAA10 ferry.docker migrate R from host10\n"
+        "ssh-ed25519 AAAA1x owner\n"
+    )
+    assert _edit_keys(tmp_path, " ferry.docker migrate R from host1").wait(timeout=30) == 0
+    assert _edit_keys(tmp_path, "AAAA1").wait(timeout=30) == 0  # nothing left with that blob: a no-op
+    assert keys.read_text() == "ssh-ed25519 AAAA10 ferry.docker migrate R from host10\nssh-ed25519 AAAA1x owner\n"
+    assert _edit_keys(tmp_path, "AAAA1x").wait(timeout=30) == 0
+    assert keys.read_text() == "ssh-ed25519 AAAA10 ferry.docker migrate R from host10\n"
+
+
 def test_removing_a_key_where_there_is_no_authorized_keys_creates_nothing(tmp_path):
     assert _edit_keys(tmp_path, "KEY").wait(timeout=30) == 0
     assert not (tmp_path / ".ssh").exists()
