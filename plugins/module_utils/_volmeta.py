@@ -619,16 +619,19 @@ def _file_sha256(path):
 def walk_digest(path, cache=None, now=None, stats=None):
     """``(sha256, count, hashed_bytes)``: the same digest as ``tree_digest(path)``, from the directory itself.
 
-    With ``cache`` (a dict, updated in place: relative path -> [inode, size, mtime_ns, ctime_ns, sha256]) a
-    regular file whose inode, size and times are unchanged since it was hashed, and whose change time was
-    older than RACY_SECONDS then, is not read again: a second digest of a tree costs one ``stat`` per entry
-    plus the bytes that changed. ``hashed_bytes`` says how many bytes were read this time. ``stats`` (a dict)
-    gets ``racy``: how many files were too recent to cache.
+    With ``cache`` (a dict, updated in place: relative path -> [inode, size, mtime_ns, ctime_ns, sha256, entry])
+    a regular file with one link whose inode, size and times are unchanged since it was hashed, and whose
+    change time was older than RACY_SECONDS then, is neither read nor asked for its attributes again: its
+    entry (mode, owner, xattrs and content digest) is the cached one. A change of any of those sets the
+    change time, so a second digest of a tree costs one ``stat`` per entry plus the bytes that changed.
+    ``hashed_bytes`` says how many bytes were read this time. ``stats`` (a dict) gets ``racy``: how many
+    files were too recent to cache.
     """
     now = time.time() if now is None else now
     entries, hashed, count = [], 0, 0
     firsts = {}  # (dev, inode) -> (size, content) of the first name of a file with several links
     fresh = {}
+    cached = cache or {}
     root = os.lstat(path)
     entries.append(_fields(".", tarfile.DIRTYPE, root, "", 0, "", read_xattrs(path, follow=False)[0]))
     stack = [(path, "", iter(sorted(os.listdir(path))))]
@@ -638,7 +641,7 @@ def walk_digest(path, cache=None, now=None, stats=None):
         if entry is None:
             stack.pop()
             continue
-        full, name = os.path.join(directory, entry), prefix + entry
+        full, name = directory + "/" + entry, prefix + entry
         try:
             st = os.lstat(full)
         except FileNotFoundError:
@@ -653,20 +656,25 @@ def walk_digest(path, cache=None, now=None, stats=None):
                 size, content = firsts[key]
                 entries.append(_fields(name, kind, st, "", size, content, {}))
                 continue
-            known = (cache or {}).get(name)
+            known = cached.get(name)
             stamp = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-            if known and list(known[:4]) == stamp:
+            if known and known[:4] == stamp and st.st_nlink == 1 and len(known) == 6:
+                entries.append(known[5])
+                fresh[name] = known  # it passed the RACY_SECONDS test when cached, and its times are the same
+                continue
+            if known and known[:4] == stamp:
                 content = known[4]
             else:
                 content, read = _file_sha256(full)
                 hashed += read
+            line = _fields(name, kind, st, "", st.st_size, content, read_xattrs(full, follow=False)[0])
             if cache is not None and now - st.st_ctime > RACY_SECONDS:
-                fresh[name] = [*stamp, content]
+                fresh[name] = [*stamp, content, line]
             elif stats is not None:
                 stats["racy"] = stats.get("racy", 0) + 1
             if st.st_nlink > 1:
                 firsts[key] = (st.st_size, content)
-            entries.append(_fields(name, kind, st, "", st.st_size, content, read_xattrs(full, follow=False)[0]))
+            entries.append(line)
         elif kind == tarfile.DIRTYPE:
             entries.append(_fields(name, kind, st, "", 0, "", read_xattrs(full, follow=False)[0]))
             stack.append((full, name + "/", iter(sorted(os.listdir(full)))))
@@ -676,9 +684,10 @@ def walk_digest(path, cache=None, now=None, stats=None):
     if cache is not None:
         cache.clear()
         cache.update(fresh)
+    entries.sort()
     digest = hashlib.sha256()
-    for line in sorted(entries):
-        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    for start in range(0, len(entries), 4096):  # each line ends with a newline; joined a few thousand at a time
+        digest.update(("\n".join(entries[start : start + 4096]) + "\n").encode("utf-8", "surrogateescape"))
     return digest.hexdigest(), count, hashed
 
 

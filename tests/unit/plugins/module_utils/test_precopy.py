@@ -260,9 +260,9 @@ def test_precopy_passes_until_the_delta_is_small_journals_and_warms_the_cache():
     assert group["ok"] and group["volumes"]["db"]["passes"] == 3 and group["volumes"]["db"]["outcome"] == "converged"
     assert group["volumes"]["db"]["sent_bytes"] == 5000 + 700 + 40 + 300
     assert [c[0] for c in copier.calls] == ["sync", "sync", "sync", "digest", "digest", "digest"]
-    assert copier.calls[3] == ("digest", "/src/db", "/w/run/.digests/db.json")
+    assert copier.calls[3] == ("digest", "/src/db", "/w/run/.digests/db.marshal")
     # the image was committed while it served, between two digests of its writable layer
-    assert copier.calls[4][1:] == ("/upper/app", "/w/run/.digests/upper-app.json")
+    assert copier.calls[4][1:] == ("/upper/app", "/w/run/.digests/upper-app.marshal")
     assert group["images"] == {"app": {"image_id": "sha256:x", "upper_digest": "u0", "bytes": 10}}
     # the journal names what the guard removes on the target if the run is lost; nothing was stopped
     journaled = [a for module, a in host.calls if module == "docker_migrate_guard"]
@@ -338,7 +338,7 @@ def test_a_streamed_volume_moves_whole_after_the_stop_straight_into_the_target_a
     modules = [module for module, _a in host.calls]
     assert modules.index("docker_container") < modules.index("docker_commit_save")
     assert ("sync", "/src/db", "/t/db") in copier.calls
-    assert ("digest", "/src/db", "/w/run/.digests/db.json") in copier.calls
+    assert ("digest", "/src/db", "/w/run/.digests/db.marshal") in copier.calls
     backup = next(a for module, a in host.calls if module == "docker_volume_backup")
     assert backup["exclude_volumes"] == ["db"]  # only the tmpfs volume goes in the bundle
     assert group["members"]["app"]["bytes_captured"] == 9100 + 10 + 5
@@ -411,6 +411,35 @@ def test_walk_digest_equals_the_archive_digest_and_its_cache_reads_only_what_cha
     assert changed[:2] == tree_digest(str(root))
 
 
+def test_walk_digest_reuses_a_cached_entry_only_while_the_files_change_time_is_the_same(tmp_path):
+    root = tmp_path / "vol"
+    make_tree(root)
+    cache = {}
+    first = walk_digest(str(root), cache, now=10**10)
+    target = root / "sub" / "deep" / "big"
+    assert cache["sub/deep/big"][5].startswith("sub/deep/big\0")  # the whole entry is kept
+    os.chmod(target, 0o600)  # mode, owner and xattrs changes set the change time; the content is the same
+    changed = walk_digest(str(root), cache, now=10**10)
+    assert changed[0] != first[0] and changed[2] == 300_000  # a new entry, its content read again
+    assert changed[:2] == tree_digest(str(root))
+    stale = dict(cache)
+    stale["sub/deep/big"] = [*stale["sub/deep/big"][:5], "forged\0entry"]
+    stale["sub/deep/big"][3] -= 1  # a different change time: the forged entry is not used
+    assert walk_digest(str(root), stale, now=10**10)[:2] == tree_digest(str(root))
+
+
+def test_walk_digest_does_not_reuse_entries_for_files_with_several_links(tmp_path):
+    root = tmp_path / "vol"
+    make_tree(root)
+    os.link(root / "sub" / "deep" / "big", root / "again")
+    cache = {}
+    first = walk_digest(str(root), cache, now=10**10)
+    assert first[:2] == tree_digest(str(root))
+    assert walk_digest(str(root), cache, now=10**10)[:2] == first[:2]
+    os.unlink(root / "again")  # the remaining name's link count (not in its entry) changes
+    assert walk_digest(str(root), cache, now=10**10)[:2] == tree_digest(str(root))
+
+
 def test_walk_digest_does_not_trust_the_cache_for_a_file_changed_in_the_last_seconds(tmp_path):
     root = tmp_path / "vol"
     make_tree(root)
@@ -425,6 +454,12 @@ def test_the_digest_cache_file_is_private(tmp_path):
     cache.save()
     assert oct(os.stat(cache.path).st_mode & 0o777) == "0o600"
     assert p.DigestCache(cache.path).load() == {"a": [1, 2, 3, 4, "x"]}
+    with open(cache.path, "r+b") as handle:  # a torn file, or another Python's format: an empty cache
+        handle.truncate(5)
+    assert p.DigestCache(cache.path).load() == {}
+    with open(cache.path, "wb") as handle:
+        handle.write(b"\xff not marshal")
+    assert p.DigestCache(cache.path).load() == {}
 
 
 def test_passes_share_one_ssh_connection_and_leave_the_run_marker_out(monkeypatch):
