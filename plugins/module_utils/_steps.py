@@ -28,39 +28,68 @@ import traceback
 import urllib.error
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.module_utils.urls import open_url
 
-from ansible_collections.ferry.docker.plugins.module_utils import (
-    _precopy,
-    _step_commit_save,
-    _step_container_restore,
-    _step_exec_hook,
-    _step_export,
-    _step_guard,
-    _step_health,
-    _step_import,
-    _step_load,
-    _step_plan,
-    _step_preflight,
-    _step_volume_backup,
-    _step_volume_restore,
-)
+from ansible_collections.ferry.docker.plugins.module_utils import _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._client import DOCKER_COMMON_ARGS
 
-STEPS = {
-    "ferry.docker.docker_commit_save": _step_commit_save,
-    "ferry.docker.docker_export": _step_export,
-    "ferry.docker.docker_volume_backup": _step_volume_backup,
-    "ferry.docker.docker_container_exec_hook": _step_exec_hook,
-    "ferry.docker.docker_migrate_guard": _step_guard,
-    "ferry.docker.docker_migrate_plan": _step_plan,
-    "ferry.docker.docker_load": _step_load,
-    "ferry.docker.docker_restore_preflight": _step_preflight,
-    "ferry.docker.docker_import": _step_import,
-    "ferry.docker.docker_volume_restore": _step_volume_restore,
-    "ferry.docker.docker_container_restore": _step_container_restore,
-    "ferry.docker.docker_container_health": _step_health,
-}
+# The step modules are imported on first use, a side at a time: a restore never compiles the capture's steps
+# and a capture never the restore's (AnsiballZ compiles every module_utils a module imports, on every run).
+# Each import statement still names its module, so Ansible ships it to the host.
+SOURCE_STEPS = (
+    "ferry.docker.docker_migrate_plan",
+    "ferry.docker.docker_commit_save",
+    "ferry.docker.docker_export",
+    "ferry.docker.docker_volume_backup",
+    "ferry.docker.docker_container_exec_hook",
+    "ferry.docker.docker_migrate_guard",
+)
+TARGET_STEPS = (
+    "ferry.docker.docker_load",
+    "ferry.docker.docker_restore_preflight",
+    "ferry.docker.docker_import",
+    "ferry.docker.docker_volume_restore",
+    "ferry.docker.docker_container_restore",
+    "ferry.docker.docker_container_health",
+)
+_LOADED = {}  # step name -> its module, once imported
+
+
+def _source_steps():
+    from ansible_collections.ferry.docker.plugins.module_utils import (
+        _step_commit_save,
+        _step_exec_hook,
+        _step_export,
+        _step_guard,
+        _step_plan,
+        _step_volume_backup,
+    )
+
+    found = (_step_plan, _step_commit_save, _step_export, _step_volume_backup, _step_exec_hook, _step_guard)
+    return dict(zip(SOURCE_STEPS, found))
+
+
+def _target_steps():
+    from ansible_collections.ferry.docker.plugins.module_utils import (
+        _step_container_restore,
+        _step_health,
+        _step_import,
+        _step_load,
+        _step_preflight,
+        _step_volume_restore,
+    )
+
+    found = (_step_load, _step_preflight, _step_import, _step_volume_restore, _step_container_restore, _step_health)
+    return dict(zip(TARGET_STEPS, found))
+
+
+def step_module(name):
+    """The module of step ``name`` (one of SOURCE_STEPS or TARGET_STEPS), imported with its side on first use."""
+    if name not in _LOADED:
+        for found, step in (_source_steps() if name in SOURCE_STEPS else _target_steps()).items():
+            _LOADED.setdefault(found, step)
+    return _LOADED[name]
+
+
 # what ArgumentSpecValidator takes of a module's keyword arguments
 _VALIDATOR_KWARGS = ("mutually_exclusive", "required_together", "required_one_of", "required_if", "required_by")
 
@@ -112,7 +141,7 @@ class StepModule:
 
 def run_step(parent, name, args):
     """The result of step module ``name`` run here with ``args``."""
-    step = STEPS[name]
+    step = step_module(name)
     try:
         step.run(StepModule(parent, step, args))
     except _Exit as done:
@@ -161,6 +190,8 @@ def _wait_for_port(parent, args):
 
 def _get_url(parent, args):
     wanted = [int(code) for code in args.get("status_code") or [200]]
+    from ansible.module_utils.urls import open_url  # only a health check by URL needs it (and its imports)
+
     try:
         with open_url(args["url"], timeout=int(args.get("timeout") or 10)) as answer:
             status = answer.status
@@ -234,14 +265,6 @@ def _container_state(parent, args):
     return dict(failed=True, msg=f"state={state} of a source container is not a step this module runs")
 
 
-SOURCE_STEPS = (
-    "ferry.docker.docker_migrate_plan",
-    "ferry.docker.docker_commit_save",
-    "ferry.docker.docker_export",
-    "ferry.docker.docker_volume_backup",
-    "ferry.docker.docker_container_exec_hook",
-    "ferry.docker.docker_migrate_guard",
-)
 SOURCE_DIRECT = {"community.docker.docker_container": _container_state}
 
 VOLUME_DIGEST = "ferry.docker.volume_digest"  # not a module: the digest check of a pre-copied volume, done here
@@ -324,7 +347,10 @@ def caller(parent, source=False):
     """``call(module, args)`` running every step of a restore (or, ``source``, of a capture) in this process
     (see the module docstring). It takes the ``progress`` that the action plugin's caller displays and runs
     the step plainly: a process on the host has no one to display it to (a capture with a pre-copied or
-    streamed volume runs here whatever its size)."""
+    streamed volume runs here whatever its size). Its side's steps are imported now, not at the first call:
+    a capture's first step runs once its sources are stopped."""
+    for name, step in (_source_steps() if source else _target_steps()).items():
+        _LOADED.setdefault(name, step)
 
     def call(module, args, progress=None):
         try:
@@ -334,7 +360,7 @@ def caller(parent, source=False):
                 if module in SOURCE_DIRECT:
                     return SOURCE_DIRECT[module](parent, args)
                 return dict(failed=True, msg=f"{module} is not a step of a source that this module runs")
-            if module in STEPS and module not in SOURCE_STEPS:
+            if module in TARGET_STEPS:
                 return run_step(parent, module, args)
             if module not in DIRECT or (module == "ansible.builtin.file" and args.get("state") != "absent"):
                 return dict(failed=True, msg=f"{module} with {sorted(args)} is not a step this module runs")

@@ -6,6 +6,10 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
 import types
 
 import pytest
@@ -40,7 +44,7 @@ def step(monkeypatch):
             module.fail("bundle /bad is damaged", phase="verify")
         module.exit(changed=True, operation="load")
 
-    monkeypatch.setitem(_steps.STEPS, "ferry.docker.docker_load", fake_step(run))
+    monkeypatch.setitem(_steps._LOADED, "ferry.docker.docker_load", fake_step(run))
     return seen
 
 
@@ -69,7 +73,7 @@ def test_a_step_that_breaks_fails_instead_of_skipping_the_undo(monkeypatch):
     def run(module):
         raise KeyError("Id")
 
-    monkeypatch.setitem(_steps.STEPS, "ferry.docker.docker_load", fake_step(run))
+    monkeypatch.setitem(_steps._LOADED, "ferry.docker.docker_load", fake_step(run))
     result = _steps.caller(Parent())("ferry.docker.docker_load", {"bundle": "/b"})
     assert result["failed"] and "failed unexpectedly" in result["msg"] and "KeyError" in result["exception"]
 
@@ -211,3 +215,32 @@ def test_a_source_runs_only_its_own_steps_and_a_target_only_its_own():
     target = _steps.caller(Parent())
     refused = target("ferry.docker.docker_commit_save", {"container": "web", "dest": "/b"})
     assert refused["failed"] and "not a step this module runs" in refused["msg"]
+
+
+def test_a_restore_imports_only_the_targets_steps_and_a_capture_only_the_sources():
+    # a fresh interpreter: what a module process on the host compiles
+    code = (
+        "import sys\n"
+        "from ansible_collections.ferry.docker.plugins.module_utils import _steps\n"
+        "side = sys.argv[1]\n"
+        "names = _steps.TARGET_STEPS if side == 'target' else _steps.SOURCE_STEPS\n"
+        "other = _steps.SOURCE_STEPS if side == 'target' else _steps.TARGET_STEPS\n"
+        "_steps.caller(None, source=side == 'source')\n"
+        "assert all(callable(_steps.step_module(n).run) and _steps.step_module(n).SPEC for n in names)\n"
+        "loaded = {m.rsplit('.', 1)[-1] for m in sys.modules if '.module_utils._step_' in m}\n"
+        "print(sorted(loaded))\n"
+    )
+    found = {}
+    for side in ("target", "source"):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        done = subprocess.run([sys.executable, "-c", code, side], capture_output=True, text=True, check=True, env=env)
+        found[side] = set(ast.literal_eval(done.stdout))
+    assert found["target"] == {
+        "_step_load",
+        "_step_preflight",
+        "_step_import",
+        "_step_volume_restore",
+        "_step_container_restore",
+        "_step_health",
+    }
+    assert found["source"] & found["target"] == set() and "_step_commit_save" in found["source"]
