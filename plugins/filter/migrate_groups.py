@@ -546,7 +546,8 @@ def _captured_bytes(out):
 
 
 def migrate_wave_pick(wave, what, source=None, target=None, transfer="direct"):
-    """What the next step of a wave needs, for the groups still going: ``transfers`` (directories to send),
+    """What the next step of a wave needs, for the groups still going: ``controller_steps`` (which of
+    ``failed_after_send``, ``transfers`` and ``guard_entries`` have any), ``transfers`` (directories to send),
     ``guard_entries`` (journal), ``target_groups`` (docker_bundle_restore, with the captured image IDs),
     ``failed_on_target`` (source groups to put back), ``rolled_back`` and ``migrated`` (journal entries)."""
     captured = [g for g in wave["groups"] if _ok(source, g["id"])]
@@ -562,6 +563,9 @@ def migrate_wave_pick(wave, what, source=None, target=None, transfer="direct"):
         ]
     if what == "guard_entries":  # the groups still to journal in phase restore (not those sent with the capture)
         return [e for g in captured if not _sent(source, g["id"]) for e in g["guard_entries"]]
+    if what == "controller_steps":  # which steps between the capture and the restore have work (names of picks)
+        steps = ("failed_after_send", "transfers", "guard_entries")
+        return [step for step in steps if migrate_wave_pick(wave, step, source, target, transfer)]
     if what == "failed_after_send":  # a send from the capture failed: what it left on the target goes
         groups = (source or {}).get("groups") or {}
         return [

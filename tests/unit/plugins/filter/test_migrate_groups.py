@@ -428,8 +428,22 @@ def test_wave_pick_follows_each_group_through_the_steps():
     assert [grp["id"] for grp in g.migrate_wave_pick(wave, "failed_on_target", source, target)] == ["c"]
     assert g.migrate_wave_pick(wave, "rolled_back", source, target) == [{"name": "b"}, {"name": "c"}]
     assert g.migrate_wave_pick(wave, "migrated", source, target) == [{"name": "a"}]
+    assert g.migrate_wave_pick(wave, "controller_steps", source) == ["transfers", "guard_entries"]
     with pytest.raises(AnsibleFilterError, match="unknown"):
         g.migrate_wave_pick(wave, "nope")
+
+
+def test_a_capture_that_sent_its_groups_leaves_the_controller_no_step_before_the_restore():
+    (wave,) = g.migrate_waves(plan(item("a"), item("b")), parallel=4)
+    sent = {"ok": True, "sent": True, "members": {}}
+    source = {"groups": {"a": sent, "b": sent}}
+    assert g.migrate_wave_pick(wave, "controller_steps", source) == []
+    source["groups"]["b"] = {"ok": False, "target_touched": True}  # its send failed half-way
+    assert g.migrate_wave_pick(wave, "controller_steps", source) == ["failed_after_send"]
+    assert g.migrate_wave_pick(wave, "controller_steps", source, transfer="controller") == [
+        "failed_after_send",
+        "transfers",
+    ]
 
 
 def test_wave_results_give_each_group_its_own_outcome():
