@@ -54,39 +54,41 @@ TARGET_STEPS = (
 _LOADED = {}  # step name -> its module, once imported
 
 
-def _source_steps():
-    from ansible_collections.ferry.docker.plugins.module_utils import (
-        _step_commit_save,
-        _step_exec_hook,
-        _step_export,
-        _step_guard,
-        _step_plan,
-        _step_volume_backup,
-    )
+def _load(source):
+    """Import the step modules of one side (``source``: the capture's, else the restore's) into _LOADED, keeping
+    any already there."""
+    if source:
+        from ansible_collections.ferry.docker.plugins.module_utils import (
+            _step_commit_save,
+            _step_exec_hook,
+            _step_export,
+            _step_guard,
+            _step_plan,
+            _step_volume_backup,
+        )
 
-    found = (_step_plan, _step_commit_save, _step_export, _step_volume_backup, _step_exec_hook, _step_guard)
-    return dict(zip(SOURCE_STEPS, found))
+        names = SOURCE_STEPS
+        found = (_step_plan, _step_commit_save, _step_export, _step_volume_backup, _step_exec_hook, _step_guard)
+    else:
+        from ansible_collections.ferry.docker.plugins.module_utils import (
+            _step_container_restore,
+            _step_health,
+            _step_import,
+            _step_load,
+            _step_preflight,
+            _step_volume_restore,
+        )
 
-
-def _target_steps():
-    from ansible_collections.ferry.docker.plugins.module_utils import (
-        _step_container_restore,
-        _step_health,
-        _step_import,
-        _step_load,
-        _step_preflight,
-        _step_volume_restore,
-    )
-
-    found = (_step_load, _step_preflight, _step_import, _step_volume_restore, _step_container_restore, _step_health)
-    return dict(zip(TARGET_STEPS, found))
+        names = TARGET_STEPS
+        found = (_step_load, _step_preflight, _step_import, _step_volume_restore, _step_container_restore, _step_health)
+    for name, step in zip(names, found):
+        _LOADED.setdefault(name, step)
 
 
 def step_module(name):
     """The module of step ``name`` (one of SOURCE_STEPS or TARGET_STEPS), imported with its side on first use."""
     if name not in _LOADED:
-        for found, step in (_source_steps() if name in SOURCE_STEPS else _target_steps()).items():
-            _LOADED.setdefault(found, step)
+        _load(name in SOURCE_STEPS)
     return _LOADED[name]
 
 
@@ -349,8 +351,7 @@ def caller(parent, source=False):
     the step plainly: a process on the host has no one to display it to (a capture with a pre-copied or
     streamed volume runs here whatever its size). Its side's steps are imported now, not at the first call:
     a capture's first step runs once its sources are stopped."""
-    for name, step in (_source_steps() if source else _target_steps()).items():
-        _LOADED.setdefault(name, step)
+    _load(source)
 
     def call(module, args, progress=None):
         try:
