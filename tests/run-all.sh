@@ -227,11 +227,14 @@ results=$logs/results
 run_step() {
   local step=$1 start=$SECONDS log=$logs/$1.log summary why report
   if within "$step" "$log" bash -c "step_$step"; then
-    # pytest's summary line; a step of several pytest runs (molecule's scenarios, the lanes) gets their sum
+    # the step's own summary ("--- step: ..."), else pytest's summary line; a step of several pytest runs
+    # (molecule's scenarios) gets their sum
     summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '[0-9]+ passed.* in [0-9.]+s' | tr -d '=│' \
-      | awk '{ line = $0; n++; for (i = 2; i <= NF; i++) if ($i ~ /^(passed|skipped)/) sum[$i ~ /^p/ ? "p" : "s"] += $(i - 1) }
-             END { if (n == 1) print line; else if (n > 1) printf "%d passed%s in %d pytest runs\n", sum["p"],
-                   sum["s"] ? ", " sum["s"] " skipped" : "", n }' | sed 's/^ *//;s/ *$//')
+      | sed 's/^ *//;s/ *$//' | awk '
+          /^--- / { own = $0; next }
+          { line = $0; n++; for (i = 2; i <= NF; i++) if ($i ~ /^(passed|skipped)/) sum[$i ~ /^p/ ? "p" : "s"] += $(i - 1) }
+          END { if (own != "") print own; else if (n == 1) print line
+                else if (n > 1) printf "%d passed%s in %d pytest runs\n", sum["p"], sum["s"] ? ", " sum["s"] " skipped" : "", n }')
     echo "PASS $step ($((SECONDS - start)) s)${summary:+: $summary}"
     echo "PASS $step" >>"$results"
   else
