@@ -658,11 +658,11 @@ def walk_digest(path, cache=None, now=None, stats=None):
                 continue
             known = cached.get(name)
             stamp = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-            if known and known[:4] == stamp and st.st_nlink == 1 and len(known) == 6:
-                entries.append(known[5])
-                fresh[name] = known  # it passed the RACY_SECONDS test when cached, and its times are the same
-                continue
             if known and known[:4] == stamp:
+                if st.st_nlink == 1 and len(known) == 6:
+                    entries.append(known[5])
+                    fresh[name] = known  # it passed the RACY_SECONDS test when cached, and its times are the same
+                    continue
                 content = known[4]
             else:
                 content, read = _file_sha256(full)
