@@ -726,6 +726,7 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
             "delta_bytes": group["precopy"]["delta_bytes"],
             "max_passes": group["precopy"]["max_passes"],
             "cache_dir": group["precopy"]["source_dir"],
+            "target_cache_dir": group["precopy"]["target_dir"],
         }
 
     def streamed(group):  # copied only once stopped: no live pass, nothing to digest early

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import posixpath
+import subprocess
 import threading
 import time
 import types
@@ -234,8 +235,10 @@ class SourceRun:
                         ready[name] = (path, prepared[name]["mountpoint"])
         return ready, instead
 
-    def _pass(self, copier, name, dirs, spec, phase, attributes_since=None):
+    def _pass(self, copier, name, dirs, spec, phase, attributes_since=None, listed=None):
         try:
+            if listed is not None:
+                return copier.sync_exact(*dirs, *listed)
             if attributes_since is not None:
                 return copier.sync(*dirs, attributes_since=attributes_since)
             return copier.sync(*dirs)
@@ -378,11 +381,32 @@ class SourceRun:
         owner = next(m for m in self.members if name in _precopy.volumes_of(m, _precopy.DIRECT))
         return next(v["choice"] for v in owner["volumes"] if v["name"] == name)
 
-    def final_pass(self, spec, copier, out):
+    def target_trees(self, spec, copier):
+        """Per pre-copied volume, the target's tree as its digest found it after the live passes (``_precopy.
+        parse_tree``), or why there is none (a string): that volume's last pass then compares the whole tree."""
+        where = (spec or {}).get("target_cache_dir")
+        if copier is None or not where or not self.options.get("send") or self.options["consistency"] != "stop":
+            return {}
+        trees = {}
+        for name in sorted((spec or {}).get("volumes") or {}):
+            if any(name in _precopy.volumes_of(m, ("precopy",)) for m in self.members):
+                try:
+                    trees[name] = copier.fetch_tree(where, name)
+                except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+                    trees[name] = str(exc)[:300]
+        return trees
+
+    def final_pass(self, spec, copier, out, trees=None):
         """Stopped: the last delta of each pre-copied volume, or the whole of a streamed one, straight into the
         target's volume; then its digest (the target checks it before use). The volumes that go in the bundle
-        instead are named in ``out``'s members."""
+        instead are named in ``out``'s members.
+
+        A pre-copied volume with the target's tree (``trees``, see ``target_trees``) is digested first: the
+        paths where the two trees differ (``_precopy.listed_delta``) then go in one listed pass, and neither host
+        lists the whole tree again. Any other volume's pass compares the whole tree while its digest runs."""
+        trees = trees or {}
         ready, instead = self._precopy_ready(spec, copier)
+        listed = {name: tree for name, tree in trees.items() if name in ready and isinstance(tree, dict)}
         for member in self.members:
             entry = out["members"][member["container"]]
             entry["volumes"] = {}
@@ -400,7 +424,7 @@ class SourceRun:
         digests = {}
 
         def digest_all():
-            for name in sorted(ready):
+            for name in sorted(set(ready) - set(listed)):
                 try:
                     digests[name] = copier.digest(ready[name][0], _cache_file(spec, name))
                 except Exception as exc:  # an unreadable tree: reported below, the group fails
@@ -416,6 +440,18 @@ class SourceRun:
 
             def timed(name):
                 started = self.now()
+                if name in listed:
+                    tree = {}
+                    try:
+                        digests[name] = copier.digest(ready[name][0], _cache_file(spec, name), tree=tree)
+                    except Exception as exc:  # an unreadable tree: reported below, the group fails
+                        digests[name] = exc
+                        return dict(_NO_PASS), self.now() - started
+                    send, remove = _precopy.listed_delta(tree, listed[name])
+                    stats = _NO_PASS
+                    if send or remove:
+                        stats = self._pass(copier, name, ready[name], spec, "final copy", listed=(send, remove))
+                    return dict(stats, listed=len(send) + len(remove)), self.now() - started
                 # a pre-copied volume's ACLs and xattrs went with the live passes: only those of what changed since
                 # the last one began go again (a streamed volume's go whole)
                 after = since.get(name) if self._choice(name) == "precopy" else None
@@ -450,6 +486,10 @@ class SourceRun:
                 "digest_read_bytes": hashed,
                 "final_seconds": round(seconds, 3),
             }
+            if "listed" in stats:  # the paths the last pass gave rsync, found by comparing the two trees
+                entry["volumes"][name]["final_listed_paths"] = stats["listed"]
+            elif isinstance(trees.get(name), str):  # why the last pass compared the whole tree instead
+                entry["volumes"][name]["final_whole_tree"] = trees[name]
             entry["bytes_captured"] += stats["sent"]
             entry["direct_bytes"] = entry.get("direct_bytes", 0) + stats["sent"]  # not in the bundle
         return ready
@@ -534,6 +574,7 @@ class SourceRun:
         opts = self.options
         out = {"members": {m["container"]: {"bytes_captured": 0, "image_id": ""} for m in self.members}}
         running = [m for m in self.members if m.get("running")]
+        trees = self.target_trees(precopy, copier)  # read while the members still serve
         out["started_at"] = round(self.phases.enter("stop"), 3)
         out["hooks"] = self.run_hooks(running)
         if opts["consistency"] == "stop":
@@ -559,14 +600,14 @@ class SourceRun:
             # (Such a capture always runs in this module's process, see runs_stepwise.)
             images = self._alongside(lambda: [self._capture_image(m, precopy, copier) for m in self.members])
             try:
-                self.final_pass(precopy, copier, out)
+                self.final_pass(precopy, copier, out, trees)
             except BaseException:
                 images.wait()  # the commits end before the group is put back and what they streamed removed
                 raise
             parts = images.result()
         else:
             if planned:
-                self.final_pass(precopy, copier, out)
+                self.final_pass(precopy, copier, out, trees)
             parts = None
         for index, member in enumerate(self.members):
             name = member["container"]
@@ -899,6 +940,7 @@ class TargetRun:
         return sorted({posixpath.dirname(m["received"].rstrip("/")) for m in self.members})
 
 
+_NO_PASS = {"sent": 0, "changed": 0, "files": 0, "literal": 0}  # a last pass with nothing to copy
 FINAL_PASSES_AT_ONCE = 4  # a group's volumes whose last pass runs at once, once the members are stopped
 _PRECOPY_REASON = "pre-copied while the source served, the last delta once it was stopped"
 _STREAM_REASON = "streamed once the source was stopped, straight into the target's volume (no bundle)"
@@ -968,6 +1010,7 @@ SOURCE_SPEC = dict(
                     delta_bytes=dict(type="int", default=16777216),
                     max_passes=dict(type="int", default=5, no_log=False),
                     cache_dir=dict(type="path"),
+                    target_cache_dir=dict(type="str"),
                     images=dict(type="dict", default={}),
                     attributes_since=dict(type="dict", default={}),
                 ),

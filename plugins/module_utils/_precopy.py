@@ -21,11 +21,17 @@ What is decided here, without Ansible and without an engine:
   volume's directory, every attribute kept (owners by number, hard links, ACLs, xattrs), files the source no
   longer has deleted;
 * ``DigestCache``: the per-file digests of a volume tree kept between two digests of it (``walk_digest``), so
-  that the digest taken while the source is stopped reads only what changed since the live passes.
+  that the digest taken while the source is stopped reads only what changed since the live passes;
+* ``listed_delta``: the last pass once the source is stopped, from the two trees themselves: the target's
+  entries as its digest found them after the live passes (``tree_record``, read back with ``parse_tree``)
+  against the source's as its digest finds them once stopped. Only the paths that differ go, in one listed
+  rsync (``rsync_argv(exact=True)``), instead of a pass that lists and compares the whole tree on both hosts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import marshal
 import os
 import posixpath
@@ -37,6 +43,7 @@ import time
 from ansible_collections.ferry.docker.plugins.module_utils._transfer import (
     RSYNC_IO_TIMEOUT,
     child_environment,
+    remote_argv,
     remove_remote_image,
     ssh_command,
 )
@@ -243,7 +250,7 @@ class Passes:
         return {"passes": len(self.deltas), "outcome": self.outcome, "last_delta_bytes": left, "note": text}
 
 
-def rsync_argv(key_dir, port, src_dir, user, address, dest_dir, attributes=True, listed=False):
+def rsync_argv(key_dir, port, src_dir, user, address, dest_dir, attributes=True, listed=False, exact=False):
     """rsync's arguments (without the program) for one pass of ``src_dir`` into ``dest_dir`` on the target:
     the tree as it is (owners by number, hard links, ACLs, xattrs, the top directory's own attributes), files
     gone from the source deleted, each file written beside and renamed into place.
@@ -251,13 +258,24 @@ def rsync_argv(key_dir, port, src_dir, user, address, dest_dir, attributes=True,
     ``attributes=False`` leaves ACLs and xattrs alone (reading them for every file is half of a pass over an
     unchanged tree); ``listed=True`` copies only the paths given on standard input (NUL-separated, relative to
     ``src_dir``), without recursing and without deleting: the final pass's second step, which carries the ACLs
-    and xattrs of what changed since the last pass that carried them."""
+    and xattrs of what changed since the last pass that carried them.
+
+    ``exact=True`` is the last pass of ``listed_delta``: only the paths given on standard input, each made as the
+    source has it (a directory that became something else replaced whole). What the source no longer has is
+    removed before it (``REMOVE_LISTED``): rsync's ``--delete-missing-args`` fails with "protocol
+    incompatibility" in the rsync of Debian 12's security updates when a missing path follows one that
+    exists (RsyncProject/rsync#910)."""
+    if exact:  # every listed path differs: no quick check (size and time) may skip one
+        mode = ["--files-from=-", "--from0", "--force", "--ignore-times"]
+    else:
+        mode = ["--files-from=-", "--from0"] if listed else ["--delete"]
     return [
         "--archive",
         "--hard-links",
-        *(["--acls", "--xattrs"] if attributes else []),
+        *(["--acls", "--xattrs"] if attributes or exact else []),
         "--numeric-ids",
-        *(["--files-from=-", "--from0"] if listed else ["--delete"]),
+        "--modify-window=-1",  # times compared and kept to the nanosecond, not the second
+        *mode,
         "--stats",
         f"--timeout={RSYNC_IO_TIMEOUT}",
         "--rsh",
@@ -373,6 +391,113 @@ def cache_path(directory, volume):
     return os.path.join(directory, ".digests", f"{volume}.marshal")
 
 
+def tree_path(directory, name):
+    """Where the target keeps the tree of ``name`` (a volume, or ``bind:<path>``) that its digest found while the
+    source still served, for the source's last pass."""
+    return os.path.join(directory, ".digests", name.replace("/", "_") + ".tree.json")
+
+
+TREE_VERSION = 1
+TREE_LIMIT_BYTES = 256 * 1024 * 1024  # a tree record larger than this is not read: the last pass goes whole
+TREE_FETCH_SECONDS = 120
+_KEY = re.compile(r"[0-9a-f]{32}")
+
+
+def _entry_key(entry):
+    """A digest entry (``walk_digest``'s line) in 32 hexadecimal digits: what two hosts compare."""
+    return hashlib.sha256(entry.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def tree_record(tree):
+    """``walk_digest``'s ``tree`` as the JSON text another host reads (``parse_tree``)."""
+    entries = {name: [mtime, _entry_key(entry), bool(links)] for name, (mtime, entry, links) in tree.items()}
+    return json.dumps({"version": TREE_VERSION, "entries": entries}, separators=(",", ":"))
+
+
+def save_tree(path, tree):
+    """Write ``tree_record(tree)`` to ``path`` whole (0600, replaced in one rename)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temporary = f"{path}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(tree_record(tree))
+    os.replace(temporary, path)
+
+
+def _relative(name):
+    return name == "." or (
+        bool(name) and "\0" not in name and all(part not in ("", ".", "..") for part in name.split("/"))
+    )
+
+
+def parse_tree(text):
+    """The other host's tree (``tree_record``'s JSON): relative path -> ``(mtime_ns, key, links)``. Raises
+    ValueError for anything else: another version, a path that is not plainly inside the tree (absolute, with
+    ``.`` or ``..``, empty parts), a field of the wrong kind."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a tree record ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("version") != TREE_VERSION or not isinstance(doc.get("entries"), dict):
+        raise ValueError(f"not a tree record of version {TREE_VERSION}")
+    out = {}
+    for name, value in doc["entries"].items():
+        if not _relative(name):
+            raise ValueError(f"the path {name!r} is not inside the tree")
+        if (
+            not isinstance(value, list)
+            or len(value) != 3
+            or not isinstance(value[0], int)
+            or isinstance(value[0], bool)
+            or not isinstance(value[1], str)
+            or not _KEY.fullmatch(value[1])
+            or not isinstance(value[2], bool)
+        ):
+            raise ValueError(f"the entry of {name!r} is not (mtime, key, links)")
+        out[name] = tuple(value)
+    if "." not in out:
+        raise ValueError("the tree has no top directory")
+    return out
+
+
+def _listed(names):
+    return b"".join(name.encode("utf-8", "surrogateescape") + b"\0" for name in names)
+
+
+def _kind(entry):
+    return entry.split("\0", 2)[1]
+
+
+def listed_delta(source, target):
+    """``(send, remove)``: the relative paths (sorted) that make the target's tree the source's. ``source`` is
+    ``walk_digest``'s tree of the stopped source, ``target`` the target's (``parse_tree``) as its digest found it
+    after the live passes; nothing has written there since.
+
+    ``remove`` (first, ``REMOVE_LISTED``): every target entry the source no longer has, under a directory the
+    source still has (what is below it goes with it; below an entry that changed type, the new entry replaces
+    it). ``send`` (then one listed rsync, ``rsync_argv(exact=True)``):
+
+    - every source entry the target has not, or has with another digest entry (type, mode, owner, size,
+      content, link target, xattrs) or modification time;
+    - every file with several names on either side (hard links are only made between the files rsync lists);
+    - the directory holding each entry sent or removed, whose modification time the change sets.
+    """
+    send = set()
+    for name, (mtime, entry, links) in source.items():
+        there = target.get(name)
+        if there is None or links or there[2] or there[0] != mtime or there[1] != _entry_key(entry):
+            send.add(name)
+    directories = {name for name, (_mtime, entry, _links) in source.items() if _kind(entry) == "5"}
+    remove = {name for name in target if name not in source and (posixpath.dirname(name) or ".") in directories}
+    parents = {posixpath.dirname(name) or "." for name in send | remove if name != "."}
+    return sorted(send | parents), sorted(remove)
+
+
+# Run on the target in the volume's directory, the paths on standard input (NUL-separated, each checked by
+# parse_tree to be plainly inside the tree, and below a directory of the target's own tree)
+REMOVE_LISTED = "xargs -0 -r rm -rf --"
+
+
 def choose_bind(source, target, is_dir, data=False, strategy="precopy", consistency="stop"):
     """``{"choice", "reason"}`` for the data of a bind mount from ``source`` (``target`` on the target host):
     with ``data`` (migrate_bind_data) a directory is copied as a plain volume is with ``strategy`` (with the
@@ -468,6 +593,52 @@ class LocalCopier:
             stats = {key: stats.get(key, 0) + more.get(key, 0) for key in set(stats) | set(more)}
         return stats
 
+    def sync_exact(self, src, dest, send, remove=()):
+        """The listed last pass (``listed_delta``'s ``send`` and ``remove``) of ``src`` into ``dest`` on the target;
+        its stats."""
+        s = self.send
+        where = f"{s['user']}@{s['address']}:{dest}"
+        timeout = s.get("timeout") or 21600
+        if remove:
+            command = f"cd -- {shlex.quote(dest)} && {REMOVE_LISTED}"
+            try:
+                done = subprocess.run(
+                    remote_argv(s["key_dir"], s["port"], s["user"], s["address"], command),
+                    input=_listed(remove),
+                    capture_output=True,
+                    timeout=timeout,
+                    check=False,
+                    env=child_environment(),
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise PassFailed(f"removing in {where} what the source no longer has failed: {exc}") from None
+            if done.returncode != 0:
+                tail = " | ".join(done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:])
+                raise PassFailed(f"removing in {where} what the source no longer has failed: {tail[-300:]}")
+        if not send:
+            return {"sent": 0, "changed": 0, "files": 0, "literal": 0}
+        argv = ["rsync", *rsync_argv(s["key_dir"], s["port"], src, s["user"], s["address"], dest, exact=True)]
+        return copy_pass(argv, where, timeout, listed=_listed(send))
+
+    def fetch_tree(self, directory, name, limit=TREE_LIMIT_BYTES):
+        """The target's tree of ``name`` (``parse_tree``), kept in its run directory ``directory`` by its digest
+        after the live passes. Raises ValueError (unusable) or OSError (not read)."""
+        s = self.send
+        command = f"head -c {limit + 1} -- {shlex.quote(tree_path(directory, name))}"
+        done = subprocess.run(
+            remote_argv(s["key_dir"], s["port"], s["user"], s["address"], command),
+            capture_output=True,
+            timeout=TREE_FETCH_SECONDS,
+            check=False,
+            env=child_environment(),
+        )
+        if done.returncode != 0:
+            tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+            raise OSError(f"reading the target's tree of {name} failed: {tail[0][-200:]}")
+        if len(done.stdout) > limit:
+            raise ValueError(f"the target's tree of {name} is larger than {limit} bytes")
+        return parse_tree(done.stdout)
+
     def stream_target(self):
         """Where ``docker_commit_save`` streams an image (its ``stream_to``): the target of the sends."""
         s = self.send
@@ -478,14 +649,15 @@ class LocalCopier:
         s = self.send
         return remove_remote_image(s["key_dir"], s["port"], s["user"], s["address"], image_id)
 
-    def digest(self, path, cache_file):
+    def digest(self, path, cache_file, tree=None):
+        """``walk_digest`` of ``path`` with the cache in ``cache_file`` (or none); ``tree`` gets its entries."""
         from ansible_collections.ferry.docker.plugins.module_utils._volmeta import walk_digest
 
         if cache_file is None:  # no run directory to keep a cache in: a full digest
-            return walk_digest(path)
+            return walk_digest(path, tree=tree)
         cache = DigestCache(cache_file)
         cache.load()
-        found = walk_digest(path, cache.entries)
+        found = walk_digest(path, cache.entries, tree=tree)
         cache.save()
         return found
 
@@ -590,21 +762,27 @@ def path_digest(path, cache_dir, name, docker_root, settle=False, sleep=time.sle
     problem = bind_problem(path, docker_root)
     if problem:
         raise ValueError(problem)
-    return _cached_digest(path, cache_path(cache_dir, name.replace("/", "_")), settle, sleep)
+    tree_file = tree_path(cache_dir, name) if settle else None
+    return _cached_digest(path, cache_path(cache_dir, name.replace("/", "_")), settle, sleep, tree_file)
 
 
-def _cached_digest(path, cache_file, settle, sleep):
+def _cached_digest(path, cache_file, settle, sleep, tree_file=None):
+    """With ``tree_file`` (the digest while the source serves) the tree it found is kept there as well, for the
+    source's listed last pass."""
     from ansible_collections.ferry.docker.plugins.module_utils._volmeta import RACY_SECONDS, walk_digest
 
     cache = DigestCache(cache_file)
     cache.load()
-    stats = {}
-    found = walk_digest(path, cache.entries, stats=stats)
+    stats, tree = {}, {}
+    found = walk_digest(path, cache.entries, stats=stats, tree=tree)
     if settle and stats.get("racy"):
         sleep(RACY_SECONDS)
-        digest, count, read = walk_digest(path, cache.entries)
+        tree.clear()
+        digest, count, read = walk_digest(path, cache.entries, tree=tree)
         found = (digest, count, found[2] + read)
     cache.save()
+    if tree_file is not None:
+        save_tree(tree_file, tree)
     return found
 
 
@@ -617,4 +795,5 @@ def volume_digest(client, name, cache_dir, settle=False, sleep=time.sleep):
     path, reason = _local_dir(client, name, client.info())
     if reason:
         raise ValueError(f"volume {name} is not a directory this module reads ({reason})")
-    return _cached_digest(path, cache_path(cache_dir, name), settle, sleep)
+    tree_file = tree_path(cache_dir, name) if settle else None
+    return _cached_digest(path, cache_path(cache_dir, name), settle, sleep, tree_file)

@@ -616,7 +616,7 @@ def _file_sha256(path):
         os.close(fd)
 
 
-def walk_digest(path, cache=None, now=None, stats=None):
+def walk_digest(path, cache=None, now=None, stats=None, tree=None):
     """``(sha256, count, hashed_bytes)``: the same digest as ``tree_digest(path)``, from the directory itself.
 
     With ``cache`` (a dict, updated in place: relative path -> [inode, size, mtime_ns, ctime_ns, sha256, entry])
@@ -625,7 +625,9 @@ def walk_digest(path, cache=None, now=None, stats=None):
     entry (mode, owner, xattrs and content digest) is the cached one. A change of any of those sets the
     change time, so a second digest of a tree costs one ``stat`` per entry plus the bytes that changed.
     ``hashed_bytes`` says how many bytes were read this time. ``stats`` (a dict) gets ``racy``: how many
-    files were too recent to cache.
+    files were too recent to cache. ``tree`` (a dict) gets every entry the digest covers, the top directory as
+    ``.``: relative path -> ``(mtime_ns, entry, links)``, ``links`` true for a file with several names (what a
+    listed copy compares, see ``_precopy.listed_delta``).
     """
     now = time.time() if now is None else now
     entries, hashed, count = [], 0, 0
@@ -634,6 +636,8 @@ def walk_digest(path, cache=None, now=None, stats=None):
     cached = cache or {}
     root = os.lstat(path)
     entries.append(_fields(".", tarfile.DIRTYPE, root, "", 0, "", read_xattrs(path, follow=False)[0]))
+    if tree is not None:
+        tree["."] = (root.st_mtime_ns, entries[-1], False)
     stack = [(path, "", iter(sorted(os.listdir(path))))]
     while stack:
         directory, prefix, names = stack[-1]
@@ -655,6 +659,8 @@ def walk_digest(path, cache=None, now=None, stats=None):
             if st.st_nlink > 1 and key in firsts:
                 size, content = firsts[key]
                 entries.append(_fields(name, kind, st, "", size, content, {}))
+                if tree is not None:
+                    tree[name] = (st.st_mtime_ns, entries[-1], True)
                 continue
             known = cached.get(name)
             stamp = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
@@ -662,6 +668,8 @@ def walk_digest(path, cache=None, now=None, stats=None):
                 if st.st_nlink == 1 and len(known) == 6:
                     entries.append(known[5])
                     fresh[name] = known  # it passed the RACY_SECONDS test when cached, and its times are the same
+                    if tree is not None:
+                        tree[name] = (st.st_mtime_ns, known[5], False)
                     continue
                 content = known[4]
             else:
@@ -681,6 +689,8 @@ def walk_digest(path, cache=None, now=None, stats=None):
         else:
             link = os.readlink(full) if kind == tarfile.SYMTYPE else ""
             entries.append(_fields(name, kind, st, link, 0, "", read_xattrs(full, follow=False)[0]))
+        if tree is not None:
+            tree[name] = (st.st_mtime_ns, entries[-1], kind == tarfile.REGTYPE and st.st_nlink > 1)
     if cache is not None:
         cache.clear()
         cache.update(fresh)

@@ -190,6 +190,13 @@ options:
           cache_dir:
             description: Directory of the per-file digest cache on this host (the run's work directory).
             type: path
+          target_cache_dir:
+            description:
+              - With O(state=captured), the directory on the target where its digest after the live passes
+                (M(ferry.docker.docker_bundle_restore) with O(ferry.docker.docker_bundle_restore#module:state=hashed))
+                kept each volume's tree. The last delta of a volume whose tree is there sends only the paths where the
+                two trees differ; without it the last delta compares the whole tree on both hosts.
+            type: str
           images:
             description:
               - With O(state=captured), per member the C(images) entry O(state=precopied) returned (C(image_id)

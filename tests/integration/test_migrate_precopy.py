@@ -220,6 +220,52 @@ def test_the_last_delta_carries_the_xattrs_of_what_changed_after_the_last_live_p
     assert ssh("host2", f"docker exec {name} cat /d/grows").stdout.split() == ["a", "b"]
 
 
+TREE = (
+    # every entry with its type, mode, owner, size, times (to the nanosecond) and link target or content digest
+    "cd {m} && find . -mindepth 0 -printf '%p %y %m %U %G %s %T@ %l\\n' | LC_ALL=C sort && "
+    "find . -type f | LC_ALL=C sort | xargs -r sha256sum"
+)
+
+
+def test_the_last_pass_sends_only_what_differs_from_the_targets_tree_whatever_a_deploy_changed(names, tmp_path):
+    """A pre-migrate hook runs after the target kept its tree: it swaps two directories (what is below them keeps
+    its change time), removes a tree, turns a file into a directory and a directory into a symlink, adds a file
+    and rewrites one. The last pass lists only the paths where the trees differ; both hosts then hold the same
+    tree, times included."""
+    name, volume = names, f"{names}-data"
+    ssh(
+        "host1",
+        f"docker volume create {volume} >/dev/null && "
+        f"docker run --rm --pull never -v {volume}:/d ferry-lab/busybox sh -c '"
+        "mkdir -p /d/blue/css /d/green/css /d/old/deep /d/dir && echo b > /d/blue/css/site && "
+        "echo g > /d/green/css/site && echo o > /d/old/deep/x && echo f > /d/file && echo k > /d/dir/k && "
+        "for i in $(seq 1 300); do echo $i > /d/n$i; done' && "
+        f"docker run -d --pull never --name {name} -v {volume}:/d -l ferry.docker.pre-migrate='"
+        "mv /d/blue /d/swap && mv /d/green /d/blue && mv /d/swap /d/green && rm -r /d/old && "
+        "rm /d/file && mkdir /d/file && echo in > /d/file/in && rm -r /d/dir && ln -s blue /d/dir && "
+        "echo new > /d/new && echo changed > /d/n7' "
+        "ferry-lab/busybox httpd -f -p 8080 -h /d >/dev/null",
+    )
+    run, report = migrate(tmp_path, [name])
+    assert run.returncode == 0, run.stdout[-6000:]
+    (moved,) = report[name]["volumes"]
+    assert [hook["status"] for hook in report[name]["hooks"]] == ["ok"]
+    assert moved["choice"] == "precopy" and "final_whole_tree" not in moved, moved
+    # the swapped pair and what is below them, the removed tree, the new entries and their directories: not the
+    # 300 files nobody touched
+    assert 8 <= moved["final_listed_paths"] < 60, moved
+    trees = {}
+    for host in ("host1", "host2"):
+        m = ssh(host, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {volume}").stdout.strip()
+        trees[host] = ssh(host, TREE.format(m=m)).stdout
+    assert trees["host2"] == trees["host1"]
+    assert ssh("host2", f"docker exec {name} cat /d/dir/css/site /d/file/in /d/n7").stdout.split() == [
+        "g",
+        "in",
+        "changed",
+    ]
+
+
 def test_a_target_disk_that_fills_during_precopy_never_stops_the_source(names, tmp_path):
     name, volume = names, f"{names}-data"
     ssh(

@@ -963,3 +963,243 @@ def test_what_went_straight_into_the_target_does_not_make_a_bundle_too_big_to_se
     app = out["g"]["members"]["app"]
     assert app["bytes_captured"] == 10**9 + 100 + 10 and app["direct_bytes"] == 10**9 + 100
     assert out["g"]["sent"] and sent == ["/b"]  # 10 bytes in the bundle: sent in the same process
+
+
+# ------------------------------------------------------------------ the listed last pass, from the two trees
+
+_RSYNC = subprocess.run(["sh", "-c", "command -v rsync"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def _write(path, data, mtime=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    if mtime is not None:
+        os.utime(path, ns=(mtime, mtime))
+
+
+def _whole_pass(src, dest):
+    """A live pass as the pre-copy makes it (the whole tree, deletions included), locally."""
+    argv = p.rsync_argv("/keys", 22, str(src), "root", "host", str(dest))
+    at = argv.index("--rsh")
+    del argv[at : at + 2]
+    argv[-1] = f"{dest}/"
+    subprocess.run(["rsync", *argv], check=True, timeout=60, capture_output=True)
+
+
+def _exact_pass(src, dest, send, remove):
+    """``REMOVE_LISTED`` and ``rsync_argv(exact=True)`` run locally: the same command and options, without ssh."""
+    listed = b"".join(name.encode("utf-8", "surrogateescape") + b"\0" for name in remove)
+    done = subprocess.run(["sh", "-c", p.REMOVE_LISTED], cwd=dest, input=listed, capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    argv = p.rsync_argv("/keys", 22, str(src), "root", "host", str(dest), exact=True)
+    at = argv.index("--rsh")
+    del argv[at : at + 2]
+    argv[-1] = f"{dest}/"
+    listed = b"".join(name.encode("utf-8", "surrogateescape") + b"\0" for name in send)
+    done = subprocess.run(["rsync", *argv], input=listed, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+
+
+def _trees(path):
+    tree = {}
+    digest = walk_digest(str(path), tree=tree)[0]
+    return digest, tree
+
+
+def _over_the_wire(tree):
+    return p.parse_tree(p.tree_record(tree).encode("ascii"))
+
+
+@pytest.mark.skipif(not _RSYNC, reason="rsync is not installed")
+def test_the_listed_last_pass_makes_the_target_tree_the_sources_whatever_changed_after_the_live_pass(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    old = 1_600_000_000_000_000_000
+    for name in (
+        "same",
+        "content",
+        "touched",
+        "mode",
+        "deleted",
+        "old/a",
+        "old/b/c",
+        "gone/x",
+        "gone/y/z",
+        "x/1",
+        "y/2",
+        "f2",
+        "d2/k",
+        "d3/k",
+        "hl1",
+        "keep/deep/file",
+    ):
+        _write(str(src / name), name.encode() * 50, mtime=old)
+    os.symlink("same", src / "link")
+    os.mkdir(src / "emptied")
+    _write(str(src / "emptied" / "only"), b"o", mtime=old)
+    _whole_pass(src, dest)
+    target = _over_the_wire(_trees(dest)[1])
+    assert _trees(dest)[0] == _trees(src)[0]
+
+    # what a service and a deploy do once the live pass is over
+    _write(str(src / "content"), b"C" * len(b"content" * 50), mtime=old)  # same size, other bytes
+    os.utime(src / "touched", ns=(old + 5, old + 5))  # only the time
+    os.chmod(src / "mode", 0o600)
+    os.remove(src / "deleted")
+    _write(str(src / "new" / "deep" / "f"), b"new")
+    os.mkdir(src / "new-empty")
+    subprocess.run(["rm", "-r", str(src / "gone")], check=True)
+    os.rename(src / "old", src / "renamed")  # a renamed directory: what is below it keeps its change time
+    os.rename(src / "x", src / "swap")  # two directories swapped
+    os.rename(src / "y", src / "x")
+    os.rename(src / "swap", src / "y")
+    os.remove(src / "f2")  # a file becomes a directory
+    _write(str(src / "f2" / "inside"), b"i")
+    subprocess.run(["rm", "-r", str(src / "d2")], check=True)  # a directory becomes a file
+    _write(str(src / "d2"), b"now a file")
+    subprocess.run(["rm", "-r", str(src / "d3")], check=True)  # a directory becomes a symlink
+    os.symlink("keep", src / "d3")
+    os.remove(src / "link")
+    os.symlink("content", src / "link")  # another target
+    os.link(src / "hl1", src / "hl2")  # a second name for an unchanged file
+    os.remove(src / "emptied" / "only")
+    weird = os.fsencode(str(src)) + b"/odd \n name \xff"
+    with open(weird, "wb") as handle:
+        handle.write(b"odd")
+    _write(str(src / "temporary"), b"t")  # made and removed: nothing to do
+    os.remove(src / "temporary")
+
+    digest, tree = _trees(src)
+    send, remove = p.listed_delta(tree, target)
+    assert "same" not in send and "keep/deep/file" not in send  # nothing unchanged goes
+    assert "gone" in remove and "gone/x" not in remove  # a removed directory goes as one
+    assert "d3" in send and "d3/k" not in remove  # below a directory that became a symlink: replaced with it
+    assert set(remove) == {"deleted", "emptied/only", "gone", "old", "x/1", "y/2"}
+    _exact_pass(src, dest, send, remove)
+
+    again_digest, again = _trees(dest)
+    assert again_digest == digest
+    assert {name: value[0] for name, value in again.items()} == {name: value[0] for name, value in tree.items()}
+    assert os.stat(dest / "hl1").st_ino == os.stat(dest / "hl2").st_ino  # still one file with two names
+    assert os.readlink(dest / "d3") == "keep" and os.path.isfile(dest / "keep" / "deep" / "file")
+    # the trees are the same: only the files with several names go every time (with their directory)
+    assert p.listed_delta(tree, _over_the_wire(again)) == ([".", "hl1", "hl2"], [])
+
+
+def test_listed_delta_never_reaches_below_what_the_source_does_not_have_as_a_directory():
+    entry = "\0".join
+    source = {
+        ".": (1, entry([".", "5", "493", "0", "0", "0", "", "", ""]), False),
+        "link": (1, entry(["link", "2", "0", "0", "0", "0", "/etc", "", ""]), False),
+        "file": (1, entry(["file", "0", "420", "0", "0", "1", "", "ab", ""]), False),
+    }
+    target = {name: (mtime, p._entry_key(line), links) for name, (mtime, line, links) in source.items()}
+    target["link/shadow"] = (1, "0" * 32, False)  # the target claims a path below the source's symlink
+    target["file/x"] = (1, "0" * 32, False)  # and below a file
+    target["gone"] = (1, "0" * 32, False)
+    assert p.listed_delta(source, target) == (["."], ["gone"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"not json",
+        b'{"version": 2, "entries": {".": [1, "' + b"0" * 32 + b'", false]}}',
+        b'{"version": 1, "entries": []}',
+        b'{"version": 1, "entries": {"a": [1, "' + b"0" * 32 + b'", false]}}',  # no top directory
+        b'{"version": 1, "entries": {".": [1, "'
+        + b"0" * 32
+        + b'", false], "../etc": [1, "'
+        + b"0" * 32
+        + b'", false]}}',
+        b'{"version": 1, "entries": {".": [1, "' + b"0" * 32 + b'", false], "/etc": [1, "' + b"0" * 32 + b'", false]}}',
+        b'{"version": 1, "entries": {".": [1, "' + b"0" * 32 + b'", false], "a//b": [1, "' + b"0" * 32 + b'", false]}}',
+        b'{"version": 1, "entries": {".": [1, "'
+        + b"0" * 32
+        + b'", false], "a/./b": [1, "'
+        + b"0" * 32
+        + b'", false]}}',
+        b'{"version": 1, "entries": {".": [true, "' + b"0" * 32 + b'", false]}}',
+        b'{"version": 1, "entries": {".": [1, "zz", false]}}',
+        b'{"version": 1, "entries": {".": [1, "' + b"0" * 32 + b'", 0]}}',
+        b'{"version": 1, "entries": {".": [1, "' + b"0" * 32 + b'"]}}',
+    ],
+)
+def test_a_target_tree_that_is_not_plainly_inside_the_volume_is_refused(text):
+    with pytest.raises(ValueError):
+        p.parse_tree(text)
+
+
+def test_the_target_keeps_its_tree_only_with_the_digest_taken_while_the_source_serves(tmp_path):
+    root = tmp_path / "vol"
+    _write(str(root / "a" / "b"), b"data")
+    cache_dir = str(tmp_path / "run")
+    p.path_digest(str(root), cache_dir, "bind:/srv/x", "/var/lib/docker")
+    assert not os.path.exists(p.tree_path(cache_dir, "bind:/srv/x"))
+    found = p.path_digest(str(root), cache_dir, "bind:/srv/x", "/var/lib/docker", settle=True, sleep=lambda s: None)
+    kept = p.parse_tree(open(p.tree_path(cache_dir, "bind:/srv/x"), "rb").read())
+    assert set(kept) == {".", "a", "a/b"} and found[1] == 2
+    assert oct(os.stat(p.tree_path(cache_dir, "bind:/srv/x")).st_mode & 0o777) == "0o600"
+
+
+class TreeCopier(Copier):
+    """A copier whose target kept its trees: ``trees`` per volume, or the error reading one raises."""
+
+    def __init__(self, trees, **kwargs):
+        super().__init__(**kwargs)
+        self.trees = trees
+
+    def fetch_tree(self, directory, name):
+        self.calls.append(("fetch", directory, name, len([c for c in self.calls if c[0] == "stop"])))
+        found = self.trees[name]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def digest(self, path, cache, tree=None):
+        if tree is not None:
+            tree.update({".": (1, "\0".join([".", "5", "493", "0", "0", "0", "", "", ""]), False)})
+            tree["f"] = (2, "\0".join(["f", "0", "420", "0", "0", "3", "", "new", ""]), False)
+        return super().digest(path, cache)
+
+    def sync_exact(self, src, dest, send, remove):
+        self.calls.append(("exact", src, dest, send, remove))
+        return {"sent": 50, "changed": 3, "files": 1, "literal": 3}
+
+
+def test_the_capture_reads_the_target_trees_before_the_stop_and_sends_only_what_differs():
+    plan = [
+        {"name": "db", "choice": "precopy", "reason": "plain"},
+        {"name": "logs", "choice": "precopy", "reason": "p"},
+    ]
+    spec = dict(
+        SPEC,
+        volumes={"db": {"mountpoint": "/t/db"}, "logs": {"mountpoint": "/t/logs"}},
+        target_cache_dir="/t/run",
+    )
+    target = {".": (1, p._entry_key("\0".join([".", "5", "493", "0", "0", "0", "", "", ""])), False)}
+    target["f"] = (2, "0" * 32, False)  # other content there
+    target["old"] = (2, "0" * 32, False)  # gone from the source
+    host, copier = Host(), TreeCopier({"db": target, "logs": OSError("no such file")}, deltas={"logs": [7]})
+    stops = []
+    host_call = host.__call__
+
+    def call(module, args):
+        if module.endswith("docker_container"):
+            stops.append(len(copier.calls))
+        return host_call(module, args)
+
+    out = m.capture_groups(
+        call, [{"id": "g", "members": [member("app", plan)], "precopy": spec}], OPTIONS, now=clock(), copier=copier
+    )
+    assert out["g"]["ok"], out
+    fetched = [c for c in copier.calls if c[0] == "fetch"]
+    assert [c[1:3] for c in fetched] == [("/t/run", "db"), ("/t/run", "logs")]
+    assert stops and all(copier.calls.index(c) < stops[0] for c in fetched)  # read while the members served
+    assert ("exact", "/src/db", "/t/db", [".", "f"], ["old"]) in copier.calls
+    assert ("sync", "/src/logs", "/t/logs") in copier.calls  # no tree: the whole tree is compared
+    volumes = out["g"]["members"]["app"]["volumes"]
+    assert volumes["db"]["final_listed_paths"] == 3 and volumes["db"]["final_sent_bytes"] == 50
+    assert volumes["db"]["digest"] == "d-db" and "final_whole_tree" not in volumes["db"]
+    assert volumes["logs"]["final_whole_tree"] == "no such file" and "final_listed_paths" not in volumes["logs"]
+    assert volumes["logs"]["final_delta_bytes"] == 7
