@@ -426,7 +426,7 @@ class SourceRun:
         def digest_all():
             for name in sorted(set(ready) - set(listed)):
                 try:
-                    digests[name] = copier.digest(ready[name][0], _cache_file(spec, name))
+                    digests[name] = copier.digest(ready[name][0], _cache_file(spec, name), save=False)
                 except Exception as exc:  # an unreadable tree: reported below, the group fails
                     digests[name] = exc
 
@@ -443,7 +443,7 @@ class SourceRun:
                 if name in listed:
                     tree = {}
                     try:
-                        digests[name] = copier.digest(ready[name][0], _cache_file(spec, name), tree=tree)
+                        digests[name] = copier.digest(ready[name][0], _cache_file(spec, name), tree=tree, save=False)
                     except Exception as exc:  # an unreadable tree: reported below, the group fails
                         digests[name] = exc
                         return dict(_NO_PASS), self.now() - started

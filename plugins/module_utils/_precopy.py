@@ -30,7 +30,6 @@ What is decided here, without Ansible and without an engine:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import marshal
 import os
@@ -400,17 +399,13 @@ def tree_path(directory, name):
 TREE_VERSION = 1
 TREE_LIMIT_BYTES = 256 * 1024 * 1024  # a tree record larger than this is not read: the last pass goes whole
 TREE_FETCH_SECONDS = 120
-_KEY = re.compile(r"[0-9a-f]{32}")
-
-
-def _entry_key(entry):
-    """A digest entry (``walk_digest``'s line) in 32 hexadecimal digits: what two hosts compare."""
-    return hashlib.sha256(entry.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def tree_record(tree):
-    """``walk_digest``'s ``tree`` as the JSON text another host reads (``parse_tree``)."""
-    entries = {name: [mtime, _entry_key(entry), bool(links)] for name, (mtime, entry, links) in tree.items()}
+    """``walk_digest``'s ``tree`` as the JSON text another host reads (``parse_tree``): per path its time, its whole
+    digest entry and whether it has several names. Read before the stop, so that once stopped comparing two
+    trees costs one string comparison per entry."""
+    entries = {name: [mtime, entry, bool(links)] for name, (mtime, entry, links) in tree.items()}
     return json.dumps({"version": TREE_VERSION, "entries": entries}, separators=(",", ":"))
 
 
@@ -431,9 +426,9 @@ def _relative(name):
 
 
 def parse_tree(text):
-    """The other host's tree (``tree_record``'s JSON): relative path -> ``(mtime_ns, key, links)``. Raises
+    """The other host's tree (``tree_record``'s JSON): relative path -> ``(mtime_ns, entry, links)``. Raises
     ValueError for anything else: another version, a path that is not plainly inside the tree (absolute, with
-    ``.`` or ``..``, empty parts), a field of the wrong kind."""
+    ``.`` or ``..``, empty parts), a field of the wrong kind, an entry that is not the path's."""
     try:
         doc = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -450,10 +445,10 @@ def parse_tree(text):
             or not isinstance(value[0], int)
             or isinstance(value[0], bool)
             or not isinstance(value[1], str)
-            or not _KEY.fullmatch(value[1])
+            or not value[1].startswith(name + "\0")
             or not isinstance(value[2], bool)
         ):
-            raise ValueError(f"the entry of {name!r} is not (mtime, key, links)")
+            raise ValueError(f"the entry of {name!r} is not (mtime, digest entry, links)")
         out[name] = tuple(value)
     if "." not in out:
         raise ValueError("the tree has no top directory")
@@ -485,7 +480,7 @@ def listed_delta(source, target):
     send = set()
     for name, (mtime, entry, links) in source.items():
         there = target.get(name)
-        if there is None or links or there[2] or there[0] != mtime or there[1] != _entry_key(entry):
+        if there is None or links or there[2] or there[0] != mtime or there[1] != entry:
             send.add(name)
     directories = {name for name, (_mtime, entry, _links) in source.items() if _kind(entry) == "5"}
     remove = {name for name in target if name not in source and (posixpath.dirname(name) or ".") in directories}
@@ -649,8 +644,9 @@ class LocalCopier:
         s = self.send
         return remove_remote_image(s["key_dir"], s["port"], s["user"], s["address"], image_id)
 
-    def digest(self, path, cache_file, tree=None):
-        """``walk_digest`` of ``path`` with the cache in ``cache_file`` (or none); ``tree`` gets its entries."""
+    def digest(self, path, cache_file, tree=None, save=True):
+        """``walk_digest`` of ``path`` with the cache in ``cache_file`` (or none); ``tree`` gets its entries.
+        ``save=False``: the last digest of the run (once stopped), whose cache nothing reads again."""
         from ansible_collections.ferry.docker.plugins.module_utils._volmeta import walk_digest
 
         if cache_file is None:  # no run directory to keep a cache in: a full digest
@@ -658,7 +654,8 @@ class LocalCopier:
         cache = DigestCache(cache_file)
         cache.load()
         found = walk_digest(path, cache.entries, tree=tree)
-        cache.save()
+        if save:
+            cache.save()
         return found
 
 
@@ -767,8 +764,9 @@ def path_digest(path, cache_dir, name, docker_root, settle=False, sleep=time.sle
 
 
 def _cached_digest(path, cache_file, settle, sleep, tree_file=None):
-    """With ``tree_file`` (the digest while the source serves) the tree it found is kept there as well, for the
-    source's listed last pass."""
+    """The digest with its cache. ``settle`` (the digest while the source serves) saves the cache for the check
+    once the source is stopped (the last digest of the run, whose cache nothing reads again); with ``tree_file``
+    the tree it found is kept there as well, for the source's listed last pass."""
     from ansible_collections.ferry.docker.plugins.module_utils._volmeta import RACY_SECONDS, walk_digest
 
     cache = DigestCache(cache_file)
@@ -780,7 +778,8 @@ def _cached_digest(path, cache_file, settle, sleep, tree_file=None):
         tree.clear()
         digest, count, read = walk_digest(path, cache.entries, tree=tree)
         found = (digest, count, found[2] + read)
-    cache.save()
+    if settle:
+        cache.save()
     if tree_file is not None:
         save_tree(tree_file, tree)
     return found

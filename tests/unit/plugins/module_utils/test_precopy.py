@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import threading
@@ -175,6 +176,7 @@ class Copier:
         self.local = local
         self.calls = []
         self.uppers = iter(uppers or [])
+        self.saved = []
 
     def upper(self, container):
         return f"/upper/{container}", None
@@ -190,8 +192,9 @@ class Copier:
         delta = next(self.deltas[name], 0)
         return {"sent": delta + 100, "changed": delta, "files": 1, "literal": delta}
 
-    def digest(self, path, cache):
+    def digest(self, path, cache, tree=None, save=True):
         self.calls.append(("digest", path, cache))
+        self.saved.append((path, save))
         if path.startswith("/upper/"):
             return next(self.uppers, "u0"), 1, 0
         return "d-" + path.rsplit("/", 1)[-1], 3, 0
@@ -1093,36 +1096,36 @@ def test_listed_delta_never_reaches_below_what_the_source_does_not_have_as_a_dir
         "link": (1, entry(["link", "2", "0", "0", "0", "0", "/etc", "", ""]), False),
         "file": (1, entry(["file", "0", "420", "0", "0", "1", "", "ab", ""]), False),
     }
-    target = {name: (mtime, p._entry_key(line), links) for name, (mtime, line, links) in source.items()}
-    target["link/shadow"] = (1, "0" * 32, False)  # the target claims a path below the source's symlink
-    target["file/x"] = (1, "0" * 32, False)  # and below a file
-    target["gone"] = (1, "0" * 32, False)
+    target = dict(source)
+    target["link/shadow"] = (1, "link/shadow\0" + "0" * 32, False)  # the target claims a path below the symlink
+    target["file/x"] = (1, "file/x\0" + "0" * 32, False)  # and below a file
+    target["gone"] = (1, "gone\0" + "0" * 32, False)
     assert p.listed_delta(source, target) == (["."], ["gone"])
+
+
+def _record(entries, version=1):
+    return json.dumps({"version": version, "entries": entries}).encode()
+
+
+TOP = [1, ".\0" + "5\0493\0" + "0\0" * 5, False]
 
 
 @pytest.mark.parametrize(
     "text",
     [
         b"not json",
-        b'{"version": 2, "entries": {".": [1, "' + b"0" * 32 + b'", false]}}',
-        b'{"version": 1, "entries": []}',
-        b'{"version": 1, "entries": {"a": [1, "' + b"0" * 32 + b'", false]}}',  # no top directory
-        b'{"version": 1, "entries": {".": [1, "'
-        + b"0" * 32
-        + b'", false], "../etc": [1, "'
-        + b"0" * 32
-        + b'", false]}}',
-        b'{"version": 1, "entries": {".": [1, "' + b"0" * 32 + b'", false], "/etc": [1, "' + b"0" * 32 + b'", false]}}',
-        b'{"version": 1, "entries": {".": [1, "' + b"0" * 32 + b'", false], "a//b": [1, "' + b"0" * 32 + b'", false]}}',
-        b'{"version": 1, "entries": {".": [1, "'
-        + b"0" * 32
-        + b'", false], "a/./b": [1, "'
-        + b"0" * 32
-        + b'", false]}}',
-        b'{"version": 1, "entries": {".": [true, "' + b"0" * 32 + b'", false]}}',
-        b'{"version": 1, "entries": {".": [1, "zz", false]}}',
-        b'{"version": 1, "entries": {".": [1, "' + b"0" * 32 + b'", 0]}}',
-        b'{"version": 1, "entries": {".": [1, "' + b"0" * 32 + b'"]}}',
+        _record({".": TOP}, version=2),
+        json.dumps({"version": 1, "entries": []}).encode(),
+        _record({"a": [1, "a\0x", False]}),  # no top directory
+        _record({".": TOP, "../etc": [1, "../etc\0x", False]}),
+        _record({".": TOP, "/etc": [1, "/etc\0x", False]}),
+        _record({".": TOP, "a//b": [1, "a//b\0x", False]}),
+        _record({".": TOP, "a/./b": [1, "a/./b\0x", False]}),
+        _record({".": TOP, "a": [1, "b\0x", False]}),  # another path's entry
+        _record({".": [True, TOP[1], False]}),
+        _record({".": [1, 5, False]}),
+        _record({".": [1, TOP[1], 0]}),
+        _record({".": [1, TOP[1]]}),
     ],
 )
 def test_a_target_tree_that_is_not_plainly_inside_the_volume_is_refused(text):
@@ -1136,9 +1139,11 @@ def test_the_target_keeps_its_tree_only_with_the_digest_taken_while_the_source_s
     cache_dir = str(tmp_path / "run")
     p.path_digest(str(root), cache_dir, "bind:/srv/x", "/var/lib/docker")
     assert not os.path.exists(p.tree_path(cache_dir, "bind:/srv/x"))
+    assert not os.path.exists(p.cache_path(cache_dir, "bind:_srv_x"))  # the check once stopped: nothing reads it again
     found = p.path_digest(str(root), cache_dir, "bind:/srv/x", "/var/lib/docker", settle=True, sleep=lambda s: None)
     kept = p.parse_tree(open(p.tree_path(cache_dir, "bind:/srv/x"), "rb").read())
     assert set(kept) == {".", "a", "a/b"} and found[1] == 2
+    assert os.path.exists(p.cache_path(cache_dir, "bind:_srv_x"))
     assert oct(os.stat(p.tree_path(cache_dir, "bind:/srv/x")).st_mode & 0o777) == "0o600"
 
 
@@ -1156,11 +1161,11 @@ class TreeCopier(Copier):
             raise found
         return found
 
-    def digest(self, path, cache, tree=None):
+    def digest(self, path, cache, tree=None, save=True):
         if tree is not None:
             tree.update({".": (1, "\0".join([".", "5", "493", "0", "0", "0", "", "", ""]), False)})
             tree["f"] = (2, "\0".join(["f", "0", "420", "0", "0", "3", "", "new", ""]), False)
-        return super().digest(path, cache)
+        return super().digest(path, cache, save=save)
 
     def sync_exact(self, src, dest, send, remove):
         self.calls.append(("exact", src, dest, send, remove))
@@ -1177,9 +1182,9 @@ def test_the_capture_reads_the_target_trees_before_the_stop_and_sends_only_what_
         volumes={"db": {"mountpoint": "/t/db"}, "logs": {"mountpoint": "/t/logs"}},
         target_cache_dir="/t/run",
     )
-    target = {".": (1, p._entry_key("\0".join([".", "5", "493", "0", "0", "0", "", "", ""])), False)}
-    target["f"] = (2, "0" * 32, False)  # other content there
-    target["old"] = (2, "0" * 32, False)  # gone from the source
+    target = {".": (1, "\0".join([".", "5", "493", "0", "0", "0", "", "", ""]), False)}
+    target["f"] = (2, "\0".join(["f", "0", "420", "0", "0", "3", "", "old", ""]), False)  # other content there
+    target["old"] = (2, "\0".join(["old", "0", "420", "0", "0", "3", "", "o", ""]), False)  # gone from the source
     host, copier = Host(), TreeCopier({"db": target, "logs": OSError("no such file")}, deltas={"logs": [7]})
     stops = []
     host_call = host.__call__
@@ -1203,3 +1208,26 @@ def test_the_capture_reads_the_target_trees_before_the_stop_and_sends_only_what_
     assert volumes["db"]["digest"] == "d-db" and "final_whole_tree" not in volumes["db"]
     assert volumes["logs"]["final_whole_tree"] == "no such file" and "final_listed_paths" not in volumes["logs"]
     assert volumes["logs"]["final_delta_bytes"] == 7
+    # the digests once stopped are the run's last on this host: their cache is not written again
+    assert sorted(copier.saved) == [("/src/db", False), ("/src/logs", False)]
+
+
+def test_the_walk_closes_every_directory_it_opened_also_when_it_fails(tmp_path, monkeypatch):
+    for name in ("a/b/c/f", "a/d/g", "e/h"):
+        _write(str(tmp_path / "t" / name), b"x")
+    before = len(os.listdir("/proc/self/fd"))
+    assert walk_digest(str(tmp_path / "t"))[:2] == tree_digest(str(tmp_path / "t"))
+    assert len(os.listdir("/proc/self/fd")) == before
+    listdir, calls = os.listdir, []
+
+    def failing(path):
+        calls.append(path)
+        if len(calls) == 3:  # two directories deep
+            raise PermissionError("denied")
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", failing)
+    with pytest.raises(PermissionError):
+        walk_digest(str(tmp_path / "t"))
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert len(os.listdir("/proc/self/fd")) == before
