@@ -25,7 +25,8 @@ description:
   - O(state=prepared) creates the volumes a migration pre-copies (O(precopy)), before the sources stop, and
     returns where their data goes. O(state=hashed) digests them while the sources still serve, which fills a
     cache of per-file digests, so that the check before use (O(members[].precopied)) reads only what changed
-    since.
+    since. It also keeps the tree it found (each path's time and digest entry, 0600 in the run's directory),
+    which the source reads before it stops, so that its last pass sends only the paths where the two differ.
   - All of it runs in one module process on the target. The steps are the code of those modules, each
     given its arguments as that module would be and checked against its argument spec, sharing one
     connection to the engine. That saves about 0.3 s of module start per step.
