@@ -446,9 +446,9 @@ class SourceRun:
                         digests[name] = copier.digest(ready[name][0], _cache_file(spec, name), tree=tree, save=False)
                     except Exception as exc:  # an unreadable tree: reported below, the group fails
                         digests[name] = exc
-                        return dict(_NO_PASS), self.now() - started
+                        return dict(_precopy.NO_PASS), self.now() - started
                     send, remove = _precopy.listed_delta(tree, listed[name])
-                    stats = _NO_PASS
+                    stats = _precopy.NO_PASS
                     if send or remove:
                         stats = self._pass(copier, name, ready[name], spec, "final copy", listed=(send, remove))
                     return dict(stats, listed=len(send) + len(remove)), self.now() - started
@@ -940,7 +940,6 @@ class TargetRun:
         return sorted({posixpath.dirname(m["received"].rstrip("/")) for m in self.members})
 
 
-_NO_PASS = {"sent": 0, "changed": 0, "files": 0, "literal": 0}  # a last pass with nothing to copy
 FINAL_PASSES_AT_ONCE = 4  # a group's volumes whose last pass runs at once, once the members are stopped
 _PRECOPY_REASON = "pre-copied while the source served, the last delta once it was stopped"
 _STREAM_REASON = "streamed once the source was stopped, straight into the target's volume (no bundle)"

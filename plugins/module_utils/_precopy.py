@@ -306,6 +306,9 @@ def changed_since(path, since, run=subprocess.run, timeout=600):
 ATTRIBUTES_MARGIN_SECONDS = 2.0
 
 
+NO_PASS = {"sent": 0, "changed": 0, "files": 0, "literal": 0}  # the stats of a pass with nothing to copy
+
+
 def _number(text):
     return int(text.replace(",", "").replace(".", ""))
 
@@ -482,8 +485,12 @@ def listed_delta(source, target):
         there = target.get(name)
         if there is None or links or there[2] or there[0] != mtime or there[1] != entry:
             send.add(name)
-    directories = {name for name, (_mtime, entry, _links) in source.items() if _kind(entry) == "5"}
-    remove = {name for name in target if name not in source and (posixpath.dirname(name) or ".") in directories}
+    remove = set()
+    for name in target:
+        if name not in source:
+            parent = source.get(posixpath.dirname(name) or ".")
+            if parent is not None and _kind(parent[1]) == "5":  # a directory on the source
+                remove.add(name)
     parents = {posixpath.dirname(name) or "." for name in send | remove if name != "."}
     return sorted(send | parents), sorted(remove)
 
@@ -611,7 +618,7 @@ class LocalCopier:
                 tail = " | ".join(done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:])
                 raise PassFailed(f"removing in {where} what the source no longer has failed: {tail[-300:]}")
         if not send:
-            return {"sent": 0, "changed": 0, "files": 0, "literal": 0}
+            return dict(NO_PASS)
         argv = ["rsync", *rsync_argv(s["key_dir"], s["port"], src, s["user"], s["address"], dest, exact=True)]
         return copy_pass(argv, where, timeout, listed=_listed(send))
 
