@@ -1,0 +1,287 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The early restore's handoff: the capture on the source tells the restore already waiting on the target
+what it captured, over the run key, so that no Ansible task starts between the two while the service is down.
+
+Each group has one handoff file beside its receiving directory on the target (``<dir>.handoff``). The capture
+writes it (``write_command``) after the group's bundle is there and after the journal says ``restore``, so that
+a guard that fires from then on stops the copy before it puts the source back. The restore claims it by
+renaming it (one reader, once), and reads it as hostile: only the fields a capture returns for the restore (the
+image ID, whether the image came straight into the engine, each pre-copied volume's digest), each checked, and
+only for the members and volumes the controller named when it started the restore.
+
+The restore stops waiting for a group when its handoff says the capture failed, when the controller writes
+``<dir>.cancel`` (the role's rescue), when the run key is gone from ``authorized_keys`` (a guard that fired
+removes it), or at its time limit.
+"""
+
+import json
+import os
+import re
+import shlex
+import stat
+import subprocess
+import time
+
+from ansible_collections.ferry.docker.plugins.module_utils._transfer import child_environment, remote_argv
+
+VERSION = 1
+MAX_BYTES = 1 << 20
+WRITE_SECONDS = 60
+POLL_SECONDS = 0.02
+KEY_POLL_SECONDS = 1.0
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_IMAGE_ID = re.compile(r"^(sha256:[0-9a-f]{64})?$")
+_STREAMED = ("", "new", "present")
+
+
+class HandoffRefused(Exception):
+    """A handoff file that is not what a capture writes; the message names the file and what is wrong."""
+
+
+def handoff_path(group_dir):
+    """The handoff file of a group whose bundles arrive in ``group_dir`` on the target."""
+    return group_dir.rstrip("/") + ".handoff"
+
+
+def cancel_path(group_dir):
+    """The file that tells the waiting restore that this group will not be handed off."""
+    return group_dir.rstrip("/") + ".cancel"
+
+
+def group_dir(members):
+    """The receiving directory of a group on the target (the parent of its members' ``received``)."""
+    dirs = {os.path.dirname(m["received"].rstrip("/")) for m in members}
+    if len(dirs) != 1:
+        raise HandoffRefused(f"the members of a group arrive in more than one directory: {sorted(dirs)}")
+    return dirs.pop()
+
+
+def member_fields(captured):
+    """What the restore takes of one member's capture result: ``image_id``, ``image_streamed`` (new, present or
+    empty) and ``precopied`` (per volume copied straight into the target: its content ``digest`` and
+    ``entries``). The controller's filter and the handoff both build it here."""
+    captured = captured or {}
+    streamed = captured.get("image_streamed")
+    return {
+        "image_id": captured.get("image_id", "") or "",
+        "image_streamed": ("new" if streamed.get("new") else "present") if streamed else "",
+        "precopied": {
+            name: {"digest": entry["digest"], "entries": int(entry.get("entries", 0))}
+            for name, entry in sorted((captured.get("volumes") or {}).items())
+            if entry.get("choice") in ("precopy", "stream") and entry.get("digest")
+        },
+    }
+
+
+def document(group_id, result):
+    """The handoff of one group from its capture ``result`` (``ok`` false: the restore does not wait for it)."""
+    doc = {"version": VERSION, "group": group_id, "ok": bool(result.get("ok"))}
+    if doc["ok"]:
+        doc["members"] = {name: member_fields(m) for name, m in sorted((result.get("members") or {}).items())}
+    return doc
+
+
+def write_command(group_dir):
+    """The shell command, run on the target over the run key, that writes the handoff from its stdin: whole or
+    not at all (a rename), readable by its owner only."""
+    final = handoff_path(group_dir)
+    tmp = final + ".tmp"
+    return f"umask 077 && cat > {shlex.quote(tmp)} && mv -f -- {shlex.quote(tmp)} {shlex.quote(final)}"
+
+
+def write(send, group_dir, doc, run=subprocess.run):
+    """Write the handoff ``doc`` of the group received in ``group_dir`` on the target of ``send`` (the capture's
+    ``send`` options: the run key's shared connection). Raises OSError with why it failed."""
+    argv = remote_argv(send["key_dir"], send["port"], send["user"], send["address"], write_command(group_dir))
+    where = f"{send['user']}@{send['address']}:{handoff_path(group_dir)}"
+    try:
+        done = run(
+            argv,
+            input=json.dumps(doc, sort_keys=True).encode(),
+            capture_output=True,
+            timeout=WRITE_SECONDS,
+            check=False,
+            env=child_environment(),
+        )
+    except subprocess.TimeoutExpired:
+        raise OSError(f"writing the handoff {where} took more than {WRITE_SECONDS} s") from None
+    if done.returncode != 0:
+        said = " | ".join((done.stderr or b"").decode("utf-8", "replace").strip().splitlines()[-3:])[-300:]
+        raise OSError(f"writing the handoff {where} failed (exit {done.returncode}): {said}")
+
+
+def _refuse(path, what):
+    raise HandoffRefused(f"handoff {path}: {what}; the group is not restored and its source is put back")
+
+
+def parse(path, data, group_id, members, volumes):
+    """The handoff ``data`` (bytes) of group ``group_id`` checked: ``None`` when the capture failed, else
+    ``{container: fields}`` for every member in ``members`` (names), with each pre-copied volume's path taken
+    from ``volumes`` (the volumes the target prepared for the group: ``{name: {mountpoint, remove}}``), never from
+    the file. Raises HandoffRefused."""
+    if len(data) > MAX_BYTES:
+        _refuse(path, f"larger than {MAX_BYTES} bytes")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        _refuse(path, f"not JSON ({exc})")
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        _refuse(path, f"not a handoff of version {VERSION}")
+    if doc.get("group") != group_id:
+        _refuse(path, f"names group {str(doc.get('group'))[:80]!r}, not {group_id!r}")
+    if not isinstance(doc.get("ok"), bool):
+        _refuse(path, "no ok")
+    if not doc["ok"]:
+        return None
+    given = doc.get("members")
+    if not isinstance(given, dict) or set(given) != set(members):
+        names = sorted(given) if isinstance(given, dict) else given
+        _refuse(path, f"its members {str(names)[:200]} are not the group's {sorted(members)}")
+    out, seen = {}, set()
+    for name in sorted(members):
+        fields = given[name]
+        if not isinstance(fields, dict) or set(fields) != {"image_id", "image_streamed", "precopied"}:
+            _refuse(path, f"member {name}: not image_id, image_streamed and precopied")
+        if not isinstance(fields["image_id"], str) or not _IMAGE_ID.match(fields["image_id"]):
+            _refuse(path, f"member {name}: image_id is not sha256:<64 hexadecimal digits>")
+        if fields["image_streamed"] not in _STREAMED:
+            _refuse(path, f"member {name}: image_streamed is not one of {list(_STREAMED)}")
+        precopied = fields["precopied"]
+        if not isinstance(precopied, dict):
+            _refuse(path, f"member {name}: precopied is not a mapping")
+        checked = {}
+        for volume, entry in sorted(precopied.items()):
+            if volume not in volumes or volume in seen:
+                _refuse(path, f"member {name}: volume {str(volume)[:80]!r} was not prepared for this group, or twice")
+            seen.add(volume)
+            if (
+                not isinstance(entry, dict)
+                or set(entry) != {"digest", "entries"}
+                or not isinstance(entry["digest"], str)
+                or not _DIGEST.match(entry["digest"])
+                or not isinstance(entry["entries"], int)
+                or isinstance(entry["entries"], bool)
+                or entry["entries"] < 0
+            ):
+                _refuse(path, f"member {name}: volume {volume}: not a digest and a count of entries")
+            checked[volume] = dict(entry)
+            prepared = volumes[volume] or {}
+            if volume.startswith("bind:"):  # where the bind data went: the target's own answer, not the file's
+                if not prepared.get("mountpoint"):
+                    _refuse(path, f"member {name}: bind data {volume} has no directory prepared on this host")
+                checked[volume]["path"] = prepared["mountpoint"]
+                checked[volume]["remove"] = prepared.get("remove") or prepared["mountpoint"]
+        out[name] = dict(fields, precopied=checked)
+    return out
+
+
+def read_claimed(path):
+    """Claim the handoff at ``path`` (rename it, so that it is read once) and return its bytes; ``None`` when
+    there is none. Only a regular file of this process's user that no one else may write is read."""
+    taken = path + ".taken"
+    try:
+        os.rename(path, taken)
+    except FileNotFoundError:
+        return None
+    try:
+        fd = os.open(taken, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        _refuse(path, f"cannot be opened ({exc})")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            _refuse(path, "not a regular file")
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            _refuse(path, f"owned by uid {info.st_uid} with mode {oct(info.st_mode & 0o777)}: not this user's alone")
+        chunks, size = [], 0
+        while size <= MAX_BYTES:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(taken)
+        except OSError:
+            pass
+
+
+def key_present(key, authorized_keys):
+    """Whether the public key ``key`` (``type base64 [comment]``) is in the file ``authorized_keys``; ``None`` when
+    the file cannot be read or the key is not given."""
+    parts = (key or "").split()
+    if len(parts) < 2:
+        return None
+    try:
+        with open(authorized_keys, "rb") as handle:
+            text = handle.read(4 << 20)
+    except OSError:
+        return None
+    return parts[1].encode() in text
+
+
+class Waiter:
+    """Wait for the handoffs of several groups: ``wait()`` returns ``({group id: member fields}, {group id: why
+    it is not restored})`` once every group is handed off or let go. Raises HandoffRefused for a bad file, and
+    TimeoutError (also when the run key is gone) with the reason."""
+
+    def __init__(self, groups, volumes, timeout, key="", authorized_keys="", clock=time.monotonic, sleep=time.sleep):
+        self.groups = groups
+        self.volumes = volumes or {}
+        self.timeout = timeout
+        self.key = key
+        self.authorized_keys = authorized_keys
+        self.clock = clock
+        self.sleep = sleep
+
+    def wait(self):
+        started = self.clock()
+        dirs = {g["id"]: group_dir(g["members"]) for g in self.groups}
+        key_seen = key_present(self.key, self.authorized_keys)
+        key_checked = started
+        handed, let_go = {}, {}
+        while True:
+            for group in self.groups:
+                gid = group["id"]
+                if gid in handed or gid in let_go:
+                    continue
+                path = handoff_path(dirs[gid])
+                data = read_claimed(path)
+                if data is not None:
+                    names = [m["container"] for m in group["members"]]
+                    fields = parse(path, data, gid, names, self.volumes.get(gid) or {})
+                    if fields is None:
+                        let_go[gid] = "its capture failed (the handoff says so)"
+                    else:
+                        handed[gid] = fields
+                elif os.path.lexists(cancel_path(dirs[gid])):
+                    let_go[gid] = "the controller let it go (its capture did not hand it off)"
+                    try:
+                        os.unlink(cancel_path(dirs[gid]))
+                    except OSError:
+                        pass
+            if len(handed) + len(let_go) == len(self.groups):
+                return handed, let_go
+            now = self.clock()
+            if now - started > self.timeout:
+                waiting = sorted(g["id"] for g in self.groups if g["id"] not in handed and g["id"] not in let_go)
+                raise TimeoutError(f"no handoff from the capture within {self.timeout} s for {', '.join(waiting)}")
+            if key_seen and now - key_checked >= KEY_POLL_SECONDS:
+                key_checked = now
+                if key_present(self.key, self.authorized_keys) is False:
+                    raise TimeoutError(
+                        "the run key is gone from this host's authorized_keys (the run ended, or its guard fired) "
+                        "before the capture handed off"
+                    )
+            self.sleep(POLL_SECONDS)
+
+
+def merge(group, fields):
+    """``group`` (docker_bundle_restore's) with each member's handoff ``fields``."""
+    return dict(group, members=[dict(m, **fields[m["container"]]) for m in group["members"]])

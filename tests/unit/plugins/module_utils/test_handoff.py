@@ -1,0 +1,281 @@
+# Copyright: ferry.docker contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The early restore's handoff: what the capture writes, and how the waiting restore reads it (as hostile)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.ferry.docker.plugins.module_utils import _handoff as h
+
+DIGEST = "a" * 64
+IMAGE = "sha256:" + "b" * 64
+VOLUMES = {"data": {"mountpoint": "/var/lib/docker/volumes/data/_data", "free_bytes": 1}}
+BIND = {"bind:/srv/www": {"mountpoint": "/srv/www", "remove": "/srv", "free_bytes": 1}}
+
+
+def captured(**extra):
+    """A member's capture result as SourceRun gives it."""
+    return dict(
+        {
+            "bytes_captured": 10,
+            "image_id": IMAGE,
+            "image_streamed": {"new": True, "bytes": 5},
+            "volumes": {
+                "data": {"choice": "precopy", "digest": DIGEST, "entries": 3, "final_seconds": 0.1},
+                "small": {"choice": "bundle", "reason": "smaller than migrate_precopy_min_bytes"},
+            },
+        },
+        **extra,
+    )
+
+
+def handoff(**members):
+    return {"version": 1, "group": "g", "ok": True, "members": members}
+
+
+def fields(**extra):
+    return dict(
+        {"image_id": IMAGE, "image_streamed": "new", "precopied": {"data": {"digest": DIGEST, "entries": 3}}}, **extra
+    )
+
+
+def parse(doc, members=("web",), volumes=None):
+    data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    return h.parse("/in/r-h-g.handoff", data, "g", list(members), VOLUMES if volumes is None else volumes)
+
+
+def test_member_fields_keep_only_what_the_restore_takes_and_the_volumes_copied_straight():
+    assert h.member_fields(captured()) == {
+        "image_id": IMAGE,
+        "image_streamed": "new",
+        "precopied": {"data": {"digest": DIGEST, "entries": 3}},
+    }
+    assert h.member_fields(captured(image_streamed={"new": False}))["image_streamed"] == "present"
+    assert h.member_fields({}) == {"image_id": "", "image_streamed": "", "precopied": {}}
+
+
+def test_a_document_of_a_failed_capture_names_no_member():
+    assert h.document("g", {"ok": False, "msg": "disk full"}) == {"version": 1, "group": "g", "ok": False}
+    doc = h.document("g", {"ok": True, "members": {"web": captured()}})
+    assert parse(doc) == {"web": fields()}
+
+
+def test_a_handoff_that_says_the_capture_failed_lets_the_group_go():
+    assert parse({"version": 1, "group": "g", "ok": False}) is None
+
+
+@pytest.mark.parametrize(
+    "doc, said",
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "not a handoff of version 1"),
+        ({"version": 2, "group": "g", "ok": True}, "not a handoff of version 1"),
+        ({"version": 1, "group": "other", "ok": True}, "names group 'other'"),
+        ({"version": 1, "group": "g", "ok": "yes"}, "no ok"),
+        (handoff(), "are not the group's"),
+        (handoff(web=fields(), db=fields()), "are not the group's"),
+        (handoff(web=dict(fields(), command="rm -rf /")), "not image_id, image_streamed and precopied"),
+        (handoff(web=fields(image_id="alpine:latest")), "image_id is not"),
+        (handoff(web=fields(image_streamed="yes")), "image_streamed is not"),
+        (handoff(web=fields(precopied=[])), "precopied is not a mapping"),
+        (handoff(web=fields(precopied={"other": {"digest": DIGEST, "entries": 1}})), "was not prepared"),
+        (handoff(web=fields(precopied={"data": {"digest": "z" * 64, "entries": 1}})), "not a digest"),
+        (handoff(web=fields(precopied={"data": {"digest": DIGEST, "entries": True}})), "not a digest"),
+        (handoff(web=fields(precopied={"data": {"digest": DIGEST, "entries": -1}})), "not a digest"),
+        (handoff(web=fields(precopied={"data": {"digest": DIGEST, "entries": 1, "path": "/etc"}})), "not a digest"),
+        (b" " * (h.MAX_BYTES + 1), "larger than"),
+    ],
+)
+def test_a_handoff_that_is_not_what_a_capture_writes_is_refused_naming_the_file(doc, said):
+    with pytest.raises(h.HandoffRefused) as caught:
+        parse(doc)
+    assert said in str(caught.value) and "/in/r-h-g.handoff" in str(caught.value)
+    assert "its source is put back" in str(caught.value)
+
+
+def test_a_volume_may_be_named_once_in_a_group():
+    doc = handoff(web=fields(), db=fields())
+    with pytest.raises(h.HandoffRefused, match="was not prepared for this group, or twice"):
+        parse(doc, members=("web", "db"))
+
+
+def test_where_bind_data_went_is_the_targets_answer_never_the_files():
+    doc = handoff(web=fields(precopied={"bind:/srv/www": {"digest": DIGEST, "entries": 2}}))
+    got = parse(doc, volumes=BIND)
+    assert got["web"]["precopied"]["bind:/srv/www"] == {
+        "digest": DIGEST,
+        "entries": 2,
+        "path": "/srv/www",
+        "remove": "/srv",
+    }
+    with pytest.raises(h.HandoffRefused, match="no directory prepared"):
+        parse(doc, volumes={"bind:/srv/www": {}})
+
+
+def test_the_write_command_writes_whole_and_owner_only(tmp_path):
+    group = tmp_path / "r-host1-g"
+    doc = h.document("g", {"ok": True, "members": {"web": captured()}})
+    done = subprocess.run(
+        ["sh", "-c", h.write_command(str(group) + "/")], input=json.dumps(doc).encode(), check=True, timeout=30
+    )
+    assert done.returncode == 0
+    path = tmp_path / "r-host1-g.handoff"
+    assert sorted(os.listdir(tmp_path)) == ["r-host1-g.handoff"]  # no .tmp left
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert h.parse(str(path), h.read_claimed(str(path)), "g", ["web"], VOLUMES) == {"web": fields()}
+    assert os.listdir(tmp_path) == []  # claimed and removed
+
+
+def test_write_runs_over_the_run_key_without_the_runs_marker(monkeypatch):
+    monkeypatch.setenv("FERRY_MIGRATE_RUN", "r1")
+    seen = {}
+
+    def run(argv, **kwargs):
+        seen.update(argv=argv, **kwargs)
+        return subprocess.CompletedProcess(argv, 255, b"", b"ssh: connect to host 192.0.2.12 port 22: timed out\n")
+
+    send = {"key_dir": "/k", "port": 2222, "user": "root", "address": "192.0.2.12"}
+    with pytest.raises(OSError) as caught:
+        h.write(send, "/in/r-h-g", {"ok": False}, run=run)
+    assert "root@192.0.2.12:/in/r-h-g.handoff" in str(caught.value) and "timed out" in str(caught.value)
+    assert "/k/id_ed25519" in seen["argv"] and "root@192.0.2.12" in seen["argv"]
+    assert seen["argv"][-1] == h.write_command("/in/r-h-g")
+    assert "FERRY_MIGRATE_RUN" not in seen["env"] and json.loads(seen["input"]) == {"ok": False}
+
+
+def test_a_handoff_is_claimed_once(tmp_path):
+    path = tmp_path / "g.handoff"
+    assert h.read_claimed(str(path)) is None
+    path.write_text("{}")
+    path.chmod(0o600)
+    assert h.read_claimed(str(path)) == b"{}"
+    assert h.read_claimed(str(path)) is None and os.listdir(tmp_path) == []
+
+
+def test_a_handoff_others_could_write_or_a_link_is_refused(tmp_path):
+    path = tmp_path / "g.handoff"
+    path.write_text("{}")
+    path.chmod(0o620)
+    with pytest.raises(h.HandoffRefused, match="not this user's alone"):
+        h.read_claimed(str(path))
+    assert os.listdir(tmp_path) == []  # consumed: a refused file is not read again
+    target = tmp_path / "secret"
+    target.write_text("{}")
+    path.symlink_to(target)
+    with pytest.raises(h.HandoffRefused, match="cannot be opened"):
+        h.read_claimed(str(path))
+    os.mkfifo(path)
+    with pytest.raises(h.HandoffRefused, match="not a regular file"):
+        h.read_claimed(str(path))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_handoff_of_another_user_is_refused(tmp_path):
+    path = tmp_path / "g.handoff"
+    path.write_text("{}")
+    path.chmod(0o600)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(h.HandoffRefused, match="owned by uid 65534"):
+        h.read_claimed(str(path))
+
+
+def group(tmp_path, gid, *names):
+    return {"id": gid, "members": [{"container": n, "received": f"{tmp_path}/r-h-{gid}/{n}"} for n in names]}
+
+
+class Steps:
+    """sleep() for the waiter: runs the next action each time the waiter sleeps, and advances the clock."""
+
+    def __init__(self, *actions, step=0.02):
+        self.actions = list(actions)
+        self.now = 0.0
+        self.step = step
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, _seconds):
+        self.now += self.step
+        if self.actions:
+            self.actions.pop(0)()
+
+
+def put(path, doc):
+    path.write_text(json.dumps(doc))
+    path.chmod(0o600)
+
+
+def test_the_waiter_returns_once_every_group_is_handed_off_or_let_go(tmp_path):
+    groups = [group(tmp_path, "a", "web"), group(tmp_path, "b", "db"), group(tmp_path, "c", "app")]
+    ok = {"version": 1, "group": "a", "ok": True, "members": {"web": fields()}}
+    steps = Steps(
+        lambda: None,
+        lambda: put(tmp_path / "r-h-a.handoff", ok),
+        lambda: put(tmp_path / "r-h-b.handoff", {"version": 1, "group": "b", "ok": False}),
+        lambda: None,
+        lambda: (tmp_path / "r-h-c.cancel").touch(),
+    )
+    waiter = h.Waiter(groups, {"a": VOLUMES}, timeout=60, clock=steps.clock, sleep=steps.sleep)
+    handed, let_go = waiter.wait()
+    assert handed == {"a": {"web": fields()}}
+    assert "capture failed" in let_go["b"] and "controller let it go" in let_go["c"]
+    assert os.listdir(tmp_path) == []  # every file consumed
+    merged = h.merge(groups[0], handed["a"])
+    assert merged["members"][0]["image_id"] == IMAGE and merged["members"][0]["received"].endswith("/web")
+
+
+def test_the_waiter_gives_up_at_its_limit(tmp_path):
+    steps = Steps(step=1.0)
+    waiter = h.Waiter([group(tmp_path, "a", "web")], {}, timeout=5, clock=steps.clock, sleep=steps.sleep)
+    with pytest.raises(TimeoutError, match="within 5 s for a"):
+        waiter.wait()
+    assert 5 < steps.now <= 7
+
+
+def test_the_waiter_ends_once_the_run_key_is_gone(tmp_path):
+    keys = tmp_path / "authorized_keys"
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRUNKEY ferry-run r1"
+    keys.write_text(f'ssh-ed25519 AAAAOTHER admin\nrestrict,expiry-time="20261202" {key}\n')
+    steps = Steps(lambda: None, lambda: keys.write_text("ssh-ed25519 AAAAOTHER admin\n"), step=0.6)
+    waiter = h.Waiter(
+        [group(tmp_path, "a", "web")],
+        {},
+        3600,
+        key=key,
+        authorized_keys=str(keys),
+        clock=steps.clock,
+        sleep=steps.sleep,
+    )
+    with pytest.raises(TimeoutError, match="run key is gone"):
+        waiter.wait()
+    assert steps.now < 5
+
+
+def test_a_key_the_waiter_could_not_see_at_its_start_does_not_end_it(tmp_path):
+    steps = Steps(step=1.0)
+    waiter = h.Waiter(
+        [group(tmp_path, "a", "web")],
+        {},
+        4,
+        key="ssh-ed25519 AAAARUNKEY",
+        authorized_keys=str(tmp_path / "missing"),
+        clock=steps.clock,
+        sleep=steps.sleep,
+    )
+    with pytest.raises(TimeoutError, match="within 4 s"):
+        waiter.wait()
+
+
+def test_a_refused_handoff_ends_the_wait(tmp_path):
+    put(tmp_path / "r-h-a.handoff", {"version": 1, "group": "a", "ok": True, "members": {"intruder": fields()}})
+    steps = Steps()
+    waiter = h.Waiter([group(tmp_path, "a", "web")], {"a": VOLUMES}, 60, clock=steps.clock, sleep=steps.sleep)
+    with pytest.raises(h.HandoffRefused, match="are not the group's"):
+        waiter.wait()
