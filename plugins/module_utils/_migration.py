@@ -32,7 +32,7 @@ import threading
 import time
 import types
 
-from ansible_collections.ferry.docker.plugins.module_utils import _precopy
+from ansible_collections.ferry.docker.plugins.module_utils import _handoff, _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._health import failure_message
 
 GUARD = "ferry.docker.docker_migrate_guard"
@@ -929,10 +929,13 @@ class TargetRun:
                 result = self.call(module, args)
                 if result.get("failed") or result.get("unreachable"):
                     left.append(f"{args.get('name') or args.get('path')} ({result.get('msg', 'unknown error')})")
-        for path in self.received_dirs():
-            result = self.call("ansible.builtin.file", dict(path=path, state="absent"))
-            if result.get("failed") or result.get("unreachable"):
-                left.append(f"{path} ({result.get('msg', 'unknown error')})")
+        for received in self.received_dirs():
+            # with an early restore, the handoff and cancel files beside the group's directory too
+            handoff = _handoff.handoff_path(received)
+            for path in (received, handoff, handoff + ".tmp", handoff + ".taken", _handoff.cancel_path(received)):
+                result = self.call("ansible.builtin.file", dict(path=path, state="absent"))
+                if result.get("failed") or result.get("unreachable"):
+                    left.append(f"{path} ({result.get('msg', 'unknown error')})")
         return left
 
     def received_dirs(self):
@@ -1025,6 +1028,7 @@ SOURCE_SPEC = dict(
             key_dir=dict(type="path", required=True),
             timeout=dict(type="int", default=21600),
             max_bytes=dict(type="int", default=268435456),
+            handoff=dict(type="bool", default=False),
         ),
     ),
     mode=dict(type="str", default="commit", choices=["commit", "export"]),
@@ -1090,7 +1094,7 @@ def runs_stepwise(args):
     return bool(threshold) and any(int(m.get("expected_bytes") or 0) >= threshold for m in source_members(args))
 
 
-def source_task(call, args, now=time.time, send=None, check_mode=False, copier=None):
+def source_task(call, args, now=time.time, send=None, check_mode=False, copier=None, handoff=None):
     """docker_migrate_source's work with ``call``: the task's result (``failed`` and ``msg`` when it failed).
     ``send(src, dest)`` (the module's rsync, see capture_groups) sends small captures right away; ``copier``
     (``_precopy.LocalCopier``) runs the pre-copy's passes and digests."""
@@ -1103,7 +1107,7 @@ def source_task(call, args, now=time.time, send=None, check_mode=False, copier=N
         return dict(groups=groups, changed=bool(groups))
     if args["groups"] is not None:
         if args["state"] == "captured":
-            groups = capture_groups(call, args["groups"], args, now=now, send=send, copier=copier)
+            groups = capture_groups(call, args["groups"], args, now=now, send=send, copier=copier, handoff=handoff)
             return dict(groups=groups, changed=bool(groups))
         done = {}
         for group in args["groups"]:
@@ -1188,30 +1192,45 @@ def precopy_groups(call, groups, options, copier, now=time.time, send=None):
     return results
 
 
-def capture_groups(call, groups, options, now=time.time, send=None, copier=None):
+def capture_groups(call, groups, options, now=time.time, send=None, copier=None, handoff=None):
     """Stop and capture several independent groups of one host, one after the other. A group whose step
     fails is put back as it was and reported; the others go on. ``{group id: result}``.
 
     With ``send(src, dest)`` (which returns the bytes sent, or raises StepFailed in phase ``transfer``), a
     small capture goes to its target right away, and the journal then says ``restore`` for its members:
-    its result has ``sent`` and ``sent_bytes``, and the role sends only the others."""
+    its result has ``sent`` and ``sent_bytes``, and the role sends only the others.
+
+    With ``handoff(dest, doc)`` as well (``send.handoff``: a restore already waits on the target), every group
+    goes whatever its size, and then its handoff tells the restore what was captured (``_handoff``): after the
+    journal says ``restore``, so that a guard that fires from then on stops the copy before the source. A group
+    that fails is handed off as failed, so that the restore does not wait for it."""
     results = {}
+    handing = bool(send and handoff and (options.get("send") or {}).get("handoff"))
     for group in groups:
         run = SourceRun(call, group["members"], options, now=now)
         sending = False
         try:
             out = run.capture(group.get("precopy"), copier)
-            if _sends_now(group, out, options, send):
+            if (handing and group.get("transfer")) or _sends_now(group, out, options, send):
                 sending = True
                 out["sent_bytes"] = send(group["transfer"]["src"], group["transfer"]["dest"])
                 out["sent"] = True
                 # from now on a copy may run on the target: a guard that fires stops it first
                 run.journal("restore")
+                if handing:
+                    handoff(group["transfer"]["dest"], _handoff.document(group["id"], dict(out, ok=True)))
+                    out["handed_off"] = True
             results[group["id"]] = dict(out, ok=True)
         except StepFailed as exc:
             results[group["id"]] = failure = _failure(run, exc)
             # what a send left on the target (a partial bundle) is for the role to remove there
             failure["target_touched"] = sending or bool((group.get("precopy") or {}).get("volumes"))
+            if handing and group.get("transfer"):
+                try:  # the restore waiting on the target lets the group go (a handoff already taken is not undone)
+                    handoff(group["transfer"]["dest"], _handoff.document(group["id"], {"ok": False}))
+                    failure["let_go"] = True
+                except StepFailed as again:
+                    failure["msg"] += f"; telling the target's restore failed too: {again}"
             undo_started = now()
             try:
                 failure["source_states"] = run.put_back()

@@ -254,6 +254,14 @@ options:
         description: Captured bytes from which a group is left for the role to send (with progress); V(0) never.
         type: int
         default: 268435456
+      handoff:
+        description:
+          - A restore already waits on the target (M(ferry.docker.docker_bundle_restore) with its C(handoff)):
+            every group is sent here whatever its size, and once the journal says C(restore) its handoff file
+            tells that restore what was captured (image ID, each pre-copied volume's digest). A group that fails
+            is handed off as failed.
+        type: bool
+        default: false
   mode:
     description: V(commit) (image layers) or V(export) (flat filesystem).
     type: str
@@ -424,7 +432,7 @@ groups:
     - With O(state=captured), each member in C(members) has C(volumes) - per volume name C(choice) and
       C(reason), and for a pre-copied one C(final_delta_bytes), C(final_sent_bytes), C(digest), C(entries).
     - With O(send), C(sent) and C(sent_bytes) for a group sent here, and C(target_touched) for a group
-      whose send failed.
+      whose send failed; with O(send.handoff), C(handed_off) for a group whose handoff was written.
   returned: with O(groups)
   type: dict
 source_states:
@@ -433,7 +441,7 @@ source_states:
   type: dict
 """
 
-from ansible_collections.ferry.docker.plugins.module_utils import _precopy, _transfer
+from ansible_collections.ferry.docker.plugins.module_utils import _handoff, _precopy, _transfer
 from ansible_collections.ferry.docker.plugins.module_utils._client import FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._migration import (
     SOURCE_KWARGS,
@@ -458,13 +466,26 @@ def sender(options):
     return send
 
 
+def handoff_writer(options):
+    """``handoff(dest, doc)`` for source_task: the handoff of a group to the restore waiting on the target."""
+
+    def handoff(dest, doc):
+        try:
+            _handoff.write(options, dest, doc)
+        except OSError as exc:
+            raise StepFailed("transfer", "", str(exc)) from None
+
+    return handoff
+
+
 def main():
     module = FerryModule(SOURCE_SPEC, **SOURCE_KWARGS)
     send = sender(module.params["send"]) if module.params["send"] else None
     copier = _precopy.LocalCopier(module.client, module.params["send"]) if module.params["send"] else None
     # every step in this process
     call = caller(module, source=True)
-    result = source_task(call, module.params, send=send, check_mode=module.check_mode, copier=copier)
+    handoff = handoff_writer(module.params["send"]) if module.params["send"] else None
+    result = source_task(call, module.params, send=send, check_mode=module.check_mode, copier=copier, handoff=handoff)
     if result.get("failed"):
         module.fail(result.pop("msg"), **{k: v for k, v in result.items() if k != "failed"})
     module.exit(**result)

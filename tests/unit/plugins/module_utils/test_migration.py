@@ -212,7 +212,9 @@ def test_a_failed_health_check_undoes_everything_newest_first():
     names = [(module.rsplit(".", 1)[-1], args.get("name") or args.get("path")) for module, args in host.calls]
     assert names[0] == ("docker_container", "web") and ("docker_container", "db") in names
     assert names.index(("docker_container", "web")) < names.index(("docker_container", "db"))
-    assert ("docker_image", "sha256:loaded") in names and names[-1] == ("file", "/r")
+    assert ("docker_image", "sha256:loaded") in names
+    # the received directory last, with the handoff and cancel files an early restore may have left beside it
+    assert names[-5:] == [("file", p) for p in ("/r", "/r.handoff", "/r.handoff.tmp", "/r.handoff.taken", "/r.cancel")]
 
 
 def test_a_failed_container_create_still_records_its_networks():
@@ -641,3 +643,60 @@ def test_the_target_checks_and_tags_a_streamed_image_and_a_failure_removes_only_
         run.undo()
         by_id = [a for mod, a in host.calls if mod.endswith("docker_image") and a["name"] == "sha256:web"]
         assert bool(by_id) is removed
+
+
+# -- the early restore's handoff (send.handoff) --------------------------------------------------------------------
+
+
+def test_with_a_handoff_every_group_is_sent_whatever_its_size_and_handed_off_after_the_journal_says_restore():
+    host = FakeHost(docker_commit_save=lambda args: {"size": 5000, "image_id": "sha256:" + "c" * 64})
+    order = []
+
+    def send(src, dest):
+        order.append(("send", dest))
+        return 5000
+
+    def handoff(dest, doc):
+        order.append(("handoff", dest, doc["ok"], sorted(doc.get("members") or {})))
+
+    host.answers["docker_migrate_guard"] = lambda args: order.append(("journal", args.get("phase"))) or {}
+    groups = [{"id": "big", "members": [member("big")], "transfer": {"src": "/w/big", "dest": "/in/big"}}]
+    options = dict(SOURCE, send={"max_bytes": 1000, "handoff": True})
+    out = m.capture_groups(host, groups, options, now=clock(), send=send, handoff=handoff)
+    assert out["big"]["ok"] and out["big"]["sent"] and out["big"]["handed_off"]
+    assert order[-3:] == [("send", "/in/big"), ("journal", "restore"), ("handoff", "/in/big", True, ["big"])]
+    # without send.handoff the same capture is left for the role to send with progress, and nothing is handed off
+    order.clear()
+    out = m.capture_groups(
+        host, groups, dict(SOURCE, send={"max_bytes": 1000}), now=clock(), send=send, handoff=handoff
+    )
+    assert "sent" not in out["big"] and not [o for o in order if o[0] in ("send", "handoff")]
+
+
+def test_a_failed_capture_is_handed_off_as_failed_and_its_source_put_back():
+    host = FakeHost(docker_commit_save={"failed": True, "msg": "no space"})
+    docs = []
+    groups = [{"id": "g", "members": [member("web")], "transfer": {"src": "/w/g", "dest": "/in/g"}}]
+    options = dict(SOURCE, send={"max_bytes": 0, "handoff": True})
+    out = m.capture_groups(
+        host, groups, options, now=clock(), send=lambda s, d: 1, handoff=lambda dest, doc: docs.append((dest, doc))
+    )
+    assert not out["g"]["ok"] and out["g"]["let_go"] and out["g"]["source_states"] == {"web": "running"}
+    assert docs == [("/in/g", {"version": 1, "group": "g", "ok": False})]
+
+
+def test_a_handoff_that_cannot_be_written_fails_the_group_which_is_put_back():
+    host = FakeHost(docker_commit_save={"size": 10, "image_id": "sha256:" + "c" * 64})
+    tries = []
+
+    def handoff(dest, doc):
+        tries.append(doc["ok"])
+        raise m.StepFailed("transfer", "", "writing the handoff root@h2:/in/g.handoff failed (exit 255)")
+
+    groups = [{"id": "g", "members": [member("web")], "transfer": {"src": "/w/g", "dest": "/in/g"}}]
+    options = dict(SOURCE, send={"max_bytes": 0, "handoff": True})
+    out = m.capture_groups(host, groups, options, now=clock(), send=lambda s, d: 1, handoff=handoff)
+    failed = out["g"]
+    assert not failed["ok"] and failed["phase"] == "transfer" and failed["target_touched"] and "let_go" not in failed
+    assert "telling the target's restore failed too" in failed["msg"]
+    assert failed["source_states"] == {"web": "running"} and tries == [True, False]
