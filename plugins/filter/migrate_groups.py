@@ -41,7 +41,7 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.ferry.docker.plugins.module_utils import _precopy
+from ansible_collections.ferry.docker.plugins.module_utils import _handoff, _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._runconfig import _remap_path
 
 # Keys of a queued container that are the role's bookkeeping, not report fields.
@@ -549,7 +549,9 @@ def migrate_wave_pick(wave, what, source=None, target=None, transfer="direct"):
     """What the next step of a wave needs, for the groups still going: ``controller_steps`` (which of
     ``failed_after_send``, ``transfers`` and ``guard_entries`` have any), ``transfers`` (directories to send),
     ``guard_entries`` (journal), ``target_groups`` (docker_bundle_restore, with the captured image IDs),
-    ``failed_on_target`` (source groups to put back), ``rolled_back`` and ``migrated`` (journal entries)."""
+    ``failed_on_target`` (source groups to put back), ``rolled_back`` and ``migrated`` (journal entries),
+    ``not_handed_off`` (the cancel files of the groups an early restore would still wait for: their capture failed
+    and could not say so) and ``cancel_files`` (those of every group: the rescue lets an early restore go)."""
     captured = [g for g in wave["groups"] if _ok(source, g["id"])]
     restored = [g for g in captured if _ok(target, g["id"])]
     if what == "transfers":
@@ -589,6 +591,15 @@ def migrate_wave_pick(wave, what, source=None, target=None, transfer="direct"):
         return [{"id": g["id"], "members": g["source_members"]} for g in restored]
     if what == "captured_target_groups":
         return [{"id": g["id"], "members": g["target_members"]} for g in captured]
+    if what == "not_handed_off":  # cancel files: the groups the early restore still waits for after the capture
+        groups = (source or {}).get("groups") or {}
+        return [
+            _handoff.cancel_path(_handoff.group_dir(g["target_members"]))
+            for g in wave["groups"]
+            if g["id"] in groups and not groups[g["id"]].get("ok") and not groups[g["id"]].get("let_go")
+        ]
+    if what == "cancel_files":  # every group's: a rescue lets an early restore go
+        return [_handoff.cancel_path(_handoff.group_dir(g["target_members"])) for g in wave["groups"]]
     if what == "captured_source_groups":
         return [{"id": g["id"], "members": g["source_members"]} for g in captured]
     raise AnsibleFilterError(f"migrate_wave_pick: unknown {what!r}")
@@ -677,17 +688,10 @@ def migrate_with_image_ids(members, source):
     out = []
     for member in members:
         mine = captured.get(member["container"]) or {}
-        precopied = {
-            name: dict(
-                {"digest": entry["digest"], "entries": entry.get("entries", 0)},
-                **((mine.get("bind_paths") or {}).get(name) or {}),
-            )
-            for name, entry in (mine.get("volumes") or {}).items()
-            if entry.get("choice") in _precopy.DIRECT and entry.get("digest")
-        }
-        streamed = mine.get("image_streamed")
-        image_streamed = ("new" if streamed.get("new") else "present") if streamed else ""
-        out.append(dict(member, image_id=mine.get("image_id", ""), precopied=precopied, image_streamed=image_streamed))
+        fields = _handoff.member_fields(mine)  # what a capture's handoff gives an early restore, built alike
+        for name, entry in fields["precopied"].items():
+            entry.update((mine.get("bind_paths") or {}).get(name) or {})
+        out.append(dict(member, **fields))
     return out
 
 
@@ -697,8 +701,9 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
     (docker_migrate_source state=precopied: the groups with a volume to pre-copy, and where each volume goes),
     ``hash`` (state=hashed: the target's digests while the sources serve), ``capture`` (the wave's source
     groups for state=captured, without those whose pre-copy failed, each with the volumes it pre-copied),
-    ``failed`` (groups whose pre-copy failed: what to remove on the target) and ``created`` (what the
-    preparation created, per group, for the undo)."""
+    ``failed`` (groups whose pre-copy failed: what to remove on the target), ``created`` (what the
+    preparation created, per group, for the undo) and ``early`` (the early restore's ``groups``, those the capture
+    hands off, and the ``volumes`` the target prepared for each)."""
     prepared_groups = (prepared or {}).get("groups") or {}
     precopied_groups = (precopied or {}).get("groups") or {}
     groups = [g for g in wave["groups"] if (g.get("precopy") or {}).get("volumes")]
@@ -764,6 +769,20 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
             for g in ready
             if moved(g)
         ]
+    if what == "early":  # the restore started before the capture: the groups it waits for, and their volumes
+        waited = [g["id"] for g in migrate_precopy_pick(wave, "capture", prepared, precopied)]
+        return {
+            "groups": [
+                {"id": g["id"], "members": migrate_with_image_ids(g["target_members"], None)}
+                for g in wave["groups"]
+                if g["id"] in waited
+            ],
+            "volumes": {
+                gid: (prepared_groups.get(gid) or {}).get("volumes") or {}
+                for gid in waited
+                if (prepared_groups.get(gid) or {}).get("ok")
+            },
+        }
     if what == "capture":
         out = []
         for source_group in wave["source_groups"]:
@@ -926,6 +945,8 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             image_transfer=_image_transfer(captured.get(name)) if moving else "",
             # the source ignored its stop signal (or took longer than migrate_stop_timeout): the engine killed it
             stop_timed_out=bool((captured.get(name) or {}).get("stop_timed_out")),
+            # the restore was already waiting on the target and took the capture's handoff (migrate_early_restore)
+            early_restore=bool(source.get("handed_off")),
             precopy_sent_bytes=sum(
                 int(v.get("sent_bytes") or 0)
                 for n, v in ((precopy.get("volumes") or {}).items())

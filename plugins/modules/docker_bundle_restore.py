@@ -216,6 +216,36 @@ options:
     description: C(decrypt_identities), C(trusted_signers) and C(trusted_signer_keys), passed to every restore step.
     type: dict
     default: {}
+  handoff:
+    description:
+      - The early restore of a migration, started on the target before its sources stop (as an async job). It
+        waits for each group's handoff file, C(<directory of its members' received>.handoff), which the capture
+        (M(ferry.docker.docker_migrate_source) with O(ferry.docker.docker_migrate_source#module:send.handoff))
+        writes over the run key once the group's bundle is here; then it restores the groups handed off, as
+        with O(groups). The controller starts no task between the capture and the restore.
+      - A handoff is read once (renamed, then removed), only as a regular file of this user that no one else may
+        write, and only for the fields a capture gives (image ID, image streamed, each pre-copied volume's digest
+        and entries), for the group's members and its prepared volumes; anything else fails the task before
+        anything is restored.
+      - A group whose handoff says its capture failed, or whose C(<directory>.cancel) file appears (the role's
+        rescue), is let go (RV(let_go)). The wait fails when the run key (O(handoff.key)) is gone from this
+        user's C(~/.ssh/authorized_keys) (the run's guard fired), or after O(handoff.timeout) seconds.
+    type: dict
+    suboptions:
+      timeout:
+        description: Seconds to wait for the handoffs.
+        type: int
+        required: true
+      volumes:
+        description:
+          - Per group id, the volumes the target prepared for it (the result of O(state=prepared)), C(mountpoint)
+            and C(remove) of each; the only volumes a handoff may name, and where bind data is.
+        type: dict
+        default: {}
+      key:
+        description: The run's public key; the wait ends when it is no longer authorized here.
+        type: str
+        default: ""
 extends_documentation_fragment:
   - ferry.docker.docker
 requirements:
@@ -255,6 +285,10 @@ volumes:
   description: With O(state=hashed), per volume C(entries) and C(read_bytes), or C(failed) and C(msg).
   returned: O(state=hashed)
   type: dict
+let_go:
+  description: With O(handoff), per group id why it was not restored (its capture failed, or the rescue let it go).
+  returned: with O(handoff)
+  type: dict
 created:
   description:
     - Per member, what was created (C(container), C(image), C(image_id), C(networks), C(volumes), C(bind_paths)).
@@ -287,7 +321,9 @@ target_cleanup:
   type: str
 """
 
-from ansible_collections.ferry.docker.plugins.module_utils import _precopy
+import os
+
+from ansible_collections.ferry.docker.plugins.module_utils import _handoff, _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
 from ansible_collections.ferry.docker.plugins.module_utils._migration import (
     VOLUME_DIGEST,
@@ -351,7 +387,36 @@ SPEC = dict(
     health_url=dict(type="str", default=""),
     keep_bundle=dict(type="bool", default=False),
     trust=dict(type="dict", default={}),
+    handoff=dict(
+        type="dict",
+        options=dict(
+            timeout=dict(type="int", required=True),
+            volumes=dict(type="dict", default={}),
+            key=dict(type="str", default="", no_log=False),
+        ),
+    ),
 )
+
+
+def restore_handed_off(module, call, args):
+    """The early restore: wait for each group's handoff from its capture, then restore those handed off."""
+    options = args["handoff"]
+    waiter = _handoff.Waiter(
+        args["groups"],
+        options["volumes"],
+        options["timeout"],
+        key=options["key"],
+        authorized_keys=os.path.expanduser("~/.ssh/authorized_keys"),
+    )
+    try:
+        handed, let_go = waiter.wait()
+    except (_handoff.HandoffRefused, TimeoutError) as exc:
+        module.fail(
+            f"the restore waiting for the capture's handoff stopped: {exc}. Nothing was restored", phase="handoff"
+        )
+    groups = [_handoff.merge(group, handed[group["id"]]) for group in args["groups"] if group["id"] in handed]
+    done = restore_groups(call, groups, args) if groups else {}
+    return dict(groups=done, let_go=let_go, changed=bool(groups))
 
 
 def main():
@@ -388,6 +453,9 @@ def main():
                 hashed[volume["name"]] = {k: found[k] for k in ("failed", "msg", "entries", "read_bytes") if k in found}
         module.exit(changed=False, volumes=hashed)
     if args["groups"] is not None:
+        if args["state"] == "present" and args["handoff"]:
+            # started before the capture: everything this process needs is imported while the sources still serve
+            module.exit(**restore_handed_off(module, call, args))
         if args["state"] == "present":
             module.exit(groups=restore_groups(call, args["groups"], args), changed=True)
         done = {}

@@ -640,3 +640,44 @@ def test_consistency_pause_prepares_nothing_on_the_target():
         assert {v["name"]: v["choice"] for v in volumes} == {"big": "copy", "small": "copy", "nfs": "skip"}
         assert "migrate_consistency is pause" in volumes[0]["reason"]
         assert g.migrate_precopy_pick(wave, "prepare") == []
+
+
+def test_the_early_restore_waits_for_the_groups_the_capture_hands_off_with_their_prepared_volumes():
+    groups = g.migrate_groups(
+        [volumes_item("a"), volumes_item("b"), item("c")],
+        "run1",
+        "h1",
+        "/w",
+        "/in",
+        {"strategy": "precopy", "min_bytes": 1000},
+    )
+    (wave,) = g.migrate_waves(groups, parallel=4)
+    prepared = {
+        "groups": {
+            "a": {"ok": True, "volumes": {"big": {"mountpoint": "/t/big"}}},
+            "b": {"ok": False, "msg": "disk full"},  # never captured: the restore must not wait for it
+        }
+    }
+    early = g.migrate_precopy_pick(wave, "early", prepared, {})
+    assert [grp["id"] for grp in early["groups"]] == ["a", "c"]
+    (member,) = early["groups"][0]["members"]
+    assert (member["image_id"], member["image_streamed"], member["precopied"]) == ("", "", {})
+    assert member["received"] == "/in/run1-h1-a/a"
+    assert early["volumes"] == {"a": {"big": {"mountpoint": "/t/big"}}}
+    # a capture that failed and could not say so: the controller lets the restore go of that group only
+    source = {"groups": {"a": {"ok": False, "let_go": True}, "c": {"ok": False}}}
+    assert g.migrate_wave_pick(wave, "not_handed_off", source) == ["/in/run1-h1-c.cancel"]
+    assert g.migrate_wave_pick(wave, "cancel_files") == [f"/in/run1-h1-{x}.cancel" for x in ("a", "b", "c")]
+
+
+def test_the_report_says_whether_the_restore_took_the_captures_handoff():
+    (wave,) = g.migrate_waves(plan(item("a"), item("b")), parallel=4)
+    source = {
+        "groups": {
+            "a": dict(SOURCE, ok=True, handed_off=True, members={"a": {"bytes_captured": 10}}),
+            "b": dict(SOURCE, ok=True, members={"b": {"bytes_captured": 10}}),
+        }
+    }
+    target = {"groups": {"a": dict(TARGET, ok=True), "b": dict(TARGET, ok=True)}}
+    entries = g.migrate_wave_results(wave, source=source, target=target, started_at=1, ended_at=2)
+    assert {e["container"]: e["early_restore"] for e in entries} == {"a": True, "b": False}
