@@ -139,6 +139,8 @@ def test_precopy_moves_a_busy_redis_with_every_acknowledged_write(names, tmp_pat
         assert volume["passes"] >= 1 and volume["outcome"] in ("converged", "capped", "not_shrinking")
         assert len(volume["digest"]) == 64 and volume["entries"] > 0
     assert entry["phases"]["precopy"] > 0 and entry["precopy_sent_bytes"] >= 64 * 1048576
+    # the restore waited on host2 and took the capture's handoff (migrate_early_restore, the default)
+    assert entry["early_restore"] is True, entry
     # every write the client saw acknowledged (on either host) is on the copy, and the files are the same
     keys = [key for _at, key, _host in writer.acked]
     assert {host for _at, _key, host in writer.acked} == {address("host1"), address("host2")}
@@ -205,8 +207,10 @@ def test_the_last_delta_carries_the_xattrs_of_what_changed_after_the_last_live_p
         "-l ferry.docker.pre-migrate='echo b >> /d/grows; echo n > /d/new' ferry-lab/busybox "
         "httpd -f -p 8080 -h /d >/dev/null",
     )
-    run, report = migrate(tmp_path, [name])
+    # the restore as a task once the capture returned (migrate_early_restore false), the same checks before use
+    run, report = migrate(tmp_path, [name], migrate_early_restore=False)
     assert run.returncode == 0, run.stdout[-6000:]
+    assert report[name]["early_restore"] is False, report[name]
     (moved,) = report[name]["volumes"]
     assert moved["choice"] == "precopy" and moved["passes"] >= 1 and moved["final_delta_bytes"] > 0, moved
     assert [hook["status"] for hook in report[name]["hooks"]] == ["ok"]
@@ -246,8 +250,10 @@ def test_the_last_pass_sends_only_what_differs_from_the_targets_tree_whatever_a_
         "echo new > /d/new && echo changed > /d/n7' "
         "ferry-lab/busybox httpd -f -p 8080 -h /d >/dev/null",
     )
-    run, report = migrate(tmp_path, [name])
+    # the restore as a task once the capture returned (migrate_early_restore false), the same checks before use
+    run, report = migrate(tmp_path, [name], migrate_early_restore=False)
     assert run.returncode == 0, run.stdout[-6000:]
+    assert report[name]["early_restore"] is False, report[name]
     (moved,) = report[name]["volumes"]
     assert [hook["status"] for hook in report[name]["hooks"]] == ["ok"]
     assert moved["choice"] == "precopy" and "final_whole_tree" not in moved, moved

@@ -1,0 +1,232 @@
+"""The early restore on a lab host: docker_bundle_restore waiting for a capture's handoff (issue 12).
+
+The module runs on host2 as the migrate role starts it, and the test plays the capture's part by writing
+the handoff file (or not). A handoff that is not what a capture writes is refused before anything is
+restored; a group let go by its capture or by the controller is not restored; a restore waiting for a run
+whose key is gone ends. The whole migration with the handoff runs in test_migrate_precopy.py and in the
+fault matrix (test_migrate_faults.py, phase ``wait``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import lab_run
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STATE = REPO_ROOT / "lab" / ".state"
+INCOMING = "/var/lib/ferry/incoming"
+MODULE_SECONDS = 300
+DIGEST = "0" * 64
+
+
+@pytest.fixture
+def group(lab):
+    """A group of one member that never existed on host2; its directory and files removed afterwards."""
+    name = f"ferry-handoff-{uuid.uuid4().hex[:8]}"
+    directory = f"{INCOMING}/test-host1-{name}"
+    yield name, directory
+    ssh("host2", f"rm -rf {directory} {directory}.*; docker rm -f {name} >/dev/null 2>&1; true", check=False)
+
+
+def restore(name, directory, tmp_path, **handoff):
+    """Start docker_bundle_restore with ``handoff`` on host2 (a one-task play, JSON output); the process. Its
+    environment marks the module's command line (it runs pipelined, as python3 reading its stdin)."""
+    args = {
+        "groups": [
+            {
+                "id": name,
+                "members": [
+                    {
+                        "container": name,
+                        "name": name,
+                        "image_ref": f"ferry-migrate/{name}:latest",
+                        "received": f"{directory}/{name}",
+                    }
+                ],
+            }
+        ],
+        "handoff": dict({"timeout": 120}, **handoff),
+    }
+    play = [
+        {
+            "hosts": "host2",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "ferry.docker.docker_bundle_restore": args,
+                    "environment": {"FERRY_HANDOFF_TEST": name},
+                    "ignore_errors": True,
+                }
+            ],
+        }
+    ]
+    path = tmp_path / f"restore-{uuid.uuid4().hex[:6]}.yml"
+    path.write_text(json.dumps(play))
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+    )
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(STATE / "inventory.ini"), str(path)]
+    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def result(process):
+    out, err = process.communicate(timeout=MODULE_SECONDS)
+    try:
+        return json.loads(out)["plays"][0]["tasks"][0]["hosts"]["host2"]
+    except (ValueError, KeyError, IndexError):
+        pytest.fail(f"no JSON result (rc {process.returncode}): {out[-2000:]} {err[-2000:]}")
+
+
+def ssh(host, script, check=True):
+    return lab_run.ssh(host, script, check=check, timeout=120)
+
+
+def put(directory, doc, mode="600"):
+    """Write the handoff as host2's root would, with ``mode``."""
+    text = json.dumps(doc).replace("'", "")
+    path = f"{directory}.handoff"
+    ssh("host2", f"mkdir -p {INCOMING} && umask 077 && printf '%s' '{text}' > {path} && chmod {mode} {path}")
+
+
+def wait_until_it_waits(process, name):
+    """Until the module runs on host2 (its wait has begun), so that what the test writes comes after."""
+    deadline = time.monotonic() + 120
+    while ssh("host2", f"pgrep -f 'FERRY_HANDOFF_TES[T]={name} ' >/dev/null", check=False).returncode != 0:
+        assert process.poll() is None, result(process)
+        assert time.monotonic() < deadline, "the restore did not start on host2"
+        time.sleep(0.2)
+
+
+def nothing_restored(name, directory):
+    assert ssh("host2", f"docker inspect {name}", check=False).returncode != 0, f"{name} exists on host2"
+    # the handoff was read once and removed; nothing else is left beside the group's directory
+    assert ssh("host2", f"ls -d {directory}.handoff* 2>/dev/null | wc -l").stdout.strip() == "0"
+
+
+@pytest.mark.parametrize(
+    "members, mode, said",
+    [
+        ({"intruder": {"image_id": "", "image_streamed": "", "precopied": {}}}, "600", "are not the group's"),
+        (None, "600", "was not prepared for this group"),  # a volume the controller did not name
+        (None, "666", "not this user's alone"),  # a file anyone could have written
+    ],
+)
+def test_a_handoff_that_is_not_what_a_capture_writes_is_refused_and_nothing_is_restored(
+    group, tmp_path, members, mode, said
+):
+    name, directory = group
+    forged = {name: {"image_id": "", "image_streamed": "", "precopied": {"etc": {"digest": DIGEST, "entries": 1}}}}
+    put(directory, {"version": 1, "group": name, "ok": True, "members": members or forged}, mode=mode)
+    done = result(restore(name, directory, tmp_path))
+    assert done.get("failed") and said in done["msg"] and f"{directory}.handoff" in done["msg"], done
+    assert done.get("phase") == "handoff" and "Nothing was restored" in done["msg"]
+    nothing_restored(name, directory)
+
+
+def test_a_group_whose_capture_failed_or_that_the_controller_lets_go_is_not_restored(group, tmp_path):
+    name, directory = group
+    put(directory, {"version": 1, "group": name, "ok": False})
+    done = result(restore(name, directory, tmp_path))
+    assert not done.get("failed") and not done["changed"] and done["groups"] == {}, done
+    assert "capture failed" in done["let_go"][name]
+    nothing_restored(name, directory)
+
+    process = restore(name, directory, tmp_path)
+    wait_until_it_waits(process, name)
+    ssh("host2", f"touch {directory}.cancel")
+    done = result(process)
+    assert not done.get("failed") and done["groups"] == {} and "controller let it go" in done["let_go"][name], done
+    assert ssh("host2", f"ls {directory}.cancel", check=False).returncode != 0  # consumed
+    nothing_restored(name, directory)
+
+
+def test_a_restore_waiting_for_a_run_whose_key_is_gone_ends(group, tmp_path):
+    name, directory = group
+    key = f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{uuid.uuid4().hex} ferry-handoff-test"
+    blob = key.split()[1]
+    ssh("host2", f"echo 'restrict,command=\"/bin/false\" {key}' >> ~/.ssh/authorized_keys")
+    try:
+        process = restore(name, directory, tmp_path, key=key, timeout=600)
+        wait_until_it_waits(process, name)
+        time.sleep(2)
+        assert process.poll() is None  # it waits while the key is there
+    finally:
+        ssh("host2", f"sed -i '/{blob}/d' ~/.ssh/authorized_keys")
+    done = result(process)
+    assert done.get("failed") and "run key is gone" in done["msg"], done
+    nothing_restored(name, directory)
+
+
+@pytest.fixture
+def service(lab):
+    """A web server on host1 with a named volume (pre-copied: migrate_precopy_min_bytes 0); removed afterwards."""
+    name = f"ferry-handoff-{uuid.uuid4().hex[:8]}"
+    yield name
+    for host in ("host1", "host2"):
+        ssh(
+            host,
+            f"docker rm -f {name} >/dev/null 2>&1; docker volume rm {name}-data >/dev/null 2>&1; "
+            f"docker image rm ferry-migrate/{name}:latest >/dev/null 2>&1; "
+            f"rm -rf /var/lib/ferry/migrate/*/{name} {INCOMING}/*-{name} {INCOMING}/*-{name}.*; true",
+            check=False,
+        )
+
+
+def start(name, label=""):
+    ssh(
+        "host1",
+        f"docker run -d --pull never --name {name} -v {name}-data:/data {label} ferry-lab/busybox "
+        "sh -c 'head -c 4194304 /dev/urandom > /data/blob && exec httpd -f -p 8080 -h /data' >/dev/null",
+    )
+
+
+def left_on_host2(name):
+    """What a failed run must not leave on host2: the copy, its volume, files beside the group's directory, a
+    restore still running. Ansible's async wrapper outlives its job by up to its 5 s poll: looked at until then."""
+    script = (
+        f"docker inspect {name} >/dev/null 2>&1 && echo container; "
+        f"docker volume inspect {name}-data >/dev/null 2>&1 && echo volume; "
+        f"ls -d {INCOMING}/*-{name}* 2>/dev/null; "
+        "pgrep -f 'AnsiballZ_docker_bundle_restor[e]' >/dev/null && echo restore-running; true"
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        left = ssh("host2", script).stdout.split()
+        if left != ["restore-running"] or time.monotonic() > deadline:
+            return left
+        time.sleep(1)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["hook", "task"],
+    ids=["a-capture-that-fails-hands-its-group-off-as-failed", "a-capture-task-that-fails-lets-the-restore-go"],
+)
+def test_a_failed_capture_leaves_the_source_serving_and_the_early_restore_restores_nothing(service, tmp_path, how):
+    name = service
+    if how == "hook":  # the group fails inside the capture: its handoff says so and the restore lets it go
+        start(name, label="-l ferry.docker.pre-migrate='exit 3'")
+        extra = {}
+    else:  # the capture task fails before its module runs: the rescue lets the restore go and waits for it
+        start(name)
+        extra = {"migrate_hooks": {name: {"during": []}}}
+    run, report = lab_run.migrate(tmp_path, [name], migrate_precopy_min_bytes=0, **extra)
+    entry = report[name]
+    assert entry["status"] == "failed" and not entry["early_restore"], entry
+    assert ssh("host1", f"docker inspect -f '{{{{.State.Status}}}}' {name}").stdout.strip() == "running"
+    assert left_on_host2(name) == [], run.stdout[-4000:]
+    if how == "hook":
+        assert entry["phase"] == "hooks", entry
+    else:
+        assert "Let the early restore go" in run.stdout and "Wait for the early restore to end" in run.stdout
