@@ -7,6 +7,8 @@ is left to clean up but the guard on host1. Then, within the guard timeout + 30 
 
 - the service answers on exactly one host, with the same data;
 - no run key is left in host2's authorized_keys, and no run key pair on host1;
+- no process of the run is left on host2 (a restore started early, waiting for the capture's handoff, ends once
+  the guard has removed the run key: the ``wait`` phase loses the controller while it waits);
 - a re-run of the same command converges: the copy serves on host2, the source is stopped, the report
   says ``migrated``.
 
@@ -82,6 +84,9 @@ def playbook(run, journal_dir, report, **extra):
                 "migrate_report_path": str(report),
                 "migrate_health_stable_seconds": 6,
                 "migrate_health_timeout": 60,
+                # busybox httpd as PID 1 ignores SIGTERM: the engine kills it after this (the default 10 s would
+                # only add to every case's time before the guard acts, once a restore started early has run)
+                "migrate_stop_timeout": 3,
                 **extra,
             }
         ),
@@ -132,8 +137,33 @@ def source_view(journal_dir, name):
     return {}, status.strip()
 
 
+def restore_waits(seconds):
+    """Wait (on host2, polling every 0.02 s there) until a restore started early runs there (an async job: its
+    module file is on its command line), at most ``seconds``; whether it does. One ssh call, so that the
+    controller is lost within a few hundredths of a second of it, before the capture begins."""
+    script = (
+        f"end=$(( $(date +%s) + {int(seconds)} )); "
+        "until pgrep -f 'AnsiballZ_docker_bundle_restor[e]' >/dev/null; do "
+        '[ "$(date +%s)" -lt "$end" ] || exit 1; sleep 0.02; done'
+    )
+    return ssh("host2", script, check=False, timeout=seconds + 30).returncode == 0
+
+
+def marked_processes(host, run_id):
+    """The processes on ``host`` that carry the run's marker (a step of the run, a waiting restore)."""
+    script = (
+        "for f in /proc/[0-9]*/environ; do "
+        f"tr '\\0' '\\n' 2>/dev/null < \"$f\" | grep -qxF 'FERRY_MIGRATE_RUN={run_id}' "
+        '&& echo "${f%/environ}"; done; true'
+    )
+    return ssh(host, script, check=False).stdout.split()
+
+
 def reached(phase, name, journal_dir):
     """Whether the run is in ``phase``: what an operator watching the hosts would see."""
+    if phase == "wait":  # the restore waits on host2 for the capture's handoff; the source still serves
+        entry, status = source_view(journal_dir, name)
+        return entry.get("phase") == "precopy" and status == "running" and restore_waits(60)
     if phase in ("precopy", "stop", "capture", "transfer", "restore"):
         entry, status = source_view(journal_dir, name)
         if phase == "precopy":  # the volume's data goes to host2 while the source serves
@@ -177,13 +207,14 @@ def service(lab):
         )
 
 
-PHASES = ("precopy", "stop", "capture", "transfer", "restore", "health", "cutover")
+PHASES = ("precopy", "wait", "stop", "capture", "transfer", "restore", "health", "cutover")
 # The pre-copy's own phase runs with migrate_strategy precopy. The phases from the stop on run with
 # migrate_strategy stop: the volume is streamed into host2's once the source is stopped (in the capture), as is
 # the committed image into host2's engine, and host2 checks their digests in the restore; the transfer phase
 # keeps both in the bundle (migrate_keep_bundle), so that the send lasts long enough to be interrupted.
 STRATEGY = {
     "precopy": {"migrate_strategy": "precopy"},
+    "wait": {"migrate_strategy": "precopy"},
     "transfer": {"migrate_strategy": "stop", "migrate_keep_bundle": True},
 }
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
@@ -265,7 +296,14 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
     assert keys == ["0", "0"], (
         f"run {run_id}: key lines on host2, key pairs on host1: {keys}; guard {guard_record(journal_dir)}; {said}"
     )
-    if phase in ("precopy", "stop", "capture"):  # the guard removed the volume the run had made and filled on host2
+    # Nothing of the run still works on host2: a restore that waited for a handoff ended once the key was gone.
+    while True:
+        left = marked_processes("host2", run_id)
+        if not left or time.monotonic() - lost_at >= GUARD_TIMEOUT + 30:
+            break
+        time.sleep(1)
+    assert left == [], f"run {run_id}: processes of the run still on host2: {left}; {said}"
+    if phase in ("precopy", "wait", "stop", "capture"):  # the guard removed the volume the run had made on host2
         assert ssh("host2", f"docker volume ls -q | grep -cx {name}-data || true").stdout.strip() == "0"
     if phase in ("precopy", "capture", "restore", "health"):
         # the image the pre-copy or the capture loaded straight into host2's engine (journaled once it was there;
