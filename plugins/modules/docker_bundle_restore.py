@@ -322,6 +322,7 @@ target_cleanup:
 """
 
 import os
+import pwd
 
 from ansible_collections.ferry.docker.plugins.module_utils import _handoff, _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException, FerryModule
@@ -406,7 +407,8 @@ def restore_handed_off(module, call, args):
         options["volumes"],
         options["timeout"],
         key=options["key"],
-        authorized_keys=os.path.expanduser("~/.ssh/authorized_keys"),
+        # the run key's file: the transfer role authorises it for this (root) login
+        authorized_keys=os.path.join(pwd.getpwuid(os.geteuid()).pw_dir, ".ssh", "authorized_keys"),
     )
     try:
         handed, let_go = waiter.wait()

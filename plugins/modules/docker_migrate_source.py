@@ -256,7 +256,7 @@ options:
         default: 268435456
       handoff:
         description:
-          - A restore already waits on the target (M(ferry.docker.docker_bundle_restore) with its C(handoff)):
+          - A restore already waits on the target (M(ferry.docker.docker_bundle_restore) with its C(handoff)), so
             every group is sent here whatever its size, and once the journal says C(restore) its handoff file
             tells that restore what was captured (image ID, each pre-copied volume's digest). A group that fails
             is handed off as failed.

@@ -220,7 +220,7 @@ def test_the_waiter_returns_once_every_group_is_handed_off_or_let_go(tmp_path):
         lambda: put(tmp_path / "r-h-a.handoff", ok),
         lambda: put(tmp_path / "r-h-b.handoff", {"version": 1, "group": "b", "ok": False}),
         lambda: None,
-        lambda: (tmp_path / "r-h-c.cancel").touch(),
+        (tmp_path / "r-h-c.cancel").touch,
     )
     waiter = h.Waiter(groups, {"a": VOLUMES}, timeout=60, clock=steps.clock, sleep=steps.sleep)
     handed, let_go = waiter.wait()
