@@ -218,8 +218,8 @@ STRATEGY = {
     "transfer": {"migrate_strategy": "stop", "migrate_keep_bundle": True},
 }
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
-# The whole matrix (18 cases, about 20 minutes) by default; `make test` sets FERRY_FAULT_MATRIX=diagonal:
-# every phase and every signal, each phase with one signal in turn (6 cases), to keep CI within its time.
+# The whole matrix (24 cases, about 25 minutes) by default; `make test` sets FERRY_FAULT_MATRIX=diagonal:
+# every phase and every signal, each phase with one signal in turn (8 cases), to keep CI within its time.
 if os.environ.get("FERRY_FAULT_MATRIX", "full") == "diagonal":
     CASES = [(phase, SIGNALS[index % len(SIGNALS)]) for index, phase in enumerate(PHASES)]
 else:
