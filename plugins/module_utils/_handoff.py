@@ -51,6 +51,12 @@ def cancel_path(group_dir):
     return group_dir.rstrip("/") + ".cancel"
 
 
+def files(group_dir):
+    """Every file the handoff of a group may leave beside its directory (the undo removes them)."""
+    final = handoff_path(group_dir)
+    return [final, final + ".tmp", final + ".taken", cancel_path(group_dir)]
+
+
 def group_dir(members):
     """The receiving directory of a group on the target (the parent of its members' ``received``)."""
     dirs = {os.path.dirname(m["received"].rstrip("/")) for m in members}
@@ -87,8 +93,7 @@ def document(group_id, result):
 def write_command(group_dir):
     """The shell command, run on the target over the run key, that writes the handoff from its stdin: whole or
     not at all (a rename), readable by its owner only."""
-    final = handoff_path(group_dir)
-    tmp = final + ".tmp"
+    final, tmp = files(group_dir)[:2]
     return f"umask 077 && cat > {shlex.quote(tmp)} && mv -f -- {shlex.quote(tmp)} {shlex.quote(final)}"
 
 
@@ -181,7 +186,7 @@ def parse(path, data, group_id, members, volumes):
 def read_claimed(path):
     """Claim the handoff at ``path`` (rename it, so that it is read once) and return its bytes; ``None`` when
     there is none. Only a regular file of this process's user that no one else may write is read."""
-    taken = path + ".taken"
+    taken = path + ".taken"  # files()
     try:
         os.rename(path, taken)
     except FileNotFoundError:

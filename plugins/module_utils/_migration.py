@@ -931,8 +931,7 @@ class TargetRun:
                     left.append(f"{args.get('name') or args.get('path')} ({result.get('msg', 'unknown error')})")
         for received in self.received_dirs():
             # with an early restore, the handoff and cancel files beside the group's directory too
-            handoff = _handoff.handoff_path(received)
-            for path in (received, handoff, handoff + ".tmp", handoff + ".taken", _handoff.cancel_path(received)):
+            for path in (received, *_handoff.files(received)):
                 result = self.call("ansible.builtin.file", dict(path=path, state="absent"))
                 if result.get("failed") or result.get("unreachable"):
                     left.append(f"{path} ({result.get('msg', 'unknown error')})")
@@ -1164,7 +1163,9 @@ def _sends_now(group, out, options, send):
     """Whether this capture goes to its target in this process: a sender, a group with its directories, and
     fewer bytes in its bundles than ``send.max_bytes`` (0: any size), above which the role sends it with
     progress. The bytes that went straight into the target (``direct_bytes``) do not count."""
-    limit = int((options.get("send") or {}).get("max_bytes") or 0)
+    sending = options.get("send") or {}
+    # a restore waiting for the handoff (send.handoff) takes every group from here: no size limit
+    limit = 0 if sending.get("handoff") else int(sending.get("max_bytes") or 0)
     # what is in the bundle: not what already went straight into the target (volumes, a streamed image)
     captured = sum(int(m.get("bytes_captured") or 0) - int(m.get("direct_bytes") or 0) for m in out["members"].values())
     return bool(send and options.get("send") and group.get("transfer")) and (not limit or captured < limit)
@@ -1211,7 +1212,7 @@ def capture_groups(call, groups, options, now=time.time, send=None, copier=None,
         sending = False
         try:
             out = run.capture(group.get("precopy"), copier)
-            if (handing and group.get("transfer")) or _sends_now(group, out, options, send):
+            if _sends_now(group, out, options, send):
                 sending = True
                 out["sent_bytes"] = send(group["transfer"]["src"], group["transfer"]["dest"])
                 out["sent"] = True
