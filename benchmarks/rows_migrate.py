@@ -552,6 +552,7 @@ class Probe:
         self.interval = interval
         self.value = os.urandom(value_bytes // 2).hex().encode()
         self.acked = []  # (monotonic time, key)
+        self.attempts = []  # the writes not acknowledged: (start, end, host, what came back)
         self.where = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -569,22 +570,26 @@ class Probe:
             conn.settimeout(0.5)
             conn.sendall(self._command("SET", key, self.value))
             answer = conn.recv(64)
-        return answer.startswith(b"+OK") and time.monotonic()
+        return answer
 
     def _loop(self):
         index = 0
         while not self._stop.is_set():
             key = f"{self.prefix}:{index}"
             for host, address, port in self.endpoints:
+                start = time.monotonic()
                 try:
-                    at = self._set(address, port, key)
-                except OSError:
+                    answer = self._set(address, port, key)
+                except OSError as exc:
+                    self.attempts.append((start, time.monotonic(), host, type(exc).__name__))
                     continue
-                if at:
+                at = time.monotonic()
+                if answer.startswith(b"+OK"):
                     self.acked.append((at, key))
                     self.where[host] = self.where.get(host, 0) + 1
                     index += 1
                     break
+                self.attempts.append((start, at, host, answer[:12].decode("ascii", "replace").strip() or "closed"))
             time.sleep(self.interval)
 
     def start(self):
@@ -597,6 +602,24 @@ class Probe:
     def outage(self):
         times = [at for at, _key in self.acked]
         return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+
+    def gap(self):
+        """What the client saw during the longest gap, in seconds from the last write acknowledged before it: each
+        host's failed writes as ``[host, what came back, first start, last end, count]``, in order."""
+        times = [at for at, _key in self.acked]
+        if len(times) < 2:
+            return []
+        begin, end = max(zip(times, times[1:]), key=lambda pair: pair[1] - pair[0])
+        out, last = [], {}
+        for start, stop, host, what in self.attempts:
+            if begin <= start <= end:
+                run = last.get(host)
+                if run is not None and run[1] == what:
+                    run[3], run[4] = round(stop - begin, 3), run[4] + 1
+                else:
+                    last[host] = [host, what, round(start - begin, 3), round(stop - begin, 3), 1]
+                    out.append(last[host])
+        return out
 
     def written(self):
         return len(self.acked) * len(self.value)
@@ -638,12 +661,17 @@ class StatefulOutage(MigrateRow):
             f"docker run --pull never -d --name {name} --label ferry.bench=outage -p {port}:6379 "
             f"--mount type=volume,source={data},target=/var/lib/redis "
             f"--mount type=volume,source={files},target=/srv/files {self.image_ref} "
-            "--appendonly yes --save '' >/dev/null",
+            "--appendonly yes --save '' --enable-debug-command local >/dev/null",
         )
         total = ctx.source.bytes or 3 * MIB
         stream_data(SOURCE, name, "/srv/files", ctx.source.scale, ctx.source.seed, total)
-        # a dataset of its own (about 10 MB), rewritten into the AOF's base file
-        ssh(SOURCE, f"docker exec {name} sh -c 'redis-cli DEBUG POPULATE 100000 seed 100 && redis-cli BGREWRITEAOF'")
+        # a dataset of its own (100,000 keys, about 3.4 MB), rewritten into the AOF's base file; redis-cli exits 0 on
+        # an error reply, so its answer is checked (DEBUG needs --enable-debug-command above)
+        populated = ssh(
+            SOURCE, f"docker exec {name} sh -c 'redis-cli DEBUG POPULATE 100000 seed 100 && redis-cli BGREWRITEAOF'"
+        )
+        if not populated.startswith("OK"):
+            raise RowError(f"populating {name} failed: {populated.strip()[-300:]}")
         mountpoint = ssh(SOURCE, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {files}").strip()
         ctx.state[self.number] = {
             "port": port,
@@ -651,6 +679,7 @@ class StatefulOutage(MigrateRow):
             "files_bytes": total,
             "outage": {"ours": [], "baseline": []},
             "phases": {"ours": [], "baseline": []},
+            "gaps": {"ours": [], "baseline": []},
             "sent": [],
             "changed": [],
             "data": [],
@@ -731,6 +760,7 @@ class StatefulOutage(MigrateRow):
         if tree_digest(TARGET, mountpoint) != state["files_digest"]:
             raise CheckFailed(f"the volume {files} on {TARGET} differs from the source")
         state["outage"][side].append(round(probe.outage(), 3))
+        state["gaps"][side].append(probe.gap())
         # where the report says the time went (its capture, transfer and restore phases hold the outage)
         state["phases"][side].append(entry.get("phases") or {})
         if side == "ours":
@@ -767,6 +797,8 @@ class StatefulOutage(MigrateRow):
             "outage_seconds": {"precopy": ours, "stop": stop},
             "outage_median": {"precopy": median_ours, "stop": median_stop},
             "phases": {"precopy": state["phases"]["ours"], "stop": state["phases"]["baseline"]},
+            # what the client saw during each run's outage (Probe.gap)
+            "outage_gaps": {"precopy": state["gaps"]["ours"], "stop": state["gaps"]["baseline"]},
             "ratio": ratio,
             "verdict": "PASS" if median_ours <= self.outage_limit and ratio <= self.target else "MISS",
             "precopy_bytes_sent": sent,
