@@ -947,6 +947,7 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             stop_timed_out=bool((captured.get(name) or {}).get("stop_timed_out")),
             # the restore was already waiting on the target and took the capture's handoff (migrate_early_restore)
             early_restore=bool(source.get("handed_off")),
+            handoff_note=source.get("handoff_note", ""),
             precopy_sent_bytes=sum(
                 int(v.get("sent_bytes") or 0)
                 for n, v in ((precopy.get("volumes") or {}).items())

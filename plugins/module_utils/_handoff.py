@@ -15,6 +15,15 @@ only for the members and volumes the controller named when it started the restor
 The restore stops waiting for a group when its handoff says the capture failed, when the controller writes
 ``<dir>.cancel`` (the role's rescue), when the run key is gone from ``authorized_keys`` (a guard that fired
 removes it), or at its time limit.
+
+The capture must know whether the restore took a handoff, also when its ssh fails after the file landed:
+otherwise it would put the source back while the copy starts. The file moves one way only, each move a rename:
+``.handoff`` (written) -> ``.handoff.taken`` (the restore claimed it) -> ``.handoff.claimed`` (read and accepted;
+a refused one is removed instead). The capture's write waits until the restore has done with it and says whether
+it was accepted (``claimed``). When that answer does not come, the capture withdraws the handoff (``withdraw``):
+renaming ``.handoff`` away succeeds only if the restore has not claimed it, and otherwise ``.taken`` or
+``.claimed`` is there to say it has. Only the capture removes ``.claimed``, once it knows (``release``); the undo
+of a failed restore removes every file of the handoff, after what it created.
 """
 
 import json
@@ -30,6 +39,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._transfer import chil
 VERSION = 1
 MAX_BYTES = 1 << 20
 WRITE_SECONDS = 60
+CLAIM_SECONDS = 10  # how long the capture's write waits for the restore (polling every POLL_SECONDS) to take it
 POLL_SECONDS = 0.02
 KEY_POLL_SECONDS = 1.0
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -52,9 +62,16 @@ def cancel_path(group_dir):
 
 
 def files(group_dir):
-    """Every file the handoff of a group may leave beside its directory (the undo removes them)."""
+    """Every file the handoff of a group may leave beside its directory (the undo removes them): the handoff, its
+    temporary file, its claimed states (taken, then claimed), the name a withdrawal moves it to, the cancel."""
     final = handoff_path(group_dir)
-    return [final, final + ".tmp", final + ".taken", cancel_path(group_dir)]
+    return [final, final + ".tmp", final + ".taken", final + ".claimed", final + ".withdrawn", cancel_path(group_dir)]
+
+
+def _quoted(group_dir):
+    """The handoff's file names for a shell command: ``final``, ``tmp``, ``taken``, ``claimed``, ``withdrawn``."""
+    keys = ("final", "tmp", "taken", "claimed", "withdrawn")
+    return dict(zip(keys, (shlex.quote(path) for path in files(group_dir))))
 
 
 def group_dir(members):
@@ -90,32 +107,98 @@ def document(group_id, result):
     return doc
 
 
-def write_command(group_dir):
+def write_command(group_dir, claim_seconds=0):
     """The shell command, run on the target over the run key, that writes the handoff from its stdin: whole or
-    not at all (a rename), readable by its owner only."""
-    final, tmp = files(group_dir)[:2]
-    return f"umask 077 && cat > {shlex.quote(tmp)} && mv -f -- {shlex.quote(tmp)} {shlex.quote(final)}"
+    not at all (a rename), readable by its owner only. With ``claim_seconds`` (an accepted capture's handoff) it
+    then waits that long for the restore to be done with it, and prints ``claimed`` if the restore accepted it,
+    else ``unclaimed``."""
+    q = _quoted(group_dir)
+    final, taken, claimed = q["final"], q["taken"], q["claimed"]
+    command = f"umask 077 && cat > {q['tmp']} && mv -f -- {q['tmp']} {final}"
+    if not claim_seconds:
+        return command
+    polls = max(1, int(claim_seconds / POLL_SECONDS))
+    return (
+        f"{command} && {{ i=0; while {{ [ -e {final} ] || [ -e {taken} ]; }} && [ $i -lt {polls} ];"
+        f" do sleep {POLL_SECONDS}; i=$((i+1)); done;"
+        f" if [ -e {claimed} ]; then echo claimed; else echo unclaimed; fi; }}"
+    )
 
 
-def write(send, group_dir, doc, run=subprocess.run):
-    """Write the handoff ``doc`` of the group received in ``group_dir`` on the target of ``send`` (the capture's
-    ``send`` options: the run key's shared connection). Raises OSError with why it failed."""
-    argv = remote_argv(send["key_dir"], send["port"], send["user"], send["address"], write_command(group_dir))
-    where = f"{send['user']}@{send['address']}:{handoff_path(group_dir)}"
+def withdraw_command(group_dir):
+    """The shell command that takes back a handoff the restore has not claimed; it prints ``withdrawn``, or
+    ``taken`` when the restore has it, or ``absent`` when there is none (never written, refused, or removed by
+    the undo of a failed restore). The renames only go forward, and the names are tried in their order."""
+    q = _quoted(group_dir)
+    final, taken, claimed, withdrawn = q["final"], q["taken"], q["claimed"], q["withdrawn"]
+    return (
+        f"if mv -- {final} {withdrawn} 2>/dev/null; then rm -f -- {withdrawn}; echo withdrawn;"
+        f" elif [ -e {taken} ] || [ -e {claimed} ]; then echo taken; else echo absent; fi"
+    )
+
+
+def _remote(send, command, what, stdin=b"", run=subprocess.run, timeout=WRITE_SECONDS):
+    """Run ``command`` on the target of ``send`` (the capture's ``send`` options: the run key's shared connection);
+    the last word it printed. Raises OSError naming ``what`` and why it failed."""
+    argv = remote_argv(send["key_dir"], send["port"], send["user"], send["address"], command)
     try:
-        done = run(
-            argv,
-            input=json.dumps(doc, sort_keys=True).encode(),
-            capture_output=True,
-            timeout=WRITE_SECONDS,
-            check=False,
-            env=child_environment(),
-        )
+        done = run(argv, input=stdin, capture_output=True, timeout=timeout, check=False, env=child_environment())
     except subprocess.TimeoutExpired:
-        raise OSError(f"writing the handoff {where} took more than {WRITE_SECONDS} s") from None
+        raise OSError(f"{what} took more than {timeout} s") from None
     if done.returncode != 0:
         said = " | ".join((done.stderr or b"").decode("utf-8", "replace").strip().splitlines()[-3:])[-300:]
-        raise OSError(f"writing the handoff {where} failed (exit {done.returncode}): {said}")
+        raise OSError(f"{what} failed (exit {done.returncode}): {said}")
+    words = (done.stdout or b"").decode("ascii", "replace").split()
+    return words[-1] if words else ""
+
+
+def write(send, group_dir, doc, run=subprocess.run, claim_seconds=0):
+    """Write the handoff ``doc`` of the group received in ``group_dir`` on the target of ``send``; with
+    ``claim_seconds``, whether the restore accepted it in that time (``claimed``). Raises OSError with why it
+    failed."""
+    where = f"{send['user']}@{send['address']}:{handoff_path(group_dir)}"
+    data = json.dumps(doc, sort_keys=True).encode()
+    timeout = WRITE_SECONDS + claim_seconds
+    return _remote(send, write_command(group_dir, claim_seconds), f"writing the handoff {where}", data, run, timeout)
+
+
+def hand_off(send, group_dir, doc, run=subprocess.run, claim_seconds=CLAIM_SECONDS):
+    """Hand the group's capture ``doc`` to the restore waiting on the target; ``""``, or a note when it is the
+    restore's only because it had taken the handoff before the write failed. A failed capture's handoff is only
+    written. Raises OSError when the restore does not have an accepted handoff: then it never will (withdrawn),
+    and the source may be put back."""
+    if not doc.get("ok"):
+        write(send, group_dir, doc, run)
+        return ""
+    try:
+        said = write(send, group_dir, doc, run, claim_seconds)
+    except OSError as exc:
+        failed = str(exc)
+    else:
+        if said == "claimed":
+            release(send, group_dir, run)
+            return ""
+        failed = f"the restore did not take the handoff {handoff_path(group_dir)} within {claim_seconds} s"
+    where = f"{send['user']}@{send['address']}"
+    try:
+        state = _remote(send, withdraw_command(group_dir), f"withdrawing the handoff on {where}", run=run)
+    except OSError as exc:
+        raise OSError(f"{failed}; {exc}: the restore may have it") from None
+    if state == "taken":
+        release(send, group_dir, run)
+        return f"{failed}, but the restore had taken it: the group is the restore's"
+    if state not in ("withdrawn", "absent"):
+        raise OSError(f"{failed}; withdrawing it said {state[:40]!r}: the restore may have it")
+    raise OSError(f"{failed} ({state})")
+
+
+def release(send, group_dir, run=subprocess.run):
+    """Remove the restore's mark that it accepted the handoff, once the capture knows; best effort (the undo of a
+    failed restore removes it as well)."""
+    try:
+        _remote(send, f"rm -f -- {_quoted(group_dir)['claimed']}", "removing the claimed handoff", run=run)
+    except OSError:
+        pass
 
 
 def _refuse(path, what):
@@ -184,8 +267,9 @@ def parse(path, data, group_id, members, volumes):
 
 
 def read_claimed(path):
-    """Claim the handoff at ``path`` (rename it, so that it is read once) and return its bytes; ``None`` when
-    there is none. Only a regular file of this process's user that no one else may write is read."""
+    """Claim the handoff at ``path`` (rename it to ``.taken``, so that it is read once) and return its bytes;
+    ``None`` when there is none. Only a regular file of this process's user that no one else may write is read.
+    The ``.taken`` file stays until ``settle`` says whether it was accepted; one that is refused here is removed."""
     taken = path + ".taken"  # files()
     try:
         os.rename(path, taken)
@@ -194,12 +278,15 @@ def read_claimed(path):
     try:
         fd = os.open(taken, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
+        settle(path, False)
         _refuse(path, f"cannot be opened ({exc})")
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
+            settle(path, False)
             _refuse(path, "not a regular file")
         if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            settle(path, False)
             _refuse(path, f"owned by uid {info.st_uid} with mode {oct(info.st_mode & 0o777)}: not this user's alone")
         chunks, size = [], 0
         while size <= MAX_BYTES:
@@ -211,10 +298,19 @@ def read_claimed(path):
         return b"".join(chunks)
     finally:
         os.close(fd)
-        try:
+
+
+def settle(path, accepted):
+    """After ``read_claimed``: mark the handoff at ``path`` accepted (``.taken`` renamed to ``.claimed``, which the
+    capture's write waits for) or remove it (refused, or a failed capture's: the capture does not wait for it)."""
+    taken = path + ".taken"
+    try:
+        if accepted:
+            os.rename(taken, path + ".claimed")
+        else:
             os.unlink(taken)
-        except OSError:
-            pass
+    except OSError:
+        pass
 
 
 def key_present(key, authorized_keys):
@@ -260,7 +356,12 @@ class Waiter:
                 data = read_claimed(path)
                 if data is not None:
                     names = [m["container"] for m in group["members"]]
-                    fields = parse(path, data, gid, names, self.volumes.get(gid) or {})
+                    try:
+                        fields = parse(path, data, gid, names, self.volumes.get(gid) or {})
+                    except HandoffRefused:
+                        settle(path, False)
+                        raise
+                    settle(path, fields is not None)
                     if fields is None:
                         let_go[gid] = "its capture failed (the handoff says so)"
                     else:

@@ -1202,9 +1202,11 @@ def capture_groups(call, groups, options, now=time.time, send=None, copier=None,
     its result has ``sent`` and ``sent_bytes``, and the role sends only the others.
 
     With ``handoff(dest, doc)`` as well (``send.handoff``: a restore already waits on the target), every group
-    goes whatever its size, and then its handoff tells the restore what was captured (``_handoff``): after the
-    journal says ``restore``, so that a guard that fires from then on stops the copy before the source. A group
-    that fails is handed off as failed, so that the restore does not wait for it."""
+    goes whatever its size, and then its handoff tells the restore what was captured (``_handoff.hand_off``):
+    after the journal says ``restore``, so that a guard that fires from then on stops the copy before the source.
+    It returns once the restore has the handoff, and raises (StepFailed) only when the restore does not have it
+    and never will, so that a source is never put back while its copy starts. A group that fails is handed off
+    as failed, so that the restore does not wait for it."""
     results = {}
     handing = bool(send and handoff and (options.get("send") or {}).get("handoff"))
     for group in groups:
@@ -1219,8 +1221,12 @@ def capture_groups(call, groups, options, now=time.time, send=None, copier=None,
                 # from now on a copy may run on the target: a guard that fires stops it first
                 run.journal("restore")
                 if handing:
-                    handoff(group["transfer"]["dest"], _handoff.document(group["id"], dict(out, ok=True)))
+                    # the restore has it once this returns (a note when only the withdrawal found that out); it
+                    # raises when the restore does not have it and never will
+                    note = handoff(group["transfer"]["dest"], _handoff.document(group["id"], dict(out, ok=True)))
                     out["handed_off"] = True
+                    if note:
+                        out["handoff_note"] = note
             results[group["id"]] = dict(out, ok=True)
         except StepFailed as exc:
             results[group["id"]] = failure = _failure(run, exc)

@@ -223,10 +223,11 @@ options:
         (M(ferry.docker.docker_migrate_source) with O(ferry.docker.docker_migrate_source#module:send.handoff))
         writes over the run key once the group's bundle is here; then it restores the groups handed off, as
         with O(groups). The controller starts no task between the capture and the restore.
-      - A handoff is read once (renamed, then removed), only as a regular file of this user that no one else may
-        write, and only for the fields a capture gives (image ID, image streamed, each pre-copied volume's digest
-        and entries), for the group's members and its prepared volumes; anything else fails the task before
-        anything is restored.
+      - A handoff is read once (renamed to C(.handoff.taken)), only as a regular file of this user that no one else
+        may write, and only for the fields a capture gives (image ID, image streamed, each pre-copied volume's
+        digest and entries), for the group's members and its prepared volumes; anything else fails the task before
+        anything is restored. An accepted handoff is then renamed to C(.handoff.claimed), which the capture waits
+        for (and removes), so that it never puts a source back while its copy starts here.
       - A group whose handoff says its capture failed, or whose C(<directory>.cancel) file appears (the role's
         rescue), is let go (RV(let_go)). The wait fails when the run key (O(handoff.key)) is gone from this
         user's C(~/.ssh/authorized_keys) (the run's guard fired), or after O(handoff.timeout) seconds.

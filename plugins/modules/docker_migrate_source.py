@@ -260,6 +260,11 @@ options:
             every group is sent here whatever its size, and once the journal says C(restore) its handoff file
             tells that restore what was captured (image ID, each pre-copied volume's digest). A group that fails
             is handed off as failed.
+          - The write waits until the restore has taken and accepted the handoff (at most 10 seconds). When that
+            answer does not come (the ssh failed, or no restore took it), the handoff is withdrawn, and the group
+            fails and its sources are put back, unless the withdrawal finds that the restore had already taken
+            it, so a source is not put back while its copy starts (unless the target cannot be reached to
+            withdraw it; the error then says that the restore may have it).
         type: bool
         default: false
   mode:
@@ -432,7 +437,8 @@ groups:
     - With O(state=captured), each member in C(members) has C(volumes) - per volume name C(choice) and
       C(reason), and for a pre-copied one C(final_delta_bytes), C(final_sent_bytes), C(digest), C(entries).
     - With O(send), C(sent) and C(sent_bytes) for a group sent here, and C(target_touched) for a group
-      whose send failed; with O(send.handoff), C(handed_off) for a group whose handoff was written.
+      whose send failed; with O(send.handoff), C(handed_off) for a group the restore took, and
+      C(handoff_note) when only withdrawing the handoff after a failed write found that the restore had it.
   returned: with O(groups)
   type: dict
 source_states:
@@ -471,7 +477,7 @@ def handoff_writer(options):
 
     def handoff(dest, doc):
         try:
-            _handoff.write(options, dest, doc)
+            return _handoff.hand_off(options, dest, doc)
         except OSError as exc:
             raise StepFailed("transfer", "", str(exc)) from None
 

@@ -681,3 +681,8 @@ def test_the_report_says_whether_the_restore_took_the_captures_handoff():
     target = {"groups": {"a": dict(TARGET, ok=True), "b": dict(TARGET, ok=True)}}
     entries = g.migrate_wave_results(wave, source=source, target=target, started_at=1, ended_at=2)
     assert {e["container"]: e["early_restore"] for e in entries} == {"a": True, "b": False}
+    assert {e["container"]: e["handoff_note"] for e in entries} == {"a": "", "b": ""}
+    # the write failed, but withdrawing it found that the restore had taken the handoff: the report says so
+    source["groups"]["a"]["handoff_note"] = "writing the handoff failed, but the restore had taken it"
+    entries = g.migrate_wave_results(wave, source=source, target=target, started_at=1, ended_at=2)
+    assert entries[0]["handoff_note"].endswith("the restore had taken it") and entries[0]["early_restore"]

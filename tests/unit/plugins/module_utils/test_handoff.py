@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -130,7 +132,9 @@ def test_the_write_command_writes_whole_and_owner_only(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["r-host1-g.handoff"]  # no .tmp left
     assert path.stat().st_mode & 0o777 == 0o600
     assert h.parse(str(path), h.read_claimed(str(path)), "g", ["web"], VOLUMES) == {"web": fields()}
-    assert os.listdir(tmp_path) == []  # claimed and removed
+    assert os.listdir(tmp_path) == ["r-host1-g.handoff.taken"]  # claimed: read once, kept until settled
+    h.settle(str(path), True)
+    assert os.listdir(tmp_path) == ["r-host1-g.handoff.claimed"]  # accepted: the capture's write waits for this
 
 
 def test_write_runs_over_the_run_key_without_the_runs_marker(monkeypatch):
@@ -156,7 +160,9 @@ def test_a_handoff_is_claimed_once(tmp_path):
     path.write_text("{}")
     path.chmod(0o600)
     assert h.read_claimed(str(path)) == b"{}"
-    assert h.read_claimed(str(path)) is None and os.listdir(tmp_path) == []
+    assert h.read_claimed(str(path)) is None and os.listdir(tmp_path) == ["g.handoff.taken"]
+    h.settle(str(path), False)  # refused, or a failed capture's: nothing is left
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_handoff_others_could_write_or_a_link_is_refused(tmp_path):
@@ -226,7 +232,8 @@ def test_the_waiter_returns_once_every_group_is_handed_off_or_let_go(tmp_path):
     handed, let_go = waiter.wait()
     assert handed == {"a": {"web": fields()}}
     assert "capture failed" in let_go["b"] and "controller let it go" in let_go["c"]
-    assert os.listdir(tmp_path) == []  # every file consumed
+    # every file consumed; the accepted handoff is marked so until its capture knows (and removes the mark)
+    assert os.listdir(tmp_path) == ["r-h-a.handoff.claimed"]
     merged = h.merge(groups[0], handed["a"])
     assert merged["members"][0]["image_id"] == IMAGE and merged["members"][0]["received"].endswith("/web")
 
@@ -279,3 +286,146 @@ def test_a_refused_handoff_ends_the_wait(tmp_path):
     waiter = h.Waiter([group(tmp_path, "a", "web")], {"a": VOLUMES}, 60, clock=steps.clock, sleep=steps.sleep)
     with pytest.raises(h.HandoffRefused, match="are not the group's"):
         waiter.wait()
+    assert os.listdir(tmp_path) == []  # refused: not marked claimed, so the capture's write does not hear "claimed"
+
+
+# -- the capture knows whether the restore has its handoff (hand_off) -------------------------------------------
+
+SEND = {"key_dir": "/k", "port": 22, "user": "root", "address": "192.0.2.12"}
+
+
+class Target:
+    """``run`` for hand_off: each remote command runs in a local shell, as on the target (the paths are local).
+    ``before``/``after`` run around it (the restore claiming, say); ``fail`` makes the ssh report a failure
+    after the command ran (``landed``) or without running it."""
+
+    def __init__(self, before=None, after=None, fail=None):
+        self.before, self.after, self.fail = before, after, fail
+        self.commands = []
+
+    def __call__(self, argv, input=b"", timeout=None, **_kwargs):
+        command = argv[-1]
+        self.commands.append(command)
+        failing = self.fail and self.fail(command)
+        if failing == "unsent":
+            return subprocess.CompletedProcess(argv, 255, b"", b"ssh: connect to host 192.0.2.12: timed out\n")
+        if self.before:
+            self.before(command)
+        done = subprocess.run(["sh", "-c", command], input=input, capture_output=True, timeout=timeout, check=False)
+        if self.after:
+            self.after(command)
+        if failing == "landed":
+            return subprocess.CompletedProcess(argv, 255, b"", b"client_loop: send disconnect: Broken pipe\n")
+        return done
+
+
+def restore_claims(path, accept=True):
+    """The waiting restore, in a thread: claim the handoff at ``path`` once it is there, then settle it."""
+
+    def work():
+        for _attempt in range(500):
+            data = h.read_claimed(path)
+            if data is not None:
+                h.settle(path, accept)
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def ok_doc():
+    return h.document("g", {"ok": True, "members": {"web": captured()}})
+
+
+def test_an_accepted_handoff_returns_once_the_restore_took_it_and_leaves_nothing(tmp_path):
+    group = str(tmp_path / "r-h-g")
+    claimer = restore_claims(h.handoff_path(group))
+    target = Target()
+    assert h.hand_off(SEND, group, ok_doc(), run=target, claim_seconds=5) == ""
+    claimer.join(5)
+    assert os.listdir(tmp_path) == []  # the capture removed the restore's mark once it knew
+    assert target.commands == [h.write_command(group, 5), f"rm -f -- {h.handoff_path(group)}.claimed"]
+
+
+def test_a_handoff_no_restore_takes_is_withdrawn_and_the_group_fails(tmp_path):
+    group = str(tmp_path / "r-h-g")
+    with pytest.raises(OSError, match=r"did not take the handoff .* within 0.1 s \(withdrawn\)"):
+        h.hand_off(SEND, group, ok_doc(), run=Target(), claim_seconds=0.1)
+    assert os.listdir(tmp_path) == []  # a restore that comes later finds nothing to restore
+
+
+def test_a_handoff_the_restore_refuses_is_not_claimed(tmp_path):
+    group = str(tmp_path / "r-h-g")
+    restore_claims(h.handoff_path(group), accept=False)
+    with pytest.raises(OSError, match=r"did not take .* \(absent\)"):
+        h.hand_off(SEND, group, ok_doc(), run=Target(), claim_seconds=5)
+
+
+def test_a_write_whose_ssh_fails_after_the_restore_took_it_is_the_restores(tmp_path):
+    group = str(tmp_path / "r-h-g")
+    path = h.handoff_path(group)
+
+    def claim(command):  # the restore took it before the capture heard back
+        if command.startswith("umask"):
+            h.read_claimed(path)
+            h.settle(path, True)
+
+    target = Target(before=None, after=claim, fail=lambda c: "landed" if c.startswith("umask") else None)
+    note = h.hand_off(SEND, group, ok_doc(), run=target, claim_seconds=0.1)
+    assert "Broken pipe" in note and note.endswith("but the restore had taken it: the group is the restore's")
+    assert os.listdir(tmp_path) == []  # released
+    # taken but not yet accepted counts as the restore's too: the renames only go forward
+    target = Target(
+        after=lambda c: c.startswith("umask") and h.read_claimed(path),
+        fail=lambda c: "landed" if c.startswith("umask") else None,
+    )
+    assert "had taken it" in h.hand_off(SEND, group, ok_doc(), run=target, claim_seconds=0.1)
+
+
+def test_a_write_whose_ssh_fails_before_it_landed_fails_the_group(tmp_path):
+    group = str(tmp_path / "r-h-g")
+    target = Target(fail=lambda c: "unsent" if c.startswith("umask") else None)
+    with pytest.raises(OSError, match=r"timed out .*\(absent\)"):
+        h.hand_off(SEND, group, ok_doc(), run=target, claim_seconds=5)
+    # landed but not taken: withdrawn, so a restore that polls later finds nothing
+    target = Target(fail=lambda c: "landed" if c.startswith("umask") else None)
+    with pytest.raises(OSError, match=r"Broken pipe.*\(withdrawn\)"):
+        h.hand_off(SEND, group, ok_doc(), run=target, claim_seconds=0.1)
+    assert os.listdir(tmp_path) == []
+
+
+def test_when_the_target_cannot_be_asked_the_failure_says_the_restore_may_have_it(tmp_path):
+    group = str(tmp_path / "r-h-g")
+    said = r"withdrawing the handoff on root@192\.0\.2\.12 failed .*: the restore may have it"
+    with pytest.raises(OSError, match=said):
+        h.hand_off(SEND, group, ok_doc(), run=Target(fail=lambda c: "unsent"), claim_seconds=5)
+
+
+def test_a_write_that_fails_on_the_target_says_why(tmp_path):
+    group = tmp_path / "missing" / "r-h-g"  # its parent does not exist: cat cannot write
+    with pytest.raises(OSError, match=r"writing the handoff .* failed \(exit [12]\): .*(No such file|nonexistent)"):
+        h.write(SEND, str(group), {"ok": True}, run=Target(), claim_seconds=5)
+
+
+def test_a_failed_captures_handoff_is_only_written(tmp_path):
+    group = str(tmp_path / "r-h-g")
+    target = Target()
+    assert h.hand_off(SEND, group, h.document("g", {"ok": False}), run=target) == ""
+    assert target.commands == [h.write_command(group)]
+    assert os.listdir(tmp_path) == ["r-h-g.handoff"]
+    assert h.read_claimed(h.handoff_path(group)) is not None
+    h.settle(h.handoff_path(group), False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_undo_knows_every_file_of_the_handoff():
+    assert [p.rsplit("/", 1)[1] for p in h.files("/in/r-h-g")] == [
+        "r-h-g.handoff",
+        "r-h-g.handoff.tmp",
+        "r-h-g.handoff.taken",
+        "r-h-g.handoff.claimed",
+        "r-h-g.handoff.withdrawn",
+        "r-h-g.cancel",
+    ]

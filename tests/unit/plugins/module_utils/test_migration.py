@@ -214,7 +214,8 @@ def test_a_failed_health_check_undoes_everything_newest_first():
     assert names.index(("docker_container", "web")) < names.index(("docker_container", "db"))
     assert ("docker_image", "sha256:loaded") in names
     # the received directory last, with the handoff and cancel files an early restore may have left beside it
-    assert names[-5:] == [("file", p) for p in ("/r", "/r.handoff", "/r.handoff.tmp", "/r.handoff.taken", "/r.cancel")]
+    files = ("/r", "/r.handoff", "/r.handoff.tmp", "/r.handoff.taken", "/r.handoff.claimed", "/r.handoff.withdrawn")
+    assert names[-7:] == [("file", p) for p in (*files, "/r.cancel")]
 
 
 def test_a_failed_container_create_still_records_its_networks():
@@ -700,3 +701,19 @@ def test_a_handoff_that_cannot_be_written_fails_the_group_which_is_put_back():
     assert not failed["ok"] and failed["phase"] == "transfer" and failed["target_touched"] and "let_go" not in failed
     assert "telling the target's restore failed too" in failed["msg"]
     assert failed["source_states"] == {"web": "running"} and tries == [True, False]
+
+
+def test_a_handoff_the_restore_had_taken_although_its_write_failed_keeps_the_source_stopped():
+    host = FakeHost(docker_commit_save={"size": 10, "image_id": "sha256:" + "c" * 64})
+    docs = []
+
+    def handoff(dest, doc):  # hand_off found out by withdrawing it: the group is the restore's
+        docs.append(doc["ok"])
+        return "writing the handoff failed (exit 255), but the restore had taken it: the group is the restore's"
+
+    groups = [{"id": "g", "members": [member("web")], "transfer": {"src": "/w/g", "dest": "/in/g"}}]
+    options = dict(SOURCE, send={"max_bytes": 0, "handoff": True})
+    out = m.capture_groups(host, groups, options, now=clock(), send=lambda s, d: 1, handoff=handoff)
+    assert out["g"]["ok"] and out["g"]["handed_off"] and "had taken it" in out["g"]["handoff_note"]
+    assert docs == [True] and "source_states" not in out["g"]  # not put back: its copy is starting
+    assert not [a for mod, a in host.calls if mod.endswith("docker_container") and a.get("state") == "started"]
