@@ -4,13 +4,15 @@ The module runs on host2 as the migrate role starts it, and the test plays the c
 the handoff file (or not). A handoff that is not what a capture writes is refused before anything is
 restored; a group let go by its capture or by the controller is not restored; a restore waiting for a run
 whose key is gone ends. The whole migration with the handoff runs in test_migrate_precopy.py and in the
-fault matrix (test_migrate_faults.py, phase ``wait``).
+fault matrix (test_migrate_faults.py, phase ``wait``). The capture's side of the handoff runs here from the
+controller over the lab's key: a handoff no restore takes is withdrawn, one the waiting restore takes is claimed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import lab_run
 import pytest
+
+from ansible_collections.ferry.docker.plugins.module_utils import _handoff
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE = REPO_ROOT / "lab" / ".state"
@@ -36,22 +40,24 @@ def group(lab):
     ssh("host2", f"rm -rf {directory} {directory}.*; docker rm -f {name} >/dev/null 2>&1; true", check=False)
 
 
-def restore(name, directory, tmp_path, **handoff):
+def restore(name, directory, tmp_path, others=(), **handoff):
     """Start docker_bundle_restore with ``handoff`` on host2 (a one-task play, JSON output); the process. Its
-    environment marks the module's command line (it runs pipelined, as python3 reading its stdin)."""
+    environment marks the module's command line (it runs pipelined, as python3 reading its stdin). ``others``:
+    ``(name, directory)`` of more groups it waits for."""
     args = {
         "groups": [
             {
-                "id": name,
+                "id": group_name,
                 "members": [
                     {
-                        "container": name,
-                        "name": name,
-                        "image_ref": f"ferry-migrate/{name}:latest",
-                        "received": f"{directory}/{name}",
+                        "container": group_name,
+                        "name": group_name,
+                        "image_ref": f"ferry-migrate/{group_name}:latest",
+                        "received": f"{group_dir}/{group_name}",
                     }
                 ],
             }
+            for group_name, group_dir in ((name, directory), *others)
         ],
         "handoff": dict({"timeout": 120}, **handoff),
     }
@@ -166,6 +172,68 @@ def test_a_restore_waiting_for_a_run_whose_key_is_gone_ends(group, tmp_path):
     done = result(process)
     assert done.get("failed") and "run key is gone" in done["msg"], done
     nothing_restored(name, directory)
+
+
+@pytest.fixture
+def send(lab, tmp_path):
+    """The capture's ``send`` options for host2, from this controller: the lab's key and known hosts, and the user,
+    address and port that the lab's ssh_config gives (read, never written here). The shared connection it opens
+    is closed afterwards."""
+    key_dir = tmp_path / "key"
+    key_dir.mkdir(mode=0o700)
+    for name in ("id_ed25519", "known_hosts"):
+        shutil.copyfile(STATE / name, key_dir / name)
+    (key_dir / "id_ed25519").chmod(0o600)
+    shown = subprocess.run(
+        ["ssh", "-F", str(STATE / "ssh_config"), "-G", "host2"], capture_output=True, text=True, timeout=30, check=True
+    )
+    config = dict(line.split(" ", 1) for line in shown.stdout.splitlines() if " " in line)
+    options = dict(key_dir=str(key_dir), port=int(config["port"]), user=config["user"], address=config["hostname"])
+    yield options
+    subprocess.run(
+        ["ssh", "-o", f"ControlPath={key_dir}/cm-%h-%p", "-O", "exit", f"{options['user']}@{options['address']}"],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def captured_doc(name):
+    return _handoff.document(name, {"ok": True, "members": {name: {"image_id": "", "volumes": {}}}})
+
+
+def test_a_handoff_no_restore_takes_is_withdrawn_over_ssh(group, send):
+    """The capture's write waits for a claim on host2; without one it withdraws the handoff, so that a restore
+    that comes later finds nothing, and the group fails (its source is put back)."""
+    name, directory = group
+    ssh("host2", f"mkdir -p {INCOMING}")
+    with pytest.raises(OSError, match=r"did not take the handoff .* within 1 s \(withdrawn\)"):
+        _handoff.hand_off(send, directory, captured_doc(name), claim_seconds=1)
+    assert ssh("host2", f"ls -d {directory}.handoff* 2>/dev/null | wc -l").stdout.strip() == "0"
+
+
+def test_a_handoff_the_waiting_restore_takes_is_claimed_over_ssh(group, tmp_path, send):
+    """The restore waiting on host2 claims and accepts the handoff; the capture's write hears so over ssh and
+    removes the mark. The restore waits for a second group too (so that it does not go on, fail for the bundle
+    this test never sent, and undo everything before the write has looked); once that group is let go, it goes
+    on with the first."""
+    name, directory = group
+    other = (f"{name}-b", f"{directory}-b")
+    process = restore(name, directory, tmp_path, others=[other])
+    try:
+        wait_until_it_waits(process, name)
+        try:
+            said = _handoff.hand_off(send, directory, captured_doc(name), claim_seconds=60)
+        except OSError as exc:
+            said = str(exc)
+        assert said == "", said
+        assert ssh("host2", f"ls -d {directory}.handoff* 2>/dev/null | wc -l").stdout.strip() == "0"
+    finally:
+        ssh("host2", f"touch {other[1]}.cancel")
+    done = result(process)
+    assert "controller let it go" in done["let_go"][other[0]], done
+    assert name in done["groups"] and not done["groups"][name]["ok"], done  # taken: restored (and failed: no bundle)
+    ssh("host2", f"rm -f {other[1]}.*", check=False)
 
 
 @pytest.fixture
