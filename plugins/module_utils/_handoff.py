@@ -276,17 +276,23 @@ def read_claimed(path):
     except FileNotFoundError:
         return None
     try:
+        return _read_own(path, taken)
+    except HandoffRefused:
+        settle(path, False)
+        raise
+
+
+def _read_own(path, taken):
+    """The bytes of the claimed file ``taken`` (the handoff ``path``), or HandoffRefused."""
+    try:
         fd = os.open(taken, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
-        settle(path, False)
         _refuse(path, f"cannot be opened ({exc})")
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            settle(path, False)
             _refuse(path, "not a regular file")
         if info.st_uid != os.geteuid() or info.st_mode & 0o022:
-            settle(path, False)
             _refuse(path, f"owned by uid {info.st_uid} with mode {oct(info.st_mode & 0o777)}: not this user's alone")
         chunks, size = [], 0
         while size <= MAX_BYTES:
