@@ -22,6 +22,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._names import (
     volume_definition_problems,
     volume_option_problems,
 )
+from ansible_collections.ferry.docker.plugins.module_utils._neighbour import announce
 from ansible_collections.ferry.docker.plugins.module_utils._planner import plan_container
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     RequestException,
@@ -209,6 +210,7 @@ class Restore:
             if start:
                 try:
                     client.start(container_id)
+                    announce(client, container_id)
                 except BaseException:
                     client.remove_container(container_id, force=True, v=True)
                     self.result.pop("container", None)
@@ -318,6 +320,7 @@ class Restore:
                 container_id = self.replace(existing, fill_plan, start=want_running)
             elif action == "start":
                 self.client.start(container_id)
+                announce(self.client, container_id)
             if container_id:
                 self.result["container"] = container_id
         elif container_id:

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import tarfile
+import time
 
 import docker
 import pytest
@@ -454,3 +455,50 @@ def test_container_restore_hostile_anonymous_volume_changes_nothing(client, res,
     finally:
         client.remove_container(restored["container"], force=True, v=True)
         client.remove_network(res.name("net"))
+
+
+def neighbours(client, container_id):
+    """The container's IPv4 neighbour table: ``{address: MAC}`` (``/proc/net/arp``, read with an exec)."""
+    exec_id = client.exec_create(container_id, ["cat", "/proc/net/arp"])["Id"]
+    lines = client.exec_start(exec_id).decode().splitlines()[1:]
+    return {fields[0]: fields[3] for fields in (line.split() for line in lines) if fields[3] != "00:00:00:00:00:00"}
+
+
+def wait_for_neighbour(client, container_id, address, seconds=5.0):
+    """The container's entry for ``address``, polled for at most ``seconds`` (the request crosses a bridge)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = neighbours(client, container_id).get(address)
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_a_started_container_is_asked_for_by_its_bridge(client, res):
+    """Docker before 28 leaves the host's ARP to find a new container; the restore asks for it once after the start.
+
+    The container sends nothing itself (``sleep``), so the only way its neighbour table learns the bridge's
+    address is the host's request: a plain ``docker start`` leaves it empty, the restore's start fills it with
+    the bridge's own MAC address.
+    """
+    version = client.version()["ApiVersion"]
+    if tuple(int(part) for part in version.split(".")) >= (1, 48):
+        pytest.skip(f"the engine (API {version}) advertises new containers itself")
+    run_config = plain_run_config(res)
+    created = run_module("docker_container_restore", run_config=run_config, state="created")
+    assert created["operation"] == "create", created
+    res.containers.append(created["container"])
+
+    client.start(created["container"])  # the control: the engine's own start
+    network = client.inspect_container(created["container"])["NetworkSettings"]["Networks"]["bridge"]
+    gateway = network["Gateway"]
+    time.sleep(0.5)
+    assert neighbours(client, created["container"]) == {}, "the container learned its gateway by itself"
+
+    client.stop(created["container"], timeout=1)
+    started = run_module("docker_container_restore", run_config=run_config)
+    assert started["operation"] == "start", started
+    bridge = client.inspect_network(network["NetworkID"])["Options"]["com.docker.network.bridge.name"]
+    with open(f"/sys/class/net/{bridge}/address", encoding="ascii") as handle:
+        bridge_mac = handle.read().strip()
+    assert wait_for_neighbour(client, created["container"], gateway) == bridge_mac
