@@ -14,7 +14,8 @@ description:
     together, in dependency order. For each member it loads the image (M(ferry.docker.docker_load)) or
     imports the filesystem (M(ferry.docker.docker_import)), restores the named volumes
     (M(ferry.docker.docker_volume_restore)) and creates the container with its networks
-    (M(ferry.docker.docker_container_restore)), started if it was running. Then each running member must
+    (M(ferry.docker.docker_container_restore)), started if it was running (on an engine before Docker 28, its
+    bridge addresses are then asked for once, as that module describes). Then each running member must
     pass M(ferry.docker.docker_container_health) and the optional TCP port and URL checks. The received
     bundles are removed unless O(keep_bundle=true).
   - Every object is recorded in RV(created) as soon as it exists. When a step fails, exactly those are

@@ -43,6 +43,11 @@ description:
     device. M(ferry.docker.docker_restore_preflight) lists them.
   - Everything is checked before the engine is touched; the manifest, the checksums and the tar
     safety of the archives to fill, the image (never pulled), and the bind mount sources.
+  - After it starts a container on a Docker engine before 28 (API 1.48) on this host, reached over the local
+    socket and as root, it asks for each of the container's bridge addresses once (one ARP request from the
+    bridge's own address). Those engines forward a published port before the container's interface is up, so a
+    client that connected during the start would otherwise wait for the kernel's next ARP attempt, about a
+    second later. Nothing on the host is configured; a request that cannot be sent is skipped.
 attributes:
   check_mode:
     support: full
