@@ -18,8 +18,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import shutil
 import socket
+import subprocess
 
 # uname -m / docker info / GOARCH spellings -> the GOARCH name Docker uses in image platforms.
 ARCHITECTURE_ALIASES = {
@@ -64,16 +66,52 @@ _BIND_PROBLEMS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
 
 # Programs a transfer may need on a host, and the Debian package that provides each.
 PROGRAM_PACKAGES = {"rsync": "rsync", "ssh": "openssh-client", "ssh-keygen": "openssh-client", "age": "age"}
+# The oldest release of a program that has every option ferry.docker passes it, and the option that decides it.
+PROGRAM_MINIMUM = {"rsync": ((3, 2, 3), "--mkpath, which creates the receiving directory")}
+VERSION_SECONDS = 10
+_VERSION = re.compile(r"\bversion\s+v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
-def missing_programs(programs, where="this host", which=shutil.which):
-    """A problem (text) for each of ``programs`` that is not on PATH, naming the package to install."""
+def parse_version(text):
+    """``(3, 2, 7)`` from a program's ``--version`` output (``rsync  version 3.2.7  protocol version 31``); None
+    when it names no version."""
+    found = _VERSION.search(str(text or ""))
+    if not found:
+        return None
+    return tuple(int(part or 0) for part in found.groups())
+
+
+def program_version(path, timeout=VERSION_SECONDS):
+    """The first lines ``path --version`` prints (stdout, else stderr); "" when it cannot be run in ``timeout``."""
+    try:
+        done = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, errors="replace", timeout=timeout, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return (done.stdout or done.stderr)[:1000]
+
+
+def program_problems(programs, where="this host", which=shutil.which, version=program_version):
+    """A problem (text) for each of ``programs`` that is not on PATH, naming the package to install, or that is
+    older than the release with the options ferry.docker passes it (``PROGRAM_MINIMUM``)."""
     problems = []
     for program in programs:
-        if which(program) is None:
-            package = PROGRAM_PACKAGES.get(program)
+        path = which(program)
+        package = PROGRAM_PACKAGES.get(program)
+        if path is None:
             hint = f"install the Debian package {package}" if package else "install it"
             problems.append(f"{program} is not installed on {where} (not on PATH); {hint}")
+            continue
+        if program not in PROGRAM_MINIMUM:
+            continue
+        (minimum, needs), found = PROGRAM_MINIMUM[program], parse_version(version(path))
+        if found is not None and found < minimum:
+            wanted = ".".join(map(str, minimum))
+            problems.append(
+                f"{program} {'.'.join(map(str, found))} on {where} ({path}) is older than {wanted}, the first "
+                f"release with {needs}; install {program} {wanted} or newer there (Debian 11 and later ship one)"
+            )
     return problems
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.ferry.docker.plugins.module_utils import _capture, _groups, _precopy
-from ansible_collections.ferry.docker.plugins.module_utils._preflight import missing_programs
+from ansible_collections.ferry.docker.plugins.module_utils._preflight import program_problems
 
 try:
     from docker.errors import DockerException, NotFound
@@ -172,9 +172,9 @@ KWARGS = dict(supports_check_mode=True)
 def run(fm):
     """The module's work, given its FerryModule (or a _steps.StepModule inside another module's process)."""
     p = fm.params
-    missing_here = missing_programs(p["programs"])
-    if missing_here:
-        fm.fail("; ".join(missing_here))
+    problems_here = program_problems(p["programs"])
+    if problems_here:
+        fm.fail("; ".join(problems_here))
     try:
         containers = inspect_all(fm.client)
     except DockerException as exc:

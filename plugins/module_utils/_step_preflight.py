@@ -26,12 +26,12 @@ from ansible_collections.ferry.docker.plugins.module_utils._preflight import (
     failure_message,
     free_space,
     layers_present,
-    missing_programs,
     network_subnets,
     normalize_architecture,
     port_bind_problem,
     port_holders,
     port_label,
+    program_problems,
     published_ports,
     subnet_clashes,
 )
@@ -295,7 +295,7 @@ class Preflight:
         self.check_disk(info)
         if info is not None:
             self.check_layers()
-        for text in missing_programs(self.p["programs"], self.host):
+        for text in program_problems(self.p["programs"], self.host):
             self.problem(text)
         self.result["ok"] = not self.result["problems"]
         return self.result

@@ -59,7 +59,8 @@ options:
     description:
       - Programs that must be on PATH on this host (the source) before anything is touched, such as
         V(rsync) for a direct transfer. A missing one fails the task with a message that names the Debian
-        package to install.
+        package to install, and so does an V(rsync) older than 3.2.3, which lacks the C(--mkpath) the transfer
+        passes.
     type: list
     elements: str
     default: []

@@ -139,7 +139,8 @@ options:
   programs:
     description:
       - Programs that must be on PATH on this host for the transfer, such as V(rsync) for a direct
-        transfer. Each missing one is a problem that names the Debian package to install.
+        transfer. Each missing one is a problem that names the Debian package to install, and so is an
+        V(rsync) older than 3.2.3, which lacks the C(--mkpath) the transfer passes.
     type: list
     elements: str
     default: []

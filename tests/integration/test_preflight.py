@@ -15,6 +15,7 @@ and removed in ``finally``.
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 import socket
 
@@ -274,6 +275,27 @@ def test_the_migration_plan_refuses_a_source_without_a_program_it_needs(client, 
     assert missing.get("failed") and missing["msg"] == (
         "ferry-no-such-program is not installed on this host (not on PATH); install it"
     ), missing
+
+
+def test_an_rsync_too_old_for_the_transfer_is_named_on_both_sides(client, res, tmp_path, monkeypatch):
+    """An rsync before 3.2.3 (Debian 10, RHEL 8) fails mid-transfer on --mkpath; both checks name it first."""
+    fake = tmp_path / "bin" / "rsync"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'rsync  version 3.1.3  protocol version 31'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    expected = (
+        "is older than 3.2.3, the first release with --mkpath, which creates the receiving directory; install rsync "
+        "3.2.3 or newer there (Debian 11 and later ship one)"
+    )
+    result = preflight(run_config=run_config(res), programs=["rsync"])
+    assert result["ok"] is False and result["problems"] == [
+        f"rsync 3.1.3 on host {client.info()['Name']} ({fake}) {expected}"
+    ], result
+    planned = run_module("docker_migrate_plan", containers=["any"], programs=["rsync"])
+    assert planned.get("failed") and planned["msg"] == f"rsync 3.1.3 on this host ({fake}) {expected}", planned
+    monkeypatch.undo()
+    assert preflight(run_config=run_config(res), programs=["rsync"])["ok"] is True  # this host's own rsync
 
 
 def test_architecture(client, res):

@@ -396,7 +396,7 @@ def test_failure_message_names_the_container_and_every_problem():
 
 def test_a_missing_program_names_the_host_and_the_package():
     found = {"ssh": "/usr/bin/ssh"}
-    problems = pf.missing_programs(["rsync", "ssh", "frob"], where="host2", which=found.get)
+    problems = pf.program_problems(["rsync", "ssh", "frob"], where="host2", which=found.get, version=lambda _p: "")
     assert problems == [
         "rsync is not installed on host2 (not on PATH); install the Debian package rsync",
         "frob is not installed on host2 (not on PATH); install it",
@@ -404,5 +404,51 @@ def test_a_missing_program_names_the_host_and_the_package():
 
 
 def test_programs_on_path_are_no_problem():
-    assert pf.missing_programs(["sh"]) == []
-    assert pf.missing_programs([]) == []
+    assert pf.program_problems(["sh"]) == []
+    assert pf.program_problems([]) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("rsync  version 3.2.7  protocol version 31\nCopyright (C) 1996-2022 by Andrew Tridgell", (3, 2, 7)),
+        ("rsync  version v3.2.3  protocol version 31", (3, 2, 3)),
+        ("rsync  version 3.1.3  protocol version 31", (3, 1, 3)),
+        ("openrsync: protocol version 29\nrsync version 2.6.9 compatible", (2, 6, 9)),
+        ("rsync version 3.4", (3, 4, 0)),
+        ("", None),
+        ("no such thing", None),
+    ],
+)
+def test_versions_are_read_from_what_the_program_prints(text, found):
+    assert pf.parse_version(text) == found
+
+
+def test_an_rsync_without_the_options_the_transfer_passes_is_named_with_the_release_needed():
+    which = {"rsync": "/usr/local/bin/rsync", "ssh": "/usr/bin/ssh"}.get
+    asked = []
+
+    def version(path):
+        asked.append(path)
+        return "rsync  version 3.1.3  protocol version 31"
+
+    problems = pf.program_problems(["rsync", "ssh"], where="host web3", which=which, version=version)
+    assert problems == [
+        "rsync 3.1.3 on host web3 (/usr/local/bin/rsync) is older than 3.2.3, the first release with --mkpath, "
+        "which creates the receiving directory; install rsync 3.2.3 or newer there (Debian 11 and later ship one)"
+    ]
+    assert asked == ["/usr/local/bin/rsync"]  # only the programs with a minimum are asked
+    for fine in ("rsync  version 3.2.3  protocol version 31", "rsync  version 3.4.1  protocol version 32", ""):
+        assert pf.program_problems(["rsync"], which=which, version=lambda _p, text=fine: text) == []
+
+
+def test_a_program_version_is_read_with_a_time_limit(tmp_path):
+    fake = tmp_path / "rsync"
+    fake.write_text("#!/bin/sh\necho 'rsync  version 3.0.9  protocol version 30'\n")
+    fake.chmod(0o755)
+    assert pf.parse_version(pf.program_version(str(fake))) == (3, 0, 9)
+    slow = tmp_path / "slow"
+    slow.write_text("#!/bin/sh\nexec sleep 5\n")
+    slow.chmod(0o755)
+    assert pf.program_version(str(slow), timeout=0.2) == ""
+    assert pf.program_version(str(tmp_path / "absent")) == ""
