@@ -39,6 +39,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._transfer import chil
 VERSION = 1
 MAX_BYTES = 1 << 20
 WRITE_SECONDS = 60
+RELEASE_SECONDS = 2  # how long a release waits for a handoff the restore is still reading
 CLAIM_SECONDS = 10  # how long the capture's write waits for the restore (polling every POLL_SECONDS) to take it
 POLL_SECONDS = 0.02
 KEY_POLL_SECONDS = 1.0
@@ -192,11 +193,23 @@ def hand_off(send, group_dir, doc, run=subprocess.run, claim_seconds=CLAIM_SECON
     raise OSError(f"{failed} ({state})")
 
 
+def release_command(group_dir):
+    """The shell command that removes the restore's mark that it accepted the handoff. A handoff the withdrawal
+    found only taken is still being read: it waits (at most ``RELEASE_SECONDS``) until the restore has settled
+    it, so that the mark it then leaves is removed too."""
+    q = _quoted(group_dir)
+    polls = max(1, int(RELEASE_SECONDS / POLL_SECONDS))
+    return (
+        f"i=0; while [ -e {q['taken']} ] && [ $i -lt {polls} ]; do sleep {POLL_SECONDS}; i=$((i+1)); done;"
+        f" rm -f -- {q['claimed']}"
+    )
+
+
 def release(send, group_dir, run=subprocess.run):
     """Remove the restore's mark that it accepted the handoff, once the capture knows; best effort (the undo of a
     failed restore removes it as well)."""
     try:
-        _remote(send, f"rm -f -- {_quoted(group_dir)['claimed']}", "removing the claimed handoff", run=run)
+        _remote(send, release_command(group_dir), "removing the claimed handoff", run=run)
     except OSError:
         pass
 

@@ -346,7 +346,7 @@ def test_an_accepted_handoff_returns_once_the_restore_took_it_and_leaves_nothing
     assert h.hand_off(SEND, group, ok_doc(), run=target, claim_seconds=5) == ""
     claimer.join(5)
     assert os.listdir(tmp_path) == []  # the capture removed the restore's mark once it knew
-    assert target.commands == [h.write_command(group, 5), f"rm -f -- {h.handoff_path(group)}.claimed"]
+    assert target.commands == [h.write_command(group, 5), h.release_command(group)]
 
 
 def test_a_handoff_no_restore_takes_is_withdrawn_and_the_group_fails(tmp_path):
@@ -376,12 +376,28 @@ def test_a_write_whose_ssh_fails_after_the_restore_took_it_is_the_restores(tmp_p
     note = h.hand_off(SEND, group, ok_doc(), run=target, claim_seconds=0.1)
     assert "Broken pipe" in note and note.endswith("but the restore had taken it: the group is the restore's")
     assert os.listdir(tmp_path) == []  # released
-    # taken but not yet accepted counts as the restore's too: the renames only go forward
-    target = Target(
-        after=lambda c: c.startswith("umask") and h.read_claimed(path),
-        fail=lambda c: "landed" if c.startswith("umask") else None,
-    )
+
+    # taken but not yet accepted counts as the restore's too: the renames only go forward. The restore settles it
+    # while the capture releases: the release waits for that, so the mark it leaves is removed as well
+    def take_then_settle(command):
+        if command.startswith("umask"):
+            h.read_claimed(path)
+            threading.Timer(0.3, h.settle, (path, True)).start()
+
+    target = Target(after=take_then_settle, fail=lambda c: "landed" if c.startswith("umask") else None)
     assert "had taken it" in h.hand_off(SEND, group, ok_doc(), run=target, claim_seconds=0.1)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_release_waits_a_bounded_time_for_a_handoff_still_being_read(tmp_path):
+    group = str(tmp_path / "r-h-g")
+    path = h.handoff_path(group)
+    with open(path + ".taken", "w", encoding="ascii") as handle:  # a restore that died while reading it
+        handle.write("{}")
+    with open(path + ".claimed", "w", encoding="ascii") as handle:  # an earlier claim's mark, say
+        handle.write("{}")
+    h.release(SEND, group, run=Target())  # it waits RELEASE_SECONDS, then gives up
+    assert sorted(os.listdir(tmp_path)) == ["r-h-g.handoff.taken"]  # the undo of the failed restore removes that
 
 
 def test_a_write_whose_ssh_fails_before_it_landed_fails_the_group(tmp_path):
