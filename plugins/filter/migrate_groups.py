@@ -638,19 +638,19 @@ def migrate_wave_results(
         gid = group["id"]
         src, tgt = source_groups.get(gid) or {}, target_groups.get(gid) or {}
         this_failure = {}
-        if failure:  # the wave failed as a whole (a transfer, a journal): every group was put back
+        if src and not src.get("ok"):  # its own capture failed first: that is its cause, whatever failed after
+            this_failure = {
+                "task": src.get("failed_task") or f"Stop and capture {gid}",
+                "result": src,
+                "put_back": put_back_groups.get(gid) or {"source_states": src.get("source_states") or {}},
+                "cleanup": (undone_groups.get(gid) or {}).get("target_cleanup", "done"),
+            }
+        elif failure:  # the wave failed as a whole (a transfer, a journal): every group was put back
             this_failure = dict(
                 failure,
                 put_back=put_back_groups.get(gid) or {},
                 cleanup=(undone_groups.get(gid) or {}).get("target_cleanup", "done"),
             )
-        elif src and not src.get("ok"):
-            this_failure = {
-                "task": src.get("failed_task") or f"Stop and capture {gid}",
-                "result": src,
-                "put_back": {"source_states": src.get("source_states") or {}},
-                "cleanup": (undone_groups.get(gid) or {}).get("target_cleanup", "done"),
-            }
         elif tgt and not tgt.get("ok"):
             this_failure = {
                 "task": f"Restore and check the group on its target, {gid}",
@@ -805,10 +805,18 @@ def migrate_precopy_pick(wave, what, prepared=None, precopied=None):
 
 
 def migrate_failure(result):
-    """What the report needs of a failed (or skipped) task's result."""
+    """What the report needs of a failed (or skipped) task's result. An async job whose module died without a
+    result (killed, say) leaves only Ansible's async wrapper's traceback: that is said in words instead."""
     result = result or {}
     keep = ("msg", "phase", "member", "log_tail", "target_cleanup", "source_states", "failed", "skipped", "phases")
-    return {key: result[key] for key in keep if key in result}
+    out = {key: result[key] for key in keep if key in result}
+    msg = str(out.get("msg") or "")
+    if "async_wrapper" in msg and "Traceback" in msg:
+        said = msg.strip().splitlines()[-1][:200]
+        out["msg"] = (
+            f"the module ended without a result (its process was killed or died); Ansible's async wrapper: {said}"
+        )
+    return out
 
 
 def _phase_of(task):

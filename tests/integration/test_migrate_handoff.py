@@ -6,6 +6,7 @@ restored; a group let go by its capture or by the controller is not restored; a 
 whose key is gone ends. The whole migration with the handoff runs in test_migrate_precopy.py and in the
 fault matrix (test_migrate_faults.py, phase ``wait``). The capture's side of the handoff runs here from the
 controller over the lab's key: a handoff no restore takes is withdrawn, one the waiting restore takes is claimed.
+A whole migration whose early restore is killed before the handoff leaves the source serving and host2 clean.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -298,3 +300,49 @@ def test_a_failed_capture_leaves_the_source_serving_and_the_early_restore_restor
         assert entry["phase"] == "hooks", entry
     else:
         assert "Let the early restore go" in run.stdout and "Wait for the early restore to end" in run.stdout
+
+
+def kill_the_waiting_restore(name, deadline):
+    """SIGKILL the restore module on host2 (not Ansible's async wrapper, which then reports the job as failed);
+    the module's command line. It is looked for until ``deadline`` (monotonic)."""
+    script = (
+        "for pid in $(pgrep -f 'AnsiballZ_docker_bundle_restor[e]'); do "
+        "printf '%s ' $pid; tr '\\0' ' ' < /proc/$pid/cmdline; echo; done"
+    )
+    while time.monotonic() < deadline:
+        for line in ssh("host2", script).stdout.splitlines():
+            pid, _space, command = line.partition(" ")
+            words = command.split()
+            if len(words) > 1 and words[1].endswith("AnsiballZ_docker_bundle_restore.py"):
+                ssh("host2", f"kill -KILL {pid}")
+                return command
+        time.sleep(0.2)
+    pytest.fail(f"no restore module for {name} ran on host2")
+
+
+def test_an_early_restore_that_dies_before_the_handoff_leaves_the_source_serving(service, tmp_path):
+    """The restore waiting on the target is killed while the capture's pre-migrate hook still runs: the capture's
+    handoff is then taken by no one, so the capture withdraws it and puts the source back itself, and the rescue
+    removes what the run made on host2."""
+    name = service
+    start(name, label="-l ferry.docker.pre-migrate='sleep 6'")
+    done = {}
+
+    def migrate():
+        try:
+            done["run"], done["report"] = lab_run.migrate(tmp_path, [name], migrate_precopy_min_bytes=0)
+        except BaseException as exc:  # reported below, in the test's own thread
+            done["error"] = exc
+
+    runner = threading.Thread(target=migrate)
+    runner.start()
+    killed = kill_the_waiting_restore(name, time.monotonic() + 120)
+    runner.join(lab_run.PLAYBOOK_SECONDS + 30)
+    assert not runner.is_alive() and "report" in done, f"the migration did not end: {done.get('error')}"
+    entry = done["report"][name]
+    assert entry["status"] == "failed" and not entry["early_restore"], (killed, entry)
+    assert "did not take the handoff" in entry["error"] and "(withdrawn)" in entry["error"], entry
+    assert ssh("host1", f"docker inspect -f '{{{{.State.Status}}}}' {name}").stdout.strip() == "running"
+    served = ssh("host1", f"docker exec {name} wget -q -O - http://127.0.0.1:8080/blob | wc -c").stdout.strip()
+    assert served == "4194304", served  # the source serves its volume as before
+    assert left_on_host2(name) == [], done["run"].stdout[-4000:]

@@ -500,6 +500,32 @@ def test_wave_results_when_the_whole_wave_failed():
     assert a["target_cleanup"] == "done"
 
 
+def test_a_group_whose_capture_failed_keeps_that_cause_when_the_wave_fails_after():
+    """The early restore died (killed): its capture's handoff was withdrawn, then the wait for the restore failed the
+    wave. The group's report names its own failure; the others get the wave's, said in words."""
+    (wave,) = g.migrate_waves(plan(item("a"), item("b")), parallel=4)
+    withdrawn = "handing off a: the restore did not take the handoff /in/r-h1-a.handoff within 10 s (withdrawn)"
+    source = {"groups": {"a": {"ok": False, "msg": withdrawn, "phase": "capture", "source_states": {"a": "running"}}}}
+    wrapper = (
+        'Traceback (most recent call last):\n  File "/tmp/x/ansible/modules/async_wrapper.py", line 173, in '
+        "_run_module\nValueError: No start of json char found\n"
+    )
+    failed = g.migrate_failure({"failed": True, "msg": wrapper, "ansible_job_id": "j1", "finished": 1})
+    assert failed["msg"] == (
+        "the module ended without a result (its process was killed or died); Ansible's async wrapper: "
+        "ValueError: No start of json char found"
+    )
+    failure = {"task": "Wait for the restore started early on the target, wave1", "result": failed}
+    put_back = {"groups": {"a": {"ok": True, "source_states": {"a": "running"}}}}
+    undone = {"groups": {"a": {"target_cleanup": "done"}, "b": {"target_cleanup": "done"}}}
+    a, b = g.migrate_wave_results(wave, source=source, failure=failure, put_back=put_back, undone=undone)
+    assert a["status"] == "failed" and a["phase"] == "capture" and a["error"] == f"Stop and capture a: {withdrawn}"
+    assert a["source_state_after"] == "running" and a["target_cleanup"] == "done"
+    assert b["status"] == "failed" and b["error"].startswith("Wait for the restore started early on the target")
+    assert "killed or died" in b["error"] and "Traceback" not in b["error"]
+    assert g.migrate_failure({"msg": "rsync: connection refused"}) == {"msg": "rsync: connection refused"}
+
+
 def test_created_by_group():
     out = {"a": {"ok": True, "created": {"a": {"container": "a"}}}, "b": {"ok": False}}
     assert g.migrate_created(out) == {"a": {"a": {"container": "a"}}, "b": {}}
