@@ -28,9 +28,11 @@ import os
 import socket
 import struct
 
+from ansible_collections.ferry.docker.plugins.module_utils._compat import api_tuple
+from ansible_collections.ferry.docker.plugins.module_utils._volmeta import LOCAL_BASE_URLS
+
 ENGINE_ANNOUNCES = (1, 48)  # the API version of Docker 28, whose engine advertises new endpoints itself
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
-_LOCAL_BASE_URLS = ("http+docker://localhost", "http+docker://localunixsocket")
 _ETH_P_ARP = 0x0806
 _ETH_P_IP = 0x0800
 _ARP_REQUEST = 1
@@ -54,14 +56,6 @@ def arp_request(sender_mac, sender_ip, target_mac, target_ip):
     return header + arp
 
 
-def api_tuple(version):
-    """``"1.41"`` as ``(1, 41)``; ``(0, 0)`` when the engine did not say."""
-    try:
-        return tuple(int(part) for part in str(version).split(".")[:2])
-    except ValueError:
-        return (0, 0)
-
-
 def bridge_interface(network):
     """The host interface of a ``bridge`` network (its inspect document), or None for other drivers."""
     if network.get("Driver") != "bridge":
@@ -72,9 +66,9 @@ def bridge_interface(network):
 
 def skip_reason(base_url, api_version, euid):
     """None if this process should announce a started container on this host's bridges, else why not."""
-    if api_tuple(api_version) >= ENGINE_ANNOUNCES:
+    if (api_tuple(api_version) or (0, 0)) >= ENGINE_ANNOUNCES:
         return f"the engine (API {api_version}) announces new containers itself"
-    if base_url not in _LOCAL_BASE_URLS:
+    if base_url not in LOCAL_BASE_URLS:
         return "the Docker engine is not reached over a local unix socket"
     if euid != 0:
         return "sending ARP requests needs root"

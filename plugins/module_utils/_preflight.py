@@ -98,8 +98,8 @@ def program_problems(programs, where="this host", which=shutil.which, version=pr
     problems = []
     for program in programs:
         path = which(program)
-        package = PROGRAM_PACKAGES.get(program)
         if path is None:
+            package = PROGRAM_PACKAGES.get(program)
             hint = f"install the Debian package {package}" if package else "install it"
             problems.append(f"{program} is not installed on {where} (not on PATH); {hint}")
             continue

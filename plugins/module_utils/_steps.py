@@ -31,7 +31,6 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.ferry.docker.plugins.module_utils import _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._client import DOCKER_COMMON_ARGS
-from ansible_collections.ferry.docker.plugins.module_utils._neighbour import announce
 
 # The step modules are imported on first use, a side at a time: a restore never compiles the capture's steps
 # and a capture never the restore's (AnsiballZ compiles every module_utils a module imports, on every run).
@@ -255,6 +254,9 @@ def _container_state(parent, args):
             changed = not running
             if not running:
                 client.start(info["Id"])
+                # imported here: a capture that starts nothing never compiles it (nor _volmeta, which it uses)
+                from ansible_collections.ferry.docker.plugins.module_utils._neighbour import announce
+
                 announce(client, info["Id"])
                 paused = False
             if bool(args.get("paused")) != paused:

@@ -66,7 +66,7 @@ _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_LOCAL_BASE_URLS = ("http+docker://localhost", "http+docker://localunixsocket")
+LOCAL_BASE_URLS = ("http+docker://localhost", "http+docker://localunixsocket")
 _NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM)
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -120,7 +120,7 @@ def local_reason(base_url, engine_name, security_options, mount_type, driver=Non
     the ``local`` driver without options (a volume with mount options is only mounted while a
     container uses it).
     """
-    if base_url not in _LOCAL_BASE_URLS:
+    if base_url not in LOCAL_BASE_URLS:
         return "the Docker engine is not reached over a local unix socket"
     if engine_name != socket.gethostname():
         return f"the Docker engine runs on {engine_name or 'another host'}, not on {socket.gethostname()}"

@@ -25,7 +25,8 @@ import pytest
 from ferry_run import run_module
 from fixture_image import IMAGE, busybox_rootfs
 
-from ansible_collections.ferry.docker.plugins.module_utils import _bundle
+from ansible_collections.ferry.docker.plugins.module_utils import _bundle, _neighbour
+from ansible_collections.ferry.docker.plugins.module_utils._compat import api_tuple
 from ansible_collections.ferry.docker.plugins.module_utils._stream import write_stream
 
 SOURCE = dict(hostname="src", docker_version="20.10", api_version="1.41", architecture="x86_64", os="linux")
@@ -482,7 +483,7 @@ def test_a_started_container_is_asked_for_by_its_bridge(client, res):
     the bridge's own MAC address.
     """
     version = client.version()["ApiVersion"]
-    if tuple(int(part) for part in version.split(".")) >= (1, 48):
+    if api_tuple(version) >= _neighbour.ENGINE_ANNOUNCES:
         pytest.skip(f"the engine (API {version}) advertises new containers itself")
     run_config = plain_run_config(res)
     created = run_module("docker_container_restore", run_config=run_config, state="created")
