@@ -44,6 +44,9 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.ferry.docker.plugins.module_utils import _handoff, _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._runconfig import _remap_path
 
+# Below this size of the container's image, a commit sends the layers the target has too (migrate_thin_min_bytes).
+THIN_MIN_BYTES = 8 * 1024 * 1024
+
 # Keys of a queued container that are the role's bookkeeping, not report fields.
 INTERNAL = (
     "entry",
@@ -420,12 +423,21 @@ def _by_entry(checks, answers):
     return results
 
 
-def migrate_probe_decide(probe, preflights, copies, host):
+def thin_layers(present, image_bytes, min_bytes=THIN_MIN_BYTES):
+    """The layers a commit leaves out of what it sends: those the target has (``present``), unless the container's
+    image is smaller than ``min_bytes``. That image (``image_bytes``) holds every one of them, so its size bounds
+    theirs; below it they go along, and the source's engine is read once instead of twice (see _capture)."""
+    if not present or int(image_bytes or 0) < int(min_bytes):
+        return []
+    return list(present)
+
+
+def migrate_probe_decide(probe, preflights, copies, host, thin_min_bytes=THIN_MIN_BYTES):
     """The queue (``todo``) and the failures (``results``) after the targets were checked.
 
     ``probe`` is migrate_probe_items' result; ``preflights`` the results of docker_bundle_restore
     (``state=checked``), one per target (see ``_by_entry``); ``copies`` the docker_container_info results on
-    the targets for ``probe.missing``."""
+    the targets for ``probe.missing``; ``thin_min_bytes``: see ``thin_layers``."""
     todo, results = [], list(probe.get("failed") or [])
     checks = probe.get("check") or []
     for entry, preflight in zip(checks, _by_entry(checks, preflights)):
@@ -444,7 +456,11 @@ def migrate_probe_decide(probe, preflights, copies, host):
                 action="cutover" if same else "migrate",
                 entry=entry,
                 running=running and not same,
-                exclude_layers=list(preflight.get("layers_present") or []) if not same else [],
+                exclude_layers=[]
+                if same
+                else thin_layers(
+                    preflight.get("layers_present"), (entry.get("sizes") or {}).get("image_bytes"), thin_min_bytes
+                ),
                 has_volumes=bool(entry.get("volumes")) and not same,
                 volumes=list(entry.get("volumes") or []),
                 probe_seconds=0,

@@ -340,13 +340,43 @@ def test_probe_decide_queues_reports_and_detects_what_is_in_place():
         {"exists": True, "container": {"Config": {"Labels": {"ferry.docker.config-digest": "x"}}}},
         {"exists": False},
     ]
-    out = g.migrate_probe_decide(probe, on_h2(preflight(), preflight(container_state="same")), copies, "h1")
+    # web's image is 1000 bytes: at that threshold, the layers h2 has are left out
+    out = g.migrate_probe_decide(
+        probe, on_h2(preflight(), preflight(container_state="same")), copies, "h1", thin_min_bytes=1000
+    )
     web, db, gone = out["todo"]
     assert web["action"] == "migrate" and web["exclude_layers"] == ["l1"] and web["has_volumes"] and web["running"]
     assert db["action"] == "cutover" and db["name"] == "db2"
     assert gone["action"] == "cutover" and gone["source_state_before"] == "absent"
     (lost,) = out["results"]
     assert lost["container"] == "lost" and "no container lost on h1" in lost["error"]
+
+
+def test_probe_decide_sends_a_small_image_whole():
+    """Leaving out the layers the target has reads the image twice from the source's engine: below the threshold
+    (8 MiB by default; web's image is 1000 bytes) the capture sends them along and reads it once."""
+    probe = g.migrate_probe_items([{"container": "web"}], PROBES, "h1", ["h1", "h2"], DEFAULTS)
+    (web,) = g.migrate_probe_decide(probe, on_h2(preflight()), [], "h1")["todo"]
+    assert web["exclude_layers"] == []
+    (web,) = g.migrate_probe_decide(probe, on_h2(preflight()), [], "h1", thin_min_bytes=1001)["todo"]
+    assert web["exclude_layers"] == []
+    (web,) = g.migrate_probe_decide(probe, on_h2(preflight()), [], "h1", thin_min_bytes=0)["todo"]
+    assert web["exclude_layers"] == ["l1"]
+
+
+@pytest.mark.parametrize(
+    "present, image_bytes, min_bytes, expected",
+    [
+        (["l1", "l2"], 8 * 1024 * 1024, g.THIN_MIN_BYTES, ["l1", "l2"]),
+        (["l1", "l2"], 8 * 1024 * 1024 - 1, g.THIN_MIN_BYTES, []),
+        (["l1"], 0, 0, ["l1"]),
+        ([], 10**9, 0, []),
+        (None, 10**9, 0, []),
+        (["l1"], None, 1, []),
+    ],
+)
+def test_thin_layers(present, image_bytes, min_bytes, expected):
+    assert g.thin_layers(present, image_bytes, min_bytes) == expected
 
 
 @pytest.mark.parametrize(
