@@ -14,6 +14,7 @@ checksum, every received directory 0700, host keys checked against the run's kno
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -32,13 +33,48 @@ _TAIL = 600  # characters of a remote command's stderr kept for a message
 
 CONTROL_PERSIST_SECONDS = 30
 
+# OpenSSH's default ciphers with AES-GCM first. OpenSSH puts chacha20-poly1305 first because it is fast and
+# constant-time without AES instructions; with them, AES-GCM moves a GB with about half the CPU on each end.
+AES_FIRST = (
+    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr"
+)
+
+
+def has_aes(cpuinfo=None):
+    """Whether this host's CPU has AES instructions: ``aes`` among the flags (x86) or features (arm64) of
+    ``cpuinfo`` (the text of /proc/cpuinfo, read when not given; unreadable: False)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        key, _sep, value = line.partition(":")
+        if key.strip() in ("flags", "Features") and "aes" in value.split():
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def _local_aes():
+    return has_aes()
+
+
+def cipher_options(aes):
+    """ssh's options for the run's bulk data: AES-GCM first where the CPU has AES instructions (``aes``), else
+    OpenSSH's own order (none given)."""
+    return ["-o", f"Ciphers={AES_FIRST}"] if aes else []
+
 
 def ssh_command(key_dir, port, shared=False):
     """The ssh command rsync runs (``--rsh``): the run's key only, host keys from the run's known_hosts.
 
     ``shared``: the connections of one module process and the next ones share one SSH connection per target
     (a control socket in the run's key directory, kept CONTROL_PERSIST_SECONDS after its last use), so a
-    pass or a send while the source is stopped does not pay for a new handshake."""
+    pass or a send while the source is stopped does not pay for a new handshake. Such a connection is made
+    by a module on the sending host, which carries the volumes and the image: it prefers AES-GCM when that
+    host's CPU has AES instructions (``cipher_options``)."""
     control = (
         [
             "-o",
@@ -47,6 +83,7 @@ def ssh_command(key_dir, port, shared=False):
             f"ControlPath={key_dir}/cm-%h-%p",
             "-o",
             f"ControlPersist={CONTROL_PERSIST_SECONDS}",
+            *cipher_options(_local_aes()),
         ]
         if shared
         else []

@@ -147,3 +147,39 @@ def test_only_an_image_id_goes_into_the_remote_commands():
         return types.SimpleNamespace(returncode=1, stdout="", stderr="image is being used by running container")
 
     assert "still there" in _transfer.remove_remote_image("/k", 22, "root", "h", OTHER, run=run)
+
+
+X86 = "processor\t: 0\nflags\t\t: fpu vme sse2 aes avx2 sha_ni\nbugs\t\t: spectre_v1\n"
+ARM = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32\n"
+NO_AES = "processor\t: 0\nflags\t\t: fpu vme sse2 avx2 vaes_like aes-ish\nmodel name\t: aes\n"
+
+
+@pytest.mark.parametrize("text, expected", [(X86, True), (ARM, True), (NO_AES, False), ("", False)])
+def test_aes_instructions_are_read_from_the_flags_or_features(text, expected):
+    assert _transfer.has_aes(text) is expected
+
+
+def test_a_cpu_with_aes_prefers_aes_gcm_and_keeps_the_other_ciphers():
+    assert _transfer.cipher_options(False) == []
+    (option,) = _transfer.cipher_options(True)[1:]
+    ciphers = option.removeprefix("Ciphers=").split(",")
+    assert ciphers[0] == "aes128-gcm@openssh.com"
+    # OpenSSH's defaults, all of them: a server that allows only some still finds one
+    assert set(ciphers) == {
+        "chacha20-poly1305@openssh.com",
+        "aes128-ctr",
+        "aes192-ctr",
+        "aes256-ctr",
+        "aes128-gcm@openssh.com",
+        "aes256-gcm@openssh.com",
+    }
+
+
+def test_only_the_shared_connection_of_a_module_on_the_sender_chooses_a_cipher(monkeypatch):
+    """The transfer role's rsync argv is computed on the controller (the filter), whose CPU says nothing of the
+    source's: only the shared connection, made by a module on the source, reads that host's CPU."""
+    monkeypatch.setattr(_transfer, "_local_aes", lambda: True)
+    assert f"Ciphers={_transfer.AES_FIRST}" in _transfer.ssh_command("/k", 22, shared=True)
+    assert not any(o.startswith("Ciphers=") for o in _transfer.ssh_command("/k", 22))
+    monkeypatch.setattr(_transfer, "_local_aes", lambda: False)
+    assert not any(o.startswith("Ciphers=") for o in _transfer.ssh_command("/k", 22, shared=True))
