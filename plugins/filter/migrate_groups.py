@@ -944,7 +944,9 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             status = "migrated" if moving or cutover.get("changed") else "unchanged"
             phase, error, cleanup, log_tail = "", "", "", []
             after = (cutover.get("source_states") or {}).get(name, state_before)
-        down_at, up_at = float(source.get("down_at") or 0), float(source.get("up_at") or 0)
+        # a capture that failed after the stop says when it took the sources down and put them back
+        timed = source if source.get("down_at") else failed_result
+        down_at, up_at = float(timed.get("down_at") or 0), float(timed.get("up_at") or 0)
         if down_at and not up_at:
             up_at = float(target.get("verified_at") or 0) if status == "migrated" else ended
         entry.update(

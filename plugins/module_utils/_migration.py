@@ -156,6 +156,7 @@ class SourceRun:
         self.phases = Phases(now)
         self.now = now
         self.stopped = []
+        self.down_at = 0  # when the capture had stopped the running members (0: it did not take them down)
         self.streamed = {}  # member: the IDs of the images its commits loaded into the target's engine (new ones)
 
     def _run(self, phase, member, module, args, what, progress=None):
@@ -588,7 +589,7 @@ class SourceRun:
                 self.stopped.append(member)
                 if _killed_at_timeout(result, self.now() - began, opts["stop_timeout"]):
                     out["members"][member["container"]]["stop_timed_out"] = True
-        out["down_at"] = round(self.now(), 3) if running else 0
+        out["down_at"] = self.down_at = round(self.now(), 3) if running else 0
         self.phases.enter("capture")
         if opts["consistency"] == "stop":
             # a paused capture never takes the source down: the guard needs no word of it
@@ -1140,12 +1141,24 @@ def source_task(call, args, now=time.time, send=None, check_mode=False, copier=N
         result["log_tail"] = exc.result.get("log_tail", [])
         if args["state"] == "captured":
             # The source's own undo: every member back as it was before the run.
-            try:
-                result["source_states"] = run.put_back()
-            except StepFailed as again:
-                result["msg"] += f"; putting the sources back failed too: {again}"
-                result["source_states"] = {}
+            _put_back_after_capture(run, result, now)
         return result
+
+
+def _put_back_after_capture(run, failure, now):
+    """Put back the members of ``run`` whose capture failed (into ``failure``: ``source_states``, and when the
+    capture had taken them down, ``down_at`` and ``up_at``, for the report's downtime; ``up_at`` 0 when they could
+    not be started again)."""
+    try:
+        failure["source_states"] = run.put_back()
+        up = True
+    except StepFailed as again:
+        failure["msg"] += f"; putting the sources back failed too: {again}"
+        failure["source_states"] = {}
+        up = False
+    if run.down_at:
+        failure["down_at"] = run.down_at
+        failure["up_at"] = round(now(), 3) if up else 0
 
 
 def _failure(run, exc):
@@ -1239,11 +1252,7 @@ def capture_groups(call, groups, options, now=time.time, send=None, copier=None,
                 except StepFailed as again:
                     failure["msg"] += f"; telling the target's restore failed too: {again}"
             undo_started = now()
-            try:
-                failure["source_states"] = run.put_back()
-            except StepFailed as again:
-                failure["msg"] += f"; putting the sources back failed too: {again}"
-                failure["source_states"] = {}
+            _put_back_after_capture(run, failure, now)
             for left in run.drop_streamed(copier):
                 failure["msg"] += f"; {left}"
             failure["phases"]["rollback"] = round(now() - undo_started, 3)

@@ -410,12 +410,16 @@ members:
   returned: O(state=captured), success
   type: dict
 down_at:
-  description: When the service went down (epoch seconds; 0 when nothing ran).
-  returned: O(state=captured), success
+  description:
+    - When the service went down (epoch seconds; 0 when nothing ran).
+    - A capture that failed after it stopped its sources has it too (and so has each such group of O(groups)).
+  returned: O(state=captured), success, or a failure after the stop
   type: float
 up_at:
-  description: When it was up again on the source (pause or cutover keep; 0 otherwise).
-  returned: O(state=captured), success
+  description:
+    - When it was up again on the source (pause or cutover keep; 0 otherwise).
+    - After a failure, when the sources were started again (0 when they could not be).
+  returned: O(state=captured), success, or a failure after the stop
   type: float
 phases:
   description: Seconds spent in each phase.

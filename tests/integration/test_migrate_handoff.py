@@ -342,6 +342,8 @@ def test_an_early_restore_that_dies_before_the_handoff_leaves_the_source_serving
     entry = done["report"][name]
     assert entry["status"] == "failed" and not entry["early_restore"], (killed, entry)
     assert "did not take the handoff" in entry["error"] and "(withdrawn)" in entry["error"], entry
+    # stopped while its capture waited for the claim, then put back: the report counts that, not 0
+    assert entry["downtime_seconds"] >= _handoff.CLAIM_SECONDS, entry
     assert ssh("host1", f"docker inspect -f '{{{{.State.Status}}}}' {name}").stdout.strip() == "running"
     served = ssh("host1", f"docker exec {name} wget -q -O - http://127.0.0.1:8080/blob | wc -c").stdout.strip()
     assert served == "4194304", served  # the source serves its volume as before

@@ -481,7 +481,15 @@ def test_wave_results_give_each_group_its_own_outcome():
     source = {
         "groups": {
             "a": dict(SOURCE, ok=True, members={"a": {"bytes_captured": 10}}),
-            "b": {"ok": False, "msg": "committing b: no space", "phase": "capture", "source_states": {"b": "running"}},
+            "b": {
+                "ok": False,
+                "msg": "committing b: no space",
+                "phase": "capture",
+                "source_states": {"b": "running"},
+                # stopped, then started again after its capture failed
+                "down_at": 100.0,
+                "up_at": 112.5,
+            },
             "c": dict(SOURCE, ok=True, members={"c": {"bytes_captured": 10}}),
         }
     }
@@ -511,7 +519,7 @@ def test_wave_results_give_each_group_its_own_outcome():
     )
     assert (a["status"], a["source_state_after"], a["bytes_sent"]) == ("migrated", "exited", 7)
     assert (b["status"], b["phase"], b["source_state_after"]) == ("failed", "capture", "running")
-    assert "no space" in b["error"]
+    assert "no space" in b["error"] and b["downtime_seconds"] == 12.5
     assert (c["status"], c["phase"], c["log_tail"], c["source_state_after"]) == (
         "failed",
         "health",

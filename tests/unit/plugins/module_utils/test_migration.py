@@ -717,3 +717,23 @@ def test_a_handoff_the_restore_had_taken_although_its_write_failed_keeps_the_sou
     assert out["g"]["ok"] and out["g"]["handed_off"] and "had taken it" in out["g"]["handoff_note"]
     assert docs == [True] and "source_states" not in out["g"]  # not put back: its copy is starting
     assert not [a for mod, a in host.calls if mod.endswith("docker_container") and a.get("state") == "started"]
+
+
+def test_a_capture_that_fails_after_the_stop_says_when_its_sources_were_down():
+    """The report's downtime of a failed group: from the stop until the sources were started again, not 0."""
+    host = FakeHost(docker_commit_save={"failed": True, "msg": "no space"})
+    groups = [{"id": "g", "members": [member("web")]}]
+    failed = m.capture_groups(host, groups, SOURCE, now=clock())["g"]
+    assert failed["source_states"] == {"web": "running"}
+    assert 1000 < failed["down_at"] < failed["up_at"]
+    # the same through the single-group task
+    result = m.source_task(host, source_args("captured", members=[member("web")]), now=clock())
+    assert result["failed"] and 1000 < result["down_at"] < result["up_at"]
+    # a source that could not be started again has no up_at: the report counts until the group's end
+    host.answers["docker_container"] = lambda args: {"failed": args["state"] == "started", "msg": "port taken"}
+    failed = m.capture_groups(host, groups, SOURCE, now=clock())["g"]
+    assert failed["down_at"] and failed["up_at"] == 0 and "putting the sources back failed" in failed["msg"]
+    # a capture of a source that did not run took nothing down
+    stopped = [{"id": "g", "members": [member("web", state_before="exited", running=False)]}]
+    failed = m.capture_groups(host, stopped, SOURCE, now=clock())["g"]
+    assert not failed["ok"] and "down_at" not in failed
