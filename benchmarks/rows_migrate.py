@@ -296,7 +296,7 @@ class Migrate(MigrateRow):
         "docker commit + docker save | zstd | ssh target 'zstd -d | docker load'; "
         "tar of the volume | zstd | ssh target 'zstd -d | tar -x'; docker run with the same flags"
     )
-    target = 1.5
+    target = 1.3  # issue 12: row 6 at 1 GiB with migrate_strategy stop, <= 1.3 x the pipeline
 
     def setup(self, ctx):
         super().setup(ctx)
@@ -423,11 +423,14 @@ class ThinTransfer(MigrateRow):
             ssh(host, f"docker rmi {self.image(ctx)}", check=False)
 
     def command(self, ctx, side, run):
-        return self.migrate(ctx)
+        # the layers host2 has are left out at every scale: at the tiny one the base is under migrate_thin_min_bytes
+        return self.migrate(ctx, migrate_thin_min_bytes=0)
 
     def check(self, ctx, side, run, outcome):
         entry = self.report(ctx)
         self.check_target(ctx)
+        if not entry.get("excluded_layers"):
+            raise CheckFailed(f"no layer was left out, though {TARGET} has the base image")
         ctx.state[self.number].setdefault("sent", []).append(entry["bytes_sent"])
 
     def extras(self, ctx, seconds):
