@@ -262,12 +262,15 @@ def start(name, label=""):
 
 
 def left_on_host2(name):
-    """What a failed run must not leave on host2: the copy, its volume, files beside the group's directory, a
-    restore still running. Ansible's async wrapper outlives its job by up to its 5 s poll: looked at until then."""
+    """What a failed run must not leave on host2: the copy, its volume, files beside the group's directory, the
+    results file of the restore's async job, a restore still running. Ansible's async wrapper outlives its job by
+    up to its 5 s poll: looked at until then."""
     script = (
         f"docker inspect {name} >/dev/null 2>&1 && echo container; "
         f"docker volume inspect {name}-data >/dev/null 2>&1 && echo volume; "
         f"ls -d {INCOMING}/*-{name}* 2>/dev/null; "
+        # the results file of the early restore's async job, once the role has read it
+        f'grep -l -s -F -- {name} "$HOME"/.ansible_async/* | sed "s/^/async-job:/"; '
         "pgrep -f 'AnsiballZ_docker_bundle_restor[e]' >/dev/null && echo restore-running; true"
     )
     deadline = time.monotonic() + 30

@@ -141,6 +141,9 @@ def test_precopy_moves_a_busy_redis_with_every_acknowledged_write(names, tmp_pat
     assert entry["phases"]["precopy"] > 0 and entry["precopy_sent_bytes"] >= 64 * 1048576
     # the restore waited on host2 and took the capture's handoff (migrate_early_restore, the default)
     assert entry["early_restore"] is True, entry
+    # and its async job's results file (which names the container) was removed from host2 once read
+    jobs = ssh("host2", f'grep -l -s -F -- {name} "$HOME"/.ansible_async/* || true').stdout.split()
+    assert jobs == [], jobs
     # every write the client saw acknowledged (on either host) is on the copy, and the files are the same
     keys = [key for _at, key, _host in writer.acked]
     assert {host for _at, _key, host in writer.acked} == {address("host1"), address("host2")}
