@@ -852,15 +852,18 @@ def _phase_of(task):
     return "transfer" if "rsync" in task else "capture"
 
 
-def _volume_report(item, captured, precopy):
+def _volume_report(item, captured, precopy, early_digests=None):
     """What happened to each volume of a member: the plan's choice and reason, then what the pre-copy and the
-    capture did (passes, bytes, the last delta, the digest checked on the target)."""
+    capture did (passes, bytes, the last delta, the digest checked on the target, and whether the target began
+    that digest before the handoff, while the image still streamed: ``digest_started_early``)."""
     done = (precopy or {}).get("volumes") or {}
     out = []
     for volume in item.get("volume_plan") or []:
         entry = dict(volume)
         entry.update(done.get(volume["name"]) or {})
         entry.update(((captured or {}).get("volumes") or {}).get(volume["name"]) or {})
+        if entry.get("digest"):  # checked on the target
+            entry["digest_started_early"] = volume["name"] in (early_digests or [])
         out.append(entry)
     return out
 
@@ -967,7 +970,7 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             phases=phases,
             group=[m["container"] for m in group["members"]] if len(group["members"]) > 1 else [],
             hooks=[hook for hook in source.get("hooks") or [] if hook.get("container") == name],
-            volumes=_volume_report(item, captured.get(name), precopy),
+            volumes=_volume_report(item, captured.get(name), precopy, target.get("early_digests")),
             image_transfer=_image_transfer(captured.get(name)) if moving else "",
             # the source ignored its stop signal (or took longer than migrate_stop_timeout): the engine killed it
             stop_timed_out=bool((captured.get(name) or {}).get("stop_timed_out")),

@@ -12,6 +12,12 @@ renaming it (one reader, once), and reads it as hostile: only the fields a captu
 image ID, whether the image came straight into the engine, each pre-copied volume's digest), each checked, and
 only for the members and volumes the controller named when it started the restore.
 
+Before the handoff, a capture whose image still goes into the target's engine once the last passes of its
+volumes are done says so (``announce_ready``: ``<dir>.ready``, the names of those volumes). The waiting restore
+then starts their digests at once, beside the image's stream, instead of after the handoff. The file is only a
+hint: the digests are checked against the handoff's, and a file that is not the capture's, or names a volume
+the controller did not name for the group, starts nothing.
+
 The restore stops waiting for a group when its handoff says the capture failed, when the controller writes
 ``<dir>.cancel`` (the role's rescue), when the run key is gone from ``authorized_keys`` (a guard that fired
 removes it), or at its time limit.
@@ -43,6 +49,7 @@ RELEASE_SECONDS = 2  # how long a release waits for a handoff the restore is sti
 CLAIM_SECONDS = 10  # how long the capture's write waits for the restore (polling every POLL_SECONDS) to take it
 POLL_SECONDS = 0.02
 KEY_POLL_SECONDS = 1.0
+READY_SECONDS = 30  # the write of the note that the volumes are ready: a hint, never worth a long wait
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _IMAGE_ID = re.compile(r"^(sha256:[0-9a-f]{64})?$")
 _STREAMED = ("", "new", "present")
@@ -62,11 +69,26 @@ def cancel_path(group_dir):
     return group_dir.rstrip("/") + ".cancel"
 
 
+def ready_path(group_dir):
+    """The file that tells the waiting restore which volumes' last passes are done (``announce_ready``)."""
+    return group_dir.rstrip("/") + ".ready"
+
+
 def files(group_dir):
     """Every file the handoff of a group may leave beside its directory (the undo removes them): the handoff, its
-    temporary file, its claimed states (taken, then claimed), the name a withdrawal moves it to, the cancel."""
-    final = handoff_path(group_dir)
-    return [final, final + ".tmp", final + ".taken", final + ".claimed", final + ".withdrawn", cancel_path(group_dir)]
+    temporary file, its claimed states (taken, then claimed), the name a withdrawal moves it to, the cancel, and
+    the note that the volumes are ready (and its temporary file)."""
+    final, ready = handoff_path(group_dir), ready_path(group_dir)
+    return [
+        final,
+        final + ".tmp",
+        final + ".taken",
+        final + ".claimed",
+        final + ".withdrawn",
+        cancel_path(group_dir),
+        ready,
+        ready + ".tmp",
+    ]
 
 
 def _quoted(group_dir):
@@ -191,6 +213,53 @@ def hand_off(send, group_dir, doc, run=subprocess.run, claim_seconds=CLAIM_SECON
     if state not in ("withdrawn", "absent"):
         raise OSError(f"{failed}; withdrawing it said {state[:40]!r}: the restore may have it")
     raise OSError(f"{failed} ({state})")
+
+
+def ready_command(group_dir):
+    """The shell command, run on the target over the run key, that writes the note of ``announce_ready`` from its
+    stdin: whole or not at all (a rename), readable by its owner only."""
+    ready = ready_path(group_dir)
+    final, tmp = shlex.quote(ready), shlex.quote(ready + ".tmp")
+    return f"umask 077 && cat > {tmp} && mv -f -- {tmp} {final}"
+
+
+def announce_ready(send, group_dir, volumes, run=subprocess.run):
+    """Tell the restore waiting on the target that the last passes of ``volumes`` (names) are done, so that it
+    digests them while the image still streams. Best effort, a hint only: ``""``, or why it could not."""
+    data = json.dumps({"version": VERSION, "volumes": sorted(volumes)}, sort_keys=True).encode()
+    where = f"{send['user']}@{send['address']}:{ready_path(group_dir)}"
+    try:
+        _remote(send, ready_command(group_dir), f"writing {where}", data, run, READY_SECONDS)
+    except OSError as exc:
+        return str(exc)
+    return ""
+
+
+def read_ready(group_dir, volumes):
+    """The names of ``volumes`` (the volumes the controller named for the group) that the note of
+    ``announce_ready`` beside ``group_dir`` says are ready: ``None`` when there is no note, ``[]`` when it is not
+    the capture's (not a regular file of this user alone, not its JSON, a name not in ``volumes``: the restore
+    then digests them after the handoff, as without it). A note of this user is removed once read. Never
+    raises."""
+    path = ready_path(group_dir)
+    if not os.path.lexists(path):
+        return None
+    try:
+        data = _read_own(path, path)
+    except HandoffRefused:
+        return []
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return []
+    names = doc.get("volumes") if isinstance(doc, dict) and doc.get("version") == VERSION else None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in volumes for n in names):
+        return []
+    return sorted(set(names))
 
 
 def release_command(group_dir):
@@ -349,10 +418,22 @@ def key_present(key, authorized_keys):
 class Waiter:
     """Wait for the handoffs of several groups: ``wait()`` returns ``({group id: member fields}, {group id: why
     it is not restored})`` once every group is handed off or let go. Raises HandoffRefused for a bad file, and
-    TimeoutError (also when the run key is gone) with the reason."""
+    TimeoutError (also when the run key is gone) with the reason. ``on_ready(group id, names)`` is called once
+    per group whose capture says the last passes of those volumes are done (``read_ready``)."""
 
-    def __init__(self, groups, volumes, timeout, key="", authorized_keys="", clock=time.monotonic, sleep=time.sleep):
+    def __init__(
+        self,
+        groups,
+        volumes,
+        timeout,
+        key="",
+        authorized_keys="",
+        clock=time.monotonic,
+        sleep=time.sleep,
+        on_ready=None,
+    ):
         self.groups = groups
+        self.on_ready = on_ready  # on_ready(group id, volume names): the capture says their last passes are done
         self.volumes = volumes or {}
         self.timeout = timeout
         self.key = key
@@ -365,12 +446,19 @@ class Waiter:
         dirs = {g["id"]: group_dir(g["members"]) for g in self.groups}
         key_seen = key_present(self.key, self.authorized_keys)
         key_checked = started
-        handed, let_go = {}, {}
+        handed, let_go, readied = {}, {}, set()
         while True:
             for group in self.groups:
                 gid = group["id"]
                 if gid in handed or gid in let_go:
                     continue
+                if self.on_ready is not None and gid not in readied:
+                    # before the handoff, which the capture writes after this note: the note is never left unread
+                    names = read_ready(dirs[gid], self.volumes.get(gid) or {})
+                    if names is not None:  # read once, whatever it said
+                        readied.add(gid)
+                    if names:
+                        self.on_ready(gid, names)
                 path = handoff_path(dirs[gid])
                 data = read_claimed(path)
                 if data is not None:

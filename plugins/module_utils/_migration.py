@@ -26,6 +26,7 @@ Results hold sizes, IDs, names and timings: never a run config or an environment
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import posixpath
 import subprocess
 import threading
@@ -158,6 +159,9 @@ class SourceRun:
         self.stopped = []
         self.down_at = 0  # when the capture had stopped the running members (0: it did not take them down)
         self.streamed = {}  # member: the IDs of the images its commits loaded into the target's engine (new ones)
+        # volumes_ready(names): tells a restore waiting on the target that these volumes' last passes are done
+        # (capture_groups sets it when it hands off); ``""`` or why it could not
+        self.volumes_ready = None
 
     def _run(self, phase, member, module, args, what, progress=None):
         if progress:
@@ -515,7 +519,7 @@ class SourceRun:
                 raise box["error"]
             return box["value"]
 
-        return types.SimpleNamespace(result=result, wait=worker.join)
+        return types.SimpleNamespace(result=result, wait=worker.join, running=worker.is_alive)
 
     def _capture_image(self, member, precopy, copier):
         """The image (commit mode: committed, saved or streamed into the target's engine, or the one committed
@@ -600,12 +604,21 @@ class SourceRun:
             # streams into the target's engine) run beside the passes, so the outage is the longer of the two.
             # (Such a capture always runs in this module's process, see runs_stepwise.)
             images = self._alongside(lambda: [self._capture_image(m, precopy, copier) for m in self.members])
+            announced = None
             try:
-                self.final_pass(precopy, copier, out, trees)
+                ready = self.final_pass(precopy, copier, out, trees)
+                if self.volumes_ready is not None and ready and images.running():
+                    # a restore waits on the target: it digests these volumes now, beside the image's stream
+                    announced = self._alongside(lambda: self.volumes_ready(sorted(ready)))
             except BaseException:
                 images.wait()  # the commits end before the group is put back and what they streamed removed
                 raise
             parts = images.result()
+            if announced is not None:
+                # before the handoff (its note must land first); a hint that did not land only costs time
+                note = announced.result()
+                if note:
+                    out["ready_note"] = note
         else:
             if planned:
                 self.final_pass(precopy, copier, out, trees)
@@ -747,6 +760,7 @@ class TargetRun:
         self.phases = Phases(now)
         self.now = now
         self.created = {m["container"]: empty_created() for m in members}
+        self.early_digests = []  # volumes whose digest began before the handoff (see start_precopied)
 
     def _run(self, phase, member, module, args, what):
         return _checked(self.call(module, args), phase, member, what)
@@ -771,6 +785,7 @@ class TargetRun:
             "verified_at": verified_at,
             "phases": self.phases.close(),
             "created": self.created,
+            "early_digests": sorted(self.early_digests),
         }
 
     def restore_objects(self):
@@ -855,7 +870,9 @@ class TargetRun:
                 args = dict(name=name, cache_dir=cache_dir, background="start")
                 if expected.get("path"):
                     args["path"] = expected["path"]
-                self._run("restore", member["container"], VOLUME_DIGEST, args, f"the digest of volume {name}")
+                started = self._run("restore", member["container"], VOLUME_DIGEST, args, f"the digest of volume {name}")
+                if started.get("early"):  # the early restore started it once the capture said its last pass was done
+                    self.early_digests.append(name)
                 self._digests.append((member, name, expected))
 
     def check_precopied(self):
@@ -1224,6 +1241,8 @@ def capture_groups(call, groups, options, now=time.time, send=None, copier=None,
     handing = bool(send and handoff and (options.get("send") or {}).get("handoff"))
     for group in groups:
         run = SourceRun(call, group["members"], options, now=now)
+        if handing and group.get("transfer") and getattr(handoff, "ready", None) is not None:
+            run.volumes_ready = functools.partial(handoff.ready, group["transfer"]["dest"])
         sending = False
         try:
             out = run.capture(group.get("precopy"), copier)

@@ -278,9 +278,13 @@ VOLUME_DIGEST = "ferry.docker.volume_digest"  # not a module: the digest check o
 
 def _digest_in_background(parent, args):
     """``background: start``: find the directory here (through the engine), then digest it in a thread while
-    the restore goes on; ``background: wait``: its result. The thread only reads the filesystem."""
+    the restore goes on; ``background: wait``: its result. The thread only reads the filesystem. A digest
+    already started (the early restore starts it once the capture says the volume's last pass is done) is
+    not started again: ``early`` says so."""
     pending = parent.__dict__.setdefault("_ferry_digests", {})
     key = args["name"]
+    if args["background"] == "start" and key in pending:
+        return dict(changed=False, started=True, early=True)
     if args["background"] == "wait":
         thread, box = pending.pop(key, (None, None))
         if thread is None:

@@ -232,6 +232,10 @@ options:
       - A group whose handoff says its capture failed, or whose C(<directory>.cancel) file appears (the role's
         rescue), is let go (RV(let_go)). The wait fails when the run key (O(handoff.key)) is gone from this
         user's C(~/.ssh/authorized_keys) (the run's guard fired), or after O(handoff.timeout) seconds.
+      - A note C(<directory>.ready) that the capture writes before the handoff, when the last passes of the group's
+        volumes are done while its image still streams, starts the digests of the volumes it names at once. It is
+        read under the same rules (this user's regular file; only volumes prepared for the group) and removed;
+        one that does not follow them starts nothing. The digests are still checked against the handoff's.
     type: dict
     suboptions:
       timeout:
@@ -300,6 +304,13 @@ verified_at:
   description: When every member passed its checks (epoch seconds).
   returned: success
   type: float
+early_digests:
+  description:
+    - The pre-copied or streamed volumes whose digests began before the handoff, on the capture's note that
+      their last passes were done (see O(handoff)).
+  returned: success
+  type: list
+  elements: str
 phases:
   description: Seconds spent restoring and checking.
   returned: O(state=present)
@@ -404,6 +415,21 @@ SPEC = dict(
 def restore_handed_off(module, call, args):
     """The early restore: wait for each group's handoff from its capture, then restore those handed off."""
     options = args["handoff"]
+    by_id = {group["id"]: group for group in args["groups"]}
+
+    def digest_early(group_id, names):
+        # the capture says these volumes' last passes are done: their digests start now, beside the image's
+        # stream; the restore waits for them (and checks them against the handoff's) before it creates anything
+        cache_dir = _handoff.group_dir(by_id[group_id]["members"])
+        prepared = options["volumes"].get(group_id) or {}
+        for name in names:
+            digest = dict(name=name, cache_dir=cache_dir, background="start")
+            if name.startswith("bind:"):
+                if not (prepared.get(name) or {}).get("mountpoint"):
+                    continue
+                digest["path"] = prepared[name]["mountpoint"]
+            call(VOLUME_DIGEST, digest)  # one that does not start is started again after the handoff
+
     waiter = _handoff.Waiter(
         args["groups"],
         options["volumes"],
@@ -411,6 +437,7 @@ def restore_handed_off(module, call, args):
         key=options["key"],
         # the run key's file: the transfer role authorises it for this (root) login
         authorized_keys=os.path.join(pwd.getpwuid(os.geteuid()).pw_dir, ".ssh", "authorized_keys"),
+        on_ready=digest_early,
     )
     try:
         handed, let_go = waiter.wait()

@@ -265,6 +265,10 @@ options:
             fails and its sources are put back, unless the withdrawal finds that the restore had already taken
             it, so a source is not put back while its copy starts (unless the target cannot be reached to
             withdraw it; the error then says that the restore may have it).
+          - When the last passes of the group's volumes end while its image still goes into the target's engine,
+            a note beside the handoff (C(<directory>.ready)) names those volumes first, so that the restore digests
+            them during the image's stream. A note that could not be written only costs that time
+            (RV(groups) C(ready_note) says why).
         type: bool
         default: false
   mode:
@@ -442,7 +446,8 @@ groups:
       C(reason), and for a pre-copied one C(final_delta_bytes), C(final_sent_bytes), C(digest), C(entries).
     - With O(send), C(sent) and C(sent_bytes) for a group sent here, and C(target_touched) for a group
       whose send failed; with O(send.handoff), C(handed_off) for a group the restore took, and
-      C(handoff_note) when only withdrawing the handoff after a failed write found that the restore had it.
+      C(handoff_note) when only withdrawing the handoff after a failed write found that the restore had it,
+      and C(ready_note) when the note that the volumes were ready could not be written.
   returned: with O(groups)
   type: dict
 source_states:
@@ -477,7 +482,9 @@ def sender(options):
 
 
 def handoff_writer(options):
-    """``handoff(dest, doc)`` for source_task: the handoff of a group to the restore waiting on the target."""
+    """``handoff(dest, doc)`` for source_task: the handoff of a group to the restore waiting on the target; its
+    ``ready(dest, names)`` tells that restore that these volumes' last passes are done (a hint: ``""`` or why
+    it could not)."""
 
     def handoff(dest, doc):
         try:
@@ -485,6 +492,7 @@ def handoff_writer(options):
         except OSError as exc:
             raise StepFailed("transfer", "", str(exc)) from None
 
+    handoff.ready = lambda dest, names: _handoff.announce_ready(options, dest, names)
     return handoff
 
 

@@ -383,6 +383,9 @@ def test_stop_streams_a_plain_volume_into_the_target_and_keep_bundle_puts_it_in_
             "ferry-lab/busybox httpd -f -p 8080 -h /www >/dev/null",
         )
     streamed, kept = f"{names}-s", f"{names}-k"
+    # 40 MB in its own layer: its commit and stream outlast the volume's last pass, so the capture tells the
+    # waiting restore that the volume is ready, and host2 digests it while the image still streams
+    ssh("host1", f"docker exec {streamed} sh -c 'head -c 40000000 /dev/urandom > /layer.bin'")
     before = tree("host1", mountpoint("host1", f"{streamed}-data"))
     run, report = migrate(
         tmp_path, [streamed], migrate_strategy="stop", migrate_keep_target_bundle=True, migrate_stop_timeout=2
@@ -393,6 +396,10 @@ def test_stop_streams_a_plain_volume_into_the_target_and_keep_bundle_puts_it_in_
     (moved,) = report[streamed]["volumes"]
     assert moved["choice"] == "stream" and len(moved["digest"]) == 64, moved
     assert moved["reason"].startswith("streamed once the source was stopped") and moved["final_delta_bytes"] > 2000000
+    assert moved["digest_started_early"] is True, moved
+    # the note was read and removed; the layer came along
+    assert ssh("host2", "ls -a /var/lib/ferry/incoming/ | grep -c '[.]ready' || true").stdout.strip() == "0"
+    assert ssh("host2", f"docker exec {streamed} wc -c /layer.bin").stdout.split()[0] == "40000000"
     assert tree("host2", mountpoint("host2", f"{streamed}-data")) == before  # owners, modes, links, contents
     assert (
         ssh("host2", f"docker exec {streamed} wget -q -O - http://127.0.0.1:8080/index.html").stdout.strip() == "token"

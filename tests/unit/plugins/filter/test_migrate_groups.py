@@ -750,3 +750,16 @@ def test_the_report_says_whether_the_restore_took_the_captures_handoff():
     source["groups"]["a"]["handoff_note"] = "writing the handoff failed, but the restore had taken it"
     entries = g.migrate_wave_results(wave, source=source, target=target, started_at=1, ended_at=2)
     assert entries[0]["handoff_note"].endswith("the restore had taken it") and entries[0]["early_restore"]
+
+
+def test_the_report_says_which_volume_digests_the_target_began_before_the_handoff():
+    (wave,) = volume_waves("stop")
+    captured = {"big": {"choice": "stream", "digest": "d1", "entries": 4}, "small": {"choice": "copy"}}
+    source = {"groups": {"a": dict(SOURCE, ok=True, handed_off=True, members={"a": {"volumes": captured}})}}
+    for early, said in ((["big"], True), ([], False)):
+        target = {"groups": {"a": dict(TARGET, ok=True, early_digests=early)}}
+        (entry,) = g.migrate_wave_results(wave, source=source, target=target, started_at=1, ended_at=2)
+        volumes = {v["name"]: v for v in entry["volumes"]}
+        assert volumes["big"]["digest_started_early"] is said
+        # only a volume whose digest the target checked has the field
+        assert "digest_started_early" not in volumes["small"] and "digest_started_early" not in volumes["nfs"]

@@ -444,4 +444,95 @@ def test_the_undo_knows_every_file_of_the_handoff():
         "r-h-g.handoff.claimed",
         "r-h-g.handoff.withdrawn",
         "r-h-g.cancel",
+        "r-h-g.ready",
+        "r-h-g.ready.tmp",
     ]
+
+
+# -- the note that the volumes are ready (announce_ready, read_ready) ---------------------------------------------
+
+
+def test_the_note_that_the_volumes_are_ready_is_written_whole_and_read_once(tmp_path):
+    group = str(tmp_path / "r-h-g")
+    target = Target()
+    assert h.announce_ready(SEND, group, ["data", "bind:/srv/www"], run=target) == ""
+    assert os.listdir(tmp_path) == ["r-h-g.ready"]
+    assert os.stat(h.ready_path(group)).st_mode & 0o077 == 0
+    assert h.read_ready(group, {**VOLUMES, **BIND}) == ["bind:/srv/www", "data"]
+    assert os.listdir(tmp_path) == [] and h.read_ready(group, VOLUMES) is None
+
+
+def test_a_note_that_cannot_be_written_is_only_a_reason(tmp_path):
+    target = Target(fail=lambda _command: "unsent")
+    said = h.announce_ready(SEND, str(tmp_path / "r-h-g"), ["data"], run=target)
+    assert "r-h-g.ready" in said and "timed out" in said and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "content, mode",
+    [
+        ({"version": 1, "volumes": ["data", "etc"]}, 0o600),  # a volume not prepared for the group
+        ({"version": 2, "volumes": ["data"]}, 0o600),
+        ({"version": 1, "volumes": "data"}, 0o600),
+        ({"version": 1, "volumes": [["data"]]}, 0o600),
+        ([1], 0o600),
+        (b"\xff not json", 0o600),
+        ({"version": 1, "volumes": ["data"]}, 0o622),  # others could write it
+    ],
+)
+def test_a_note_that_is_not_the_captures_starts_nothing(tmp_path, content, mode):
+    path = tmp_path / "r-h-g.ready"
+    path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    path.chmod(mode)
+    assert h.read_ready(str(tmp_path / "r-h-g"), VOLUMES) == []
+
+
+def test_a_note_that_is_a_link_is_not_followed_nor_removed(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text(json.dumps({"version": 1, "volumes": ["data"]}))
+    secret.chmod(0o600)
+    (tmp_path / "r-h-g.ready").symlink_to(secret)
+    assert h.read_ready(str(tmp_path / "r-h-g"), VOLUMES) == []
+    assert sorted(os.listdir(tmp_path)) == ["r-h-g.ready", "secret"]
+
+
+def test_the_waiter_starts_the_digests_once_on_the_note_before_the_handoff(tmp_path):
+    seen = []
+    ok = {"version": 1, "group": "a", "ok": True, "members": {"web": fields()}}
+    note = {"version": 1, "volumes": ["data"]}
+    steps = Steps(
+        lambda: None,
+        lambda: put(tmp_path / "r-h-a.ready", note),
+        lambda: seen.append(("slept",)),
+        # a second note (a capture writes one) is not acted on again
+        lambda: put(tmp_path / "r-h-a.ready", note),
+        lambda: put(tmp_path / "r-h-a.handoff", ok),
+    )
+    waiter = h.Waiter(
+        [group(tmp_path, "a", "web")],
+        {"a": VOLUMES},
+        timeout=60,
+        clock=steps.clock,
+        sleep=steps.sleep,
+        on_ready=lambda gid, names: seen.append((gid, names)),
+    )
+    handed, let_go = waiter.wait()
+    assert handed == {"a": {"web": fields()}} and let_go == {}
+    assert seen == [("a", ["data"]), ("slept",)]
+
+
+def test_a_note_that_is_not_the_captures_is_read_once_and_starts_nothing(tmp_path):
+    seen = []
+    put(tmp_path / "r-h-a.ready", {"version": 1, "volumes": ["intruder"]})
+    ok = {"version": 1, "group": "a", "ok": True, "members": {"web": fields()}}
+    steps = Steps(lambda: put(tmp_path / "r-h-a.handoff", ok))
+    waiter = h.Waiter(
+        [group(tmp_path, "a", "web")],
+        {"a": VOLUMES},
+        timeout=60,
+        clock=steps.clock,
+        sleep=steps.sleep,
+        on_ready=lambda gid, names: seen.append((gid, names)),
+    )
+    assert waiter.wait()[0] == {"a": {"web": fields()}}
+    assert seen == [] and os.listdir(tmp_path) == ["r-h-a.handoff.claimed"]

@@ -215,7 +215,7 @@ def test_a_failed_health_check_undoes_everything_newest_first():
     assert ("docker_image", "sha256:loaded") in names
     # the received directory last, with the handoff and cancel files an early restore may have left beside it
     files = ("/r", "/r.handoff", "/r.handoff.tmp", "/r.handoff.taken", "/r.handoff.claimed", "/r.handoff.withdrawn")
-    assert names[-7:] == [("file", p) for p in (*files, "/r.cancel")]
+    assert names[-9:] == [("file", p) for p in (*files, "/r.cancel", "/r.ready", "/r.ready.tmp")]
 
 
 def test_a_failed_container_create_still_records_its_networks():

@@ -378,6 +378,31 @@ def test_the_target_checks_each_digest_before_anything_uses_the_volume_and_remov
     assert ("docker_volume", {"name": "db", "state": "absent"}) in calls  # removed by the undo
 
 
+def test_a_digest_the_early_restore_began_before_the_handoff_is_taken_and_reported():
+    def call(module, args):
+        if module == m.VOLUME_DIGEST:
+            return {"started": True, "early": True} if args.get("background") == "start" else {"digest": "d-db"}
+        if module.endswith("docker_container_health"):
+            return {"containers": {"app": {"up": True}}}
+        return {}
+
+    target = dict(member("app", []), received="/in/run-h1-g/app", precopied={"db": {"digest": "d-db", "entries": 3}})
+    options = dict(
+        mode="commit",
+        create_bind_paths=True,
+        allow_privileged=True,
+        stop_timeout=10,
+        health_timeout=30,
+        health_stable_seconds=5,
+        health_tcp_port=0,
+        health_url="",
+        keep_bundle=False,
+    )
+    out = m.restore_groups(call, [{"id": "g", "members": [target]}], options, now=clock())
+    assert out["g"]["ok"], out["g"]
+    assert out["g"]["early_digests"] == ["db"]
+
+
 # ------------------------------------------------------------------ the digest of a tree
 
 
@@ -697,6 +722,10 @@ def test_a_digest_runs_in_the_background_until_it_is_awaited(tmp_path):
     parent = Parent()
     args = dict(name=f"bind:{data}", cache_dir=str(tmp_path / "in"), path=str(data))
     assert _steps._volume_digest(parent, dict(args, background="start")) == {"changed": False, "started": True}
+    # started early (the capture's note): the restore's own start after the handoff takes that one
+    again = _steps._volume_digest(parent, dict(args, background="start"))
+    assert again == {"changed": False, "started": True, "early": True}
+    assert len(parent._ferry_digests) == 1
     found = _steps._volume_digest(parent, dict(args, background="wait"))
     assert (found["digest"], found["entries"]) == tree_digest(str(data))
     assert _steps._volume_digest(parent, dict(args, background="wait"))["failed"]  # awaited once
@@ -926,6 +955,86 @@ def test_the_image_is_committed_while_the_last_passes_run():
     # both halves are in the member's result
     assert app["image_id"] == "sha256:x" and app["volumes"]["db"]["digest"] == "d-db"
     assert app["bytes_captured"] == 9100 + 10
+
+
+class SlowCommitHost(Host):
+    """A commit that goes on until the test lets it end (``done``): the last passes end first."""
+
+    def __init__(self):
+        super().__init__()
+        self.done = threading.Event()
+
+    def __call__(self, module, args):
+        if module.endswith("docker_commit_save"):
+            assert self.done.wait(timeout=5), "the commit was never let go"
+        return super().__call__(module, args)
+
+
+class Handoff:
+    """The module's handoff writer: ``ready`` records its note (and lets the commit end), then the handoff."""
+
+    def __init__(self, host, answer=""):
+        self.host, self.answer, self.order = host, answer, []
+
+    def __call__(self, dest, doc):
+        self.order.append(("handoff", dest, doc["ok"]))
+        return ""
+
+    def ready(self, dest, names):
+        self.order.append(("ready", dest, names))
+        self.host.done.set()
+        return self.answer
+
+
+@pytest.mark.parametrize("answer", ["", "writing root@h2:/in/g.ready failed (exit 255): broken pipe"])
+def test_the_restore_hears_that_the_volumes_are_ready_while_the_image_still_streams(answer):
+    plan = [{"name": "db", "choice": "stream", "reason": p.STREAM_REASON}]
+    host = SlowCommitHost()
+    handoff = Handoff(host, answer)
+    group = {
+        "id": "g",
+        "members": [member("app", plan)],
+        "precopy": dict(SPEC, volumes={"db": {"mountpoint": "/t"}}),
+        "transfer": {"src": "/out/g", "dest": "/in/g"},
+    }
+    options = dict(OPTIONS, send={"max_bytes": 0, "handoff": True})
+    out = m.capture_groups(
+        host, [group], options, now=clock(), send=lambda s, d: 1, copier=Copier({"db": [9000]}), handoff=handoff
+    )
+    assert out["g"]["ok"], out["g"]
+    # the note first (the commit was still running), the handoff after it; a note that failed costs nothing else
+    assert handoff.order == [("ready", "/in/g", ["db"]), ("handoff", "/in/g", True)]
+    assert out["g"].get("ready_note", "") == answer
+
+
+def test_no_note_when_the_image_is_done_before_the_last_passes_or_without_a_waiting_restore():
+    plan = [{"name": "db", "choice": "stream", "reason": p.STREAM_REASON}]
+    group = {
+        "id": "g",
+        "members": [member("app", plan)],
+        "precopy": dict(SPEC, volumes={"db": {"mountpoint": "/t"}}),
+        "transfer": {"src": "/out/g", "dest": "/in/g"},
+    }
+    # the commit ends before the last pass does: the handoff follows at once, no note
+    host = CommittingHost()
+    handoff = Handoff(SlowCommitHost())
+    options = dict(OPTIONS, send={"max_bytes": 0, "handoff": True})
+    copier = MeetingCopier({"db": [9000]}, host.committing)
+    original = copier.sync
+
+    def late_sync(src, dest):
+        done = original(src, dest)
+        time.sleep(0.2)  # the commit (already begun) ends meanwhile
+        return done
+
+    copier.sync = late_sync
+    out = m.capture_groups(host, [group], options, now=clock(), send=lambda s, d: 1, copier=copier, handoff=handoff)
+    assert out["g"]["ok"] and handoff.order == [("handoff", "/in/g", True)]
+    # no restore waits (send.handoff false): nothing is told
+    host, handoff = SlowCommitHost(), None
+    host.done.set()
+    out = m.capture_groups(host, [dict(group)], OPTIONS, now=clock(), copier=Copier({"db": [9000]}))
+    assert out["g"]["ok"] and "ready_note" not in out["g"]
 
 
 def test_a_commit_that_fails_beside_the_last_passes_puts_the_source_back():
