@@ -12,6 +12,7 @@ after another (``_steps``).
 
 from __future__ import annotations
 
+import threading
 import time
 
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
@@ -38,6 +39,50 @@ def read_log_tail(client, container, inspect, lines):
     return log_tail(raw, env, lines)
 
 
+class EngineWake:
+    """The watch loop's pause between two looks: it ends at once when the engine reports an event of a watched
+    container (its health check's result, a start, an end), instead of at the next poll; each look still reads
+    the container's state, which alone decides. A container whose health check passed is then seen within
+    milliseconds, not up to ``interval`` later: that is outage after a migration. Without an event stream (one
+    that cannot be opened, or that ends) it is a plain sleep. ``close()`` ends the stream."""
+
+    def __init__(self, client, names, until, sleep=time.sleep):
+        self._woken = threading.Event()
+        self._sleep = sleep
+        self._stream = None
+        try:
+            self._stream = client.events(
+                decode=True, filters={"type": "container", "container": list(names)}, until=int(until) + 1
+            )
+        except Exception:  # the SDK's errors, an engine without the call: poll only
+            return
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            for _event in self._stream:
+                self._woken.set()
+        except Exception:  # the stream closed (close(), the engine, the client's timeout): poll only
+            pass
+
+    def pause(self, seconds):
+        if seconds <= 0:
+            return
+        if self._stream is None:
+            self._sleep(seconds)
+            return
+        self._woken.wait(seconds)
+        self._woken.clear()
+
+    def close(self):
+        stream, self._stream = self._stream, None
+        if stream is not None and hasattr(stream, "close"):
+            try:
+                stream.close()
+            except Exception:  # already closed
+                pass
+
+
 def watch_many(fm, client, p):
     """O(names): every container watched in the same loop, each until it is up or has failed."""
     watches = {name: HealthWatch(name, p["stable_seconds"]) for name in p["names"]}
@@ -45,6 +90,7 @@ def watch_many(fm, client, p):
     started = time.monotonic()
     deadline = started + p["timeout"]
     checks = 0
+    wake = EngineWake(client, p["names"], time.time() + p["timeout"])
     try:
         while len(verdicts) < len(watches):
             now = time.monotonic()
@@ -59,9 +105,11 @@ def watch_many(fm, client, p):
                 if verdict in (UP, FAILED):
                     verdicts[name] = verdict
             if len(verdicts) < len(watches):
-                time.sleep(max(0.0, min(p["interval"], deadline - time.monotonic())))
+                wake.pause(max(0.0, min(p["interval"], deadline - time.monotonic())))
     except (DockerException, RequestException) as exc:
         fm.fail(f"watching containers {', '.join(p['names'])} failed at the Docker engine: {exc}", checks=checks)
+    finally:
+        wake.close()
     containers = {}
     for name, watch in watches.items():
         up = verdicts.get(name) == UP
@@ -118,6 +166,7 @@ def run(fm):
     deadline = started + p["timeout"]
     checks = 0
     inspect = None
+    wake = EngineWake(client, [name], time.time() + p["timeout"])
     try:
         while True:
             inspect = inspect_or_none(client.inspect_container, name)
@@ -130,9 +179,11 @@ def run(fm):
                 verdict = watch.timeout(p["timeout"])
             if verdict == FAILED:
                 break
-            time.sleep(max(0.0, min(p["interval"], deadline - now)))
+            wake.pause(max(0.0, min(p["interval"], deadline - now)))
     except (DockerException, RequestException) as exc:
         fm.fail(f"watching container {name} failed at the Docker engine: {exc}", checks=checks)
+    finally:
+        wake.close()
     result = dict(
         changed=False,
         status=watch.status,

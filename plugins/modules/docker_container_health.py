@@ -65,7 +65,10 @@ options:
     default: 10
   interval:
     description:
-      - Seconds between two looks at the container.
+      - Seconds between two looks at the container, at most. An event of the container in the engine's event stream
+        (its health check's result, a start, an end) ends the wait at once, so a container that turns healthy is
+        seen within milliseconds; its state, read at each look, alone decides. Where no event stream can be opened,
+        the looks are O(interval) apart.
     type: float
     default: 1.0
   log_lines:

@@ -228,3 +228,70 @@ def test_failure_message_lists_the_log():
     )
     message = h.failure_message("db did not become healthy: x", ["a", "b"], 20)
     assert message == "db did not become healthy: x. Last 2 line(s) of its log:\na\nb"
+
+
+# -- the watch loop's pause: woken by the engine's events (EngineWake) -------------------------------------------
+
+
+class EventClient:
+    """``events()`` as the SDK gives it: a stream that yields what the test puts in, until it is closed."""
+
+    def __init__(self, fail=False):
+        import queue
+
+        self.fail = fail
+        self.asked = None
+        self.queue = queue.Queue()
+        self.closed = False
+
+    def events(self, **kwargs):
+        if self.fail:
+            raise RuntimeError("404 page not found")
+        self.asked = kwargs
+        client = self
+
+        class Stream:
+            def __iter__(self):
+                while True:
+                    item = client.queue.get()
+                    if item is None:
+                        raise OSError("the stream was closed")
+                    yield item
+
+            def close(self):
+                client.closed = True
+                client.queue.put(None)
+
+        return Stream()
+
+
+def test_an_event_of_a_watched_container_ends_the_pause_at_once():
+    import threading
+    import time
+
+    from ansible_collections.ferry.docker.plugins.module_utils._step_health import EngineWake
+
+    client = EventClient()
+    wake = EngineWake(client, ["web"], until=1000.4)
+    assert client.asked == {"decode": True, "filters": {"type": "container", "container": ["web"]}, "until": 1001}
+    threading.Timer(0.05, client.queue.put, [{"Action": "health_status: healthy"}]).start()
+    began = time.monotonic()
+    wake.pause(5)
+    assert time.monotonic() - began < 2  # woken by the event, not after the 5 s
+    # without an event the pause lasts its time
+    began = time.monotonic()
+    wake.pause(0.2)
+    assert 0.15 < time.monotonic() - began < 2
+    wake.close()
+    assert client.closed
+
+
+def test_without_an_event_stream_the_pause_is_a_sleep():
+    from ansible_collections.ferry.docker.plugins.module_utils._step_health import EngineWake
+
+    slept = []
+    wake = EngineWake(EventClient(fail=True), ["web"], until=1000, sleep=slept.append)
+    wake.pause(0.25)
+    wake.pause(0)
+    wake.close()
+    assert slept == [0.25]
