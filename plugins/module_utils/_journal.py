@@ -678,7 +678,9 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
             changes = {"phase": "done"} if outcome == "migrated" else {}
             record(doc, name, now(), status=outcome, guard=detail, **changes)
             results.append({"container": name, "status": outcome, "detail": detail})
-        keys = remove_run_keys(doc, target_ops)
+        # the whole key directory: once the key is gone its known_hosts serves no step, and a run whose
+        # controller was lost has no disarm that would remove it later
+        keys = remove_run_keys(doc, target_ops, whole_dir=True)
         # when it started and how old the lease was then: what an operator needs to tell a late guard from slow steps
         doc["guard"].update(
             status="fired", firing_at=started, lease_age=lease_age, fired_at=now(), results=results, keys=keys

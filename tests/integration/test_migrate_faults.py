@@ -283,12 +283,13 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
         )
     assert [host for host, answer in where.items() if answer is not None] == [serving], where
     assert where[serving] == token
-    # The guard removed this run's key from the target and its key pair from the source, within the same bound.
+    # The guard removed this run's key from the target and its key pair (its whole directory, known_hosts too) from
+    # the source, within the same bound.
     run_id = ssh("host1", f"cd {journal_dir} && ls *.json").stdout.strip()[: -len(".json")]
     while True:  # looked at once at least, as the service is above
         keys = [
             ssh("host2", f"grep -c -F '{KEY_COMMENT} {run_id} ' ~/.ssh/authorized_keys || true").stdout.strip(),
-            ssh("host1", f"ls /var/lib/ferry/migrate/.keys/{run_id}/id_ed25519 2>/dev/null | wc -l").stdout.strip(),
+            ssh("host1", f"ls -d /var/lib/ferry/migrate/.keys/{run_id} 2>/dev/null | wc -l").stdout.strip(),
         ]
         if keys == ["0", "0"] or time.monotonic() - lost_at >= GUARD_TIMEOUT + 30:
             break
@@ -323,6 +324,9 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
     assert entry["status"] == ("unchanged" if phase == "cutover" else "migrated"), entry
     assert serves("host2", name) == token
     assert state("host1", name) == "exited"
+    # the re-run's key pair (made by its plan step) is gone, also when nothing moved and no step used it
+    rerun_id = report["sources"]["host1"]["run"]
+    assert ssh("host1", f"test -e /var/lib/ferry/migrate/.keys/{rerun_id}", check=False).returncode != 0, rerun_id
 
 
 def recover(journal_dir, **extra):

@@ -288,14 +288,17 @@ def test_run_busy_finds_a_process_carrying_the_run_but_not_itself(tmp_path):
     assert not j.run_busy("run-1", proc=str(tmp_path / "absent"), own_pid=1)
 
 
-def test_fire_removes_the_run_key_pair_on_the_source(tmp_path):
-    key = tmp_path / "id_ed25519"
-    key.write_text("private")
-    (tmp_path / "id_ed25519.pub").write_text("public")
+def test_fire_removes_the_run_key_pair_and_its_directory_on_the_source(tmp_path):
+    keys = tmp_path / "keys" / "run-1"
+    keys.mkdir(parents=True)
+    for name in ("id_ed25519", "id_ed25519.pub", "known_hosts"):
+        (keys / name).write_text(name)
     journal = journal_with(tmp_path, phase="capture", lease_age=40)
-    journal.update(lambda doc: doc["targets"][0].update(key=str(key)))
-    j.fire(journal, FakeSource(), FakeTargets())
-    assert not key.exists() and not (tmp_path / "id_ed25519.pub").exists()
+    journal.update(lambda doc: doc["targets"][0].update(key=str(keys / "id_ed25519")))
+    doc = j.fire(journal, FakeSource(), FakeTargets())
+    # nothing of the run's key is left here: a lost controller never disarms, which would remove it otherwise
+    assert not keys.exists() and (tmp_path / "keys").is_dir()
+    assert all(entry["removed"] for entry in doc["guard"]["keys"]), doc["guard"]["keys"]
 
 
 def test_unfinished_lists_open_runs_with_what_recover_needs(tmp_path):
