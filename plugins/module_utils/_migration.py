@@ -33,7 +33,7 @@ import threading
 import time
 import types
 
-from ansible_collections.ferry.docker.plugins.module_utils import _handoff, _precopy
+from ansible_collections.ferry.docker.plugins.module_utils import _handoff, _precopy, _transfer
 from ansible_collections.ferry.docker.plugins.module_utils._health import failure_message
 
 GUARD = "ferry.docker.docker_migrate_guard"
@@ -1012,6 +1012,12 @@ SOURCE_SPEC = dict(
     state=dict(type="str", required=True, choices=["planned", "precopied", "captured", "restored", "cut_over"]),
     # state=planned: the options of docker_migrate_plan, checked against its own spec where it runs
     plan=dict(type="dict"),
+    # state=planned: the run's key pair, made once the plan is read (not in check mode)
+    run_key=dict(
+        type="dict",
+        no_log=False,  # where the key pair goes and its comment: neither is secret
+        options=dict(dir=dict(type="path", required=True), comment=dict(type="str", required=True)),
+    ),
     members=dict(type="list", elements="dict", options=SOURCE_MEMBER),
     groups=dict(
         type="list",
@@ -1116,7 +1122,17 @@ def source_task(call, args, now=time.time, send=None, check_mode=False, copier=N
     ``send(src, dest)`` (the module's rsync, see capture_groups) sends small captures right away; ``copier``
     (``_precopy.LocalCopier``) runs the pre-copy's passes and digests."""
     if args["state"] == "planned":
-        return call(PLAN, args["plan"])
+        planned = call(PLAN, args["plan"])
+        key = args.get("run_key")
+        if key and not check_mode and not planned.get("failed"):
+            # the run's key pair, in this process: one step less on this host before the run starts. One that
+            # cannot be made here (no ssh-keygen: the plan's check of programs names the package) is only noted,
+            # and the role makes it as before.
+            try:
+                planned["run_key_public"] = _transfer.make_key_pair(key["dir"], key["comment"])
+            except OSError as exc:
+                planned["run_key_note"] = f"the run's key pair could not be made in {key['dir']}: {exc}"
+        return planned
     if check_mode:
         return dict(changed=True, msg=f"check mode: the sources were not {args['state'].replace('_', ' ')}")
     if args["state"] == "precopied":

@@ -164,6 +164,31 @@ def send(key_dir, port, src_dir, user, address, dest_dir, timeout, run=subproces
     return sent_bytes(done.stdout)
 
 
+KEYGEN_SECONDS = 60
+
+
+def make_key_pair(key_dir, comment, run=subprocess.run, timeout=KEYGEN_SECONDS):
+    """The run's ed25519 key pair in ``key_dir`` (``id_ed25519``, no passphrase, made with ``comment``; a pair
+    already there is kept), every directory made for it private (0700) and the key 0600: its public key line.
+    Raises OSError with why it could not."""
+    private = os.path.join(key_dir, "id_ed25519")
+    old = os.umask(0o077)
+    try:
+        os.makedirs(key_dir, exist_ok=True)
+        if not os.path.lexists(private):
+            argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", private]
+            try:
+                done = _quietly(argv, timeout, run)
+            except subprocess.TimeoutExpired:
+                raise OSError(f"ssh-keygen took more than {timeout} s") from None
+            if done.returncode != 0:
+                raise OSError(f"ssh-keygen failed (exit {done.returncode}): {_tail(done.stderr)}")
+    finally:
+        os.umask(old)
+    with open(private + ".pub", encoding="ascii") as handle:
+        return handle.read(4096).strip()
+
+
 def _quietly(argv, timeout, run):
     """``run(argv)`` with its output captured as text, without the run's marker in its environment."""
     return run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=child_environment())

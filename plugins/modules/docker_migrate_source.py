@@ -58,6 +58,22 @@ options:
       - With O(state=planned), the options of M(ferry.docker.docker_migrate_plan) (checked against its own
         argument spec); the task then returns that module's result. Changes nothing.
     type: dict
+  run_key:
+    description:
+      - With O(state=planned), once the plan is read, the migration's key pair is made on this host in O(run_key.dir)
+        (C(id_ed25519), ed25519 without a passphrase; directories made 0700, a pair already there is kept) and its
+        public key returned (RV(run_key_public)). Not in check mode.
+      - A pair that cannot be made (no C(ssh-keygen)) does not fail the task; RV(run_key_note) says why.
+    type: dict
+    suboptions:
+      dir:
+        description: The directory of the key pair.
+        type: path
+        required: true
+      comment:
+        description: The key's comment, which names the run in C(authorized_keys).
+        type: str
+        required: true
   members:
     description: The group (or O(groups)), in dependency order (a member comes after the ones it needs).
     type: list
@@ -450,6 +466,14 @@ groups:
       and C(ready_note) when the note that the volumes were ready could not be written.
   returned: with O(groups)
   type: dict
+run_key_public:
+  description: With O(run_key), the public key line of the run's key pair.
+  returned: O(state=planned) with O(run_key), when the pair was made
+  type: str
+run_key_note:
+  description: With O(run_key), why the run's key pair could not be made.
+  returned: O(state=planned) with O(run_key), when it could not
+  type: str
 source_states:
   description: The state of each member afterwards.
   returned: when a step failed, or O(state=restored) or O(state=cut_over)

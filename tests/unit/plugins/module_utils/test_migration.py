@@ -564,6 +564,38 @@ def test_planning_runs_the_plan_step_and_check_mode_changes_nothing_else():
     assert skipped["changed"] and "check mode" in skipped["msg"] and len(host.calls) == 1
 
 
+def test_planning_makes_the_run_key_pair_once_the_plan_is_read_and_never_in_check_mode(tmp_path):
+    plan = {"containers": ["web"], "probe": True}
+    key = {"dir": str(tmp_path / "work" / ".keys" / "run1"), "comment": "ferry.docker migrate run1 from h1"}
+    host = FakeHost(docker_migrate_plan={"groups": []})
+    assert "run_key_public" not in m.source_task(host, source_args("planned", plan=plan, run_key=key), check_mode=True)
+    assert not (tmp_path / "work").exists()
+    out = m.source_task(host, source_args("planned", plan=plan, run_key=key))
+    assert out["run_key_public"].startswith("ssh-ed25519 ") and out["run_key_public"].endswith(key["comment"])
+    for path in (tmp_path / "work", tmp_path / "work" / ".keys", tmp_path / "work" / ".keys" / "run1"):
+        assert path.stat().st_mode & 0o777 == 0o700, path
+    assert (tmp_path / "work/.keys/run1/id_ed25519").stat().st_mode & 0o777 == 0o600
+    # a pair already there is kept (a retried step)
+    assert (
+        m.source_task(host, source_args("planned", plan=plan, run_key=key))["run_key_public"] == out["run_key_public"]
+    )
+    # a plan that failed makes no key
+    other = dict(key, dir=str(tmp_path / "other"))
+    failed = m.source_task(
+        FakeHost(docker_migrate_plan={"failed": True, "msg": "no engine"}),
+        source_args("planned", plan=plan, run_key=other),
+    )
+    assert failed["failed"] and "run_key_public" not in failed and not (tmp_path / "other").exists()
+
+
+def test_a_run_key_pair_that_cannot_be_made_is_noted_not_failed(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no ssh-keygen
+    key = {"dir": str(tmp_path / "keys"), "comment": "c"}
+    out = m.source_task(FakeHost(docker_migrate_plan={"groups": []}), source_args("planned", plan={}, run_key=key))
+    assert not out.get("failed") and "run_key_public" not in out
+    assert out["run_key_note"].startswith(f"the run's key pair could not be made in {key['dir']}: ")
+
+
 # -- the image streamed into the target's engine (image=stream) ---------------------------------------------------
 
 STREAM_TO = {"user": "root", "address": "192.0.2.12", "port": 22, "key_dir": "/k", "timeout": 600}
