@@ -12,9 +12,10 @@ renaming it (one reader, once), and reads it as hostile: only the fields a captu
 image ID, whether the image came straight into the engine, each pre-copied volume's digest), each checked, and
 only for the members and volumes the controller named when it started the restore.
 
-Before the handoff, a capture whose image still goes into the target's engine once the last passes of its
-volumes are done says so (``announce_ready``: ``<dir>.ready``, the names of those volumes). The waiting restore
-then starts their digests at once, beside the image's stream, instead of after the handoff. The file is only a
+Before the handoff, a capture says once the last passes of its volumes are done (``announce_ready``:
+``<dir>.ready``, the names of those volumes). The waiting restore then starts their digests at once, beside the
+image's stream and the capture's last steps (the bundle's send, the journal, the handoff), instead of after the
+handoff. The file is only a
 hint: the digests are checked against the handoff's, and a file that is not the capture's, or names a volume
 the controller did not name for the group, starts nothing.
 
@@ -225,7 +226,7 @@ def ready_command(group_dir):
 
 def announce_ready(send, group_dir, volumes, run=subprocess.run):
     """Tell the restore waiting on the target that the last passes of ``volumes`` (names) are done, so that it
-    digests them while the image still streams. Best effort, a hint only: ``""``, or why it could not."""
+    digests them while the capture ends. Best effort, a hint only: ``""``, or why it could not."""
     data = json.dumps({"version": VERSION, "volumes": sorted(volumes)}, sort_keys=True).encode()
     where = f"{send['user']}@{send['address']}:{ready_path(group_dir)}"
     try:

@@ -607,8 +607,9 @@ class SourceRun:
             announced = None
             try:
                 ready = self.final_pass(precopy, copier, out, trees)
-                if self.volumes_ready is not None and ready and images.running():
-                    # a restore waits on the target: it digests these volumes now, beside the image's stream
+                if self.volumes_ready is not None and ready:
+                    # a restore waits on the target: it digests these volumes now, beside the image's stream and
+                    # the capture's last steps (the bundle's send, the journal, the handoff)
                     announced = self._alongside(lambda: self.volumes_ready(sorted(ready)))
             except BaseException:
                 images.wait()  # the commits end before the group is put back and what they streamed removed

@@ -232,8 +232,8 @@ options:
       - A group whose handoff says its capture failed, or whose C(<directory>.cancel) file appears (the role's
         rescue), is let go (RV(let_go)). The wait fails when the run key (O(handoff.key)) is gone from this
         user's C(~/.ssh/authorized_keys) (the run's guard fired), or after O(handoff.timeout) seconds.
-      - A note C(<directory>.ready) that the capture writes before the handoff, when the last passes of the group's
-        volumes are done while its image still streams, starts the digests of the volumes it names at once. It is
+      - A note C(<directory>.ready) that the capture writes before the handoff, once the last passes of the group's
+        volumes are done (its image may still stream), starts the digests of the volumes it names at once. It is
         read under the same rules (this user's regular file; only volumes prepared for the group) and removed;
         one that does not follow them starts nothing. The digests are still checked against the handoff's.
     type: dict

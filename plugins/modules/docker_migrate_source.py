@@ -281,9 +281,9 @@ options:
             fails and its sources are put back, unless the withdrawal finds that the restore had already taken
             it, so a source is not put back while its copy starts (unless the target cannot be reached to
             withdraw it; the error then says that the restore may have it).
-          - When the last passes of the group's volumes end while its image still goes into the target's engine,
-            a note beside the handoff (C(<directory>.ready)) names those volumes first, so that the restore digests
-            them during the image's stream. A note that could not be written only costs that time
+          - Once the last passes of the group's volumes end, a note beside the handoff (C(<directory>.ready)) names
+            those volumes first, so that the restore digests them while the capture ends (the image's stream, the
+            bundle's send, the handoff). A note that could not be written only costs that time
             (RV(groups) C(ready_note) says why).
         type: bool
         default: false
