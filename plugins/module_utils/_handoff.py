@@ -15,9 +15,8 @@ only for the members and volumes the controller named when it started the restor
 Before the handoff, a capture says once the last passes of its volumes are done (``announce_ready``:
 ``<dir>.ready``, the names of those volumes). The waiting restore then starts their digests at once, beside the
 image's stream and the capture's last steps (the bundle's send, the journal, the handoff), instead of after the
-handoff. The file is only a
-hint: the digests are checked against the handoff's, and a file that is not the capture's, or names a volume
-the controller did not name for the group, starts nothing.
+handoff. The file is only a hint: the digests are checked against the handoff's, and a file that is not the
+capture's, or names a volume the controller did not name for the group, starts nothing.
 
 The restore stops waiting for a group when its handoff says the capture failed, when the controller writes
 ``<dir>.cancel`` (the role's rescue), when the run key is gone from ``authorized_keys`` (a guard that fired
