@@ -20,6 +20,7 @@ import time
 
 from ansible_collections.ferry.docker.plugins.module_utils import _journal
 from ansible_collections.ferry.docker.plugins.module_utils._client import connection_kwargs
+from ansible_collections.ferry.docker.plugins.module_utils._report import ReportError, write_report
 
 START_SECONDS = 10  # how long arming waits for the guard to record itself
 STOP_SECONDS = 10  # how long disarming waits for it to exit
@@ -261,6 +262,10 @@ SPEC = dict(
         ),
     ),
     targets_known_hosts=dict(type="str", default=""),
+    report=dict(
+        type="dict",
+        options=dict(path=dict(type="path", required=True), content=dict(type="raw", required=True)),
+    ),
     phase=dict(type="str", choices=list(_journal.PHASES)),
     status=dict(type="str", choices=["in_progress", "migrated", "rolled_back", "needs_decision"]),
     targets=dict(
@@ -310,6 +315,13 @@ def run(module):
             if params["remove_run_key"] and doc is not None and not module.check_mode:
                 keys = _journal.remove_run_keys(doc, _journal.TargetOps(doc.get("targets", [])), whole_dir=True)
                 extra.update(keys=keys, keys_removed=all(key["removed"] for key in keys))
+            if params["report"] and not module.check_mode:
+                # the host's report of the run, once the guard is gone: one module start less at the run's end
+                try:
+                    write_report(params["report"]["path"], params["report"]["content"])
+                except ReportError as exc:
+                    module.fail(f"the guard of run {journal.run_id} is disarmed, but {exc}")
+                extra["report"] = params["report"]["path"]
         elif params["state"] == "rolled_back":
             doc, changed = roll_back(module, journal)
         elif params["state"] == "finished":

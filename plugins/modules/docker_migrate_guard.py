@@ -78,6 +78,23 @@ options:
         is left with its own connection.
     type: bool
     default: false
+  report:
+    description:
+      - With O(state=disarmed), once the guard is disarmed, write this report of the run on this host, as
+        M(ferry.docker.report_file) writes one on the controller (JSON, directories made C(0700), the file C(0600),
+        renamed into place). The migrate role writes the host's part of its report so, one module start less at
+        the end of a run. Not in check mode.
+      - When it cannot be written, the call fails with the path and why; the guard is disarmed all the same.
+    type: dict
+    suboptions:
+      path:
+        description: Absolute path of the report on this host.
+        type: path
+        required: true
+      content:
+        description: The report, a mapping or a list.
+        type: raw
+        required: true
   target_stopped:
     description:
       - With O(state=rolled_back), the caller has stopped the run's copies on the targets (with its own
@@ -265,6 +282,11 @@ keys_removed:
   description: Whether the run key is gone from every target and the key directory from this host.
   returned: when O(state=disarmed) and O(remove_run_key=true)
   type: bool
+report:
+  description: With O(state=disarmed) and O(report), where the report was written.
+  returned: when O(state=disarmed) and O(report), not in check mode
+  type: str
+  sample: /var/lib/ferry/reports/migrate.json
 runs:
   description:
     - With O(state=status) and no O(run_id), the unfinished runs of O(journal_dir), oldest first; each

@@ -14,6 +14,7 @@ On the lab, with playbooks/migrate.yml from host1 to host2:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -387,10 +388,24 @@ def test_stop_streams_a_plain_volume_into_the_target_and_keep_bundle_puts_it_in_
     # waiting restore that the volume is ready, and host2 digests it while the image still streams
     ssh("host1", f"docker exec {streamed} sh -c 'head -c 40000000 /dev/urandom > /layer.bin'")
     before = tree("host1", mountpoint("host1", f"{streamed}-data"))
+    host_report = f"/var/lib/ferry/test-{names}/reports/migrate.json"  # its directories are made for it
     run, report = migrate(
-        tmp_path, [streamed], migrate_strategy="stop", migrate_keep_target_bundle=True, migrate_stop_timeout=2
+        tmp_path,
+        [streamed],
+        migrate_strategy="stop",
+        migrate_keep_target_bundle=True,
+        migrate_stop_timeout=2,
+        migrate_host_report_path=host_report,
     )
     assert run.returncode == 0, run.stdout[-6000:]
+    # disarming the guard wrote the host's part of the report (the task that would write it otherwise skipped)
+    written = json.loads(ssh("host1", f"cat {host_report}").stdout)
+    assert written["status"] == "ok" and written["containers"] == list(report.values()), written
+    modes = ssh("host1", f"stat -c %a {host_report} $(dirname {host_report}) $(dirname $(dirname {host_report}))")
+    assert modes.stdout.split() == ["600", "700", "700"], modes.stdout
+    task = run.stdout.split("Write this host's part of the report on the host", 1)[1].split("TASK [", 1)[0]
+    assert "skipping: [host1]" in task and "ok: [host1]" not in task, task
+    ssh("host1", f"rm -rf /var/lib/ferry/test-{names}")
     # httpd ignored the stop signal: the engine killed it once migrate_stop_timeout ran out, and the report says so
     assert report[streamed]["stop_timed_out"] is True, report[streamed]
     (moved,) = report[streamed]["volumes"]

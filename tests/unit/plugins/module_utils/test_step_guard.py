@@ -43,3 +43,45 @@ def test_arming_writes_the_targets_known_hosts_for_the_run_key(tmp_path, monkeyp
     assert stat.S_IMODE(written.stat().st_mode) == 0o600 and stat.S_IMODE(key_dir.stat().st_mode) == 0o700
     journal = json.loads((tmp_path / "journal" / "20261201T000000Z-1.json").read_text())
     assert journal["targets"][0]["known_hosts"] == str(written)
+
+
+def _armed(tmp_path, monkeypatch):
+    spawned = []
+    monkeypatch.setattr(_journal, "spawn", lambda *args: spawned.append(args))
+    monkeypatch.setattr(_step_guard._journal, "guard_alive", lambda doc: bool(spawned) and doc is not None)
+    monkeypatch.setattr(_step_guard._journal, "wake_guard", lambda doc: spawned.clear())
+    journal_dir = str(tmp_path / "journal")
+    args = dict(run_id="20261203T000000Z-1", journal_dir=journal_dir)
+    call = _steps.caller(Parent(), source=True)
+    armed = call(
+        "ferry.docker.docker_migrate_guard",
+        dict(args, state="armed", containers=[{"name": "web", "state_before": "running", "target": "host2"}]),
+    )
+    assert not armed.get("failed"), armed
+    return call, args
+
+
+def test_disarming_writes_the_hosts_report_once_the_guard_is_gone(tmp_path, monkeypatch):
+    call, args = _armed(tmp_path, monkeypatch)
+    path = tmp_path / "reports" / "deep" / "migrate.json"
+    report = {"status": "ok", "run": args["run_id"], "containers": [{"container": "web", "status": "migrated"}]}
+    result = call(
+        "ferry.docker.docker_migrate_guard", dict(args, state="disarmed", report={"path": str(path), "content": report})
+    )
+    assert not result.get("failed"), result
+    assert result["journal"]["guard"]["status"] == "disarmed" and result["report"] == str(path)
+    assert json.loads(path.read_text()) == report
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_a_report_that_cannot_be_written_fails_the_disarm_naming_it_and_the_guard_stays_disarmed(tmp_path, monkeypatch):
+    call, args = _armed(tmp_path, monkeypatch)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    path = blocker / "migrate.json"
+    result = call(
+        "ferry.docker.docker_migrate_guard", dict(args, state="disarmed", report={"path": str(path), "content": {}})
+    )
+    assert result.get("failed") and str(path) in result["msg"] and "is disarmed" in result["msg"], result
+    journal = json.loads((tmp_path / "journal" / f"{args['run_id']}.json").read_text())
+    assert journal["guard"]["status"] == "disarmed"
