@@ -977,6 +977,8 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             # the restore was already waiting on the target and took the capture's handoff (migrate_early_restore)
             early_restore=bool(source.get("handed_off")),
             handoff_note=source.get("handoff_note", ""),
+            # the image the capture committed on the source could not be removed once it had moved (it is left there)
+            image_note=(captured.get(name) or {}).get("image_note", ""),
             precopy_sent_bytes=sum(
                 int(v.get("sent_bytes") or 0)
                 for n, v in ((precopy.get("volumes") or {}).items())

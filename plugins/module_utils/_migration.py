@@ -39,6 +39,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._health import failur
 GUARD = "ferry.docker.docker_migrate_guard"
 PRE_MIGRATE_LABEL = "ferry.docker.pre-migrate"
 DOCKER_CONTAINER = "community.docker.docker_container"
+DOCKER_IMAGE = "community.docker.docker_image"
 
 
 PROGRESS_MODULE = "ferry.docker.job_progress"
@@ -162,6 +163,9 @@ class SourceRun:
         # volumes_ready(names): tells a restore waiting on the target that these volumes' last passes are done
         # (capture_groups sets it when it hands off); ``""`` or why it could not
         self.volumes_ready = None
+        # member: the removal of the image its capture committed, running beside the rest of the capture (see
+        # _commit); finish_removals() waits for them
+        self.removals = {}
 
     def _run(self, phase, member, module, args, what, progress=None):
         if progress:
@@ -350,7 +354,21 @@ class SourceRun:
         target = self._stream_to(copier)
         if target:
             args["stream_to"] = target  # straight into the target's engine: no archive on either disk
-        result = self._run(phase, name, "ferry.docker.docker_commit_save", args, f"committing {name}", progress)
+        # Once stopped, the committed image is removed beside the capture's last steps (the handoff, the bundle's
+        # send), not before them: deleting a layer of a few hundred MB takes the engine most of a second. Only in
+        # this module's process (copier), where the removal can run in a thread; a failed step removes it at once.
+        later = phase == "capture" and copier is not None and not args.get("keep_image")
+        if later:
+            args["keep_image"] = True
+        try:
+            result = self._run(phase, name, "ferry.docker.docker_commit_save", args, f"committing {name}", progress)
+        except StepFailed:
+            if later:
+                self._remove_image(args["image_name"])
+            raise
+        if later:
+            ref = args["image_name"]
+            self.removals[name] = (ref, self._alongside(lambda: self._remove_image(ref)))
         streamed = result.get("streamed")
         if not streamed:
             return result, None
@@ -362,6 +380,26 @@ class SourceRun:
             "bytes": int(streamed.get("bytes") or 0),
             "sha256": streamed.get("sha256", ""),
         }
+
+    def _remove_image(self, ref):
+        """Remove the image ``ref`` that a capture committed on this host: ``""``, or why it could not be."""
+        removed = self.call(DOCKER_IMAGE, dict(name=ref, state="absent"))
+        if removed.get("failed"):
+            return f"the committed image {ref} could not be removed: {removed.get('msg', '')}; remove it by hand"
+        return ""
+
+    def finish_removals(self):
+        """Wait for the removals of the committed images (see _commit): ``{member: why it failed}``."""
+        notes = {}
+        for name, (_ref, removal) in sorted(self.removals.items()):
+            try:
+                note = removal.result()
+            except Exception as exc:  # the removal's own bug is only a note: the image stays
+                note = f"the committed image {_ref} could not be removed: {exc}; remove it by hand"
+            if note:
+                notes[name] = note
+        self.removals = {}
+        return notes
 
     def _drop_stale(self, copier, name, image_id):
         """An image streamed while ``name`` served that the capture does not use: removed from the target."""
@@ -1254,10 +1292,11 @@ def capture_groups(call, groups, options, now=time.time, send=None, copier=None,
     It returns once the restore has the handoff, and raises (StepFailed) only when the restore does not have it
     and never will, so that a source is never put back while its copy starts. A group that fails is handed off
     as failed, so that the restore does not wait for it."""
-    results = {}
+    results, runs = {}, []
     handing = bool(send and handoff and (options.get("send") or {}).get("handoff"))
     for group in groups:
         run = SourceRun(call, group["members"], options, now=now)
+        runs.append((group["id"], run))
         if handing and group.get("transfer") and getattr(handoff, "ready", None) is not None:
             run.volumes_ready = functools.partial(handoff.ready, group["transfer"]["dest"])
         sending = False
@@ -1292,6 +1331,11 @@ def capture_groups(call, groups, options, now=time.time, send=None, copier=None,
             for left in run.drop_streamed(copier):
                 failure["msg"] += f"; {left}"
             failure["phases"]["rollback"] = round(now() - undo_started, 3)
+    # the committed images' removals ran beside the handoffs and sends: the task ends once they are done too
+    for group_id, run in runs:
+        for name, note in run.finish_removals().items():
+            member = results[group_id].setdefault("members", {}).setdefault(name, {})
+            member["image_note"] = note
     return results
 
 

@@ -271,7 +271,11 @@ def _container_state(parent, args):
     return dict(failed=True, msg=f"state={state} of a source container is not a step this module runs")
 
 
-SOURCE_DIRECT = {"community.docker.docker_container": _container_state}
+SOURCE_DIRECT = {
+    "community.docker.docker_container": _container_state,
+    # only to remove the image a capture committed (see _migration.SourceRun._commit)
+    "community.docker.docker_image": _removal("image"),
+}
 
 VOLUME_DIGEST = "ferry.docker.volume_digest"  # not a module: the digest check of a pre-copied volume, done here
 
@@ -367,6 +371,8 @@ def caller(parent, source=False):
                 if module in SOURCE_STEPS:
                     return run_step(parent, module, args)
                 if module in SOURCE_DIRECT:
+                    if module == "community.docker.docker_image" and args.get("state") != "absent":
+                        return dict(failed=True, msg=f"{module} is only run here to remove a committed image")
                     return SOURCE_DIRECT[module](parent, args)
                 return dict(failed=True, msg=f"{module} is not a step of a source that this module runs")
             if module in TARGET_STEPS:

@@ -750,6 +750,13 @@ def test_the_report_says_whether_the_restore_took_the_captures_handoff():
     source["groups"]["a"]["handoff_note"] = "writing the handoff failed, but the restore had taken it"
     entries = g.migrate_wave_results(wave, source=source, target=target, started_at=1, ended_at=2)
     assert entries[0]["handoff_note"].endswith("the restore had taken it") and entries[0]["early_restore"]
+    # the image its capture committed on the source stayed there: named, and still a migration
+    assert [e["image_note"] for e in entries] == ["", ""]
+    source["groups"]["b"]["members"]["b"]["image_note"] = (
+        "the committed image ferry-migrate/b:latest could not be removed"
+    )
+    entries = g.migrate_wave_results(wave, source=source, target=target, started_at=1, ended_at=2)
+    assert entries[1]["image_note"].startswith("the committed image") and entries[1]["status"] == "migrated"
 
 
 def test_the_report_says_which_volume_digests_the_target_began_before_the_handoff():

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 
@@ -769,3 +770,64 @@ def test_a_capture_that_fails_after_the_stop_says_when_its_sources_were_down():
     stopped = [{"id": "g", "members": [member("web", state_before="exited", running=False)]}]
     failed = m.capture_groups(host, stopped, SOURCE, now=clock())["g"]
     assert not failed["ok"] and "down_at" not in failed
+
+
+# -- the committed image's removal beside the capture's last steps ---------------------------------------------------
+
+
+def test_the_committed_image_is_removed_beside_the_handoff_and_before_the_task_ends():
+    handed_off = threading.Event()
+    order = []
+
+    def remove(args):
+        # the removal does not hold up the handoff: it is still running when the handoff is written
+        order.append(("removal starts", args["name"], args["state"]))
+        order.append(("handoff seen by the removal", handed_off.wait(timeout=10)))
+        return {"changed": True}
+
+    host = FakeHost(docker_commit_save=_streamed_commit(), docker_image=remove)
+
+    def handoff(dest, doc):
+        order.append(("handoff", doc["ok"]))
+        handed_off.set()
+
+    groups = [{"id": "g", "members": [member("web")], "transfer": {"src": "/w/g", "dest": "/in/g"}}]
+    options = dict(SOURCE, image="stream", send={"max_bytes": 0, "handoff": True})
+    out = m.capture_groups(
+        host, groups, options, now=clock(), send=lambda s, d: 1, handoff=handoff, copier=FakeCopier()
+    )
+    assert out["g"]["ok"] and "image_note" not in out["g"]["members"]["web"]
+    commit = next(args for module, args in host.calls if module.endswith("docker_commit_save"))
+    assert commit["keep_image"] is True  # the step leaves it; the capture removes it
+    assert ("removal starts", "ferry-migrate/web:latest", "absent") in order
+    assert ("handoff seen by the removal", True) in order and ("handoff", True) in order
+
+
+def test_without_this_process_the_step_removes_its_image_itself_and_a_failed_step_is_cleaned_up_at_once():
+    host = FakeHost(docker_commit_save=_streamed_commit())
+    m.capture_groups(host, [{"id": "g", "members": [member("web")]}], dict(SOURCE, image="stream"), now=clock())
+    commit = next(args for module, args in host.calls if module.endswith("docker_commit_save"))
+    assert "keep_image" not in commit and not [a for mod, a in host.calls if mod.endswith("docker_image")]
+    # with the copier, a step that fails (its image may be there) gets its image removed before the put-back
+    host = FakeHost(docker_commit_save={"failed": True, "msg": "no space"})
+    out = m.capture_groups(
+        host, [{"id": "g", "members": [member("web")]}], dict(SOURCE, image="stream"), now=clock(), copier=FakeCopier()
+    )
+    assert not out["g"]["ok"]
+    calls = [(mod.rsplit(".", 1)[-1], a.get("name"), a.get("state")) for mod, a in host.calls]
+    removal = calls.index(("docker_image", "ferry-migrate/web:latest", "absent"))
+    started = calls.index(("docker_container", "web", "started"))
+    assert removal < started
+
+
+def test_a_committed_image_that_cannot_be_removed_is_named_in_the_report_not_a_failure():
+    host = FakeHost(
+        docker_commit_save=_streamed_commit(),
+        docker_image={"failed": True, "msg": "removing image ferry-migrate/web:latest failed: 409 conflict"},
+    )
+    groups = [{"id": "g", "members": [member("web")]}]
+    out = m.capture_groups(host, groups, dict(SOURCE, image="stream"), now=clock(), copier=FakeCopier())
+    assert out["g"]["ok"]
+    note = out["g"]["members"]["web"]["image_note"]
+    assert note.startswith("the committed image ferry-migrate/web:latest could not be removed") and "409" in note
+    assert note.endswith("remove it by hand")

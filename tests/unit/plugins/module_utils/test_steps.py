@@ -210,11 +210,33 @@ def test_a_source_container_is_stopped_started_paused_or_removed_as_docker_conta
 
 def test_a_source_runs_only_its_own_steps_and_a_target_only_its_own():
     source = _steps.caller(Parent(SourceClient()), source=True)
-    for module in ("ferry.docker.docker_load", "ansible.builtin.file", "community.docker.docker_image"):
+    for module in ("ferry.docker.docker_load", "ansible.builtin.file", "community.docker.docker_volume"):
         assert "not a step of a source" in source(module, {"name": "x", "state": "absent"})["msg"]
+    # an image only to remove the one a capture committed
+    refused = source("community.docker.docker_image", {"name": "x", "state": "present"})
+    assert refused["failed"] and "only run here to remove a committed image" in refused["msg"]
     target = _steps.caller(Parent())
     refused = target("ferry.docker.docker_commit_save", {"container": "web", "dest": "/b"})
     assert refused["failed"] and "not a step this module runs" in refused["msg"]
+
+
+def test_a_source_removes_the_image_its_capture_committed():
+    class Engine(SourceClient):
+        def remove_image(self, name, force=False):
+            if name == "busy":
+                raise RuntimeError("409 Client Error: conflict: image is being used by running container")
+            if name == "gone":
+                raise Gone("404 Client Error: no such image")
+            self.done.append(("rmi", name, force))
+
+    engine = Engine()
+    source = _steps.caller(Parent(engine), source=True)
+    image = "community.docker.docker_image"
+    assert source(image, {"name": "ferry-migrate/web:latest", "state": "absent"}) == {"changed": True}
+    assert source(image, {"name": "gone", "state": "absent"}) == {"changed": False}
+    busy = source(image, {"name": "busy", "state": "absent"})
+    assert busy["failed"] and "removing image busy failed" in busy["msg"] and "conflict" in busy["msg"]
+    assert engine.done == [("rmi", "ferry-migrate/web:latest", False)]
 
 
 def test_a_restore_imports_only_the_targets_steps_and_a_capture_only_the_sources():
