@@ -342,6 +342,10 @@ class SourceRun:
                 images[name]["streamed"] = streamed
         return images
 
+    def _stream_to_wanted(self, copier):
+        """Whether this capture commits an image to stream into the target's engine (``start_unpack_probe``)."""
+        return copier is not None and self.options.get("image") == "stream" and self.options.get("mode") == "commit"
+
     def _stream_to(self, copier):
         """``stream_to`` for docker_commit_save when images go straight into the target's engine, else None."""
         return copier.stream_target() if copier is not None and self.options.get("image") == "stream" else None
@@ -617,6 +621,8 @@ class SourceRun:
         opts = self.options
         out = {"members": {m["container"]: {"bytes_captured": 0, "image_id": ""} for m in self.members}}
         running = [m for m in self.members if m.get("running")]
+        if self._stream_to_wanted(copier):
+            copier.start_unpack_probe()  # asked while the members still serve, beside the trees below
         trees = self.target_trees(precopy, copier)  # read while the members still serve
         out["started_at"] = round(self.phases.enter("stop"), 3)
         out["hooks"] = self.run_hooks(running)

@@ -37,11 +37,14 @@ import posixpath
 import re
 import shlex
 import subprocess
+import threading
 import time
 
 from ansible_collections.ferry.docker.plugins.module_utils._transfer import (
     RSYNC_IO_TIMEOUT,
+    SendFailed,
     child_environment,
+    probe_unpack,
     remote_argv,
     remove_remote_image,
     ssh_command,
@@ -534,6 +537,7 @@ class LocalCopier:
         self.client = client
         self.send = send or {}
         self._info = info
+        self._unpack = None  # (thread, box) of the question whether the target has zstd (start_unpack_probe)
 
     def mountpoint(self, volume):
         """``(directory, None)`` when the volume's data is a directory this process reads, else ``(None, why not)``."""
@@ -641,10 +645,36 @@ class LocalCopier:
             raise ValueError(f"the target's tree of {name} is larger than {limit} bytes")
         return parse_tree(done.stdout)
 
+    def start_unpack_probe(self):
+        """Ask the target, in a thread, whether it has zstd to unpack an image stream (once): a capture asks while
+        its sources still serve, so that the stream starts at once after the commit (see stream_target)."""
+        if self._unpack is not None:
+            return
+        s, box = self.send, {}
+
+        def ask():
+            try:
+                box["unpack"] = probe_unpack(
+                    s["key_dir"], s["port"], s["user"], s["address"], timeout=min(60, s["timeout"])
+                )
+            except (SendFailed, OSError, ValueError):
+                pass  # unknown: the stream asks first, as without the probe
+
+        thread = threading.Thread(target=ask, daemon=True)
+        thread.start()
+        self._unpack = (thread, box)
+
     def stream_target(self):
-        """Where ``docker_commit_save`` streams an image (its ``stream_to``): the target of the sends."""
+        """Where ``docker_commit_save`` streams an image (its ``stream_to``): the target of the sends, and how it
+        unpacks the stream when start_unpack_probe found out."""
         s = self.send
-        return dict(user=s["user"], address=s["address"], port=s["port"], key_dir=s["key_dir"], timeout=s["timeout"])
+        target = dict(user=s["user"], address=s["address"], port=s["port"], key_dir=s["key_dir"], timeout=s["timeout"])
+        if self._unpack is not None:
+            thread, box = self._unpack
+            thread.join()  # bounded by the probe's own timeout; long done by the time a commit has ended
+            if box.get("unpack"):
+                target["unpack"] = box["unpack"]
+        return target
 
     def drop_image(self, image_id):
         """Remove ``image_id`` from the target's engine unless a container uses it: ``""``, or why not."""

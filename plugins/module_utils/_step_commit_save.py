@@ -13,6 +13,7 @@ after another (``_steps``).
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 
 from ansible_collections.ferry.docker.plugins.module_utils import _transfer
@@ -92,6 +93,50 @@ class _Packed:
         return self._sha256.hexdigest()
 
 
+HOLD_BACK = 64 * 1024  # the save archive's last bytes: its manifest and end-of-archive marker are in them
+
+
+class _HeldBack:
+    """Passes everything but the last ``keep`` bytes written on to ``out``; ``release()`` sends those too. An
+    engine that has not received an archive's end cannot finish loading it."""
+
+    def __init__(self, out, keep=HOLD_BACK):
+        self.out, self.keep = out, keep
+        self.tail = bytearray()
+
+    def write(self, data):
+        self.tail += data
+        if len(self.tail) > 2 * self.keep:
+            cut = len(self.tail) - self.keep
+            self.out.write(bytes(self.tail[:cut]))
+            del self.tail[:cut]
+
+    def release(self):
+        self.out.write(bytes(self.tail))
+        self.tail.clear()
+
+
+class _Beside:
+    """``work()`` in a thread; ``result()`` waits for it and gives what it returned, or raises what it raised."""
+
+    def __init__(self, work):
+        self._box = {}
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        self._thread.start()
+
+    def _run(self, work):
+        try:
+            self._box["value"] = work()
+        except BaseException as exc:  # raised in result()
+            self._box["error"] = exc
+
+    def result(self):
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]
+
+
 def stream(cap, image_id, image, exclude, target):
     """Load the image ``image_id`` straight into the engine of ``target`` (``stream_to``) over the run's SSH
     connection, untagged, hashed as it goes; nothing is staged on either disk. Returns what the manifest records
@@ -101,18 +146,37 @@ def stream(cap, image_id, image, exclude, target):
     that host has zstd to unpack it; else it goes as it is)."""
     where = f"{target['user']}@{target['address']}"
     args = (target["key_dir"], target["port"], target["user"], target["address"])
+    nothing = dict(to=where, image_id=image_id, new=False, bytes=0, raw_bytes=0, sha256="")
+    probe_timeout = min(60, target["timeout"])
     try:
-        with cap.errors(f"asking {where} whether it has image {image_id}"):
-            there, zstd = _transfer.probe_target(*args, image_id, timeout=min(60, target["timeout"]))
-            if there:
-                return dict(to=where, image_id=image_id, new=False, bytes=0, raw_bytes=0, sha256="")
+        checking = None
+        if target.get("unpack") in ("zstd", "none"):
+            # how it unpacks is known: the stream starts now and whether the host has the image is asked beside it
+            zstd = target["unpack"] == "zstd"
+            checking = _Beside(lambda: _transfer.probe_target(*args, image_id, timeout=probe_timeout))
+        else:
+            with cap.errors(f"asking {where} whether it has image {image_id}"):
+                there, zstd = _transfer.probe_target(*args, image_id, timeout=probe_timeout)
+                if there:
+                    return nothing
         wire = cap.compression if cap.compression != "zstd" or zstd else "none"
         load = _transfer.RemoteLoad(*args, timeout=target["timeout"], unpack=wire)
         packed = _Packed(load, new_compressor(wire, cap.level))
         try:
             # by ID: the archive names no tag, so the image arrives untagged
             with cap.errors(f"streaming image {image_id} into the engine on {where}"):
-                excluded = save_into(cap.client, image_id, image, exclude, packed)
+                if checking is None:
+                    excluded = save_into(cap.client, image_id, image, exclude, packed)
+                else:
+                    held = _HeldBack(packed)
+                    excluded = save_into(cap.client, image_id, image, exclude, held)
+                    # the archive's end waits for the answer: the engine there cannot have loaded it yet
+                    with cap.errors(f"asking {where} whether it has image {image_id}"):
+                        there, _zstd = checking.result()
+                    if there:
+                        load.abort()  # cut off before its end: the engine adds nothing
+                        return nothing
+                    held.release()
                 loaded = packed.finish()
         except BaseException:
             load.abort()  # a load cut off in the middle adds no image: the engine registers it once all is in
@@ -163,6 +227,7 @@ SPEC = dict(
             port=dict(type="int", default=22),
             key_dir=dict(type="path", required=True),
             timeout=dict(type="int", default=3600),
+            unpack=dict(type="str", choices=["zstd", "none"]),
         ),
     ),
 )

@@ -203,6 +203,25 @@ def remote_argv(key_dir, port, user, address, command):
     return [*ssh_command(key_dir, port, shared=True), f"{user}@{address}", command]
 
 
+def probe_unpack(key_dir, port, user, address, timeout=60, run=subprocess.run):
+    """What the host ``address`` unpacks an image stream with: ``"zstd"`` when it has the program, else ``"none"``.
+    Raises SendFailed when the host cannot be asked."""
+    where = f"{user}@{address}"
+    command = "if command -v zstd >/dev/null 2>&1; then echo zstd=yes; else echo zstd=no; fi"
+    try:
+        done = _quietly(remote_argv(key_dir, port, user, address, command), timeout, run)
+    except subprocess.TimeoutExpired:
+        raise SendFailed(f"asking {where} whether it has zstd took more than {timeout} s") from None
+    except OSError as exc:
+        raise SendFailed(f"ssh could not run on this host to reach {where}: {exc}") from None
+    answer = (done.stdout or "").strip()
+    if done.returncode == 0 and answer in ("zstd=yes", "zstd=no"):
+        return "zstd" if answer == "zstd=yes" else "none"
+    raise SendFailed(
+        f"could not ask {where} whether it has zstd (exit {done.returncode}): {_tail(done.stderr or done.stdout)}"
+    )
+
+
 def probe_target(key_dir, port, user, address, image_id, timeout=60, run=subprocess.run):
     """What the host ``address`` has for an image stream, in one round trip: ``(image_id or "", zstd)``, the image
     when its engine has it, and whether ``zstd`` is there to unpack the stream. Raises SendFailed when the host

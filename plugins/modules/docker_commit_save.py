@@ -110,6 +110,16 @@ options:
         description: Seconds the whole load may take; past it the transfer is stopped and the task fails.
         type: int
         default: 3600
+      unpack:
+        description:
+          - What the other host unpacks the stream with, when the caller knows it already (V(zstd) when it has the
+            C(zstd) program, else V(none)). The stream then starts at once, and whether that host already has the
+            image is asked beside it. The stream's last 64 KiB (the archive's end) wait for that answer, so the
+            engine there cannot finish loading before it is known; when the host has the image, the load is cut
+            off and nothing new is there.
+          - Without it, both are asked first, in one round trip, before anything is sent.
+        type: str
+        choices: [zstd, none]
 requirements:
   - Docker SDK for Python >= 5.0.0 on the managed host (tested with 5.0.3 and 7.1.0)
   - Python >= 3.11 on the managed host (tested with 3.11 and 3.13)

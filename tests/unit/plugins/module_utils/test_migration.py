@@ -608,6 +608,10 @@ class FakeCopier:
     def __init__(self, drop_answer=""):
         self.dropped = []
         self.drop_answer = drop_answer
+        self.probes = 0
+
+    def start_unpack_probe(self):
+        self.probes += 1
 
     def stream_target(self):
         return dict(STREAM_TO)
@@ -634,6 +638,23 @@ def test_a_streamed_image_goes_to_the_target_and_is_journaled_for_the_guard():
     assert web["image_streamed"] == {"new": True, "bytes": 70, "sha256": "f" * 64} and web["bytes_captured"] == 70
     journaled = [args["containers"] for module, args in host.calls if module.endswith("docker_migrate_guard")]
     assert [{"name": "web", "streamed_images": ["sha256:web"]}] in journaled
+
+
+def test_a_capture_that_streams_its_image_asks_how_the_target_unpacks_before_the_stop():
+    order = []
+    copier = FakeCopier()
+    copier.start_unpack_probe = lambda: order.append("probe")
+    host = FakeHost(
+        docker_commit_save=_streamed_commit(), docker_container=lambda args: order.append(args["state"]) or {}
+    )
+    m.SourceRun(host, [member("web")], dict(SOURCE, image="stream"), now=clock()).capture(None, copier)
+    assert order[:2] == ["probe", "stopped"]
+    # an image that goes in the bundle streams nothing: nothing to ask
+    copier = FakeCopier()
+    m.SourceRun(
+        FakeHost(docker_commit_save=_streamed_commit()), [member("web")], dict(SOURCE, image="bundle"), now=clock()
+    ).capture(None, copier)
+    assert copier.probes == 0
 
 
 def test_an_image_goes_in_the_bundle_without_a_connection_or_with_image_bundle():

@@ -778,6 +778,9 @@ class StreamCopier(Copier):
     def stream_target(self):
         return {"user": "root", "address": "h2", "port": 22, "key_dir": "/k", "timeout": 60}
 
+    def start_unpack_probe(self):
+        pass
+
     def drop_image(self, image_id):
         self.dropped.append(image_id)
         return ""
@@ -1333,3 +1336,23 @@ def test_the_walk_closes_every_directory_it_opened_also_when_it_fails(tmp_path, 
         walk_digest(str(tmp_path / "t"))
     monkeypatch.setattr(os, "listdir", listdir)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("answer, expected", [("zstd", {"unpack": "zstd"}), ("none", {"unpack": "none"}), (None, {})])
+def test_the_stream_target_says_how_the_target_unpacks_once_asked(monkeypatch, answer, expected):
+    asked = []
+
+    def probe(key_dir, port, user, address, timeout):
+        asked.append((user, address, timeout))
+        if answer is None:
+            raise p.SendFailed("ssh: connect to host h2 port 22: Connection refused")
+        return answer
+
+    monkeypatch.setattr(p, "probe_unpack", probe)
+    send = {"user": "root", "address": "h2", "port": 22, "key_dir": "/k", "timeout": 600}
+    copier = p.LocalCopier(None, send)
+    base = {"user": "root", "address": "h2", "port": 22, "key_dir": "/k", "timeout": 600}
+    assert copier.stream_target() == base  # not asked: nothing known
+    copier.start_unpack_probe()
+    copier.start_unpack_probe()  # asked once
+    assert copier.stream_target() == dict(base, **expected) and asked == [("root", "h2", 60)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 
 import pytest
 import zstandard
@@ -114,3 +115,65 @@ def test_a_failed_load_is_stopped_and_named(remote):
     with pytest.raises(Failed, match=rf"streaming image {IMAGE} into the engine on root@192.0.2.12 failed: .*no space"):
         _step_commit_save.stream(FakeCap([b"tar"]), IMAGE, {}, [], TARGET)
     assert remote["load"].aborted
+
+
+def test_with_the_unpack_known_the_stream_starts_at_once_and_its_end_waits_for_the_image_check(remote, monkeypatch):
+    answered = threading.Event()
+    seen = {}
+
+    def probe(*args, **kwargs):
+        # the stream has started: everything but its last 64 KiB is with the load, and its end is not
+        answered.wait(timeout=5)
+        seen["sent before the answer"] = remote["load"].bytes
+        return (remote["has"], True)
+
+    monkeypatch.setattr(_transfer, "probe_target", probe)
+    data = [bytes([n]) * 100000 for n in range(10)]  # 1,000,000 bytes
+    remote["load"] = FakeLoad([IMAGE])
+
+    class Cap(FakeCap):
+        def __init__(self):
+            super().__init__(data)
+
+            def chunks(_self, ref, chunk_size):
+                yield from data
+                answered.set()  # the whole archive has been read from the engine
+
+            self.client = type("Client", (), {"get_image": chunks})()
+
+    out = _step_commit_save.stream(Cap(), IMAGE, {}, [], dict(TARGET, unpack="none"))
+    assert remote["unpack"] == "none" and out["new"] is True and remote["load"].data == b"".join(data)
+    assert seen["sent before the answer"] == 1000000 - _step_commit_save.HOLD_BACK
+
+
+def test_with_the_unpack_known_a_host_that_has_the_image_gets_its_load_cut_off_before_the_end(remote):
+    remote["has"], remote["load"] = IMAGE, FakeLoad([IMAGE])
+    data = [b"x" * 300000]
+    out = _step_commit_save.stream(FakeCap(data), IMAGE, {}, [], dict(TARGET, unpack="zstd"))
+    assert out["new"] is False and out["bytes"] == 0 and remote["load"].aborted
+    assert remote["load"].bytes < 300000  # its end never went
+
+
+def test_with_the_unpack_known_a_failed_image_check_stops_the_load_and_names_the_host(remote, monkeypatch):
+    def probe(*args, **kwargs):
+        raise _transfer.SendFailed("could not ask the engine on root@192.0.2.12 whether it has image (exit 255)")
+
+    monkeypatch.setattr(_transfer, "probe_target", probe)
+    remote["load"] = FakeLoad([IMAGE])
+    with pytest.raises(Failed, match=r"streaming image .* on root@192.0.2.12 failed: could not ask"):
+        _step_commit_save.stream(FakeCap([b"tar"]), IMAGE, {}, [], dict(TARGET, unpack="none"))
+    assert remote["load"].aborted
+
+
+@pytest.mark.parametrize("sizes", [[1], [70000], [10, 200000, 5], [65536, 65536, 65536], [1] * 200000])
+def test_held_back_passes_all_but_the_last_64_kib_until_released(sizes):
+    out = type("Out", (), {"data": b"", "write": lambda self, d: setattr(self, "data", self.data + d)})()
+    held = _step_commit_save._HeldBack(out)
+    whole = b""
+    for n, size in enumerate(sizes):
+        piece = bytes([n % 251]) * size
+        whole += piece
+        held.write(piece)
+        assert whole.startswith(out.data) and len(whole) - len(out.data) >= min(len(whole), _step_commit_save.HOLD_BACK)
+    held.release()
+    assert out.data == whole

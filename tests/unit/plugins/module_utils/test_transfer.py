@@ -183,3 +183,19 @@ def test_only_the_shared_connection_of_a_module_on_the_sender_chooses_a_cipher(m
     assert not any(o.startswith("Ciphers=") for o in _transfer.ssh_command("/k", 22))
     monkeypatch.setattr(_transfer, "_local_aes", lambda: False)
     assert not any(o.startswith("Ciphers=") for o in _transfer.ssh_command("/k", 22, shared=True))
+
+
+@pytest.mark.parametrize(
+    "code, out, expected",
+    [(0, "zstd=yes\n", "zstd"), (0, "zstd=no\n", "none"), (0, "bash: motd\nzstd=yes", None), (255, "", None)],
+)
+def test_how_the_other_host_unpacks_an_image_stream(code, out, expected):
+    def run(argv, **kwargs):
+        assert argv[-1].startswith("if command -v zstd") and "docker" not in argv[-1]
+        return types.SimpleNamespace(returncode=code, stdout=out, stderr="")
+
+    if expected is None:
+        with pytest.raises(_transfer.SendFailed, match=r"could not ask root@192\.0\.2\.12 whether it has zstd"):
+            _transfer.probe_unpack("/k", 22, "root", "192.0.2.12", run=run)
+    else:
+        assert _transfer.probe_unpack("/k", 22, "root", "192.0.2.12", run=run) == expected
