@@ -229,6 +229,40 @@ def summary(values):
     }
 
 
+SETTLE_SECONDS = 60  # the longest wait for the disk to go quiet before a timed run
+SETTLE_BYTES = 1 << 20  # quiet: less than this written or discarded in SETTLE_STEP, twice in a row
+SETTLE_STEP = 0.5
+
+
+def _disk_activity():
+    """Sectors written and discarded so far, and the I/Os in flight, over this machine's block devices (the lab
+    hosts are containers on it: their disks are these)."""
+    devices = {name for name in os.listdir("/sys/block") if not name.startswith(("loop", "ram"))}
+    written = in_flight = 0
+    with open("/proc/diskstats", encoding="ascii") as stats:
+        for line in stats:
+            fields = line.split()
+            if len(fields) >= 14 and fields[2] in devices:
+                written += int(fields[9]) + (int(fields[16]) if len(fields) >= 18 else 0)
+                in_flight += int(fields[11])
+    return written, in_flight
+
+
+def settle_disk(limit=SETTLE_SECONDS, clock=time.monotonic, sleep=time.sleep, activity=_disk_activity):
+    """Wait until the disk is quiet (the write-back and discards of earlier runs and of the cleanup are done), at
+    most ``limit`` seconds; the seconds waited. A sync alone returns before the discards of removed volumes and
+    layers, whose I/O then lands in the next run: both sides slowed down run after run, the baseline more."""
+    started = clock()
+    quiet = 0
+    before, _ = activity()
+    while clock() - started < limit and quiet < 2:
+        sleep(SETTLE_STEP)
+        now, in_flight = activity()
+        quiet = quiet + 1 if (now - before) * 512 < SETTLE_BYTES and in_flight == 0 else 0
+        before = now
+    return round(clock() - started, 2)
+
+
 def run_row(row, ctx, runs, sides=None):
     """Run one row: ``runs`` timed runs per side, alternating which side goes first. Returns a dict."""
     sides = tuple(sides or row.sides)
@@ -237,6 +271,7 @@ def run_row(row, ctx, runs, sides=None):
     cpu = {side: [] for side in sides}
     engine = {side: [] for side in sides}
     details = {side: [] for side in sides}
+    settled = {side: [] for side in sides}  # seconds waited for a quiet disk before each run
     try:
         row.setup(ctx)
         for run in range(runs):
@@ -251,6 +286,7 @@ def run_row(row, ctx, runs, sides=None):
                     # add a minute of syncs.
                     if getattr(ctx.source, "scale", None) != "tiny":
                         os.sync()
+                        settled[side].append(settle_disk())
                     outcome = measure(command)
                     row.check(ctx, side, run, outcome)
                 finally:
@@ -281,10 +317,14 @@ def run_row(row, ctx, runs, sides=None):
         "module_results": details.get("ours", []),
         "checks": "passed",
     }
+    if any(settled.values()):
+        result["disk_settle_seconds"] = settled
     if "ours" in samples and "baseline" in samples:
         ratio = result["seconds"]["ours"]["median"] / result["seconds"]["baseline"]["median"]
         result["ratio"] = ratio
         result["verdict"] = "PASS" if ratio <= row.target else "MISS"
+        # each run's pair, measured minutes apart at most: how far the verdict rests on the machine's swings
+        result["paired_ratios"] = [round(o / b, 3) for o, b in zip(samples["ours"], samples["baseline"]) if b]
     result.update(extras)
     return result
 
