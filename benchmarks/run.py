@@ -95,6 +95,12 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "latest.json"))
     parser.add_argument("--clean-cache", action="store_true", help="remove the cached data volumes and containers")
+    parser.add_argument(
+        "--page-cache",
+        choices=["drop", "keep"],
+        default="drop",
+        help="drop this machine's page cache before each timed run (default), so that no run inherits another's",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1 or (args.runs < 3 and args.scale != "tiny"):
         # At the tiny scale nothing is timed that means anything (fixed costs dominate): one run per side
@@ -145,6 +151,7 @@ def run_scale(api, scale, args, run_id, sides=None):
     workdir = tempfile.mkdtemp(prefix=f"run-{run_id}-{scale}-", dir=CACHE_DIR)
     try:
         ctx = Context(api, source, workdir, run_id, log)
+        ctx.drop_cache = args.page_cache == "drop"
         for number in args.rows:
             row = ROWS[number]
             if sides and not row.memory:

@@ -55,3 +55,11 @@ def test_io_in_flight_is_not_quiet():
 def test_a_disk_that_never_goes_quiet_costs_the_limit_only():
     disk = Disk([10**6] * 1000)
     assert settle_disk(limit=5, clock=disk.clock, sleep=disk.sleep, activity=disk.activity) == 5.0
+
+
+def test_the_page_cache_is_dropped_by_writing_1_and_a_refusal_is_named(tmp_path):
+    from benchmarks.harness import drop_page_cache
+
+    control = tmp_path / "drop_caches"
+    assert drop_page_cache(str(control)) == "" and control.read_text() == "1\n"
+    assert drop_page_cache(str(tmp_path / "missing" / "drop_caches")).startswith("the page cache was not dropped")
