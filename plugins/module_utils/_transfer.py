@@ -203,17 +203,26 @@ def remote_argv(key_dir, port, user, address, command):
     return [*ssh_command(key_dir, port, shared=True), f"{user}@{address}", command]
 
 
+_HAS_ZSTD = "if command -v zstd >/dev/null 2>&1; then echo zstd=yes; else echo zstd=no; fi"
+
+
+def _ask(key_dir, port, user, address, command, what, timeout, run):
+    """``command`` run on ``address`` over the run's shared connection (its completed process); SendFailed when ssh
+    cannot run or ``timeout`` passes, naming ``what`` was asked."""
+    where = f"{user}@{address}"
+    try:
+        return _quietly(remote_argv(key_dir, port, user, address, command), timeout, run)
+    except subprocess.TimeoutExpired:
+        raise SendFailed(f"asking {where} whether {what} took more than {timeout} s") from None
+    except OSError as exc:
+        raise SendFailed(f"ssh could not run on this host to reach {where}: {exc}") from None
+
+
 def probe_unpack(key_dir, port, user, address, timeout=60, run=subprocess.run):
     """What the host ``address`` unpacks an image stream with: ``"zstd"`` when it has the program, else ``"none"``.
     Raises SendFailed when the host cannot be asked."""
     where = f"{user}@{address}"
-    command = "if command -v zstd >/dev/null 2>&1; then echo zstd=yes; else echo zstd=no; fi"
-    try:
-        done = _quietly(remote_argv(key_dir, port, user, address, command), timeout, run)
-    except subprocess.TimeoutExpired:
-        raise SendFailed(f"asking {where} whether it has zstd took more than {timeout} s") from None
-    except OSError as exc:
-        raise SendFailed(f"ssh could not run on this host to reach {where}: {exc}") from None
+    done = _ask(key_dir, port, user, address, _HAS_ZSTD, "it has zstd", timeout, run)
     answer = (done.stdout or "").strip()
     if done.returncode == 0 and answer in ("zstd=yes", "zstd=no"):
         return "zstd" if answer == "zstd=yes" else "none"
@@ -229,16 +238,8 @@ def probe_target(key_dir, port, user, address, image_id, timeout=60, run=subproc
     if not _IMAGE_ID.match(image_id or ""):
         raise ValueError(f"{image_id!r} is not an image ID (sha256:<64 hexadecimal digits>)")
     where = f"{user}@{address}"
-    command = (
-        "if command -v zstd >/dev/null 2>&1; then echo zstd=yes; else echo zstd=no; fi; "
-        f"docker image inspect --format '{{{{.Id}}}}' {image_id} 2>&1 || true"
-    )
-    try:
-        done = _quietly(remote_argv(key_dir, port, user, address, command), timeout, run)
-    except subprocess.TimeoutExpired:
-        raise SendFailed(f"asking {where} whether it has image {image_id} took more than {timeout} s") from None
-    except OSError as exc:
-        raise SendFailed(f"ssh could not run on this host to reach {where}: {exc}") from None
+    command = f"{_HAS_ZSTD}; docker image inspect --format '{{{{.Id}}}}' {image_id} 2>&1 || true"
+    done = _ask(key_dir, port, user, address, command, f"it has image {image_id}", timeout, run)
     first, _sep, answer = (done.stdout or "").partition("\n")
     answer = answer.strip()
     if done.returncode == 0 and first.startswith("zstd="):

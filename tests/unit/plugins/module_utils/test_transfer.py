@@ -199,3 +199,22 @@ def test_how_the_other_host_unpacks_an_image_stream(code, out, expected):
             _transfer.probe_unpack("/k", 22, "root", "192.0.2.12", run=run)
     else:
         assert _transfer.probe_unpack("/k", 22, "root", "192.0.2.12", run=run) == expected
+
+
+def test_a_question_that_times_out_or_cannot_start_ssh_names_the_host_and_what_was_asked():
+    def slow(argv, **kwargs):
+        raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
+
+    def missing(argv, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "ssh")
+
+    with pytest.raises(_transfer.SendFailed, match=r"asking root@h whether it has zstd took more than 7 s"):
+        _transfer.probe_unpack("/k", 22, "root", "h", timeout=7, run=slow)
+    with pytest.raises(_transfer.SendFailed, match=rf"asking root@h whether it has image {IMAGE} took more than 60 s"):
+        _transfer.probe_target("/k", 22, "root", "h", IMAGE, run=slow)
+    for probe in (
+        lambda: _transfer.probe_unpack("/k", 22, "root", "h", run=missing),
+        lambda: _transfer.probe_target("/k", 22, "root", "h", IMAGE, run=missing),
+    ):
+        with pytest.raises(_transfer.SendFailed, match="ssh could not run on this host to reach root@h"):
+            probe()
