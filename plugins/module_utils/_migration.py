@@ -367,8 +367,9 @@ class SourceRun:
         try:
             result = self._run(phase, name, "ferry.docker.docker_commit_save", args, f"committing {name}", progress)
         except StepFailed:
-            if later:
-                self._remove_image(args["image_name"])
+            if later:  # at once, before the source is put back; one that stays is named with the failure
+                note = self._remove_image(args["image_name"])
+                self.removals[name] = (args["image_name"], types.SimpleNamespace(result=lambda: note))
             raise
         if later:
             ref = args["image_name"]
@@ -395,11 +396,11 @@ class SourceRun:
     def finish_removals(self):
         """Wait for the removals of the committed images (see _commit): ``{member: why it failed}``."""
         notes = {}
-        for name, (_ref, removal) in sorted(self.removals.items()):
+        for name, (ref, removal) in sorted(self.removals.items()):
             try:
                 note = removal.result()
             except Exception as exc:  # the removal's own bug is only a note: the image stays
-                note = f"the committed image {_ref} could not be removed: {exc}; remove it by hand"
+                note = f"the committed image {ref} could not be removed: {exc}; remove it by hand"
             if note:
                 notes[name] = note
         self.removals = {}

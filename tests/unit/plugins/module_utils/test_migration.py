@@ -838,7 +838,13 @@ def test_without_this_process_the_step_removes_its_image_itself_and_a_failed_ste
     calls = [(mod.rsplit(".", 1)[-1], a.get("name"), a.get("state")) for mod, a in host.calls]
     removal = calls.index(("docker_image", "ferry-migrate/web:latest", "absent"))
     started = calls.index(("docker_container", "web", "started"))
-    assert removal < started
+    assert removal < started and "image_note" not in (out["g"].get("members") or {}).get("web", {})
+    # one that stays is named with the failure
+    host = FakeHost(docker_commit_save={"failed": True, "msg": "no space"}, docker_image={"failed": True, "msg": "409"})
+    out = m.capture_groups(
+        host, [{"id": "g", "members": [member("web")]}], dict(SOURCE, image="stream"), now=clock(), copier=FakeCopier()
+    )
+    assert not out["g"]["ok"] and "could not be removed: 409" in out["g"]["members"]["web"]["image_note"]
 
 
 def test_a_committed_image_that_cannot_be_removed_is_named_in_the_report_not_a_failure():
