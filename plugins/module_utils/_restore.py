@@ -24,6 +24,7 @@ listed in ``helper.notes`` and sent as a warning. The helper is removed in ``fin
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -408,8 +409,10 @@ def extract_locally(stream, path, volume):
             [*TAR_EXTRACT, "--directory", path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors
         )
         try:
+            _widen_pipe(proc.stdin)
             try:
-                for chunk in stream:
+                # the stream is produced in a thread of its own while this one waits on tar's pipe
+                for chunk in prefetched(stream, depth=4):
                     proc.stdin.write(chunk)
             except BrokenPipeError:
                 pass  # tar ended early: its exit status and words say why
@@ -431,13 +434,25 @@ def extract_locally(stream, path, volume):
         )
 
 
+PIPE_SIZE = 1 << 20  # what Linux lets root give a pipe by default (fs.pipe-max-size): one chunk per write
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+def _widen_pipe(pipe):
+    """Give ``pipe`` room for a whole chunk, so a write does not wait on each of tar's 10 KiB reads."""
+    try:
+        fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # a smaller limit: tar is fed in smaller steps, nothing else changes
+
+
 def fill_new_volume(helper, bundle_dir, artifact, allow_devices=False):
     """``fill_volume`` for a volume the restore has just created, in one pass (``StreamedFill``): written at its
     directory by GNU tar when that is on this host (root, the local engine, driver ``local`` without options),
     else extracted by the engine."""
     stream = StreamedFill(bundle_dir, artifact, allow_devices)
     path = helper.local()[0]
-    if path and os.geteuid() == 0 and shutil.which("tar"):  # only root sets every owner
+    if path and _tar_locally():
         extract_locally(stream, path, helper.volume)
     else:
         helper.put(stream)
@@ -511,17 +526,22 @@ class VolumeHelper:
         return self._local
 
     def __enter__(self):
-        host_config = self.client.create_host_config(binds={self.volume: {"bind": VOLUME_MOUNT, "mode": "rw"}})
-        created = self.client.create_container(
-            self.image,
-            command=HELPER_COMMAND,
-            entrypoint=[],
-            labels={"ferry.docker.helper": "volume-restore"},
-            host_config=host_config,
-            network_disabled=True,
-        )
-        self.id = created["Id"]
         return self
+
+    def _container(self):
+        """The helper container's id, created on first use (a fill at the volume's directory needs none)."""
+        if self.id is None:
+            host_config = self.client.create_host_config(binds={self.volume: {"bind": VOLUME_MOUNT, "mode": "rw"}})
+            created = self.client.create_container(
+                self.image,
+                command=HELPER_COMMAND,
+                entrypoint=[],
+                labels={"ferry.docker.helper": "volume-restore"},
+                host_config=host_config,
+                network_disabled=True,
+            )
+            self.id = created["Id"]
+        return self.id
 
     def __exit__(self, exc_type, exc, tb):
         if self.id:
@@ -531,7 +551,7 @@ class VolumeHelper:
                 pass
 
     def _archive(self, path):
-        stream, _stat = self.client.get_archive(self.id, path, chunk_size=CHUNK_SIZE)
+        stream, _stat = self.client.get_archive(self._container(), path, chunk_size=CHUNK_SIZE)
         return IterReader(stream)
 
     def is_empty(self):
@@ -557,13 +577,36 @@ class VolumeHelper:
             reader.close()
 
     def put(self, stream, path=VOLUME_MOUNT):
-        ok = self.client.put_archive(self.id, path, data=iter(stream))
+        ok = self.client.put_archive(self._container(), path, data=iter(stream))
         if not ok:
             raise RestoreError(f"the engine refused to extract the archive into volume {self.volume}")
 
     def put_root(self, root):
-        """Give the volume's root the archived mode, owner, mtime and xattrs (Docker skips a ``.`` member)."""
+        """Give the volume's root the archived mode, owner, mtime and xattrs (Docker skips a ``.`` member).
+
+        At the volume's directory (see ``fill_new_volume``) GNU tar applies the one-member archive to it from
+        its parent; otherwise the engine does, through the helper container."""
+        path = self.local()[0]
+        if path and _tar_locally():
+            parent, name = os.path.split(os.path.normpath(path))
+            extract_locally(_Whole([root_member(root, name)]), parent, self.volume)
+            return
         self.put([root_member(root, VOLUME_BASENAME)], VOLUME_PARENT)
+
+
+class _Whole:
+    """Chunks already checked (``finished`` from the start), for ``extract_locally``."""
+
+    def __init__(self, chunks):
+        self.chunks, self.finished = chunks, True
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+
+def _tar_locally():
+    """Whether GNU tar may write at a volume's directory here: only root sets every owner."""
+    return os.geteuid() == 0 and shutil.which("tar") is not None
 
 
 def volume_state(helper, artifact_fingerprint_fn):

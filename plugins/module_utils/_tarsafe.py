@@ -63,6 +63,12 @@ from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     FerryError,
     IterReader,
 )
+from ansible_collections.ferry.docker.plugins.module_utils._tarblocks import (
+    Batches,
+    BlockSource,
+    plain_member,
+    ustar_header,
+)
 
 PAX_XATTR = "SCHILY.xattr."
 _LIBARCHIVE_XATTR = "LIBARCHIVE.xattr."
@@ -405,6 +411,73 @@ def copy_info(member):
     return info
 
 
+def _next_member(blocks, tarinfo):
+    """The next member of the stream at ``blocks`` and a reader of its data, or ``(None, None)`` at its end.
+
+    A plain header block is read by ``_tarblocks.plain_member``; any other by tarfile itself, one member
+    at a time over the same stream (extension headers, GNU types, sparse maps, the end...), with the
+    ``tarinfo`` class of ``_end_marker_tarinfo``. Either way the stream is left at the member's data.
+    """
+    member = plain_member(blocks.peek(tarfile.BLOCKSIZE))
+    if member is not None:
+        start = blocks.tell()
+        blocks.advance(tarfile.BLOCKSIZE)
+        return member, _PlainData(blocks, member.size if member.isreg() else 0, start + tarfile.BLOCKSIZE)
+    archive = tarfile.TarFile(fileobj=blocks, mode="r", tarinfo=tarinfo)
+    member = archive.firstmember
+    if member is None:
+        return None, None
+    if archive.pax_headers:
+        raise UnsafeTarError("the archive has a PAX global header, which tar readers apply differently")
+    return member, _TarfileData(archive, member)
+
+
+class _PlainData:
+    """The data of a plain member: ``size`` bytes right after its header, padded to a whole block."""
+
+    def __init__(self, blocks, size, offset):
+        self.blocks, self.end = blocks, offset + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+    def take(self, size):
+        return self.blocks.take(size)
+
+    def slices(self, size):
+        return self.blocks.slices(size)
+
+    def finish(self):
+        """Move the stream to the next header."""
+        _skip_to(self.blocks, self.end)
+
+
+class _TarfileData:
+    """The data of a member tarfile read (a sparse one at its apparent size, holes as zeros)."""
+
+    def __init__(self, archive, member):
+        self.blocks, self.archive = archive.fileobj, archive
+        self.file = archive.extractfile(member) if member.isreg() and member.size else None
+
+    def take(self, size):
+        return None
+
+    def slices(self, size):
+        while size > 0:
+            piece = self.file.read(min(size, CHUNK_SIZE))
+            if not piece:
+                return
+            size -= len(piece)
+            yield piece
+
+    def finish(self):
+        _skip_to(self.blocks, self.archive.offset)
+
+
+def _skip_to(blocks, offset):
+    """Move the stream forward to ``offset`` (the next header); at the end of the stream it stays there."""
+    if offset < blocks.tell():
+        raise UnsafeTarError(f"the archive's next header at byte {offset} lies inside the member before it")
+    blocks.skip(offset - blocks.tell())
+
+
 def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CHUNK_SIZE, summary=None):
     """Yield a new PAX tar stream of the checked members of ``source`` (file object or iterable of chunks).
 
@@ -414,41 +487,78 @@ def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CH
     UnsafeTarError before its header is written, so a consumer never receives more. ``summary`` (from
     ``new_summary``), when given, is filled as ``scan_stream`` fills its own (what a restore applies
     after the extraction: the root entry, sparse maps, xattr names), and the source is read to its end,
-    so that a hashing reader behind it sees every byte.
+    so that a hashing reader behind it sees every byte. The output comes in chunks of about
+    ``chunk_size`` bytes (many small members to a chunk); the end-of-archive marker is in the last one.
     """
-    fileobj = source if hasattr(source, "read") else IterReader(source)
+    blocks = BlockSource(source, chunk_size)
     checker = TarChecker(allow_devices)
     state = {"end_marker": False}
+    tarinfo = _end_marker_tarinfo(state)
+    out = Batches(chunk_size)
     total = 0
     try:
-        with tarfile.open(
-            fileobj=fileobj, mode="r|", bufsize=TAR_BUFSIZE, tarinfo=_end_marker_tarinfo(state)
-        ) as archive:
-            for member in iter(archive.next, None):
-                del archive.members[:]
-                if archive.pax_headers:
-                    raise UnsafeTarError("the archive has a PAX global header, which tar readers apply differently")
-                checker(member)
-                info = copy_info(member)
-                total += info.size
-                if max_bytes is not None and total > max_bytes:
-                    raise UnsafeTarError(
-                        f"member {member.name!r} takes the archive's files beyond the recorded size of "
-                        f"{max_bytes} bytes (sparse files at their apparent size: {total} bytes so far)"
-                    )
-                if summary is not None:
-                    summary["members"] += 1
-                    summary["bytes"] += member.size if member.isreg() else 0
-                    _remember(summary, member)
-                data = archive.extractfile(member) if info.size else None
-                short = UnsafeTarError(f"member {member.name!r} ends before its recorded size")
-                yield from member_chunks(info, data, chunk_size, short)
+        while True:
+            member, data = _next_member(blocks, tarinfo)
+            if member is None:
+                break
+            checker(member)
+            size = member.size if member.isreg() else 0
+            total += size
+            if max_bytes is not None and total > max_bytes:
+                raise UnsafeTarError(
+                    f"member {member.name!r} takes the archive's files beyond the recorded size of "
+                    f"{max_bytes} bytes (sparse files at their apparent size: {total} bytes so far)"
+                )
+            if summary is not None:
+                summary["members"] += 1
+                summary["bytes"] += size
+                _remember(summary, member)
+            for piece in _member_pieces(member, size, data):
+                chunk = out.add(piece)
+                if chunk is not None:
+                    yield chunk
     except tarfile.TarError as exc:
         raise UnsafeTarError(f"the stream is not a readable tar archive: {exc}") from exc
     if summary is not None:
         if not state["end_marker"]:
             raise UnsafeTarError("the archive ends without an end-of-archive marker: it is truncated or damaged")
-        while fileobj.read(CHUNK_SIZE):  # the padding after the end marker: a hashing reader sees it all
+        while blocks.skip(CHUNK_SIZE):  # the padding after the end marker: a hashing reader sees it all
             pass
         summary["complete"] = True
-    yield bytes(2 * tarfile.BLOCKSIZE)
+    last = out.add(bytes(2 * tarfile.BLOCKSIZE))
+    yield last if last is not None else out.take()
+
+
+def _member_pieces(member, size, data):
+    """The normalised header of ``member`` (as ``copy_info`` keeps it), its ``size`` bytes and their padding."""
+    header = None
+    if not member.pax_headers and member.sparse is None:  # nothing for copy_info to drop: the fields as they are
+        header = ustar_header(
+            member.name,
+            tarfile.REGTYPE if member.isreg() else member.type,
+            member.mode,
+            member.uid,
+            member.gid,
+            size,
+            member.mtime,
+            member.linkname if (member.issym() or member.islnk()) else "",
+            member.uname,
+            member.gname,
+        )
+    yield header or copy_info(member).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    left = size
+    piece = data.take(left) if left else None
+    if piece is not None:  # a small file, within one chunk of the stream
+        left = 0
+        yield piece
+    for piece in data.slices(left):
+        left -= len(piece)
+        yield piece
+    if left:
+        raise UnsafeTarError(f"member {member.name!r} ends before its recorded size")
+    if size % tarfile.BLOCKSIZE:
+        yield _ZEROS[tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE]
+    data.finish()
+
+
+_ZEROS = [bytes(n) for n in range(tarfile.BLOCKSIZE)]
