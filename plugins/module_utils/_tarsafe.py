@@ -36,13 +36,15 @@ The rules, and why:
 
 Parser differentials (old-style ``prefix`` fields, GNU long names, PAX ``path`` records, star
 trailers, repeated extension headers: each tar reader resolves some of them differently) are closed
-by never handing the engine the archive as stored. ``normalised_chunks`` parses the archive with the
-same reader the scan uses, checks every member again with a fresh TarChecker, and writes a new POSIX
+by never handing the engine the archive as stored. ``normalised_chunks`` parses the archive as the
+scan's reader (tarfile) does, checks every member again with a fresh TarChecker, and writes a new POSIX
 PAX archive of exactly those members: a ustar header without prefix (names longer than 100 bytes
 get a PAX ``path`` record, which every reader applies the same way), no global header, no GNU
 extension, only the kept ``SCHILY.xattr`` records, sparse files written in full at their apparent
 size. The engine therefore extracts the very names, types and link targets that were checked; the
-proof does not depend on knowing how the engine would have read the original.
+proof does not depend on knowing how the engine would have read the original. For speed, a member
+with a plain ustar header (most of a volume's) is read and written by ``_tarblocks``, whose answers
+the unit tests hold to tarfile's; every other member is read by tarfile itself.
 
 ``scan_stream`` reads a whole tar stream once, in streaming mode, and reports every problem
 plus a summary, without extracting anything. Its memory grows with the number of members (their
