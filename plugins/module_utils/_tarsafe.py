@@ -61,9 +61,7 @@ import tarfile
 
 from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     CHUNK_SIZE,
-    TAR_BUFSIZE,
     FerryError,
-    IterReader,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._tarblocks import (
     Batches,
@@ -344,33 +342,36 @@ def scan_stream(source, allow_devices=False, max_problems=100):
     The source is read to its end, so a decompressor or hashing reader behind it completes its
     own checks. Errors raised by the source itself (e.g. ArtifactError) propagate.
     """
-    fileobj = source if hasattr(source, "read") else IterReader(source)
+    blocks = BlockSource(source, CHUNK_SIZE)
     checker = TarChecker(allow_devices)
     state = {"end_marker": False}
+    tarinfo = _end_marker_tarinfo(state)
     summary = new_summary()
     problems = []
+    global_header = False
     try:
-        with tarfile.open(
-            fileobj=fileobj, mode="r|", bufsize=TAR_BUFSIZE, tarinfo=_end_marker_tarinfo(state)
-        ) as archive:
-            for member in iter(archive.next, None):
-                del archive.members[:]  # tarfile keeps every TarInfo; the checker keeps what it needs
-                summary["members"] += 1
-                if member.isreg():
-                    summary["bytes"] += member.size
-                problem = checker.check(member)
-                if problem:
-                    summary["problem_count"] += 1
-                    if len(problems) < max_problems:  # a hostile archive may have millions
-                        problems.append(problem)
-                    continue
-                _remember(summary, member)
-            if archive.pax_headers:
+        while True:
+            member, data = _next_member(blocks, tarinfo)
+            if member is None:
+                break
+            data.finish()  # the scan reads no data
+            global_header |= data.global_header
+            summary["members"] += 1
+            if member.isreg():
+                summary["bytes"] += member.size
+            problem = checker.check(member)
+            if problem:
                 summary["problem_count"] += 1
-                problems.append(
-                    "the archive has a PAX global header, which tar readers apply differently; "
-                    "ferry.docker archives never have one"
-                )
+                if len(problems) < max_problems:  # a hostile archive may have millions
+                    problems.append(problem)
+                continue
+            _remember(summary, member)
+        if global_header:
+            summary["problem_count"] += 1
+            problems.append(
+                "the archive has a PAX global header, which tar readers apply differently; "
+                "ferry.docker archives never have one"
+            )
         stream_problem = None
         if not state["end_marker"]:
             stream_problem = "the archive ends without an end-of-archive marker: it is truncated or damaged"
@@ -379,7 +380,7 @@ def scan_stream(source, allow_devices=False, max_problems=100):
     if stream_problem:
         problems.append(stream_problem)
         summary["problem_count"] += 1
-    while fileobj.read(CHUNK_SIZE):  # the padding after the end marker, and anything else left over
+    while blocks.skip(CHUNK_SIZE):  # the padding after the end marker, and anything else left over
         pass
     summary.update(complete=stream_problem is None, problems=problems)
     return summary
@@ -429,13 +430,13 @@ def _next_member(blocks, tarinfo):
     member = archive.firstmember
     if member is None:
         return None, None
-    if archive.pax_headers:
-        raise UnsafeTarError("the archive has a PAX global header, which tar readers apply differently")
     return member, _TarfileData(archive, member)
 
 
 class _PlainData:
     """The data of a plain member: ``size`` bytes right after its header, padded to a whole block."""
+
+    global_header = False
 
     def __init__(self, blocks, size, offset):
         self.blocks, self.end = blocks, offset + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
@@ -456,6 +457,7 @@ class _TarfileData:
 
     def __init__(self, archive, member):
         self.blocks, self.archive = archive.fileobj, archive
+        self.global_header = bool(archive.pax_headers)  # a PAX global header came before the member
         self.file = archive.extractfile(member) if member.isreg() and member.size else None
 
     def take(self, size):
@@ -503,6 +505,8 @@ def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CH
             member, data = _next_member(blocks, tarinfo)
             if member is None:
                 break
+            if data.global_header:
+                raise UnsafeTarError("the archive has a PAX global header, which tar readers apply differently")
             checker(member)
             size = member.size if member.isreg() else 0
             total += size

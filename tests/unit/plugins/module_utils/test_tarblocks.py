@@ -334,3 +334,68 @@ def test_plain_members_follow_each_other_and_a_short_one_is_refused():
     assert [m.name for m in tarfile.open(fileobj=io.BytesIO(out))] == ["a", "b"]
     with pytest.raises(UnsafeTarError, match="ends before its recorded size"):
         b"".join(normalised_chunks(io.BytesIO(header("a", size=4096) + b"x" * 100)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# scan_stream: tarfile in streaming mode over the whole archive is the reference
+
+
+def reference_scan(raw, allow_devices=False):
+    from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import _remember, new_summary
+
+    checker, summary, problems = TarChecker(allow_devices), new_summary(), []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r|") as archive:
+            for member in archive:
+                summary["members"] += 1
+                summary["bytes"] += member.size if member.isreg() else 0
+                problem = checker.check(member)
+                if problem:
+                    problems.append(problem)
+                    continue
+                _remember(summary, member)
+            if archive.pax_headers:
+                problems.append("global")
+    except tarfile.TarError:
+        problems.append("stream")
+    summary.update(problem_count=len(problems), problems=problems)
+    return summary
+
+
+HOSTILE_ENTRY = st.tuples(
+    st.lists(st.sampled_from(["a", "b", "..", ".", "", "\u00e9" * 30]), min_size=1, max_size=4),
+    st.sampled_from(["file", "dir", "symlink", "hardlink"]),
+    st.binary(max_size=700),
+    st.sampled_from(["t", "/etc", "../x", "a", "a/b"]),
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(HOSTILE_ENTRY, max_size=8),
+    st.sampled_from([tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT]),
+    st.one_of(st.none(), st.integers(0, 6000)),
+)
+def test_the_scan_finds_what_tarfile_finds(entries, fmt, cut):
+    """Every member, byte count, problem and note of tarfile's own streaming read; a cut archive is incomplete."""
+    from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import scan_stream
+
+    buf = io.BytesIO()
+    try:
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as archive:
+            for parts, kind, data, target in entries:
+                member = tarfile.TarInfo("/".join(parts))
+                member.type = KINDS[kind]
+                member.linkname = target if kind in ("symlink", "hardlink") else ""
+                member.size = len(data) if kind == "file" else 0
+                archive.addfile(member, io.BytesIO(data) if member.isreg() else None)
+    except ValueError:
+        return
+    raw = buf.getvalue() if cut is None else buf.getvalue()[:cut]
+    ours, theirs = scan_stream(io.BytesIO(raw)), reference_scan(raw)
+    if cut is not None and not ours["complete"]:  # cut before the end-of-archive marker
+        assert ours["problems"][-1].startswith(("the archive ends without", "the stream is not a readable"))
+        return
+    assert ours["complete"] and "stream" not in theirs["problems"]
+    for key in ("members", "bytes", "root", "sparse", "xattrs", "has_sparse", "has_xattrs", "problems"):
+        assert ours[key] == theirs[key], key
