@@ -49,6 +49,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     FerryError,
     IterReader,
     prefetched,
+    quick_handoffs,
     read_decompressed,
 )
 from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
@@ -452,10 +453,11 @@ def fill_new_volume(helper, bundle_dir, artifact, allow_devices=False):
     else extracted by the engine."""
     stream = StreamedFill(bundle_dir, artifact, allow_devices)
     path = helper.local()[0]
-    if path and _tar_locally():
-        extract_locally(stream, path, helper.volume)
-    else:
-        helper.put(stream)
+    with quick_handoffs():
+        if path and _tar_locally():
+            extract_locally(stream, path, helper.volume)
+        else:
+            helper.put(stream)
     if not stream.finished:
         raise RestoreError(
             f"the engine stopped reading the archive of volume {helper.volume} before its end; nothing was kept"

@@ -14,11 +14,13 @@ verified, or copied and verified again, without decompressing it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import queue
 import struct
+import sys
 import tempfile
 import threading
 import zlib
@@ -566,6 +568,26 @@ def read_decompressed(path, compression, chunk_size=CHUNK_SIZE, decrypt=None, ob
         ) from exc
     except OSError as exc:
         raise ArtifactError(f"cannot read artifact {path}: {exc.strerror or exc}") from exc
+
+
+QUICK_SWITCH_SECONDS = 0.0002
+
+
+@contextlib.contextmanager
+def quick_handoffs(seconds=QUICK_SWITCH_SECONDS):
+    """Let threads take turns with the GIL every ``seconds`` (instead of Python's 5 ms) inside the block.
+
+    A ``prefetched`` reader hashes in steps that release the GIL while the consumer runs Python code.
+    At the end of each step the reader waits for the GIL until the consumer's switch interval expires,
+    so with 5 ms the two threads mostly take turns instead of overlapping. Restoring a 1 GiB volume
+    took 0.25 s less with 0.2 ms (BENCHMARKS.md, row 4). The process's interval is put back afterwards.
+    """
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def prefetched(chunks, depth=8):

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import os
+import sys
 import tarfile
 import threading
 import time
@@ -595,3 +596,11 @@ def test_prefetched_stops_its_producer_when_the_consumer_stops():
     stream.close()
     assert not [t for t in threading.enumerate() if t.name == "ferry-prefetch"]
     assert len(produced) < 10
+
+
+def test_quick_handoffs_shorten_the_switch_interval_only_inside_the_block():
+    before = sys.getswitchinterval()
+    with pytest.raises(RuntimeError), _stream.quick_handoffs(0.0003):
+        assert sys.getswitchinterval() == pytest.approx(0.0003)
+        raise RuntimeError("a failed restore")
+    assert sys.getswitchinterval() == before
