@@ -80,7 +80,7 @@ class BlockSource(io.RawIOBase):
                 break
             rest = self._chunk[self._pos :]
             self._base += self._pos
-            self._chunk, self._pos = rest + bytes(chunk), 0
+            self._chunk, self._pos = (rest + bytes(chunk) if rest else bytes(chunk)), 0
         return self._chunk[self._pos : self._pos + size]
 
     def advance(self, size):

@@ -24,8 +24,9 @@ description:
   - A new volume whose directory is on this host (see below) is written there by GNU C(tar), which gets
     only the checked members, never the archive as stored; otherwise, and into an existing volume, the
     engine extracts them. Both give the same files and metadata, checked the same way afterwards.
-  - The data is extracted by the Docker engine itself (C(put_archive)) into a helper container that
-    is created from an image already on the engine, never started, and always removed. Ownership,
+  - When the engine extracts (C(put_archive)), it does so into a helper container that is created from
+    an image already on the engine, never started, and always removed; a new volume written by C(tar)
+    needs none. Ownership,
     modes, mtimes, hard links, symlinks and the extended attributes C(user.*),
     C(security.capability) and POSIX ACLs are kept. Archives carrying any other extended attribute
     are refused by the safety checks.
