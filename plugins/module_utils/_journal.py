@@ -544,13 +544,16 @@ class TargetOps:
 class SourceOps:
     """What the guard does to the source containers, through the Docker engine on this host."""
 
-    def __init__(self, base_url, client=None):
+    def __init__(self, base_url, client=None, announce=None):
         if client is None:
             docker = docker_sdk()
             if docker is None:
                 raise JournalError("the guard needs the Docker SDK for Python (python3-docker) on this host")
             client = docker.APIClient(base_url=base_url, version="auto", timeout=60)
         self.client = client
+        # ``_neighbour.announce``: after a start, the host asks once for the container's bridge addresses, so that
+        # the clients that waited through the outage are not held another second (None: not announced)
+        self.announce = announce
 
     def restore(self, name, state_before):
         """Put container ``name`` back in ``state_before``; the state it is in afterwards (``absent`` when the
@@ -566,6 +569,8 @@ class SourceOps:
                 self.client.unpause(name)
             elif not state.get("Running"):
                 self.client.start(name)
+                if self.announce is not None:
+                    self.announce(self.client, name)  # never raises: the source runs either way
             if state_before == "paused" and not self.client.inspect_container(name)["State"].get("Paused"):
                 self.client.pause(name)
         state = self.client.inspect_container(name)["State"]
@@ -847,6 +852,24 @@ def wake_guard(doc):
     return True
 
 
+def neighbour_path(directory, run_id):
+    """Where the guard finds its copy of ``_neighbour`` (written beside its script when it is armed)."""
+    return os.path.join(directory, f"{run_id}.neighbour.py")
+
+
+def load_announce(path):
+    """``announce`` of the ``_neighbour`` copy at ``path``, or None when it is missing or does not load."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.spec_from_file_location("ferry_guard_neighbour", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.announce
+    except Exception:  # an older run's directory, a damaged copy: the guard puts sources back without it
+        return None
+
+
 def guard_main(argv):
     """``guard <journal directory> <run id>``: the guard process."""
     directory, run_id = argv
@@ -858,7 +881,8 @@ def guard_main(argv):
         doc["guard"]["started_at"] = time.time()
 
     doc = journal.update(armed)
-    source_ops = SourceOps(doc["guard"].get("docker_host") or "unix:///var/run/docker.sock")
+    announce = load_announce(neighbour_path(directory, run_id))
+    source_ops = SourceOps(doc["guard"].get("docker_host") or "unix:///var/run/docker.sock", announce=announce)
     outcome = watch(journal, source_ops, TargetOps(doc.get("targets", [])), sleep=wakeable_sleep)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     sys.stdout.write(f"ferry.docker guard {run_id}: {outcome} at {stamp}\n")  # the guard's log file

@@ -28,9 +28,11 @@ import os
 import socket
 import struct
 
-from ansible_collections.ferry.docker.plugins.module_utils._compat import api_tuple
-from ansible_collections.ferry.docker.plugins.module_utils._volmeta import LOCAL_BASE_URLS
+# This file imports nothing of the collection: the guard, a standalone process, loads it from a copy beside its
+# journal (``_step_guard.guard_script``) to announce the sources it puts back.
 
+# The Docker SDK's base URLs of the engine's local unix socket
+LOCAL_BASE_URLS = ("http+docker://localhost", "http+docker://localunixsocket")
 ENGINE_ANNOUNCES = (1, 48)  # the API version of Docker 28, whose engine advertises new endpoints itself
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 _ETH_P_ARP = 0x0806
@@ -64,9 +66,15 @@ def bridge_interface(network):
     return name or "br-" + str(network.get("Id", ""))[:12]
 
 
+def _api(text):
+    """``"1.41"`` -> ``(1, 41)``; ``(0, 0)`` when ``text`` is not a version."""
+    parts = str(text or "").strip().split(".")
+    return (int(parts[0]), int(parts[1])) if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit() else (0, 0)
+
+
 def skip_reason(base_url, api_version, euid):
     """None if this process should announce a started container on this host's bridges, else why not."""
-    if (api_tuple(api_version) or (0, 0)) >= ENGINE_ANNOUNCES:
+    if _api(api_version) >= ENGINE_ANNOUNCES:
         return f"the engine (API {api_version}) announces new containers itself"
     if base_url not in LOCAL_BASE_URLS:
         return "the Docker engine is not reached over a local unix socket"

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from ansible_collections.ferry.docker.plugins.module_utils import _journal
+from ansible_collections.ferry.docker.plugins.module_utils import _journal, _neighbour
 from ansible_collections.ferry.docker.plugins.module_utils._client import connection_kwargs
 from ansible_collections.ferry.docker.plugins.module_utils._report import ReportError, write_report
 
@@ -27,8 +27,12 @@ STOP_SECONDS = 10  # how long disarming waits for it to exit
 
 
 def guard_script(journal):
-    """Write this collection's journal code beside the journal, for the guard process to run."""
+    """Write this collection's journal code beside the journal, for the guard process to run, and its copy of
+    ``_neighbour`` (which imports nothing of the collection) for the sources it starts again."""
     path = os.path.join(journal.directory, f"{journal.run_id}.guard.py")
+    _journal.write_atomically(
+        _journal.neighbour_path(journal.directory, journal.run_id), inspect.getsource(_neighbour).encode()
+    )
     _journal.write_atomically(path, inspect.getsource(_journal).encode())
     return path
 
@@ -200,7 +204,7 @@ def roll_back(module, journal):
     refuse_live(module, journal, doc)
     if not _journal.open_containers(doc) or module.check_mode:
         return doc, bool(_journal.open_containers(doc))
-    source_ops = _journal.SourceOps(module.base_url)
+    source_ops = _journal.SourceOps(module.base_url, announce=_neighbour.announce)
     doc = _journal.fire(
         journal,
         source_ops,

@@ -47,6 +47,7 @@ import tarfile
 import time
 import zlib
 
+from ansible_collections.ferry.docker.plugins.module_utils._neighbour import LOCAL_BASE_URLS
 from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, TAR_BUFSIZE, IterReader
 from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
     PAX_XATTR,
@@ -66,7 +67,6 @@ _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-LOCAL_BASE_URLS = ("http+docker://localhost", "http+docker://localunixsocket")
 _NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM)
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02

@@ -595,3 +595,48 @@ def test_an_authorized_keys_edit_takes_single_lines_and_login_names_only():
     assert j.authorized_keys_argv("KEY", "", "CORP\\Ferry.Admin@example")[-1] == "CORP\\Ferry.Admin@example"
     argv = j.authorized_keys_argv("KEY", "", "ferry", then="id -un")
     assert argv[3:] == ["sh", "KEY", "", "ferry"] and argv[2].endswith(" && id -un")
+
+
+class _StoppedClient:
+    def __init__(self, running=False, paused=False):
+        self.state = {"Running": running, "Paused": paused, "Status": "running" if running else "exited"}
+        self.calls = []
+
+    def inspect_container(self, name):
+        return {"State": dict(self.state)}
+
+    def start(self, name):
+        self.calls.append(("start", name))
+        self.state.update(Running=True, Status="running")
+
+    def unpause(self, name):
+        self.calls.append(("unpause", name))
+        self.state.update(Paused=False)
+
+
+def test_a_source_started_again_is_announced_once_and_one_only_unpaused_is_not():
+    announced = []
+    client = _StoppedClient()
+    ops = j.SourceOps("unix:///nowhere", client=client, announce=lambda c, name: announced.append((c, name)))
+    assert ops.restore("web", "running") == "running"
+    assert client.calls == [("start", "web")] and announced == [(client, "web")]
+    paused = _StoppedClient(running=True, paused=True)
+    ops = j.SourceOps("unix:///nowhere", client=paused, announce=lambda c, name: announced.append((c, name)))
+    assert ops.restore("web", "running") == "running"
+    assert paused.calls == [("unpause", "web")] and len(announced) == 1  # its network endpoint never went away
+
+
+def test_the_guard_loads_its_copy_of_neighbour_and_goes_on_without_a_usable_one(tmp_path):
+    from ansible_collections.ferry.docker.plugins.module_utils import _neighbour
+
+    source = open(_neighbour.__file__.replace(".pyc", ".py")).read()
+    assert "ansible_collections" not in source.split('"""', 2)[2]  # a standalone file: no import of the collection
+    path = j.neighbour_path(str(tmp_path), "run-1")
+    assert path == str(tmp_path / "run-1.neighbour.py")
+    assert j.load_announce(path) is None  # not written (an older run)
+    (tmp_path / "run-1.neighbour.py").write_text(source)
+    announce = j.load_announce(path)
+    client = type("C", (), {"base_url": "tcp://192.0.2.1:2376", "api_version": "1.41"})()
+    assert announce(client, "web") == "the Docker engine is not reached over a local unix socket"
+    (tmp_path / "run-1.neighbour.py").write_text("raise RuntimeError('damaged')\n")
+    assert j.load_announce(path) is None

@@ -85,3 +85,11 @@ def test_a_report_that_cannot_be_written_fails_the_disarm_naming_it_and_the_guar
     assert result.get("failed") and str(path) in result["msg"] and "is disarmed" in result["msg"], result
     journal = json.loads((tmp_path / "journal" / f"{args['run_id']}.json").read_text())
     assert journal["guard"]["status"] == "disarmed"
+
+
+def test_the_guard_script_is_written_with_its_copy_of_neighbour(tmp_path):
+    journal = _journal.Journal(str(tmp_path), "20261201T000000Z-1")
+    script = _step_guard.guard_script(journal)
+    assert script == str(tmp_path / "20261201T000000Z-1.guard.py")
+    announce = _journal.load_announce(_journal.neighbour_path(str(tmp_path), "20261201T000000Z-1"))
+    assert announce is not None and announce.__module__ == "ferry_guard_neighbour"
