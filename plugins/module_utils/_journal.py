@@ -554,6 +554,7 @@ class SourceOps:
         # ``_neighbour.announce``: after a start, the host asks once for the container's bridge addresses, so that
         # the clients that waited through the outage are not held another second (None: not announced)
         self.announce = announce
+        self.announced = {}  # container name -> the interfaces asked on, or why nothing was sent
 
     def restore(self, name, state_before):
         """Put container ``name`` back in ``state_before``; the state it is in afterwards (``absent`` when the
@@ -570,7 +571,7 @@ class SourceOps:
             elif not state.get("Running"):
                 self.client.start(name)
                 if self.announce is not None:
-                    self.announce(self.client, name)  # never raises: the source runs either way
+                    self.announced[name] = self.announce(self.client, name)  # never raises: the source runs anyway
             if state_before == "paused" and not self.client.inspect_container(name)["State"].get("Paused"):
                 self.client.pause(name)
         state = self.client.inspect_container(name)["State"]
@@ -679,6 +680,9 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
                         detail = f"source is {source_ops.restore(name, step[1])} (was {step[1]} before the run)"
                     except (docker_exception(), OSError, KeyError) as exc:
                         outcome, detail = "needs_decision", f"could not put the source back: {exc}"
+                    asked = getattr(source_ops, "announced", {}).get(name)
+                    if isinstance(asked, list) and asked:
+                        notes.append(f"asked for its addresses on {', '.join(asked)}")
             detail = "; ".join([detail, *notes])
             changes = {"phase": "done"} if outcome == "migrated" else {}
             record(doc, name, now(), status=outcome, guard=detail, **changes)

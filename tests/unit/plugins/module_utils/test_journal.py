@@ -179,6 +179,18 @@ def test_fire_restores_the_source_records_it_and_removes_the_key(tmp_path):
     assert journal.load() == doc
 
 
+def test_fire_records_the_bridges_a_restarted_source_was_announced_on(tmp_path):
+    journal = journal_with(tmp_path, phase="capture", state_before="running", lease_age=40)
+    source = FakeSource()
+    source.announced = {"web": ["docker0"]}
+    doc = j.fire(journal, source, FakeTargets())
+    assert doc["containers"]["web"]["guard"].startswith("source is running (was running before the run); ")
+    assert "asked for its addresses on docker0" in doc["containers"]["web"]["guard"]
+    source.announced = {"web": "sending ARP requests needs root"}  # a reason: nothing to say in the journal
+    journal = journal_with(tmp_path / "again", phase="capture", state_before="running", lease_age=40)
+    assert j.fire(journal, source, FakeTargets())["containers"]["web"]["guard"].endswith("before the run)")
+
+
 def test_fire_never_restarts_the_source_when_the_target_copy_cannot_be_stopped(tmp_path):
     journal = journal_with(tmp_path, phase="health", lease_age=40)
     source, targets = FakeSource(), FakeTargets(stop_ok=False)
@@ -617,9 +629,10 @@ class _StoppedClient:
 def test_a_source_started_again_is_announced_once_and_one_only_unpaused_is_not():
     announced = []
     client = _StoppedClient()
-    ops = j.SourceOps("unix:///nowhere", client=client, announce=lambda c, name: announced.append((c, name)))
+    ops = j.SourceOps("unix:///nowhere", client=client, announce=lambda c, name: announced.append((c, name)) or ["br0"])
     assert ops.restore("web", "running") == "running"
     assert client.calls == [("start", "web")] and announced == [(client, "web")]
+    assert ops.announced == {"web": ["br0"]}
     paused = _StoppedClient(running=True, paused=True)
     ops = j.SourceOps("unix:///nowhere", client=paused, announce=lambda c, name: announced.append((c, name)))
     assert ops.restore("web", "running") == "running"
