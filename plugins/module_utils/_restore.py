@@ -435,7 +435,7 @@ def extract_locally(stream, path, volume):
         )
 
 
-PIPE_SIZE = 1 << 20  # what Linux lets root give a pipe by default (fs.pipe-max-size): one chunk per write
+PIPE_SIZE = 1 << 20  # fs.pipe-max-size's default, the most without CAP_SYS_RESOURCE: one chunk per write
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
