@@ -680,7 +680,7 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
                         detail = f"source is {source_ops.restore(name, step[1])} (was {step[1]} before the run)"
                     except (docker_exception(), OSError, KeyError) as exc:
                         outcome, detail = "needs_decision", f"could not put the source back: {exc}"
-                    asked = getattr(source_ops, "announced", {}).get(name)
+                    asked = source_ops.announced.get(name)
                     if isinstance(asked, list) and asked:
                         notes.append(f"asked for its addresses on {', '.join(asked)}")
             detail = "; ".join([detail, *notes])

@@ -67,7 +67,8 @@ def bridge_interface(network):
 
 
 def _api(text):
-    """``"1.41"`` -> ``(1, 41)``; ``(0, 0)`` when ``text`` is not a version."""
+    """``"1.41"`` -> ``(1, 41)``; ``(0, 0)`` when ``text`` is not a version (``_compat.api_tuple``, which this
+    file cannot import)."""
     parts = str(text or "").strip().split(".")
     return (int(parts[0]), int(parts[1])) if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit() else (0, 0)
 

@@ -401,10 +401,11 @@ TAR_EXTRACT = (
 
 
 def extract_locally(stream, path, volume):
-    """Feed ``stream`` to GNU tar extracting into ``path``, the new volume's own directory on this host.
+    """Feed ``stream`` (chunks of a checked tar) to GNU tar extracting into ``path``, a volume's own directory.
 
-    The members are the ones ``StreamedFill`` checked; tar never sees the archive as stored. A failed check
-    stops the feed (tar is killed) and is raised; so is tar's own failure, with its last words."""
+    The members are the ones ``StreamedFill`` checked (or the root entry of ``put_root``); tar never sees the
+    archive as stored. A failed check stops the feed (tar is killed) and is raised; so is tar's own failure,
+    with its last words. Whether the stream got to its end is the caller's to check (``StreamedFill.finished``)."""
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(  # killed and waited for below, whatever happens
             [*TAR_EXTRACT, "--directory", path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors
@@ -429,7 +430,7 @@ def extract_locally(stream, path, volume):
         status = proc.wait()
         errors.seek(0)
         said = " | ".join(line.strip() for line in errors.read().decode("utf-8", "replace").splitlines()[-3:])
-    if status != 0 or not stream.finished:
+    if status != 0:
         raise RestoreError(
             f"tar could not extract the archive of volume {volume} into {path} (exit {status}): {said or 'no message'}"
         )
@@ -460,7 +461,7 @@ def fill_new_volume(helper, bundle_dir, artifact, allow_devices=False):
             helper.put(stream)
     if not stream.finished:
         raise RestoreError(
-            f"the engine stopped reading the archive of volume {helper.volume} before its end; nothing was kept"
+            f"the extraction stopped reading the archive of volume {helper.volume} before its end; nothing was kept"
         )
     helper.notes = restore_metadata(helper, stream.summary)
     for message in helper.notes.messages(f"volume {helper.volume}"):
@@ -591,19 +592,9 @@ class VolumeHelper:
         path = self.local()[0]
         if path and _tar_locally():
             parent, name = os.path.split(os.path.normpath(path))
-            extract_locally(_Whole([root_member(root, name)]), parent, self.volume)
+            extract_locally([root_member(root, name)], parent, self.volume)
             return
         self.put([root_member(root, VOLUME_BASENAME)], VOLUME_PARENT)
-
-
-class _Whole:
-    """Chunks already checked (``finished`` from the start), for ``extract_locally``."""
-
-    def __init__(self, chunks):
-        self.chunks, self.finished = chunks, True
-
-    def __iter__(self):
-        return iter(self.chunks)
 
 
 def _tar_locally():

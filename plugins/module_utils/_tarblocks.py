@@ -104,25 +104,6 @@ class BlockSource(io.RawIOBase):
             return data
         return b"".join(self.slices(size))
 
-    def readall(self):
-        parts = [bytes(self._chunk[self._pos :])]
-        self._pos = len(self._chunk)
-        parts.extend(bytes(chunk) for chunk in self._chunks)
-        return b"".join(parts)
-
-    def readinto(self, buffer):
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def take(self, size):
-        """The next ``size`` bytes as one memoryview when they lie in the current chunk, else None (nothing read)."""
-        if self._fill() and self._pos + size <= len(self._chunk):
-            piece = memoryview(self._chunk)[self._pos : self._pos + size]
-            self._pos += size
-            return piece
-        return None
-
     def skip(self, size):
         """Read past ``size`` bytes; return how many there were."""
         return sum(len(piece) for piece in self.slices(size))

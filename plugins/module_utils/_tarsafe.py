@@ -441,9 +441,6 @@ class _PlainData:
     def __init__(self, blocks, size, offset):
         self.blocks, self.end = blocks, offset + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
-    def take(self, size):
-        return self.blocks.take(size)
-
     def slices(self, size):
         return self.blocks.slices(size)
 
@@ -459,9 +456,6 @@ class _TarfileData:
         self.blocks, self.archive = archive.fileobj, archive
         self.global_header = bool(archive.pax_headers)  # a PAX global header came before the member
         self.file = archive.extractfile(member) if member.isreg() and member.size else None
-
-    def take(self, size):
-        return None
 
     def slices(self, size):
         while size > 0:
@@ -553,10 +547,6 @@ def _member_pieces(member, size, data):
         )
     yield header or copy_info(member).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     left = size
-    piece = data.take(left) if left else None
-    if piece is not None:  # a small file, within one chunk of the stream
-        left = 0
-        yield piece
     for piece in data.slices(left):
         left -= len(piece)
         yield piece

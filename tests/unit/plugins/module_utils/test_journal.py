@@ -60,6 +60,7 @@ class FakeTargets:
 class FakeSource:
     def __init__(self):
         self.calls = []
+        self.announced = {}
 
     def restore(self, name, state_before):
         self.calls.append((name, state_before))
