@@ -663,62 +663,89 @@ _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 
 def _walk(stack, entries, firsts, fresh, cached, cache, now, stats, tree):
     """``walk_digest``'s loop over ``stack`` (each frame: directory, relative prefix, its sorted names, its open
-    descriptor, closed once its names are done); the bytes it read."""
+    descriptor, closed once its names are done); the bytes it read.
+
+    Most entries of a second digest are files with one name whose cached stamp still holds: those take the short
+    path here (one ``stat``, one lookup, four comparisons), everything else goes through ``_walk_entry``. The
+    frame's names are an iterator: a subdirectory goes on the stack and the loop resumes its parent's names where
+    it left them once the subdirectory is done."""
     hashed = 0
+    append = entries.append
+    lstat, is_reg, is_dir = os.stat, stat.S_ISREG, stat.S_ISDIR
     while stack:
         directory, prefix, names, fd = stack[-1]
-        entry = next(names, None)
-        if entry is None:
-            stack.pop()
-            os.close(fd)
-            continue
-        full, name = directory + "/" + entry, prefix + entry
-        try:
-            st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        kind = _entry_type(st.st_mode)
-        if kind is None:
-            continue  # a socket, as in TreeTar
-        if kind == tarfile.REGTYPE:
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in firsts:
-                size, content = firsts[key]
-                entries.append(_fields(name, kind, st, "", size, content, {}))
-                if tree is not None:
-                    tree[name] = (st.st_mtime_ns, entries[-1], True)
+        for entry in names:
+            name = prefix + entry
+            try:
+                st = lstat(entry, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
                 continue
-            known = cached.get(name)
-            stamp = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-            if known and known[:4] == stamp:
-                if st.st_nlink == 1 and len(known) == 6:
-                    entries.append(known[5])
-                    fresh[name] = known  # it passed the RACY_SECONDS test when cached, and its times are the same
+            mode = st.st_mode
+            if is_reg(mode) and st.st_nlink == 1:
+                known = cached.get(name)
+                if (
+                    known is not None
+                    and len(known) == 6
+                    and known[0] == st.st_ino
+                    and known[1] == st.st_size
+                    and known[2] == st.st_mtime_ns
+                    and known[3] == st.st_ctime_ns
+                ):
+                    # it passed the RACY_SECONDS test when cached, and its times are the same
+                    append(known[5])
+                    fresh[name] = known
                     if tree is not None:
                         tree[name] = (st.st_mtime_ns, known[5], False)
                     continue
-                content = known[4]
-            else:
-                content, read = _file_sha256(full)
-                hashed += read
-            line = _fields(name, kind, st, "", st.st_size, content, read_xattrs(full, follow=False)[0])
-            if cache is not None and now - st.st_ctime > RACY_SECONDS:
-                fresh[name] = [*stamp, content, line]
-            elif stats is not None:
-                stats["racy"] = stats.get("racy", 0) + 1
-            if st.st_nlink > 1:
-                firsts[key] = (st.st_size, content)
-            entries.append(line)
-        elif kind == tarfile.DIRTYPE:
-            entries.append(_fields(name, kind, st, "", 0, "", read_xattrs(full, follow=False)[0]))
-            sub = os.open(entry, _DIRECTORY_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-            stack.append((full, name + "/", iter(()), sub))  # on the stack before listing: closed if that fails
-            stack[-1] = (full, name + "/", iter(sorted(os.listdir(sub))), sub)
+            full = directory + "/" + entry
+            if is_dir(mode):
+                append(_fields(name, tarfile.DIRTYPE, st, "", 0, "", read_xattrs(full, follow=False)[0]))
+                if tree is not None:
+                    tree[name] = (st.st_mtime_ns, entries[-1], False)
+                sub = os.open(entry, _DIRECTORY_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                stack.append((full, name + "/", iter(()), sub))  # on the stack before listing: closed if that fails
+                stack[-1] = (full, name + "/", iter(sorted(os.listdir(sub))), sub)
+                break  # the subdirectory first; this directory's names go on where they stopped
+            hashed += _walk_entry(full, name, st, entries, firsts, fresh, cached, cache, now, stats, tree)
         else:
-            link = os.readlink(full) if kind == tarfile.SYMTYPE else ""
-            entries.append(_fields(name, kind, st, link, 0, "", read_xattrs(full, follow=False)[0]))
-        if tree is not None:
-            tree[name] = (st.st_mtime_ns, entries[-1], kind == tarfile.REGTYPE and st.st_nlink > 1)
+            stack.pop()
+            os.close(fd)
+    return hashed
+
+
+def _walk_entry(full, name, st, entries, firsts, fresh, cached, cache, now, stats, tree):
+    """One entry that is not a directory and not a cached file with one name; the bytes read for it."""
+    kind = _entry_type(st.st_mode)
+    if kind is None:
+        return 0  # a socket, as in TreeTar
+    hashed = 0
+    if kind == tarfile.REGTYPE:
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in firsts:
+            size, content = firsts[key]
+            entries.append(_fields(name, kind, st, "", size, content, {}))
+            if tree is not None:
+                tree[name] = (st.st_mtime_ns, entries[-1], True)
+            return 0
+        known = cached.get(name)
+        stamp = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        if known and known[:4] == stamp:
+            content = known[4]  # several names, or an older entry: the content only
+        else:
+            content, hashed = _file_sha256(full)
+        line = _fields(name, kind, st, "", st.st_size, content, read_xattrs(full, follow=False)[0])
+        if cache is not None and now - st.st_ctime > RACY_SECONDS:
+            fresh[name] = [*stamp, content, line]
+        elif stats is not None:
+            stats["racy"] = stats.get("racy", 0) + 1
+        if st.st_nlink > 1:
+            firsts[key] = (st.st_size, content)
+        entries.append(line)
+    else:
+        link = os.readlink(full) if kind == tarfile.SYMTYPE else ""
+        entries.append(_fields(name, kind, st, link, 0, "", read_xattrs(full, follow=False)[0]))
+    if tree is not None:
+        tree[name] = (st.st_mtime_ns, entries[-1], kind == tarfile.REGTYPE and st.st_nlink > 1)
     return hashed
 
 

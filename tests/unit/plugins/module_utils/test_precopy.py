@@ -14,6 +14,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.ferry.docker.plugins.module_utils import _migration as m
 from ansible_collections.ferry.docker.plugins.module_utils import _precopy as p
@@ -437,6 +439,65 @@ def test_walk_digest_equals_the_archive_digest_and_its_cache_reads_only_what_cha
     changed = walk_digest(str(root), cache, now=10**10)
     assert changed[0] != first[0] and changed[2] == 300_000
     assert changed[:2] == tree_digest(str(root))
+
+
+_NAMES = st.sampled_from(["a", "b", "m", "z", "0", "a.b", "é"])
+
+
+@st.composite
+def _random_dirs(draw, depth=0):
+    """A directory as ``{name: content}``: bytes for a file, a dict for a subdirectory, a str for a symlink's target,
+    ``("link", n)`` for another name of the n-th file written."""
+    out = {}
+    for name in draw(st.lists(_NAMES, max_size=5, unique=True)):
+        kinds = ["file", "symlink", "hard"] + (["dir"] if depth < 3 else [])
+        kind = draw(st.sampled_from(kinds))
+        if kind == "dir":
+            out[name] = draw(_random_dirs(depth=depth + 1))
+        elif kind == "symlink":
+            out[name] = draw(st.sampled_from(["a", "../z", "/etc"]))
+        elif kind == "hard":
+            out[name] = ("link", draw(st.integers(0, 3)))
+        else:
+            out[name] = draw(st.binary(max_size=64))
+    return out
+
+
+def _write_dirs(root, tree, files):
+    os.mkdir(root)
+    for name, content in tree.items():
+        path = os.path.join(root, name)
+        if isinstance(content, dict):
+            _write_dirs(path, content, files)
+        elif isinstance(content, str):
+            os.symlink(content, path)
+        elif isinstance(content, tuple):
+            if files:
+                os.link(files[content[1] % len(files)], path)
+            else:
+                open(path, "wb").close()
+        else:
+            with open(path, "wb") as handle:
+                handle.write(content)
+            files.append(path)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=_random_dirs())
+def test_walk_digest_of_any_tree_equals_the_archive_digest_and_lists_every_entry(tmp_path_factory, tree):
+    """Subdirectories anywhere among their siblings: the walk goes down and comes back to the names after them,
+    with and without the cache, and its tree names every entry once."""
+    root = str(tmp_path_factory.mktemp("walk") / "vol")
+    _write_dirs(root, tree, [])
+    expected = {"."} | {
+        os.path.relpath(os.path.join(top, name), root) for top, dirs, names in os.walk(root) for name in dirs + names
+    }
+    cache = {}
+    for _round in range(2):  # hashed, then from the cache
+        found = {}
+        digest = walk_digest(root, cache, now=10**10, tree=found)
+        assert digest[:2] == tree_digest(root)
+        assert set(found) == expected and digest[1] == len(expected) - 1
 
 
 def test_walk_digest_reuses_a_cached_entry_only_while_the_files_change_time_is_the_same(tmp_path):
