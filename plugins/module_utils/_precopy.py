@@ -375,12 +375,11 @@ class DigestCache:
         self.entries = {}
 
     def load(self):
-        try:
-            with open(self.path, "rb") as handle:
-                data = marshal.loads(handle.read())  # marshal.load reads a file in small pieces: 7 times slower
-        except (OSError, EOFError, ValueError, TypeError):
-            data = {}
-        self.entries = data if isinstance(data, dict) else {}
+        taken = _take_preloaded(self.path)
+        if taken is not None:
+            self.entries = taken
+            return self.entries
+        self.entries = _read_cache(self.path)[1]
         return self.entries
 
     def save(self):
@@ -390,6 +389,69 @@ class DigestCache:
         with os.fdopen(fd, "wb") as handle:
             handle.write(marshal.dumps(self.entries, 4))
         os.replace(temporary, self.path)
+
+
+def _read_cache(path):
+    """``(stamp, entries)`` of the cache file at ``path``: its inode, size and time as it was read (None when it
+    could not be opened), and what it holds (empty when it is not what ``save`` wrote)."""
+    try:
+        with open(path, "rb") as handle:
+            found = os.fstat(handle.fileno())
+            data = marshal.loads(handle.read())  # marshal.load reads a file in small pieces: 7 times slower
+    except (OSError, EOFError, ValueError, TypeError):
+        return None, {}
+    return (found.st_ino, found.st_size, found.st_mtime_ns), data if isinstance(data, dict) else {}
+
+
+_PRELOADED = {}  # cache file -> (stamp, entries), read ahead by preload_caches and taken once by DigestCache.load
+
+
+def preload_caches(paths):
+    """Read the digest caches at ``paths`` in a thread, while the sources still serve (or while a restore waits),
+    so that the digests once they are stopped do not wait for it (41,000 entries: 0.05-0.17 s). A cache is taken
+    only if its file is still the one read (the same inode, size and time: ``save`` replaces the file); one not
+    read yet when its digest starts is read then, as without this."""
+
+    def read_all():
+        for path in paths:
+            stamp, entries = _read_cache(path)
+            if stamp is not None:
+                _PRELOADED[path] = (stamp, entries)
+
+    thread = threading.Thread(target=read_all, daemon=True)
+    thread.start()
+    return thread
+
+
+def _take_preloaded(path):
+    stamp, entries = _PRELOADED.pop(path, (None, None))
+    if stamp is None:
+        return None
+    try:
+        now = os.stat(path)
+    except OSError:
+        return None
+    return entries if (now.st_ino, now.st_size, now.st_mtime_ns) == stamp else None
+
+
+def drop_caches(paths):
+    """Remove the digest caches at ``paths`` once the run has read them for the last time, and the directories
+    that leaves empty up to ``.digests``: they are 250 bytes per file of a volume, and a later run keeps its
+    own. Never fails (a cache left behind only takes space)."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        parent = os.path.dirname(path)
+        while True:
+            try:
+                os.rmdir(parent)
+            except OSError:  # not empty (another group's caches): kept
+                break
+            if os.path.basename(parent) == ".digests":
+                break
+            parent = os.path.dirname(parent)
 
 
 def cache_path(directory, volume):

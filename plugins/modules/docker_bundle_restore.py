@@ -430,6 +430,14 @@ def restore_handed_off(module, call, args):
                 digest["path"] = prepared[name]["mountpoint"]
             call(VOLUME_DIGEST, digest)  # one that does not start is started again after the handoff
 
+    # the digests started once the capture's last passes are done find their caches read already
+    _precopy.preload_caches(
+        [
+            _precopy.cache_path(_handoff.group_dir(group["members"]), name.replace("/", "_"))
+            for group in args["groups"]
+            for name in sorted(options["volumes"].get(group["id"]) or {})
+        ]
+    )
     waiter = _handoff.Waiter(
         args["groups"],
         options["volumes"],

@@ -325,6 +325,54 @@ def test_capture_moves_the_last_delta_after_the_stop_and_leaves_precopied_and_sk
     assert order.index("docker_container") < order.index("docker_volume_backup")
 
 
+def test_the_run_leaves_no_digest_cache_on_the_source_once_captured_or_failed(tmp_path):
+    run_dir = str(tmp_path / "run")
+
+    def caches():
+        # what the live passes left: the volume's cache, the writable layer's, another group's, a bind path's
+        paths = [p.cache_path(run_dir, n) for n in ("db", "upper-app", "other", "bind:/srv/data")]
+        for path in paths:
+            cache = p.DigestCache(path)
+            cache.entries = {"f": [1, 2, 3, 4, "x"]}
+            cache.save()
+        return paths
+
+    spec = dict(SPEC, cache_dir=run_dir, volumes=dict(SPEC["volumes"], **{"bind:/srv/data": {"mountpoint": "/t"}}))
+    plan = [*PLAN, {"name": "bind:/srv/data", "choice": "precopy", "reason": "bind"}]
+    db, upper, other, bind = caches()
+    groups = [{"id": "g", "members": [member("app", plan)], "precopy": spec}]
+    out = m.capture_groups(Host(), groups, OPTIONS, now=clock(), copier=Copier({"db": [12], "data": [0]}))
+    assert out["g"]["ok"], out["g"]
+    assert not any(os.path.exists(path) for path in (db, upper, bind)) and os.path.exists(other)
+    assert sorted(os.listdir(os.path.join(run_dir, ".digests"))) == ["other.marshal"]  # bind:'s directory too
+    m.capture_groups(
+        Host(),
+        [{"id": "o", "members": [member("other", [])], "precopy": dict(spec, volumes={})}],
+        OPTIONS,
+        now=clock(),
+        copier=None,
+    )
+    assert os.path.exists(other)  # no copier: this process is not on the source, it removes nothing
+
+    db, upper, other, bind = caches()
+    failing = Copier(fail="copying to root@h2:/t/db failed (rsync exit 11): No space left on device (28)")
+    out = m.precopy_groups(Host(), groups, OPTIONS, failing)
+    assert not out["g"]["ok"] and not any(os.path.exists(path) for path in (db, upper, bind))
+    p.drop_caches([other])
+    assert os.listdir(run_dir) == []  # the last cache takes .digests with it
+
+
+def test_the_capture_reads_its_digest_caches_ahead_before_the_stop(monkeypatch):
+    host, seen = Host(), []
+    monkeypatch.setattr(p, "preload_caches", lambda paths: seen.append((list(paths), len(host.calls))))
+    groups = [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}]
+    assert m.capture_groups(host, groups, OPTIONS, now=clock(), copier=Copier({"db": [12]}))["g"]["ok"]
+    ((paths, calls_before),) = seen
+    assert paths == ["/w/run/.digests/db.marshal", "/w/run/.digests/upper-app.marshal"]
+    stop = next(i for i, (module, _a) in enumerate(host.calls) if module == "docker_container")
+    assert calls_before <= stop
+
+
 def test_a_streamed_volume_moves_whole_after_the_stop_straight_into_the_target_and_not_in_the_bundle():
     plan = [{"name": "db", "choice": "stream", "reason": p.STREAM_REASON}, PLAN[1]]
     # no live pass: the pre-copy step takes no streamed volume
@@ -549,6 +597,27 @@ def test_the_digest_cache_file_is_private(tmp_path):
     with open(cache.path, "wb") as handle:
         handle.write(b"\xff not marshal")
     assert p.DigestCache(cache.path).load() == {}
+
+
+def test_a_preloaded_cache_is_taken_once_and_only_while_its_file_is_the_one_read(tmp_path):
+    def saved(name, entries):
+        cache = p.DigestCache(p.cache_path(str(tmp_path / "run"), name))
+        cache.entries = entries
+        cache.save()
+        return cache.path
+
+    kept, replaced, gone = saved("kept", {"a": [1]}), saved("replaced", {"b": [2]}), saved("gone", {"c": [3]})
+    missing = p.cache_path(str(tmp_path / "run"), "missing")
+    p.preload_caches([kept, replaced, gone, missing]).join()
+    assert set(p._PRELOADED) >= {kept, replaced, gone} and missing not in p._PRELOADED
+    p._PRELOADED[kept][1]["a"].append("read ahead")  # tells the preloaded copy from the file's
+    saved("replaced", {"b": [2, "newer"]})  # the settle digest saved it again after the read: the file wins
+    os.unlink(gone)
+    assert p.DigestCache(kept).load() == {"a": [1, "read ahead"]}
+    assert p.DigestCache(replaced).load() == {"b": [2, "newer"]}
+    assert p.DigestCache(gone).load() == {}
+    assert p.DigestCache(kept).load() == {"a": [1]}  # taken once: the next load reads the file
+    assert not {kept, replaced, gone} & set(p._PRELOADED)
 
 
 def test_passes_share_one_ssh_connection_and_leave_the_run_marker_out(monkeypatch):
