@@ -154,6 +154,7 @@ def test_precopy_moves_a_busy_redis_with_every_acknowledged_write(names, tmp_pat
         found += int(ssh("host2", f"docker exec {name} redis-cli EXISTS {chunk}").stdout.strip())
     assert found == len(keys)
     assert files_digest("host2", files) == before
+    assert caches_left("host1", name) == []  # the capture dropped the run's digest caches on the source
     print(
         f"\nprecopy: {len(keys)} writes acknowledged; the client saw no answer for at most {writer.outage():.2f} s"
         f" (report: {entry['downtime_seconds']} s); phases {entry['phases']}"
@@ -303,8 +304,14 @@ def test_a_target_disk_that_fills_during_precopy_never_stops_the_source(names, t
     # the source served throughout: never stopped, not restarted
     assert ssh("host1", f"docker inspect -f '{{{{.State.StartedAt}}}}' {name}").stdout.strip() == started
     assert ssh("host1", f"docker inspect -f '{{{{.State.Running}}}}' {name}").stdout.strip() == "true"
-    # the volume the run made on host2 is gone
+    # the volume the run made on host2 is gone, and so are the source's digest caches of the run
     assert ssh("host2", f"docker volume ls -q | grep -cx {volume} || true").stdout.strip() == "0"
+    assert caches_left("host1", name) == []
+
+
+def caches_left(host, name):
+    """The digest caches of ``name``'s volumes and writable layer left in any run's directory on ``host``."""
+    return ssh(host, f"find /var/lib/ferry/migrate -name '*{name}*.marshal'").stdout.split()
 
 
 def tree(host, path):
