@@ -20,13 +20,23 @@ would: an ARP request from the bridge's own address, sent to the container's MAC
 completes a waiting neighbour entry and releases the queued connections; where no entry waits, the
 kernel ignores the answer. Nothing on the host is configured or changed. Every failure is only a
 reason the announcement was skipped.
+
+While the engine starts the container, ``hasten`` asks as the kernel does (a broadcast from the bridge's
+address), every 20 ms, for each address the host is still resolving on a bridge: the container answers
+as soon as its interface is up, before the engine has started its process and returned. Measured on
+Docker 20.10 in the lab: the DNAT rule was there 46 ms into a 0.55 s start, the interface answered
+0.45 s into it, the start returned 0.1 s later; the waiting connection went on at the answer, not at
+the announcement after the start. ``start`` does both around ``client.start``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import struct
+import threading
+import time
 
 # This file imports nothing of the collection: the guard, a standalone process, loads it from a copy beside its
 # journal (``_step_guard.guard_script``) to announce the sources it puts back.
@@ -39,6 +49,11 @@ _ETH_P_ARP = 0x0806
 _ETH_P_IP = 0x0800
 _ARP_REQUEST = 1
 _SYS_NET = "/sys/class/net"
+_ARP_TABLE = "/proc/net/arp"
+_BROADCAST = "ff:ff:ff:ff:ff:ff"
+_SIOCGIFADDR = 0x8915
+HASTEN_SECONDS = 0.02  # how often a start in progress asks again for the addresses the host waits for
+HASTEN_LIMIT_SECONDS = 30.0
 
 
 def mac_bytes(text):
@@ -120,6 +135,85 @@ def send(interface, frame):
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
         sock.bind((interface, 0))
         sock.send(frame)
+
+
+def unresolved(text, is_bridge):
+    """``[(interface, address)]``: the entries of ``/proc/net/arp`` (its ``text``) that the host is still resolving
+    (flags ``0x0``: a packet waits for the answer) on an interface for which ``is_bridge(name)`` holds."""
+    out = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 6 and fields[2] == "0x0" and is_bridge(fields[5]):
+            out.append((fields[5], fields[0]))
+    return out
+
+
+def is_bridge(name, root=_SYS_NET):
+    return (
+        bool(name) and "/" not in name and name not in (".", "..") and os.path.isdir(os.path.join(root, name, "bridge"))
+    )
+
+
+def interface_address(name):
+    """The IPv4 address of a host interface (a Docker bridge has one); OSError when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        data = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode("ascii")[:15]))
+    return socket.inet_ntoa(data[20:24])
+
+
+def hasten(client, sender=send, euid=None, table=_ARP_TABLE, interval=HASTEN_SECONDS, limit=HASTEN_LIMIT_SECONDS):
+    """While a container starts (``stop = hasten(client)``, ``client.start(...)``, ``stop()``): every ``interval``
+    seconds, ask once more on its bridge for each address the host is still resolving there.
+
+    A connection forwarded to the container before its interface is up waits in the host's neighbour queue (see
+    the module doc); the kernel asks again only after a second, and ``announce`` after the start has returned.
+    Asked this way, as the kernel itself asks (a broadcast from the bridge's own address), it is answered as soon
+    as the container's interface is up, while the engine still starts the process. Only addresses a packet waits
+    for are asked for, only on bridges, and never after ``stop()`` or ``limit``. Returns ``stop``; it never raises.
+    """
+    if skip_reason(
+        getattr(client, "base_url", None), getattr(client, "api_version", None), os.geteuid() if euid is None else euid
+    ):
+        return lambda: None
+    done, own = threading.Event(), {}
+
+    def ask():
+        deadline = time.monotonic() + limit
+        while not done.wait(interval) and time.monotonic() < deadline:
+            try:
+                with open(table, encoding="ascii") as handle:
+                    waiting = unresolved(handle.read(), is_bridge)
+            except (OSError, ValueError):
+                return
+            for interface, address in waiting:
+                try:
+                    if interface not in own:
+                        own[interface] = (interface_mac(interface), interface_address(interface))
+                    mac, gateway = own[interface]
+                    if mac:
+                        sender(interface, arp_request(mac, gateway, _BROADCAST, address))
+                except Exception:  # a socket's, an address's: this bridge is not asked on again
+                    own[interface] = (None, None)
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+
+    def stop():
+        done.set()
+        thread.join(1.0)
+
+    return stop
+
+
+def start(client, container_id):
+    """``client.start(container_id)``, hastened while it runs and announced once it has (see ``hasten`` and
+    ``announce``); what ``announce`` returns."""
+    stop = hasten(client)
+    try:
+        client.start(container_id)
+    finally:
+        stop()
+    return announce(client, container_id)
 
 
 def announce(client, container_id, sender=send, euid=None):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.ferry.docker.plugins.module_utils import _trust
+from ansible_collections.ferry.docker.plugins.module_utils import _neighbour, _trust
 from ansible_collections.ferry.docker.plugins.module_utils._bundle import MANIFEST_NAME, verify_artifacts
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
 from ansible_collections.ferry.docker.plugins.module_utils._names import (
@@ -22,7 +22,6 @@ from ansible_collections.ferry.docker.plugins.module_utils._names import (
     volume_definition_problems,
     volume_option_problems,
 )
-from ansible_collections.ferry.docker.plugins.module_utils._neighbour import announce
 from ansible_collections.ferry.docker.plugins.module_utils._planner import plan_container
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
     RequestException,
@@ -209,8 +208,7 @@ class Restore:
                 raise
             if start:
                 try:
-                    client.start(container_id)
-                    announce(client, container_id)
+                    _neighbour.start(client, container_id)
                 except BaseException:
                     client.remove_container(container_id, force=True, v=True)
                     self.result.pop("container", None)
@@ -319,8 +317,7 @@ class Restore:
                 fill_plan = list(zip(self.result["volumes"], (a for _d, a in fills)))
                 container_id = self.replace(existing, fill_plan, start=want_running)
             elif action == "start":
-                self.client.start(container_id)
-                announce(self.client, container_id)
+                _neighbour.start(self.client, container_id)
             if container_id:
                 self.result["container"] = container_id
         elif container_id:

@@ -253,11 +253,10 @@ def _container_state(parent, args):
         if state == "started":
             changed = not running
             if not running:
-                client.start(info["Id"])
-                # imported here: a capture that starts nothing never compiles it (nor _volmeta, which it uses)
-                from ansible_collections.ferry.docker.plugins.module_utils._neighbour import announce
+                # imported here: a capture that starts nothing never compiles it
+                from ansible_collections.ferry.docker.plugins.module_utils import _neighbour
 
-                announce(client, info["Id"])
+                _neighbour.start(client, info["Id"])
                 paused = False
             if bool(args.get("paused")) != paused:
                 (client.pause if args.get("paused") else client.unpause)(info["Id"])

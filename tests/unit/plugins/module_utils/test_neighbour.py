@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import pytest
 
@@ -145,3 +146,110 @@ def test_announce_skips_and_never_raises(monkeypatch):
     assert announce(gone, "c1", sender=never, euid=0) == "not announced: 404 Client Error: No such container"
     bad_mac = Client(container(endpoint(DEFAULT, "172.17.0.5", mac="zz")), {DEFAULT["Id"]: DEFAULT})
     assert announce(bad_mac, "c1", sender=never, euid=0).startswith("not announced: not a MAC address")
+
+
+# ------------------------------------------------------------------ asking again while a container starts
+
+ARP_TABLE = """IP address       HW type     Flags       HW address            Mask     Device
+172.17.0.2       0x1         0x0         00:00:00:00:00:00     *        docker0
+172.17.0.3       0x1         0x2         02:42:ac:11:00:03     *        docker0
+10.0.0.9         0x1         0x0         00:00:00:00:00:00     *        eth0
+172.18.0.4       0x1         0x0         00:00:00:00:00:00     *        br-0123456789ab
+"""
+
+
+def test_only_addresses_the_host_still_resolves_on_a_bridge_are_asked_for_again():
+    bridges = {"docker0", "br-0123456789ab"}
+    assert _neighbour.unresolved(ARP_TABLE, bridges.__contains__) == [
+        ("docker0", "172.17.0.2"),
+        ("br-0123456789ab", "172.18.0.4"),
+    ]
+    assert _neighbour.unresolved("IP address HW type Flags HW address Mask Device\n", bridges.__contains__) == []
+    assert _neighbour.unresolved("garbage\nshort line\n", bridges.__contains__) == []
+
+
+def test_a_bridge_is_an_interface_with_a_bridge_directory(tmp_path):
+    (tmp_path / "docker0" / "bridge").mkdir(parents=True)
+    (tmp_path / "eth0").mkdir()
+    assert _neighbour.is_bridge("docker0", root=str(tmp_path))
+    assert not _neighbour.is_bridge("eth0", root=str(tmp_path))
+    assert not _neighbour.is_bridge("../docker0", root=str(tmp_path)) and not _neighbour.is_bridge("")
+
+
+class StartingClient:
+    base_url = LOCAL
+    api_version = "1.41"
+
+    def __init__(self, table, events):
+        self.table, self.events = table, events
+
+    def start(self, container_id):
+        # the engine starts the container for a while: the host waits for its address meanwhile
+        self.table.write_text(ARP_TABLE)
+        deadline = time.monotonic() + 5
+        while not any(e[0] == "sent" for e in self.events) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.events.append(("started", container_id))
+
+
+def test_a_start_in_progress_asks_on_its_bridges_for_what_waits_and_stops_with_the_start(tmp_path, monkeypatch):
+    table, events = tmp_path / "arp", []
+    table.write_text(ARP_TABLE.splitlines()[0] + "\n")
+    monkeypatch.setattr(_neighbour, "is_bridge", lambda name: name in ("docker0", "br-0123456789ab"))
+    monkeypatch.setattr(_neighbour, "interface_mac", lambda name: BRIDGE_MAC)
+
+    def address(name):
+        if name != "docker0":
+            raise OSError(99, "Cannot assign requested address")  # as ioctl says for an interface without one
+        return "172.17.0.1"
+
+    monkeypatch.setattr(_neighbour, "interface_address", address)
+    frames = []
+
+    def sender(interface, frame):
+        frames.append((interface, frame))
+        events.append(("sent", interface))
+
+    stop = _neighbour.hasten(StartingClient(table, events), sender=sender, euid=0, table=str(table), interval=0.005)
+    StartingClient(table, events).start("c1")
+    stop()
+    count = len(frames)
+    time.sleep(0.05)
+    assert len(frames) == count  # nothing is asked for once the start has returned
+    assert {interface for interface, _f in frames} == {"docker0"}  # br-…'s address is unknown: not asked on
+    _interface, frame = frames[0]
+    assert frame == arp_request(BRIDGE_MAC, "172.17.0.1", "ff:ff:ff:ff:ff:ff", "172.17.0.2")
+    assert frame[:6] == b"\xff" * 6 and frame[32:38] == bytes(6)  # a broadcast, as the kernel asks
+
+
+def test_hasten_does_nothing_where_announce_would_not(tmp_path):
+    sent = []
+    for client, euid in (
+        (StartingClient(None, []), 1000),
+        (type("New", (StartingClient,), {"api_version": "1.48"})(None, []), 0),
+    ):
+        stop = _neighbour.hasten(client, sender=lambda *a: sent.append(a), euid=euid, table=str(tmp_path / "none"))
+        stop()
+    assert sent == []
+
+
+def test_start_starts_then_announces_and_stops_asking_when_the_start_fails(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_neighbour, "hasten", lambda client: lambda: calls.append("stopped"))
+    monkeypatch.setattr(_neighbour, "announce", lambda client, cid: calls.append(("announced", cid)) or ["docker0"])
+
+    class Engine:
+        def __init__(self, fail=False):
+            self.fail = fail
+
+        def start(self, cid):
+            calls.append(("start", cid))
+            if self.fail:
+                raise RuntimeError("the engine refused")
+
+    assert _neighbour.start(Engine(), "c1") == ["docker0"]
+    assert calls == [("start", "c1"), "stopped", ("announced", "c1")]
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        _neighbour.start(Engine(fail=True), "c2")
+    assert calls == [("start", "c2"), "stopped"]
