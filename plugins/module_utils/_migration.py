@@ -250,6 +250,8 @@ class SourceRun:
                 return copier.sync_exact(*dirs, *listed)
             if attributes_since is not None:
                 return copier.sync(*dirs, attributes_since=attributes_since)
+            if phase == "precopy":  # while the source serves: a file may vanish during the pass
+                return copier.sync(*dirs, live=True)
             return copier.sync(*dirs)
         except _precopy.PassFailed as exc:
             message = f"{phase} of volume {name}: {exc}"

@@ -335,9 +335,17 @@ class PassFailed(Exception):
         self.no_space = no_space
 
 
-def copy_pass(argv, where, timeout, run=subprocess.run, listed=None):
+RSYNC_VANISHED = 24  # rsync's exit status when files vanished between its listing and their transfer
+
+
+def copy_pass(argv, where, timeout, run=subprocess.run, listed=None, live=False):
     """Run one pass (``argv`` with the program; ``listed``: the bytes for its standard input); its
-    ``parse_stats``. Raises PassFailed."""
+    ``parse_stats``. Raises PassFailed.
+
+    ``live``: a pass while the source serves, where a file may vanish between rsync's listing and its transfer
+    (Redis replaces its append-only files when it rewrites them): that pass counts, with ``vanished`` in its
+    stats; the next pass, and the last one once the source is stopped, copies what took their place. A pass
+    once stopped has no such excuse."""
     try:
         done = run(
             argv,
@@ -353,6 +361,8 @@ def copy_pass(argv, where, timeout, run=subprocess.run, listed=None):
         raise PassFailed(f"copying to {where} took more than {timeout} s") from None
     except OSError as exc:
         raise PassFailed(f"rsync could not run on this host to copy to {where}: {exc}") from None
+    if live and done.returncode == RSYNC_VANISHED:
+        return dict(parse_stats(done.stdout), vanished=True)
     if done.returncode != 0:
         lines = (done.stderr or "").strip().splitlines()
         last = " | ".join(line.strip() for line in lines[-3:])
@@ -641,16 +651,17 @@ class LocalCopier:
         )
         return (None, reason) if reason else (path, None)
 
-    def sync(self, src, dest, attributes_since=None):
-        """One pass of ``src`` into ``dest`` on the target. With ``attributes_since`` (epoch seconds: when the last
-        pass that carried ACLs and xattrs began), the pass leaves them alone and a second, listed pass carries
-        them for the entries that changed since then; the stats are the first pass's plus the second's."""
+    def sync(self, src, dest, attributes_since=None, live=False):
+        """One pass of ``src`` into ``dest`` on the target (``live``: while the source serves, see ``copy_pass``).
+        With ``attributes_since`` (epoch seconds: when the last pass that carried ACLs and xattrs began), the pass
+        leaves them alone and a second, listed pass carries them for the entries that changed since then; the
+        stats are the first pass's plus the second's."""
         s = self.send
         where = f"{s['user']}@{s['address']}:{dest}"
         timeout = s.get("timeout") or 21600
         args = (s["key_dir"], s["port"], src, s["user"], s["address"], dest)
         if attributes_since is None:
-            return copy_pass(["rsync", *rsync_argv(*args)], where, timeout)
+            return copy_pass(["rsync", *rsync_argv(*args)], where, timeout, live=live)
         stats = copy_pass(["rsync", *rsync_argv(*args, attributes=False)], where, timeout)
         try:
             listed = changed_since(src, attributes_since - ATTRIBUTES_MARGIN_SECONDS)

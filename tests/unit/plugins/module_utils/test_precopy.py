@@ -166,6 +166,31 @@ def test_a_pass_that_fills_the_target_says_so():
     assert failed.value.no_space and "No space left on device" in str(failed.value)
 
 
+def test_a_file_that_vanishes_during_a_live_pass_is_for_the_next_pass_not_a_failure():
+    vanished = 'file has vanished: "/v/appendonlydir/appendonly.aof.2.incr.aof"\nrsync warning: some files vanished\n'
+
+    def run(argv, **kwargs):  # Redis rewrote its append-only file while the pass ran
+        return subprocess.CompletedProcess(argv, 24, STATS, vanished)
+
+    stats = p.copy_pass(["rsync"], "root@h2:/v", 10, run=run, live=True)
+    assert stats == dict(p.parse_stats(STATS), vanished=True)
+    with pytest.raises(p.PassFailed) as failed:  # once the source is stopped nothing may vanish
+        p.copy_pass(["rsync"], "root@h2:/v", 10, run=run)
+    assert "rsync exit 24" in str(failed.value) and not failed.value.no_space
+
+
+def test_only_the_live_passes_are_live():
+    host, copier = Host(), Copier({"db": [5000, 40]})
+    m.precopy_groups(host, [{"id": "g", "members": [member("app", PLAN)], "precopy": SPEC}], OPTIONS, copier)
+    assert copier.live == [True, True]
+    host, copier = Host(), Copier({"db": [12]})
+    spec = {k: v for k, v in SPEC.items() if k != "attributes_since"}
+    m.capture_groups(
+        host, [{"id": "g", "members": [member("app", PLAN)], "precopy": spec}], OPTIONS, now=clock(), copier=copier
+    )
+    assert copier.live == [False]  # the last pass, once stopped
+
+
 # ------------------------------------------------------------------ the source's steps
 
 
@@ -179,6 +204,7 @@ class Copier:
         self.calls = []
         self.uppers = iter(uppers or [])
         self.saved = []
+        self.live = []
 
     def upper(self, container):
         return f"/upper/{container}", None
@@ -186,8 +212,9 @@ class Copier:
     def mountpoint(self, volume):
         return (f"/src/{volume}", None) if self.local else (None, "the engine is remote")
 
-    def sync(self, src, dest):
+    def sync(self, src, dest, live=False):
         self.calls.append(("sync", src, dest))
+        self.live.append(live)
         if self.fail:
             raise p.PassFailed(self.fail, no_space="No space" in self.fail)
         name = src.rsplit("/", 1)[-1]
@@ -1002,8 +1029,9 @@ def test_what_changed_since_a_moment_is_listed_by_its_change_time(tmp_path):
 def test_a_last_delta_after_live_passes_leaves_attributes_to_a_listed_pass(monkeypatch):
     calls = []
 
-    def fake_pass(argv, where, timeout, run=None, listed=None):
+    def fake_pass(argv, where, timeout, run=None, listed=None, live=False):
         calls.append((argv, listed))
+        assert not live  # a last pass, once stopped
         return {"sent": 10, "changed": 1, "files": 1, "literal": 1}
 
     monkeypatch.setattr(p, "copy_pass", fake_pass)
@@ -1056,9 +1084,9 @@ class MeetingCopier(Copier):
         self.committing = committing
         self.met = None
 
-    def sync(self, src, dest):
+    def sync(self, src, dest, live=False):
         self.met = self.committing.wait(timeout=5)
-        return super().sync(src, dest)
+        return super().sync(src, dest, live=live)
 
 
 class CommittingHost(Host):
