@@ -626,10 +626,8 @@ class SourceRun:
         running = [m for m in self.members if m.get("running")]
         if self._stream_to_wanted(copier):
             copier.start_unpack_probe()  # asked while the members still serve, beside the trees below
-        if copier is not None and (precopy or {}).get("cache_dir"):
-            # the digests once stopped (the volumes', the writable layers') find their caches read already
-            names = sorted(precopy.get("volumes") or {}) + [f"upper-{m['container']}" for m in self.members]
-            _precopy.preload_caches([_cache_file(precopy, name) for name in names])
+        if copier is not None:
+            _precopy.preload_caches(_cache_files(precopy, self.members))  # the digests once stopped find them read
         trees = self.target_trees(precopy, copier)  # read while the members still serve
         out["started_at"] = round(self.phases.enter("stop"), 3)
         out["hooks"] = self.run_hooks(running)
@@ -1288,16 +1286,15 @@ def precopy_groups(call, groups, options, copier, now=time.time, send=None):
             results[group["id"]] = failure = dict(_failure(run, exc), target_touched=True, source_states={})
             for left in run.drop_streamed(copier):
                 failure["msg"] += f"; {left}"
-            _drop_caches(group)  # no capture follows for this group
+            _precopy.drop_caches(_cache_files(group.get("precopy"), group["members"]))  # no capture follows
     return results
 
 
-def _drop_caches(group):
-    """The group's digest caches on this host (its volumes', its members' writable layers'): the capture's
-    digests, once stopped, were their last readers."""
-    spec = group.get("precopy")
-    names = sorted((spec or {}).get("volumes") or {}) + [f"upper-{m['container']}" for m in group["members"]]
-    _precopy.drop_caches([path for path in (_cache_file(spec, name) for name in names) if path])
+def _cache_files(spec, members):
+    """The digest caches of a group on its source (its volumes', its members' writable layers'), where its run
+    keeps them; none without a run directory."""
+    names = sorted((spec or {}).get("volumes") or {}) + [f"upper-{m['container']}" for m in members]
+    return [path for path in (_cache_file(spec, name) for name in names) if path]
 
 
 def capture_groups(call, groups, options, now=time.time, send=None, copier=None, handoff=None):
@@ -1358,8 +1355,10 @@ def capture_groups(call, groups, options, now=time.time, send=None, copier=None,
         for name, note in run.finish_removals().items():
             member = results[group_id].setdefault("members", {}).setdefault(name, {})
             member["image_note"] = note
-    for group in groups if copier is not None else ():  # without one, this process is not on the source
-        _drop_caches(group)
+    # the capture's digests, once stopped, were the caches' last readers (without a copier this process is not on
+    # the source)
+    for group in groups if copier is not None else ():
+        _precopy.drop_caches(_cache_files(group.get("precopy"), group["members"]))
     return results
 
 
