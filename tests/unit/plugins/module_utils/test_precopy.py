@@ -212,7 +212,7 @@ class Copier:
     def mountpoint(self, volume):
         return (f"/src/{volume}", None) if self.local else (None, "the engine is remote")
 
-    def sync(self, src, dest, live=False):
+    def sync(self, src, dest, attributes_since=None, live=False):
         self.calls.append(("sync", src, dest))
         self.live.append(live)
         if self.fail:
@@ -1055,9 +1055,9 @@ def test_a_last_delta_after_live_passes_leaves_attributes_to_a_listed_pass(monke
 
 
 class SinceCopier(Copier):
-    def sync(self, src, dest, attributes_since=None):
+    def sync(self, src, dest, attributes_since=None, live=False):
         self.calls.append(("since", src, attributes_since))
-        return super().sync(src, dest)
+        return super().sync(src, dest, live=live)
 
 
 def test_the_capture_gives_only_pre_copied_volumes_the_time_of_their_last_live_pass():
@@ -1084,7 +1084,7 @@ class MeetingCopier(Copier):
         self.committing = committing
         self.met = None
 
-    def sync(self, src, dest, live=False):
+    def sync(self, src, dest, attributes_since=None, live=False):
         self.met = self.committing.wait(timeout=5)
         return super().sync(src, dest, live=live)
 
