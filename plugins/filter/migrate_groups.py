@@ -852,10 +852,12 @@ def _phase_of(task):
     return "transfer" if "rsync" in task else "capture"
 
 
-def _volume_report(item, captured, precopy, early_digests=None):
+def _volume_report(item, captured, precopy, early_digests=None, digest_checks=None):
     """What happened to each volume of a member: the plan's choice and reason, then what the pre-copy and the
-    capture did (passes, bytes, the last delta, the digest checked on the target, and whether the target began
-    that digest before the handoff, while the image still streamed: ``digest_started_early``)."""
+    capture did (passes, bytes, the last delta, the digest checked on the target, whether the target began
+    that digest before the handoff, while the image still streamed: ``digest_started_early``, and how it read
+    the volume: ``digest_listed_paths``, only the paths the last pass changed, or ``digest_walked_whole``, why
+    it read the whole tree although the pass said what it changed)."""
     done = (precopy or {}).get("volumes") or {}
     out = []
     for volume in item.get("volume_plan") or []:
@@ -864,6 +866,11 @@ def _volume_report(item, captured, precopy, early_digests=None):
         entry.update(((captured or {}).get("volumes") or {}).get(volume["name"]) or {})
         if entry.get("digest"):  # checked on the target
             entry["digest_started_early"] = volume["name"] in (early_digests or [])
+            how = (digest_checks or {}).get(volume["name"]) or {}
+            if "listed_paths" in how:
+                entry["digest_listed_paths"] = how["listed_paths"]
+            elif "walked" in how:
+                entry["digest_walked_whole"] = how["walked"]
         out.append(entry)
     return out
 
@@ -970,7 +977,9 @@ def migrate_group_results(group, source=None, sent=None, target=None, cutover=No
             phases=phases,
             group=[m["container"] for m in group["members"]] if len(group["members"]) > 1 else [],
             hooks=[hook for hook in source.get("hooks") or [] if hook.get("container") == name],
-            volumes=_volume_report(item, captured.get(name), precopy, target.get("early_digests")),
+            volumes=_volume_report(
+                item, captured.get(name), precopy, target.get("early_digests"), target.get("digest_checks")
+            ),
             image_transfer=_image_transfer(captured.get(name)) if moving else "",
             # the source ignored its stop signal (or took longer than migrate_stop_timeout): the engine killed it
             stop_timed_out=bool((captured.get(name) or {}).get("stop_timed_out")),

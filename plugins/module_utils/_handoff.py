@@ -15,8 +15,11 @@ only for the members and volumes the controller named when it started the restor
 Before the handoff, a capture says once the last passes of its volumes are done (``announce_ready``:
 ``<dir>.ready``, the names of those volumes). The waiting restore then starts their digests at once, beside the
 image's stream and the capture's last steps (the bundle's send, the journal, the handoff), instead of after the
-handoff. The file is only a hint: the digests are checked against the handoff's, and a file that is not the
-capture's, or names a volume the controller did not name for the group, starts nothing.
+handoff. For a volume whose last pass was listed, the note also says which paths the pass sent and removed, in
+which of the target's kept trees (its sha256): that digest then reads only those paths again
+(``_precopy.listed_volume_digest``). The file is only a hint: the digests are checked against the handoff's, a file
+that is not the capture's, or names a volume the controller did not name for the group, starts nothing, and a
+volume's paths that are not ``_precopy.parse_changed``'s leave it to a digest of the whole tree.
 
 The restore stops waiting for a group when its handoff says the capture failed, when the controller writes
 ``<dir>.cancel`` (the role's rescue), when the run key is gone from ``authorized_keys`` (a guard that fired
@@ -40,6 +43,7 @@ import stat
 import subprocess
 import time
 
+from ansible_collections.ferry.docker.plugins.module_utils import _precopy
 from ansible_collections.ferry.docker.plugins.module_utils._transfer import child_environment, remote_argv
 
 VERSION = 1
@@ -223,13 +227,21 @@ def ready_command(group_dir):
     return f"umask 077 && cat > {tmp} && mv -f -- {tmp} {final}"
 
 
-def announce_ready(send, group_dir, volumes, run=subprocess.run):
+def announce_ready(send, group_dir, volumes, changed=None, run=subprocess.run):
     """Tell the restore waiting on the target that the last passes of ``volumes`` (names) are done, so that it
-    digests them while the capture ends. Best effort, a hint only: ``""``, or why it could not."""
-    data = json.dumps({"version": VERSION, "volumes": sorted(volumes)}, sort_keys=True).encode()
+    digests them while the capture ends; ``changed`` (volume -> ``base``, ``send``, ``remove``, see
+    ``_migration.SourceRun.final_pass``) says what a listed last pass changed, so that its digest reads only that
+    again. A volume whose paths would make the note larger than MAX_BYTES is left out of ``changed`` (its digest
+    walks the whole tree). Best effort, a hint only: ``""``, or why it could not."""
+    changed = dict(changed or {})
+    while True:
+        data = json.dumps({"version": VERSION, "volumes": sorted(volumes), "changed": changed}, sort_keys=True)
+        if len(data) <= MAX_BYTES or not changed:
+            break
+        del changed[max(changed, key=lambda name: len(changed[name]["send"]) + len(changed[name]["remove"]))]
     where = f"{send['user']}@{send['address']}:{ready_path(group_dir)}"
     try:
-        _remote(send, ready_command(group_dir), f"writing {where}", data, run, READY_SECONDS)
+        _remote(send, ready_command(group_dir), f"writing {where}", data.encode(), run, READY_SECONDS)
     except OSError as exc:
         return str(exc)
     return ""
@@ -237,17 +249,24 @@ def announce_ready(send, group_dir, volumes, run=subprocess.run):
 
 def read_ready(group_dir, volumes):
     """The names of ``volumes`` (the volumes the controller named for the group) that the note of
-    ``announce_ready`` beside ``group_dir`` says are ready: ``None`` when there is no note, ``[]`` when it is not
-    the capture's (not a regular file of this user alone, not its JSON, a name not in ``volumes``: the restore
-    then digests them after the handoff, as without it). A note of this user is removed once read. Never
-    raises."""
+    ``announce_ready`` beside ``group_dir`` says are ready (see ``read_ready_note``)."""
+    return read_ready_note(group_dir, volumes)[0]
+
+
+def read_ready_note(group_dir, volumes):
+    """``(names, changed)`` from the note of ``announce_ready`` beside ``group_dir``: the names of ``volumes`` (the
+    volumes the controller named for the group) that it says are ready, ``None`` when there is no note, ``[]``
+    when it is not the capture's (not a regular file of this user alone, not its JSON, a name not in
+    ``volumes``: the restore then digests them after the handoff, as without it); and per named volume what its
+    listed last pass changed (``_precopy.parse_changed``; a volume whose entry is not that is left out, and its
+    digest walks the whole tree). A note of this user is removed once read. Never raises."""
     path = ready_path(group_dir)
     if not os.path.lexists(path):
-        return None
+        return None, {}
     try:
         data = _read_own(path, path)
     except HandoffRefused:
-        return []
+        return [], {}
     try:
         os.unlink(path)
     except OSError:
@@ -255,11 +274,19 @@ def read_ready(group_dir, volumes):
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        return []
+        return [], {}
     names = doc.get("volumes") if isinstance(doc, dict) and doc.get("version") == VERSION else None
     if not isinstance(names, list) or not all(isinstance(n, str) and n in volumes for n in names):
-        return []
-    return sorted(set(names))
+        return [], {}
+    changed = {}
+    said = doc.get("changed")
+    for name, value in (said if isinstance(said, dict) else {}).items():
+        if name in names:
+            try:
+                changed[name] = _precopy.parse_changed(value)
+            except ValueError:
+                continue
+    return sorted(set(names)), changed
 
 
 def release_command(group_dir):
@@ -418,8 +445,8 @@ def key_present(key, authorized_keys):
 class Waiter:
     """Wait for the handoffs of several groups: ``wait()`` returns ``({group id: member fields}, {group id: why
     it is not restored})`` once every group is handed off or let go. Raises HandoffRefused for a bad file, and
-    TimeoutError (also when the run key is gone) with the reason. ``on_ready(group id, names)`` is called once
-    per group whose capture says the last passes of those volumes are done (``read_ready``)."""
+    TimeoutError (also when the run key is gone) with the reason. ``on_ready(group id, names, changed)`` is called
+    once per group whose capture says the last passes of those volumes are done (``read_ready_note``)."""
 
     def __init__(
         self,
@@ -433,7 +460,8 @@ class Waiter:
         on_ready=None,
     ):
         self.groups = groups
-        self.on_ready = on_ready  # on_ready(group id, volume names): the capture says their last passes are done
+        # on_ready(group id, volume names, changed): the capture says their last passes are done (and what they changed)
+        self.on_ready = on_ready
         self.volumes = volumes or {}
         self.timeout = timeout
         self.key = key
@@ -454,11 +482,11 @@ class Waiter:
                     continue
                 if self.on_ready is not None and gid not in readied:
                     # before the handoff, which the capture writes after this note: the note is never left unread
-                    names = read_ready(dirs[gid], self.volumes.get(gid) or {})
+                    names, changed = read_ready_note(dirs[gid], self.volumes.get(gid) or {})
                     if names is not None:  # read once, whatever it said
                         readied.add(gid)
                     if names:
-                        self.on_ready(gid, names)
+                        self.on_ready(gid, names, changed)
                 path = handoff_path(dirs[gid])
                 data = read_claimed(path)
                 if data is not None:

@@ -160,9 +160,12 @@ class SourceRun:
         self.stopped = []
         self.down_at = 0  # when the capture had stopped the running members (0: it did not take them down)
         self.streamed = {}  # member: the IDs of the images its commits loaded into the target's engine (new ones)
-        # volumes_ready(names): tells a restore waiting on the target that these volumes' last passes are done
-        # (capture_groups sets it when it hands off); ``""`` or why it could not
+        # volumes_ready(names, changed): tells a restore waiting on the target that these volumes' last passes are
+        # done, and per volume of a listed last pass what it changed in which tree of the target (capture_groups
+        # sets it when it hands off); ``""`` or why it could not
         self.volumes_ready = None
+        self.tree_bases = {}  # volume: the sha256 of the target's tree its listed last pass compared with
+        self.changed = {}  # volume: what its listed last pass changed (``base``, ``send``, ``remove``)
         # member: the removal of the image its capture committed, running beside the rest of the capture (see
         # _commit); finish_removals() waits for them
         self.removals = {}
@@ -441,7 +444,7 @@ class SourceRun:
         for name in sorted((spec or {}).get("volumes") or {}):
             if any(name in _precopy.volumes_of(m, ("precopy",)) for m in self.members):
                 try:
-                    trees[name] = copier.fetch_tree(where, name)
+                    trees[name], self.tree_bases[name] = copier.fetch_tree(where, name)
                 except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
                     trees[name] = str(exc)[:300]
         return trees
@@ -501,6 +504,8 @@ class SourceRun:
                     stats = _precopy.NO_PASS
                     if send or remove:
                         stats = self._pass(copier, name, ready[name], spec, "final copy", listed=(send, remove))
+                    if name in self.tree_bases:  # the target's check reads again only these paths
+                        self.changed[name] = {"base": self.tree_bases[name], "send": send, "remove": remove}
                     return dict(stats, listed=len(send) + len(remove)), self.now() - started
                 # a pre-copied volume's ACLs and xattrs went with the live passes: only those of what changed since
                 # the last one began go again (a streamed volume's go whole)
@@ -659,7 +664,8 @@ class SourceRun:
                 if self.volumes_ready is not None and ready:
                     # a restore waits on the target: it digests these volumes now, beside the image's stream and
                     # the capture's last steps (the bundle's send, the journal, the handoff)
-                    announced = self._alongside(lambda: self.volumes_ready(sorted(ready)))
+                    changed = {name: self.changed[name] for name in ready if name in self.changed}
+                    announced = self._alongside(lambda: self.volumes_ready(sorted(ready), changed))
             except BaseException:
                 images.wait()  # the commits end before the group is put back and what they streamed removed
                 raise
@@ -811,6 +817,9 @@ class TargetRun:
         self.now = now
         self.created = {m["container"]: empty_created() for m in members}
         self.early_digests = []  # volumes whose digest began before the handoff (see start_precopied)
+        # volume: how its check once stopped read it (``listed_paths``: only what its last pass changed; ``walked``:
+        # why the whole tree was read although the pass said what it changed)
+        self.digest_checks = {}
 
     def _run(self, phase, member, module, args, what):
         return _checked(self.call(module, args), phase, member, what)
@@ -836,6 +845,7 @@ class TargetRun:
             "phases": self.phases.close(),
             "created": self.created,
             "early_digests": sorted(self.early_digests),
+            "digest_checks": self.digest_checks,
         }
 
     def restore_objects(self):
@@ -935,6 +945,9 @@ class TargetRun:
         for member, name, expected in pending:
             args = dict(name=name, cache_dir="", background="wait")
             found = self._run("restore", member["container"], VOLUME_DIGEST, args, f"the digest of volume {name}")
+            how = {key: found[key] for key in ("listed_paths", "walked") if key in found}
+            if how:
+                self.digest_checks[name] = how
             if found.get("digest") != expected.get("digest"):
                 raise StepFailed(
                     "restore",

@@ -296,7 +296,12 @@ def _digest_in_background(parent, args):
         if "error" in box:
             return dict(failed=True, msg=f"reading volume {key} failed: {box['error']}")
         digest, entries, read = box["found"]
-        return dict(changed=False, digest=digest, entries=entries, read_bytes=read)
+        done = dict(changed=False, digest=digest, entries=entries, read_bytes=read)
+        if "listed" in box:  # only the paths the last pass changed were read again
+            done["listed_paths"] = box["listed"]
+        elif "walked" in box:  # the last pass said what it changed, and why the whole tree was walked all the same
+            done["walked"] = box["walked"]
+        return done
     try:
         info = parent.client.info()
         if args.get("path"):
@@ -312,9 +317,21 @@ def _digest_in_background(parent, args):
     except (OSError, ValueError) as exc:
         return dict(failed=True, msg=f"reading volume {key} failed: {exc}")
     box = {}
+    changed = args.get("changed")
 
     def work():
+        from ansible_collections.ferry.docker.plugins.module_utils._volmeta import NotListed
+
         try:
+            if changed:
+                try:
+                    box["found"] = _precopy.listed_volume_digest(
+                        path, cache, _precopy.tree_path(args["cache_dir"], key), changed
+                    )
+                    box["listed"] = len(changed["send"]) + len(changed["remove"])
+                    return
+                except NotListed as exc:
+                    box["walked"] = str(exc)
             box["found"] = _precopy._cached_digest(path, cache, False, time.sleep)
         except (OSError, ValueError) as exc:
             box["error"] = exc

@@ -651,11 +651,135 @@ def walk_digest(path, cache=None, now=None, stats=None, tree=None):
     if cache is not None:
         cache.clear()
         cache.update(fresh)
+    return _entries_digest(entries), len(entries) - 1, hashed  # every entry but the top one
+
+
+def _entries_digest(entries):
+    """The sha256 of the digest entries (a list, sorted in place): one line each, each ending with a newline."""
     entries.sort()
     digest = hashlib.sha256()
-    for start in range(0, len(entries), 4096):  # each line ends with a newline; joined a few thousand at a time
+    for start in range(0, len(entries), 4096):  # joined a few thousand at a time
         digest.update(("\n".join(entries[start : start + 4096]) + "\n").encode("utf-8", "surrogateescape"))
-    return digest.hexdigest(), len(entries) - 1, hashed  # every entry but the top one
+    return digest.hexdigest()
+
+
+class NotListed(Exception):
+    """``listed_digest`` cannot give the digest from the listed paths alone; the message says why (the whole
+    tree is then walked)."""
+
+
+def listed_digest(path, lines, send, remove, cache=None, now=None):
+    """``(sha256, count, hashed_bytes)`` as ``walk_digest(path, cache)`` gives them, for a tree whose digest
+    entries were ``lines`` (relative path -> entry, from ``walk_digest``'s ``tree``) and in which only the paths
+    ``send`` and ``remove`` (relative, as ``_precopy.listed_delta`` gives them) have changed since: what is
+    listed is read again, nothing else is. ``lines`` is updated in place.
+
+    ``remove``: each path and everything below it are gone. ``send``: each path is read again (its ``lstat``
+    through directories opened one by one, never through a symlink); one that is no longer there goes with what
+    was below it, one that is no longer a directory loses what was below it, and a directory that was not one
+    before is walked whole. Raises NotListed for a file with several names (which of its names comes first
+    decides whose attributes its entry carries, as in the walk) and for a listed path that is not plainly
+    inside the tree."""
+    now = time.time() if now is None else now
+    cached = cache or {}
+    hashed = 0
+    _drop_below(lines, [name + "/" for name in sorted(set(remove)) if _is_directory(lines.pop(name, None))])
+    emptied = []  # the directories listed that are gone or no longer directories: what was below them goes
+    walked = ()  # the directories walked whole: what is listed below them is in lines already
+    for name in sorted(set(send)):  # a directory before what is below it
+        if name == ".":
+            root = os.lstat(path)
+            lines["."] = _fields(".", tarfile.DIRTYPE, root, "", 0, "", read_xattrs(path, follow=False)[0])
+            continue
+        if not name or name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
+            raise NotListed(f"the listed path {name!r} is not inside the tree")
+        if name.startswith(walked):
+            continue
+        before = lines.pop(name, None)
+        fd, st = _lstat_below(path, name)
+        if fd is not None and stat.S_ISDIR(st.st_mode) and _is_directory(before):
+            lines[name] = _directory_entry(f"/proc/self/fd/{fd}/{name.rsplit('/', 1)[-1]}", name, st)
+            os.close(fd)
+            continue
+        if _is_directory(before):
+            emptied.append(name + "/")
+        if fd is None:  # not there (or below something that is not a directory)
+            continue
+        try:
+            full = f"/proc/self/fd/{fd}/{name.rsplit('/', 1)[-1]}"  # through the directory opened above
+            if stat.S_ISDIR(st.st_mode):  # a directory that was not one: walked whole
+                lines[name] = _directory_entry(full, name, st)
+                hashed += _walk_below(full, name, lines, cached, now)
+                walked = (*walked, name + "/")
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                raise NotListed(f"{name} has several names")
+            found = []
+            hashed += _walk_entry(full, name, st, found, {}, {}, cached, None, now, None, None)
+            if found:  # (a socket has no entry, as in the walk)
+                lines[name] = found[0]
+        finally:
+            os.close(fd)
+    _drop_below(lines, emptied)
+    entries = list(lines.values())
+    return _entries_digest(entries), len(entries) - 1, hashed
+
+
+def _drop_below(lines, prefixes):
+    """Remove from ``lines`` every path that starts with one of ``prefixes`` (one pass over them all)."""
+    if prefixes:
+        prefixes = tuple(prefixes)
+        for other in [other for other in lines if other.startswith(prefixes)]:
+            del lines[other]
+
+
+def _is_directory(entry):
+    return entry is not None and entry.split("\0", 2)[1] == "5"
+
+
+def _directory_entry(full, name, st):
+    return _fields(name, tarfile.DIRTYPE, st, "", 0, "", read_xattrs(full, follow=False)[0])
+
+
+def _lstat_below(path, name):
+    """``(fd, lstat)`` of ``name`` (relative) below ``path``: ``fd`` is its directory, opened one part at a time
+    without following a symlink (the caller closes it); ``(None, None)`` when a part is missing or not a
+    directory, or the entry itself is missing."""
+    parts = name.split("/")
+    fd = os.open(path, _DIRECTORY_FLAGS)
+    try:
+        for part in parts[:-1]:
+            sub = os.open(part, _DIRECTORY_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        os.close(fd)
+        return None, None
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno == errno.ELOOP:  # a symlink where a directory was: what it points to is not below
+            return None, None
+        raise
+    return fd, st
+
+
+def _walk_below(full, name, lines, cached, now):
+    """Walk the directory ``full`` (relative path ``name``) whole into ``lines``; the bytes read."""
+    tree, entries = {}, []
+    sub = os.open(full, _DIRECTORY_FLAGS | os.O_NOFOLLOW)
+    stack = [(full, name + "/", iter(()), sub)]
+    try:
+        stack[-1] = (full, name + "/", iter(sorted(os.listdir(sub))), sub)
+        hashed = _walk(stack, entries, {}, {}, cached, None, now, None, tree)
+    finally:
+        for frame in stack:
+            os.close(frame[3])
+    for below, (_mtime, entry, links) in tree.items():
+        if links:
+            raise NotListed(f"{below} has several names")
+        lines[below] = entry
+    return hashed
 
 
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)

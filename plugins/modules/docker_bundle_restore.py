@@ -27,7 +27,8 @@ description:
     returns where their data goes. O(state=hashed) digests them while the sources still serve, which fills a
     cache of per-file digests, so that the check before use (O(members[].precopied)) reads only what changed
     since. It also keeps the tree it found (each path's time and digest entry, 0600 in the run's directory),
-    which the source reads before it stops, so that its last pass sends only the paths where the two differ.
+    which the source reads before it stops, so that its last pass sends only the paths where the two differ;
+    the check before use then starts from that tree and reads again only those paths (see O(handoff)).
   - All of it runs in one module process on the target. The steps are the code of those modules, each
     given its arguments as that module would be and checked against its argument spec, sharing one
     connection to the engine. That saves about 0.3 s of module start per step.
@@ -236,6 +237,11 @@ options:
         volumes are done (its image may still stream), starts the digests of the volumes it names at once. It is
         read under the same rules (this user's regular file; only volumes prepared for the group) and removed;
         one that does not follow them starts nothing. The digests are still checked against the handoff's.
+      - For a volume whose last pass was listed, the note also says which paths it sent and removed, and the sha256
+        of this host's kept tree it compared with. The digest then starts from that tree (only if its file still
+        has that sha256) and reads again only those paths, each opened a directory at a time without following a
+        symlink; a path not plainly inside the tree, more than 100,000 paths or anything else in that entry that
+        is not what a capture writes leaves the volume to a digest of the whole tree (RV(digest_checks)).
     type: dict
     suboptions:
       timeout:
@@ -311,6 +317,13 @@ early_digests:
   returned: success
   type: list
   elements: str
+digest_checks:
+  description:
+    - Per volume whose last pass said what it changed, how its check read it, C(listed_paths) (only those paths
+      were read again, from the tree this host's digest kept after the live passes) or C(walked) (why the whole
+      tree was read instead).
+  returned: success
+  type: dict
 phases:
   description: Seconds spent restoring and checking.
   returned: O(state=present)
@@ -417,27 +430,30 @@ def restore_handed_off(module, call, args):
     options = args["handoff"]
     by_id = {group["id"]: group for group in args["groups"]}
 
-    def digest_early(group_id, names):
+    def digest_early(group_id, names, changed):
         # the capture says these volumes' last passes are done: their digests start now, beside the image's
-        # stream; the restore waits for them (and checks them against the handoff's) before it creates anything
+        # stream; the restore waits for them (and checks them against the handoff's) before it creates anything.
+        # A listed last pass says what it changed: only that is read again.
         cache_dir = _handoff.group_dir(by_id[group_id]["members"])
         prepared = options["volumes"].get(group_id) or {}
         for name in names:
             digest = dict(name=name, cache_dir=cache_dir, background="start")
+            if name in changed:
+                digest["changed"] = changed[name]
             if name.startswith("bind:"):
                 if not (prepared.get(name) or {}).get("mountpoint"):
                     continue
                 digest["path"] = prepared[name]["mountpoint"]
             call(VOLUME_DIGEST, digest)  # one that does not start is started again after the handoff
 
-    # the digests started once the capture's last passes are done find their caches read already
-    _precopy.preload_caches(
-        [
-            _precopy.cache_path(_handoff.group_dir(group["members"]), name.replace("/", "_"))
-            for group in args["groups"]
-            for name in sorted(options["volumes"].get(group["id"]) or {})
-        ]
-    )
+    # the digests started once the capture's last passes are done find their caches and trees read already
+    waiting = [
+        (_handoff.group_dir(group["members"]), name)
+        for group in args["groups"]
+        for name in sorted(options["volumes"].get(group["id"]) or {})
+    ]
+    _precopy.preload_caches([_precopy.cache_path(where, name.replace("/", "_")) for where, name in waiting])
+    _precopy.preload_trees([_precopy.tree_path(where, name) for where, name in waiting])
     waiter = _handoff.Waiter(
         args["groups"],
         options["volumes"],

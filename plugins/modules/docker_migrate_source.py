@@ -507,8 +507,8 @@ def sender(options):
 
 def handoff_writer(options):
     """``handoff(dest, doc)`` for source_task: the handoff of a group to the restore waiting on the target; its
-    ``ready(dest, names)`` tells that restore that these volumes' last passes are done (a hint: ``""`` or why
-    it could not)."""
+    ``ready(dest, names, changed)`` tells that restore that these volumes' last passes are done, and what
+    they changed (a hint: ``""`` or why it could not)."""
 
     def handoff(dest, doc):
         try:
@@ -516,7 +516,7 @@ def handoff_writer(options):
         except OSError as exc:
             raise StepFailed("transfer", "", str(exc)) from None
 
-    handoff.ready = lambda dest, names: _handoff.announce_ready(options, dest, names)
+    handoff.ready = lambda dest, names, changed=None: _handoff.announce_ready(options, dest, names, changed)
     return handoff
 
 

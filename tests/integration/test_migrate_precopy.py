@@ -239,8 +239,8 @@ TREE = (
 def test_the_last_pass_sends_only_what_differs_from_the_targets_tree_whatever_a_deploy_changed(names, tmp_path):
     """A pre-migrate hook runs after the target kept its tree: it swaps two directories (what is below them keeps
     its change time), removes a tree, turns a file into a directory and a directory into a symlink, adds a file
-    and rewrites one. The last pass lists only the paths where the trees differ; both hosts then hold the same
-    tree, times included."""
+    and rewrites one. The last pass lists only the paths where the trees differ, and the target's check before use
+    reads only those again; both hosts then hold the same tree, times included."""
     name, volume = names, f"{names}-data"
     ssh(
         "host1",
@@ -255,16 +255,19 @@ def test_the_last_pass_sends_only_what_differs_from_the_targets_tree_whatever_a_
         "echo new > /d/new && echo changed > /d/n7' "
         "ferry-lab/busybox httpd -f -p 8080 -h /d >/dev/null",
     )
-    # the restore as a task once the capture returned (migrate_early_restore false), the same checks before use
-    run, report = migrate(tmp_path, [name], migrate_early_restore=False)
+    # the restore waits on host2 (migrate_early_restore, the default): the capture's note says what the last pass
+    # changed, and host2's check reads only that again, from the tree it kept
+    run, report = migrate(tmp_path, [name])
     assert run.returncode == 0, run.stdout[-6000:]
-    assert report[name]["early_restore"] is False, report[name]
+    assert report[name]["early_restore"] is True, report[name]
     (moved,) = report[name]["volumes"]
     assert [hook["status"] for hook in report[name]["hooks"]] == ["ok"]
     assert moved["choice"] == "precopy" and "final_whole_tree" not in moved, moved
     # the swapped pair and what is below them, the removed tree, the new entries and their directories: not the
     # 300 files nobody touched
     assert 8 <= moved["final_listed_paths"] < 60, moved
+    assert moved["digest_started_early"] is True and moved["digest_listed_paths"] == moved["final_listed_paths"], moved
+    assert "digest_walked_whole" not in moved, moved
     trees = {}
     for host in ("host1", "host2"):
         m = ssh(host, f"docker volume inspect -f '{{{{.Mountpoint}}}}' {volume}").stdout.strip()

@@ -462,6 +462,61 @@ def test_the_note_that_the_volumes_are_ready_is_written_whole_and_read_once(tmp_
     assert os.listdir(tmp_path) == [] and h.read_ready(group, VOLUMES) is None
 
 
+BASE = "b" * 64
+
+
+def test_the_note_says_what_each_listed_last_pass_changed(tmp_path):
+    group = str(tmp_path / "r-h-g")
+    changed = {"data": {"base": BASE, "send": [".", "appendonly.aof", "caf\udce9"], "remove": ["old/x"]}}
+    assert h.announce_ready(SEND, group, ["data", "bind:/srv/www"], changed, run=Target()) == ""
+    names, said = h.read_ready_note(group, {**VOLUMES, **BIND})
+    assert names == ["bind:/srv/www", "data"] and said == changed
+
+
+def test_a_note_too_large_for_every_listed_path_leaves_out_the_largest(tmp_path, monkeypatch):
+    monkeypatch.setattr(h, "MAX_BYTES", 4000)
+    group = str(tmp_path / "r-h-g")
+    small = {"base": BASE, "send": [".", "f"], "remove": []}
+    large = {"base": BASE, "send": [f"d/{i:05}" for i in range(400)], "remove": []}
+    assert (
+        h.announce_ready(SEND, group, ["data", "bind:/srv/www"], {"data": large, "bind:/srv/www": small}, run=Target())
+        == ""
+    )
+    assert os.path.getsize(h.ready_path(group)) <= 4000
+    assert h.read_ready_note(group, {**VOLUMES, **BIND}) == (["bind:/srv/www", "data"], {"bind:/srv/www": small})
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"base": BASE, "send": ["../etc/passwd"], "remove": []},
+        {"base": BASE, "send": ["/etc/passwd"], "remove": []},
+        {"base": BASE, "send": ["a//b"], "remove": []},
+        {"base": BASE, "send": [], "remove": ["a/./b"]},
+        {"base": BASE, "send": [1], "remove": []},
+        {"base": BASE, "send": "f", "remove": []},
+        {"base": "not a digest", "send": [], "remove": []},
+        {"base": BASE, "send": []},
+        {"base": BASE, "send": [], "remove": [], "extra": 1},
+        ["f"],
+    ],
+)
+def test_what_a_note_says_a_pass_changed_is_used_only_when_it_is_paths_inside_the_tree(tmp_path, entry):
+    path = tmp_path / "r-h-g.ready"
+    path.write_text(json.dumps({"version": 1, "volumes": ["data"], "changed": {"data": entry}}))
+    path.chmod(0o600)
+    # the volume is still ready: its digest walks the whole tree
+    assert h.read_ready_note(str(tmp_path / "r-h-g"), VOLUMES) == (["data"], {})
+
+
+def test_a_note_names_only_the_volumes_it_says_are_ready(tmp_path):
+    path = tmp_path / "r-h-g.ready"
+    ok = {"base": BASE, "send": ["f"], "remove": []}
+    path.write_text(json.dumps({"version": 1, "volumes": [], "changed": {"data": ok}}))
+    path.chmod(0o600)
+    assert h.read_ready_note(str(tmp_path / "r-h-g"), VOLUMES) == ([], {})
+
+
 def test_a_note_that_cannot_be_written_is_only_a_reason(tmp_path):
     target = Target(fail=lambda _command: "unsent")
     said = h.announce_ready(SEND, str(tmp_path / "r-h-g"), ["data"], run=target)
@@ -514,11 +569,11 @@ def test_the_waiter_starts_the_digests_once_on_the_note_before_the_handoff(tmp_p
         timeout=60,
         clock=steps.clock,
         sleep=steps.sleep,
-        on_ready=lambda gid, names: seen.append((gid, names)),
+        on_ready=lambda gid, names, changed: seen.append((gid, names, changed)),
     )
     handed, let_go = waiter.wait()
     assert handed == {"a": {"web": fields()}} and let_go == {}
-    assert seen == [("a", ["data"]), ("slept",)]
+    assert seen == [("a", ["data"], {}), ("slept",)]
 
 
 def test_a_note_that_is_not_the_captures_is_read_once_and_starts_nothing(tmp_path):
@@ -532,7 +587,7 @@ def test_a_note_that_is_not_the_captures_is_read_once_and_starts_nothing(tmp_pat
         timeout=60,
         clock=steps.clock,
         sleep=steps.sleep,
-        on_ready=lambda gid, names: seen.append((gid, names)),
+        on_ready=lambda gid, names, changed: seen.append((gid, names, changed)),
     )
     assert waiter.wait()[0] == {"a": {"web": fields()}}
     assert seen == [] and os.listdir(tmp_path) == ["r-h-a.handoff.claimed"]

@@ -1141,8 +1141,9 @@ class Handoff:
         self.order.append(("handoff", dest, doc["ok"]))
         return ""
 
-    def ready(self, dest, names):
+    def ready(self, dest, names, changed):
         self.order.append(("ready", dest, names))
+        self.changed = changed
         self.host.done.set()
         return self.answer
 
@@ -1422,7 +1423,7 @@ class TreeCopier(Copier):
         found = self.trees[name]
         if isinstance(found, Exception):
             raise found
-        return found
+        return found, f"{name}-base"
 
     def digest(self, path, cache, tree=None, save=True):
         if tree is not None:
@@ -1475,6 +1476,32 @@ def test_the_capture_reads_the_target_trees_before_the_stop_and_sends_only_what_
     assert sorted(copier.saved) == [("/src/db", False), ("/src/logs", False)]
 
 
+def test_the_note_to_a_waiting_restore_says_what_each_listed_last_pass_changed_in_which_tree():
+    plan = [
+        {"name": "db", "choice": "precopy", "reason": "plain"},
+        {"name": "logs", "choice": "precopy", "reason": "p"},
+    ]
+    spec = dict(
+        SPEC,
+        volumes={"db": {"mountpoint": "/t/db"}, "logs": {"mountpoint": "/t/logs"}},
+        target_cache_dir="/t/run",
+    )
+    target = {".": (1, "\0".join([".", "5", "493", "0", "0", "0", "", "", ""]), False)}
+    target["f"] = (2, "\0".join(["f", "0", "420", "0", "0", "3", "", "old", ""]), False)
+    target["old"] = (2, "\0".join(["old", "0", "420", "0", "0", "3", "", "o", ""]), False)
+    host = SlowCommitHost()
+    handoff = Handoff(host)
+    copier = TreeCopier({"db": target, "logs": OSError("no such file")}, deltas={"logs": [7]})
+    group = {"id": "g", "members": [member("app", plan)], "precopy": spec, "transfer": {"src": "/o/g", "dest": "/in/g"}}
+    options = dict(OPTIONS, send={"max_bytes": 0, "handoff": True})
+    out = m.capture_groups(host, [group], options, now=clock(), send=lambda s, d: 1, copier=copier, handoff=handoff)
+    assert out["g"]["ok"], out["g"]
+    assert handoff.order[0] == ("ready", "/in/g", ["db", "logs"])
+    # only the listed pass says what it changed, and from which of the target's trees (logs had none: its
+    # check walks the whole tree)
+    assert handoff.changed == {"db": {"base": "db-base", "send": [".", "f"], "remove": ["old"]}}
+
+
 def test_the_walk_closes_every_directory_it_opened_also_when_it_fails(tmp_path, monkeypatch):
     for name in ("a/b/c/f", "a/d/g", "e/h"):
         _write(str(tmp_path / "t" / name), b"x")
@@ -1514,3 +1541,214 @@ def test_the_stream_target_says_how_the_target_unpacks_once_asked(monkeypatch, a
     copier.start_unpack_probe()
     copier.start_unpack_probe()  # asked once
     assert copier.stream_target() == dict(base, **expected) and asked == [("root", "h2", 60)]
+
+
+# ------------------------------------------------------------------ the target's check from its kept tree
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["grow", "chmod", "remove", "new-file", "new-dir", "to-dir", "to-file", "to-link", "touch"]),
+        st.integers(0, 10**6),
+    ),
+    max_size=6,
+)
+
+
+def _change(root, ops):
+    """Apply ``ops`` (``_OPS``) to the tree at ``root`` in place, each to the entry its number picks."""
+    for op, pick in ops:
+        paths = sorted(os.path.join(top, name) for top, dirs, names in os.walk(root) for name in dirs + names) or [root]
+        path = paths[pick % len(paths)]
+        is_dir = os.path.isdir(path) and not os.path.islink(path)
+        if op == "grow" and os.path.isfile(path) and not os.path.islink(path):
+            with open(path, "ab") as handle:
+                handle.write(b"+" * (1 + pick % 5))
+        elif op == "chmod" and not os.path.islink(path):
+            os.chmod(path, 0o700 if is_dir else 0o640)
+        elif op == "remove" and path != root:
+            subprocess.run(["rm", "-rf", path], check=True)
+        elif op in ("new-file", "new-dir"):
+            where = path if is_dir else os.path.dirname(path)
+            new = os.path.join(where, f"new{pick}")
+            if not os.path.lexists(new):
+                if op == "new-dir":
+                    os.makedirs(os.path.join(new, "inner"))
+                    _write(os.path.join(new, "inner", "f"), b"in")
+                else:
+                    _write(new, b"n" * (pick % 7))
+        elif op == "to-dir" and path != root and not is_dir:
+            os.unlink(path)
+            os.mkdir(path)
+            _write(os.path.join(path, "g"), b"g")
+        elif op in ("to-file", "to-link") and path != root:
+            subprocess.run(["rm", "-rf", path], check=True)
+            if op == "to-file":
+                _write(path, b"file now")
+            else:
+                os.symlink("elsewhere", path)
+        elif op == "touch":
+            os.utime(path, ns=(1, 10**18 + pick), follow_symlinks=False)
+
+
+def _tree_lines(tree):
+    return {name: entry for name, (_mtime, entry, _links) in tree.items()}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=_random_dirs(), ops=_OPS)
+def test_the_digest_from_the_kept_tree_and_the_listed_paths_is_the_walks(tmp_path_factory, tree, ops):
+    """The target kept its tree after the live passes; the source's last pass changed the paths ``listed_delta``
+    names (here the tree is changed in place, and compared with the kept one as the source's would be): reading
+    only those gives what a walk of the whole tree gives."""
+    from ansible_collections.ferry.docker.plugins.module_utils._volmeta import NotListed, listed_digest
+
+    root = str(tmp_path_factory.mktemp("listed") / "vol")
+    _write_dirs(root, {k: v for k, v in tree.items() if not isinstance(v, tuple)}, [])
+    subprocess.run(["find", root, "-links", "+1", "-type", "f", "-delete"], check=True)  # no hard links here
+    cache, kept = {}, {}
+    walk_digest(root, cache, now=10**10, tree=kept)
+    base = p.parse_tree(p.tree_record(kept).encode())
+    _change(root, ops)
+    now = {}
+    expected = walk_digest(root, dict(cache), now=10**10, tree=now)
+    send, remove = p.listed_delta(now, base)
+    try:
+        found = listed_digest(root, _tree_lines(base), send, remove, dict(cache), now=10**10)
+    except NotListed:
+        assert any(links for _m, _e, links in now.values())
+        return
+    assert found[:2] == expected[:2]
+
+
+def test_the_digest_from_the_kept_tree_reads_only_the_listed_paths(tmp_path):
+    from ansible_collections.ferry.docker.plugins.module_utils._volmeta import listed_digest
+
+    root = tmp_path / "vol"
+    for i in range(50):
+        _write(str(root / "d" / f"f{i}"), b"x" * 1000)
+    kept = {}
+    walk_digest(str(root), {}, now=10**10, tree=kept)
+    lines = _tree_lines(kept)
+    # nothing listed changed: the kept entries alone, even for a file that did change behind the list's back
+    (root / "d" / "f3").write_bytes(b"y" * 1000)
+    unlisted = listed_digest(str(root), dict(lines), [], [])
+    assert unlisted[2] == 0 and unlisted[:2] != tree_digest(str(root))
+    # listed: read again (1000 bytes), and the digest is the tree's
+    listed = listed_digest(str(root), dict(lines), ["d", "d/f3"], [])
+    assert listed[:2] == tree_digest(str(root)) and listed[2] == 1000
+
+
+def test_a_listed_path_is_never_read_through_a_symlink(tmp_path):
+    from ansible_collections.ferry.docker.plugins.module_utils._volmeta import NotListed, listed_digest
+
+    outside = tmp_path / "outside"
+    _write(str(outside / "secret"), b"s")
+    root = tmp_path / "vol"
+    root.mkdir()
+    os.symlink(str(outside), root / "link")
+    kept = {}
+    walk_digest(str(root), {}, tree=kept)
+    lines = _tree_lines(kept)
+    # a path below a symlink is not in the tree (as the walk sees it): it is gone, not read
+    found = listed_digest(str(root), dict(lines), ["link/secret"], [])
+    assert found[:2] == tree_digest(str(root)) and found[2] == 0
+    for bad in ("../outside/secret", "/etc/passwd", "a//b", "a/./b"):
+        with pytest.raises(NotListed, match="not inside the tree"):
+            listed_digest(str(root), dict(lines), [bad], [])
+
+
+def test_the_check_from_the_kept_tree_needs_the_very_tree_the_last_pass_started_from(tmp_path):
+    from ansible_collections.ferry.docker.plugins.module_utils._volmeta import NotListed
+
+    root = tmp_path / "vol"
+    _write(str(root / "f"), b"old")
+    run_dir = str(tmp_path / "run")
+    # the target's digest while the source served keeps its tree
+    first = p.path_digest(str(root), run_dir, "bind:/srv/x", "/var/lib/docker", settle=True, sleep=lambda s: None)
+    tree_file, cache_file = p.tree_path(run_dir, "bind:/srv/x"), p.cache_path(run_dir, "bind:_srv_x")
+    text = open(tree_file, "rb").read()
+    base = __import__("hashlib").sha256(text).hexdigest()
+    (root / "f").write_bytes(b"new content")
+    (root / "g").write_bytes(b"g")
+    changed = {"base": base, "send": [".", "f", "g"], "remove": []}
+    p.preload_trees([tree_file]).join()
+    found = p.listed_volume_digest(str(root), cache_file, tree_file, changed)
+    assert found[:2] == tree_digest(str(root)) != first[:2] and found[2] == len(b"new content") + 1
+    # another tree than the pass's (the sha256 of its record differs), none, or hard links: the whole tree is walked
+    with pytest.raises(NotListed, match="not the one the last pass started from"):
+        p.listed_volume_digest(str(root), cache_file, tree_file, dict(changed, base="0" * 64))
+    os.link(root / "g", root / "h")
+    p.path_digest(str(root), run_dir, "bind:/srv/x", "/var/lib/docker", settle=True, sleep=lambda s: None)
+    rebased = dict(changed, base=__import__("hashlib").sha256(open(tree_file, "rb").read()).hexdigest())
+    with pytest.raises(NotListed, match="several names"):
+        p.listed_volume_digest(str(root), cache_file, tree_file, rebased)
+    os.unlink(tree_file)
+    with pytest.raises(NotListed, match="no tree"):
+        p.listed_volume_digest(str(root), cache_file, tree_file, changed)
+
+
+def test_a_tree_read_ahead_is_used_only_while_its_file_is_the_one_read(tmp_path):
+    path = str(tmp_path / "t.tree.json")
+    tree = {".": (1, "\0".join([".", "5", "493", "0", "0", "0", "", "", ""]), False)}
+    p.save_tree(path, tree)
+    p.preload_trees([path, str(tmp_path / "missing")]).join()
+    assert path in p._TREES and str(tmp_path / "missing") not in p._TREES
+    base, found = p._take_tree(path)
+    assert found == tree and base == __import__("hashlib").sha256(open(path, "rb").read()).hexdigest()
+    assert path not in p._TREES  # taken once
+    p.preload_trees([path]).join()
+    tree["f"] = (2, "\0".join(["f", "0", "420", "0", "0", "1", "", "c", ""]), False)
+    p.save_tree(path, tree)  # replaced since it was read: read again
+    assert p._take_tree(path)[1] == tree
+
+
+def test_a_background_digest_with_what_the_pass_changed_reads_only_that_or_says_why_not(tmp_path):
+    from ansible_collections.ferry.docker.plugins.module_utils import _steps
+
+    class Parent:
+        client = Client("/var/lib/docker")
+
+    data = tmp_path / "srv" / "data"
+    _write(str(data / "f"), b"x")
+    cache_dir = str(tmp_path / "in")
+    p.path_digest(str(data), cache_dir, f"bind:{data}", "/var/lib/docker", settle=True, sleep=lambda s: None)
+    base = __import__("hashlib").sha256(open(p.tree_path(cache_dir, f"bind:{data}"), "rb").read()).hexdigest()
+    _write(str(data / "g"), b"gg")
+    parent = Parent()
+    args = dict(name=f"bind:{data}", cache_dir=cache_dir, path=str(data))
+    changed = {"base": base, "send": [".", "g"], "remove": []}
+    assert _steps._volume_digest(parent, dict(args, background="start", changed=changed))["started"]
+    found = _steps._volume_digest(parent, dict(args, background="wait"))
+    assert (found["digest"], found["entries"]) == tree_digest(str(data)) and found["listed_paths"] == 2
+    assert found["read_bytes"] == 2
+    _steps._volume_digest(parent, dict(args, background="start", changed=dict(changed, base="1" * 64)))
+    walked = _steps._volume_digest(parent, dict(args, background="wait"))
+    assert (walked["digest"], walked["entries"]) == tree_digest(str(data)) and "listed_paths" not in walked
+    assert "not the one the last pass started from" in walked["walked"]
+
+
+@pytest.mark.parametrize(
+    "deploy",
+    [
+        "rm -r d && echo file > d",  # a directory became a file
+        "rm -r d && ln -s e d",  # ... a symlink
+        "rm -r d",  # ... is gone
+        "rm f && mkdir -p f/g && echo in > f/g/h",  # a file became a directory
+        "mv d swap && mv e d && mv swap e",  # two directories swapped (what is below them keeps its times)
+        "rm -r d/sub && echo n > d/new && chmod 700 e",
+    ],
+)
+def test_the_digest_from_the_kept_tree_follows_each_kind_of_change(tmp_path, deploy):
+    from ansible_collections.ferry.docker.plugins.module_utils._volmeta import listed_digest
+
+    root = tmp_path / "vol"
+    for name in ("d/sub/x", "d/y", "e/z", "e/sub/w", "f"):
+        _write(str(root / name), name.encode())
+    kept = {}
+    walk_digest(str(root), {}, tree=kept)
+    base = p.parse_tree(p.tree_record(kept).encode())
+    subprocess.run(["sh", "-c", deploy], cwd=root, check=True)
+    now = {}
+    walk_digest(str(root), {}, tree=now)
+    send, remove = p.listed_delta(now, base)
+    assert listed_digest(str(root), _tree_lines(base), send, remove)[:2] == tree_digest(str(root))
