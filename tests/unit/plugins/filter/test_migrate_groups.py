@@ -770,3 +770,19 @@ def test_the_report_says_which_volume_digests_the_target_began_before_the_handof
         assert volumes["big"]["digest_started_early"] is said
         # only a volume whose digest the target checked has the field
         assert "digest_started_early" not in volumes["small"] and "digest_started_early" not in volumes["nfs"]
+
+
+def test_the_report_says_how_the_target_read_each_volume_for_its_check():
+    (wave,) = volume_waves("stop")
+    captured = {"big": {"choice": "stream", "digest": "d1", "entries": 4}, "small": {"choice": "copy"}}
+    source = {"groups": {"a": dict(SOURCE, ok=True, handed_off=True, members={"a": {"volumes": captured}})}}
+    for checks, key, value in (
+        ({"big": {"listed_paths": 7}}, "digest_listed_paths", 7),
+        ({"big": {"walked": "a file has several names"}}, "digest_walked_whole", "a file has several names"),
+    ):
+        target = {"groups": {"a": dict(TARGET, ok=True, early_digests=["big"], digest_checks=checks)}}
+        (entry,) = g.migrate_wave_results(wave, source=source, target=target, started_at=1, ended_at=2)
+        volumes = {v["name"]: v for v in entry["volumes"]}
+        assert volumes["big"][key] == value
+        assert not {"digest_listed_paths", "digest_walked_whole"} & (set(volumes["big"]) - {key})
+        assert "digest_listed_paths" not in volumes["small"] and "digest_walked_whole" not in volumes["small"]

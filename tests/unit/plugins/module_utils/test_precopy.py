@@ -477,7 +477,33 @@ def test_a_digest_the_early_restore_began_before_the_handoff_is_taken_and_report
     )
     out = m.restore_groups(call, [{"id": "g", "members": [target]}], options, now=clock())
     assert out["g"]["ok"], out["g"]
-    assert out["g"]["early_digests"] == ["db"]
+    assert out["g"]["early_digests"] == ["db"] and out["g"]["digest_checks"] == {}
+
+
+def test_the_restore_says_how_each_check_read_its_volume():
+    def call(module, args):
+        if module == m.VOLUME_DIGEST:
+            if args.get("background") == "start":
+                return {"started": True, "early": True}
+            return {"digest": "d-db", "listed_paths": 3}
+        if module.endswith("docker_container_health"):
+            return {"containers": {"app": {"up": True}}}
+        return {}
+
+    target = dict(member("app", []), received="/in/run-h1-g/app", precopied={"db": {"digest": "d-db", "entries": 3}})
+    options = dict(
+        mode="commit",
+        create_bind_paths=True,
+        allow_privileged=True,
+        stop_timeout=10,
+        health_timeout=30,
+        health_stable_seconds=5,
+        health_tcp_port=0,
+        health_url="",
+        keep_bundle=False,
+    )
+    out = m.restore_groups(call, [{"id": "g", "members": [target]}], options, now=clock())
+    assert out["g"]["ok"] and out["g"]["digest_checks"] == {"db": {"listed_paths": 3}}, out["g"]
 
 
 # ------------------------------------------------------------------ the digest of a tree
