@@ -589,7 +589,7 @@ def parse_changed(value):
     (``send``, ``remove``, each plainly inside the tree), at most CHANGED_LIMIT in all. Raises ValueError."""
     if not isinstance(value, dict) or set(value) != {"base", "send", "remove"}:
         raise ValueError("not a base, the paths sent and the paths removed")
-    if not isinstance(value["base"], str) or not re.match(r"^[0-9a-f]{64}$", value["base"]):
+    if not isinstance(value["base"], str) or not re.fullmatch(r"[0-9a-f]{64}", value["base"]):
         raise ValueError("the base is not a sha256")
     paths = {}
     for key in ("send", "remove"):
