@@ -424,6 +424,19 @@ def test_a_streamed_volume_moves_whole_after_the_stop_straight_into_the_target_a
     assert group["members"]["app"]["bytes_captured"] == 9100 + 10 + 5
 
 
+RESTORE_OPTIONS = dict(
+    mode="commit",
+    create_bind_paths=True,
+    allow_privileged=True,
+    stop_timeout=10,
+    health_timeout=30,
+    health_stable_seconds=5,
+    health_tcp_port=0,
+    health_url="",
+    keep_bundle=False,
+)  # a restore with health checks and nothing else to say
+
+
 def test_the_target_checks_each_digest_before_anything_uses_the_volume_and_removes_it_on_mismatch():
     calls = []
 
@@ -434,17 +447,7 @@ def test_the_target_checks_each_digest_before_anything_uses_the_volume_and_remov
         return {}
 
     target = dict(member("app", []), received="/in/run-h1-g/app", precopied={"db": {"digest": "d-db", "entries": 3}})
-    options = dict(
-        mode="commit",
-        create_bind_paths=True,
-        allow_privileged=True,
-        stop_timeout=10,
-        health_timeout=30,
-        health_stable_seconds=5,
-        health_tcp_port=0,
-        health_url="",
-        keep_bundle=False,
-    )
+    options = dict(RESTORE_OPTIONS)
     out = m.restore_groups(call, [{"id": "g", "members": [target]}], options, now=clock())
     assert not out["g"]["ok"] and "volume db on this host does not hold what the source held" in out["g"]["msg"]
     # the digest runs in the background while the image loads, and is awaited before any container is created
@@ -464,17 +467,7 @@ def test_a_digest_the_early_restore_began_before_the_handoff_is_taken_and_report
         return {}
 
     target = dict(member("app", []), received="/in/run-h1-g/app", precopied={"db": {"digest": "d-db", "entries": 3}})
-    options = dict(
-        mode="commit",
-        create_bind_paths=True,
-        allow_privileged=True,
-        stop_timeout=10,
-        health_timeout=30,
-        health_stable_seconds=5,
-        health_tcp_port=0,
-        health_url="",
-        keep_bundle=False,
-    )
+    options = dict(RESTORE_OPTIONS)
     out = m.restore_groups(call, [{"id": "g", "members": [target]}], options, now=clock())
     assert out["g"]["ok"], out["g"]
     assert out["g"]["early_digests"] == ["db"] and out["g"]["digest_checks"] == {}
@@ -491,17 +484,7 @@ def test_the_restore_says_how_each_check_read_its_volume():
         return {}
 
     target = dict(member("app", []), received="/in/run-h1-g/app", precopied={"db": {"digest": "d-db", "entries": 3}})
-    options = dict(
-        mode="commit",
-        create_bind_paths=True,
-        allow_privileged=True,
-        stop_timeout=10,
-        health_timeout=30,
-        health_stable_seconds=5,
-        health_tcp_port=0,
-        health_url="",
-        keep_bundle=False,
-    )
+    options = dict(RESTORE_OPTIONS)
     out = m.restore_groups(call, [{"id": "g", "members": [target]}], options, now=clock())
     assert out["g"]["ok"] and out["g"]["digest_checks"] == {"db": {"listed_paths": 3}}, out["g"]
 
