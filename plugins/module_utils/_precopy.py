@@ -386,7 +386,7 @@ class DigestCache:
         self.entries = {}
 
     def load(self):
-        taken = _take_preloaded(self.path)
+        taken = _take_ahead(self.path)
         if taken is not None:
             self.entries = taken
             return self.entries
@@ -414,35 +414,43 @@ def _read_cache(path):
     return (found.st_ino, found.st_size, found.st_mtime_ns), data if isinstance(data, dict) else {}
 
 
-_PRELOADED = {}  # cache file -> (stamp, entries), read ahead by preload_caches and taken once by DigestCache.load
+_PRELOADED = {}  # file -> (stamp, what it holds), read ahead by _read_ahead and taken once by _take_ahead
 
 
-def preload_caches(paths):
-    """Read the digest caches at ``paths`` in a thread, while the sources still serve (or while a restore waits),
-    so that the digests once they are stopped do not wait for it (41,000 entries: 0.05-0.17 s). A cache is taken
-    only if its file is still the one read (the same inode, size and time: ``save`` replaces the file); one not
-    read yet when its digest starts is read then, as without this."""
+def _read_ahead(paths, read):
+    """Read the files at ``paths`` with ``read`` (``path -> (stamp, value)``, stamp None when there is nothing to
+    keep) in a thread, for a later ``_take_ahead``."""
 
     def read_all():
         for path in paths:
-            stamp, entries = _read_cache(path)
+            stamp, value = read(path)
             if stamp is not None:
-                _PRELOADED[path] = (stamp, entries)
+                _PRELOADED[path] = (stamp, value)
 
     thread = threading.Thread(target=read_all, daemon=True)
     thread.start()
     return thread
 
 
-def _take_preloaded(path):
-    stamp, entries = _PRELOADED.pop(path, (None, None))
+def _take_ahead(path):
+    """What ``_read_ahead`` read from ``path``, once, if the file is still the one read (the same inode, size and
+    time: the writers replace the file); else None."""
+    stamp, value = _PRELOADED.pop(path, (None, None))
     if stamp is None:
         return None
     try:
         now = os.stat(path)
     except OSError:
         return None
-    return entries if (now.st_ino, now.st_size, now.st_mtime_ns) == stamp else None
+    return value if (now.st_ino, now.st_size, now.st_mtime_ns) == stamp else None
+
+
+def preload_caches(paths):
+    """Read the digest caches at ``paths`` in a thread, while the sources still serve (or while a restore waits),
+    so that the digests once they are stopped do not wait for it (41,000 entries: 0.05-0.17 s). A cache is taken
+    only if its file is still the one read (``_take_ahead``); one not read yet when its digest starts is read
+    then, as without this."""
+    return _read_ahead(paths, _read_cache)
 
 
 def drop_caches(paths):
@@ -534,53 +542,36 @@ def parse_tree(text):
     return out
 
 
-_TREES = {}  # tree file -> (stamp, base, tree), read ahead by preload_trees and taken once by listed_volume_digest
 CHANGED_LIMIT = 100_000  # listed paths of one volume beyond which its check walks the whole tree
 
 
 def preload_trees(paths):
     """Read and parse the tree files at ``paths`` (``tree_path``) in a thread, while a restore waits for its
     handoff: the check of a volume once its last pass is done starts from one (``listed_volume_digest``), and
-    41,000 entries take 0.1-0.2 s to parse. Taken only if the file is still the one read (``_take_preloaded``'s
-    rule); one that is not is read again."""
-
-    def read_all():
-        for path in paths:
-            found = _read_tree(path)
-            if found is not None:
-                _TREES[path] = found
-
-    thread = threading.Thread(target=read_all, daemon=True)
-    thread.start()
-    return thread
+    41,000 entries take 0.1-0.2 s to parse. Taken only if the file is still the one read (``_take_ahead``); one
+    that is not is read again."""
+    return _read_ahead(paths, _read_tree)
 
 
 def _read_tree(path):
-    """``(stamp, base, tree)`` of the tree file at ``path``, or None (missing, unreadable, not a tree record)."""
+    """``(stamp, (base, tree))`` of the tree file at ``path``: ``base`` the sha256 of its record, ``tree`` what
+    ``parse_tree`` makes of it; ``(None, None)`` when it is missing, unreadable or not a tree record."""
     try:
         with open(path, "rb") as handle:
             found = os.fstat(handle.fileno())
             if found.st_size > TREE_LIMIT_BYTES:
-                return None
+                return None, None
             data = handle.read()
         tree = parse_tree(data)
     except (OSError, ValueError):
-        return None
-    return (found.st_ino, found.st_size, found.st_mtime_ns), hashlib.sha256(data).hexdigest(), tree
+        return None, None
+    return (found.st_ino, found.st_size, found.st_mtime_ns), (hashlib.sha256(data).hexdigest(), tree)
 
 
 def _take_tree(path):
     """``(base, tree)`` of the tree file at ``path`` (read ahead if it still is), or ``(None, None)``."""
-    found = _TREES.pop(path, None)
-    if found is not None:
-        try:
-            now = os.stat(path)
-        except OSError:
-            return None, None
-        if (now.st_ino, now.st_size, now.st_mtime_ns) == found[0]:
-            return found[1], found[2]
-    found = _read_tree(path)
-    return (None, None) if found is None else (found[1], found[2])
+    taken = _take_ahead(path)
+    return taken if taken is not None else (_read_tree(path)[1] or (None, None))
 
 
 def parse_changed(value):

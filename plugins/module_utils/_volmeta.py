@@ -688,8 +688,7 @@ def listed_digest(path, lines, send, remove, cache=None, now=None):
     walked = ()  # the directories walked whole: what is listed below them is in lines already
     for name in sorted(set(send)):  # a directory before what is below it
         if name == ".":
-            root = os.lstat(path)
-            lines["."] = _fields(".", tarfile.DIRTYPE, root, "", 0, "", read_xattrs(path, follow=False)[0])
+            lines["."] = _directory_entry(path, ".", os.lstat(path))
             continue
         if not name or name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
             raise NotListed(f"the listed path {name!r} is not inside the tree")
@@ -697,21 +696,20 @@ def listed_digest(path, lines, send, remove, cache=None, now=None):
             continue
         before = lines.pop(name, None)
         fd, st = _lstat_below(path, name)
-        if fd is not None and stat.S_ISDIR(st.st_mode) and _is_directory(before):
-            lines[name] = _directory_entry(f"/proc/self/fd/{fd}/{name.rsplit('/', 1)[-1]}", name, st)
-            os.close(fd)
-            continue
-        if _is_directory(before):
-            emptied.append(name + "/")
         if fd is None:  # not there (or below something that is not a directory)
+            if _is_directory(before):
+                emptied.append(name + "/")
             continue
         try:
             full = f"/proc/self/fd/{fd}/{name.rsplit('/', 1)[-1]}"  # through the directory opened above
-            if stat.S_ISDIR(st.st_mode):  # a directory that was not one: walked whole
+            if stat.S_ISDIR(st.st_mode):
                 lines[name] = _directory_entry(full, name, st)
-                hashed += _walk_below(full, name, lines, cached, now)
-                walked = (*walked, name + "/")
+                if not _is_directory(before):  # a directory that was not one: walked whole
+                    hashed += _walk_below(full, name, lines, cached, now)
+                    walked = (*walked, name + "/")
                 continue
+            if _is_directory(before):
+                emptied.append(name + "/")
             if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
                 raise NotListed(f"{name} has several names")
             found = []

@@ -1445,7 +1445,9 @@ class TreeCopier(Copier):
         return {"sent": 50, "changed": 3, "files": 1, "literal": 3}
 
 
-def test_the_capture_reads_the_target_trees_before_the_stop_and_sends_only_what_differs():
+def _two_trees():
+    """A member with two pre-copied volumes, the capture's spec, and the tree the target kept of ``db``: ``f`` with
+    other content there, ``old`` gone from the source (the source's tree: TreeCopier.digest)."""
     plan = [
         {"name": "db", "choice": "precopy", "reason": "plain"},
         {"name": "logs", "choice": "precopy", "reason": "p"},
@@ -1456,8 +1458,13 @@ def test_the_capture_reads_the_target_trees_before_the_stop_and_sends_only_what_
         target_cache_dir="/t/run",
     )
     target = {".": (1, "\0".join([".", "5", "493", "0", "0", "0", "", "", ""]), False)}
-    target["f"] = (2, "\0".join(["f", "0", "420", "0", "0", "3", "", "old", ""]), False)  # other content there
-    target["old"] = (2, "\0".join(["old", "0", "420", "0", "0", "3", "", "o", ""]), False)  # gone from the source
+    target["f"] = (2, "\0".join(["f", "0", "420", "0", "0", "3", "", "old", ""]), False)
+    target["old"] = (2, "\0".join(["old", "0", "420", "0", "0", "3", "", "o", ""]), False)
+    return plan, spec, target
+
+
+def test_the_capture_reads_the_target_trees_before_the_stop_and_sends_only_what_differs():
+    plan, spec, target = _two_trees()
     host, copier = Host(), TreeCopier({"db": target, "logs": OSError("no such file")}, deltas={"logs": [7]})
     stops = []
     host_call = host.__call__
@@ -1486,18 +1493,7 @@ def test_the_capture_reads_the_target_trees_before_the_stop_and_sends_only_what_
 
 
 def test_the_note_to_a_waiting_restore_says_what_each_listed_last_pass_changed_in_which_tree():
-    plan = [
-        {"name": "db", "choice": "precopy", "reason": "plain"},
-        {"name": "logs", "choice": "precopy", "reason": "p"},
-    ]
-    spec = dict(
-        SPEC,
-        volumes={"db": {"mountpoint": "/t/db"}, "logs": {"mountpoint": "/t/logs"}},
-        target_cache_dir="/t/run",
-    )
-    target = {".": (1, "\0".join([".", "5", "493", "0", "0", "0", "", "", ""]), False)}
-    target["f"] = (2, "\0".join(["f", "0", "420", "0", "0", "3", "", "old", ""]), False)
-    target["old"] = (2, "\0".join(["old", "0", "420", "0", "0", "3", "", "o", ""]), False)
+    plan, spec, target = _two_trees()
     host = SlowCommitHost()
     handoff = Handoff(host)
     copier = TreeCopier({"db": target, "logs": OSError("no such file")}, deltas={"logs": [7]})
@@ -1701,10 +1697,10 @@ def test_a_tree_read_ahead_is_used_only_while_its_file_is_the_one_read(tmp_path)
     tree = {".": (1, "\0".join([".", "5", "493", "0", "0", "0", "", "", ""]), False)}
     p.save_tree(path, tree)
     p.preload_trees([path, str(tmp_path / "missing")]).join()
-    assert path in p._TREES and str(tmp_path / "missing") not in p._TREES
+    assert path in p._PRELOADED and str(tmp_path / "missing") not in p._PRELOADED
     base, found = p._take_tree(path)
     assert found == tree and base == __import__("hashlib").sha256(open(path, "rb").read()).hexdigest()
-    assert path not in p._TREES  # taken once
+    assert path not in p._PRELOADED  # taken once
     p.preload_trees([path]).join()
     tree["f"] = (2, "\0".join(["f", "0", "420", "0", "0", "1", "", "c", ""]), False)
     p.save_tree(path, tree)  # replaced since it was read: read again
