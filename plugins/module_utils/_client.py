@@ -13,11 +13,15 @@ connected low-level Docker API client and the one failure helper every module us
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
+import sys
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+
+from ansible_collections.ferry.docker.plugins.module_utils import _engine
 
 _SDK = {}  # "docker": the SDK module (None when missing), "error": the traceback of its import
 
@@ -48,6 +52,26 @@ def docker_exception():
     """The SDK's DockerException (the stand-in when the SDK is missing), for ``except`` clauses."""
     sdk = docker_sdk()
     return sdk.errors.DockerException if sdk is not None else _MissingDockerException
+
+
+def engine_errors():
+    """The exceptions a failed call to the engine raises, for ``except engine_errors():``.
+
+    ``_engine``'s, and the SDK's and requests' once they are imported: a class never imported cannot have
+    been raised, so a module that never needed the SDK does not import it to handle an error.
+    """
+    classes = [_engine.EngineError]
+    for module, name in (("docker.errors", "DockerException"), ("requests.exceptions", "RequestException")):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            classes.append(getattr(loaded, name))
+    return tuple(classes)
+
+
+def not_found_errors():
+    """The exceptions of an engine call that names something missing (404), as ``engine_errors``."""
+    errors = sys.modules.get("docker.errors")
+    return (_engine.EngineNotFound,) + ((errors.NotFound,) if errors is not None else ())
 
 
 def __getattr__(name):
@@ -118,16 +142,25 @@ def connection_kwargs(params, environ=None):
 class FerryModule:
     """AnsibleModule plus a Docker API client, with the collection's failure helper."""
 
-    def __init__(self, argument_spec, needs_docker=True, **kwargs):
+    def __init__(self, argument_spec, needs_docker=True, sdk_on_demand=False, **kwargs):
         """``needs_docker=False``: a module that only reads the connection options (``base_url``) and never
-        calls ``client`` or ``connect``; it runs without importing the SDK."""
+        calls ``client`` or ``connect``; it runs without importing the SDK.
+
+        ``sdk_on_demand=True``: a module whose code catches ``engine_errors()`` and ``not_found_errors()``
+        (never the SDK's classes by name). On an engine reached over a unix socket without TLS its client is
+        an ``_engine.LocalEngine``, which imports the SDK only for a call it does not make itself; the SDK's
+        presence is still checked here, its version when it is imported.
+        """
         spec = dict(DOCKER_COMMON_ARGS)
         spec.update(argument_spec)
         self.module = AnsibleModule(argument_spec=spec, **kwargs)
         self.params = self.module.params
         self.check_mode = self.module.check_mode
         self._client = None
+        self._sdk_on_demand = sdk_on_demand
         if needs_docker:
+            if sdk_on_demand and "docker" not in _SDK and importlib.util.find_spec("docker") is not None:
+                return
             self.require_sdk()
 
     def require_sdk(self):
@@ -148,20 +181,31 @@ class FerryModule:
         return connection_kwargs(self.params)["base_url"]
 
     def connect(self):
-        """Connect once and return the ``docker.APIClient``; raises what the SDK raises when no engine answers.
+        """Connect once and return the client (``docker.APIClient``, or ``_engine.LocalEngine`` with
+        ``sdk_on_demand``); raises one of ``engine_errors()`` when no engine answers.
 
         For a module that reports an unreachable engine as a result instead of failing; others use ``client``.
         """
         if self._client is None:
-            docker = self.require_sdk()
             kwargs = connection_kwargs(self.params)
-            tls = kwargs.pop("tls", None)
-            if tls:
-                kwargs["tls"] = docker.tls.TLSConfig(**tls)
-            client = docker.APIClient(**kwargs)
+            path = _engine.socket_path(kwargs["base_url"])
+            if self._sdk_on_demand and path and "tls" not in kwargs:
+                client = _engine.LocalEngine(path, kwargs["version"], kwargs["timeout"], self._sdk_client)
+            else:
+                client = self._sdk_client(kwargs["version"])
             client.ping()
             self._client = client
         return self._client
+
+    def _sdk_client(self, version):
+        """A new ``docker.APIClient`` for the options' engine, speaking API ``version`` ("auto": the engine's)."""
+        docker = self.require_sdk()
+        kwargs = connection_kwargs(self.params)
+        kwargs["version"] = version
+        tls = kwargs.pop("tls", None)
+        if tls:
+            kwargs["tls"] = docker.tls.TLSConfig(**tls)
+        return docker.APIClient(**kwargs)
 
     @property
     def client(self):
@@ -169,7 +213,7 @@ class FerryModule:
         if self._client is None:
             try:
                 self.connect()
-            except docker_exception() as exc:
+            except engine_errors() as exc:
                 self.fail(
                     "Cannot reach the Docker engine at %s: %s. Check that dockerd is running and that "
                     "docker_host and the TLS options are right." % (self.base_url, exc)

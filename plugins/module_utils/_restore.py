@@ -42,7 +42,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._bundle import (
     read_signature,
     verify_artifacts,
 )
-from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
+from ansible_collections.ferry.docker.plugins.module_utils._client import engine_errors, not_found_errors
 from ansible_collections.ferry.docker.plugins.module_utils._names import manifest_name_problems
 from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     CHUNK_SIZE,
@@ -87,12 +87,20 @@ except ImportError:  # outside Ansible (unit tests of pure functions)
         return None
 
 
-try:
-    from requests.exceptions import RequestException
-except ImportError:  # the Docker SDK depends on requests; its absence is reported by FerryModule
+class _MissingRequests(Exception):
+    """Stand-in so that ``except RequestException`` works when requests (which the SDK needs) is missing."""
 
-    class RequestException(Exception):  # type: ignore[no-redef]
-        pass
+
+def __getattr__(name):
+    """``from ..._restore import RequestException`` imports requests then (PEP 562), and only then: a module that
+    catches ``_client.engine_errors()`` instead never needs it."""
+    if name == "RequestException":
+        try:
+            from requests.exceptions import RequestException
+        except ImportError:  # the Docker SDK depends on requests; its absence is reported by FerryModule
+            return _MissingRequests
+        return RequestException
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 ARTIFACT_LABEL = "ferry.docker.artifact-sha256"
@@ -484,11 +492,10 @@ def artifact_fingerprint(bundle_dir, artifact, xattrs="all"):
 
 def pick_helper_image(client, preferred=None):
     """An image already on the engine to create (never start) helper containers from; never pulls."""
-    docker_errors = _docker_errors()
     if preferred:
         try:
             return client.inspect_image(preferred)["Id"]
-        except docker_errors.NotFound as exc:
+        except not_found_errors() as exc:
             raise RestoreError(
                 f"helper image {preferred} is not on the engine; load it first or name another local image"
             ) from exc
@@ -499,12 +506,6 @@ def pick_helper_image(client, preferred=None):
             "load any image first (docker_load) or set helper_image"
         )
     return min(images, key=lambda i: i.get("Size") or 0)["Id"]
-
-
-def _docker_errors():
-    import docker.errors  # the SDK is checked by FerryModule before any of this runs
-
-    return docker.errors
 
 
 class VolumeHelper:
@@ -550,7 +551,7 @@ class VolumeHelper:
         if self.id:
             try:
                 self.client.remove_container(self.id, force=True, v=True)
-            except (DockerException, RequestException):  # cleanup must not hide the original error
+            except engine_errors():  # cleanup must not hide the original error
                 pass
 
     def _archive(self, path):
@@ -662,7 +663,7 @@ def metadata_version(artifact):
 def inspect_or_none(getter, name):
     try:
         return getter(name)
-    except _docker_errors().NotFound:
+    except not_found_errors():
         return None
 
 

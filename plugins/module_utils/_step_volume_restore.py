@@ -17,10 +17,9 @@ from ansible_collections.ferry.docker.plugins.module_utils._bundle import (
     select_artifacts,
     verify_artifacts,
 )
-from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
+from ansible_collections.ferry.docker.plugins.module_utils._client import engine_errors
 from ansible_collections.ferry.docker.plugins.module_utils._names import name_problem, volume_option_problems
 from ansible_collections.ferry.docker.plugins.module_utils._restore import (
-    RequestException,
     RestoreError,
     Timer,
     VolumeHelper,
@@ -183,12 +182,12 @@ def run(module):
                 for name in reversed(created):  # every volume this run made goes, none is left half-filled
                     try:
                         client.remove_volume(name)
-                    except (DockerException, RequestException):
+                    except engine_errors():
                         continue
                 raise
     except (FerryError, ValueError) as exc:
         module.fail(str(exc))
-    except (DockerException, RequestException) as exc:
+    except engine_errors() as exc:
         module.fail(f"restoring volumes from bundle {bundle} failed at the Docker engine: {exc}")
 
     entries = [e for _a, e, _x in plans]

@@ -17,19 +17,23 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import time
+from pathlib import Path
 
 import docker
 import pytest
 from ferry_run import run_module
 from fixture_image import IMAGE, busybox_rootfs
 
-from ansible_collections.ferry.docker.plugins.module_utils import _bundle, _neighbour
+from ansible_collections.ferry.docker.plugins.module_utils import _bundle, _engine, _neighbour
 from ansible_collections.ferry.docker.plugins.module_utils._compat import api_tuple
 from ansible_collections.ferry.docker.plugins.module_utils._stream import write_stream
 
 SOURCE = dict(hostname="src", docker_version="20.10", api_version="1.41", architecture="x86_64", os="linux")
+MODULES = Path(__file__).resolve().parents[2] / "plugins" / "modules"
 RESOURCE_PREFIX = "ferry-it-rs"  # the res fixture (conftest.Resources) names resources <prefix>-<random>-*
 
 
@@ -174,6 +178,74 @@ def test_volume_restore_into_existing_volumes(client, res, tmp_path):
     assert forced["changed"] is True and forced["volumes"][0]["action"] == "overwrite", forced
     listing = archive_listing(client, other)
     assert "./keep.txt" in listing and "./app/config.ini" in listing  # documented: extracted over, not emptied
+
+
+def _run_module_file(module, args, tmp_path):
+    """Run plugins/modules/<module>.py directly (as AnsiballZ does, minus Ansible): (result, names imported)."""
+    args_file = tmp_path / f"{module}-args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    script = (
+        "import atexit, json, runpy, sys\n"
+        "atexit.register(lambda: sys.stderr.write('IMPORTED ' + json.dumps(sorted(sys.modules)) + '\\n'))\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(MODULES / f"{module}.py"), str(args_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    imported = [line for line in proc.stderr.splitlines() if line.startswith("IMPORTED ")]
+    assert imported, proc.stderr[-3000:]
+    return json.loads(proc.stdout), set(json.loads(imported[-1][len("IMPORTED ") :]))
+
+
+def test_a_restore_into_a_new_volume_does_without_the_sdk(client, res, tmp_path):
+    # docker_volume_restore's few calls go over the socket without the Docker SDK (about 0.15 s of its start);
+    # a restore into an existing volume needs helper containers, which the SDK then makes
+    name = res.name("quick")
+    bundle = make_volume_bundle(tmp_path / "b", {name: volume_tar()})
+    first, imported = _run_module_file("docker_volume_restore", {"bundle": str(bundle)}, tmp_path)
+    assert first["changed"] is True and first["volumes"][0]["action"] == "create", first
+    assert "docker" not in imported and "requests" not in imported
+    assert archive_listing(client, name)["./app/config.ini"][-1] == b"[a]\nb=1\n"
+
+    again, imported = _run_module_file("docker_volume_restore", {"bundle": str(bundle)}, tmp_path)
+    assert again["changed"] is False and again["volumes"][0]["state_before"] == "same", again
+    assert "docker" in imported
+    assert not client.containers(all=True, filters={"label": "ferry.docker.helper"})
+
+
+def test_the_engine_calls_made_without_the_sdk_answer_as_the_sdks(client, res):
+    path = _engine.socket_path(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+    assert path, "these tests run against the engine's unix socket"
+    engine = _engine.LocalEngine(path, "auto", 60, None)
+    name = res.name("same")
+    assert engine.api_version == client.api_version and engine.base_url == client.base_url
+    assert engine.ping() is client.ping() is True
+    assert engine.info()["ID"] == client.info()["ID"]
+    assert engine.version()["ApiVersion"] == client.version()["ApiVersion"]
+    assert engine.create_volume(name=name, driver="local", labels={"ferry.test": "engine"}) == client.inspect_volume(
+        name
+    )
+    assert engine.inspect_volume(name) == client.inspect_volume(name)
+    assert engine.inspect_image(IMAGE) == client.inspect_image(IMAGE)
+    assert sorted(i["Id"] for i in engine.images()) == sorted(i["Id"] for i in client.images())
+    engine.remove_volume(name)
+    with pytest.raises(docker.errors.NotFound) as sdk:
+        client.inspect_volume(name)
+    with pytest.raises(_engine.EngineNotFound) as ours:
+        engine.inspect_volume(name)
+    assert str(ours.value) == str(sdk.value) and ours.value.status_code == sdk.value.status_code == 404
+    with pytest.raises(_engine.EngineAPIError) as ours:
+        engine.create_volume(name="-bad/name")
+    with pytest.raises(docker.errors.APIError) as sdk:
+        client.create_volume(name="-bad/name")
+    assert str(ours.value) == str(sdk.value)
 
 
 # --------------------------------------------------------------------------------------------- thin image archive
