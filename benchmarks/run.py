@@ -30,7 +30,7 @@ import uuid
 
 from benchmarks import rows_migrate  # registers rows 6-8, which run on the lab hosts
 from benchmarks.data import LABEL, SCALES, ensure_source, remove_cached
-from benchmarks.harness import COLLECTIONS, REPO_ROOT, Context, run_row
+from benchmarks.harness import COLLECTIONS, REPO_ROOT, Context, compile_collection, run_row
 from benchmarks.rows import ROWS
 
 MIB = 1024 * 1024
@@ -152,6 +152,7 @@ def run_scale(api, scale, args, run_id, sides=None):
     try:
         ctx = Context(api, source, workdir, run_id, log)
         ctx.drop_cache = args.page_cache == "drop"
+        compile_collection()
         for number in args.rows:
             row = ROWS[number]
             if sides and not row.memory:
