@@ -210,7 +210,7 @@ def test_every_other_call_goes_to_one_sdk_client_made_on_first_need(fake):
     engine, made = local(fake, sdk=sdk)
     engine.close()  # no SDK client yet: nothing to close
     assert made == []
-    threads = [threading.Thread(target=engine.create_container, args=("busybox",)) for _ in range(8)]
+    threads = [threading.Thread(target=engine.create_container, args=("busybox",)) for _n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
