@@ -106,6 +106,9 @@ class BlockSource(io.RawIOBase):
 
     def skip(self, size):
         """Read past ``size`` bytes; return how many there were."""
+        if 0 <= size <= len(self._chunk) - self._pos:  # within the current chunk (a member's padding)
+            self._pos += size
+            return size
         return sum(len(piece) for piece in self.slices(size))
 
     def seek(self, offset, whence=io.SEEK_SET):
@@ -120,20 +123,7 @@ class BlockSource(io.RawIOBase):
 
 
 def _text(field):
-    end = field.find(b"\0")
-    return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
-
-
-def _number(field):
-    """tarfile's ``nti`` for an octal field; ValueError for base-256 or anything else it reads otherwise.
-
-    tarfile decodes the field as ASCII and strips Unicode whitespace before ``int(text, 8)``; ``int`` of
-    the bytes is the same for ASCII text, and raises ValueError where the two could differ (a byte over
-    127, the separators 0x1c-0x1f that only ``str.strip`` removes)."""
-    if field[0] in (0o200, 0o377):
-        raise ValueError("base-256 number")
-    end = field.find(b"\0")
-    return int((field if end < 0 else field[:end]).strip() or b"0", 8)
+    return field.partition(b"\0")[0].decode("utf-8", "surrogateescape")
 
 
 def plain_member(block):
@@ -145,33 +135,39 @@ def plain_member(block):
     """
     if len(block) != BLOCK or block[156:157] not in _PLAIN_TYPES or block[257:265] not in _MAGICS:
         return None
+    (name, mode, uid, gid, size, mtime, checksum, kind, linkname, _magic, uname, gname, major, minor, prefix) = (
+        _HEADER.unpack(block)
+    )
+    # tarfile's ``nti`` for each octal field: it cuts the field at its first NUL, decodes it as ASCII and strips
+    # Unicode whitespace before ``int(text or "0", 8)``. ``int`` of the same bytes reads the same text, and raises
+    # ValueError (the block is then left to tarfile) where the two could differ: a byte over 127 (a base-256
+    # number among them), a field of spaces, the separators 0x1c-0x1f that only ``str.strip`` removes.
     try:
-        (name, mode, uid, gid, size, mtime, checksum, kind, linkname, _magic, uname, gname, major, minor, prefix) = (
-            _HEADER.unpack(block)
-        )
-        checksum = _number(checksum)
-        numbers = [_number(field) for field in (mode, uid, gid, size, mtime, major, minor)]
-    except (ValueError, UnicodeDecodeError):
+        checksum, mode, uid, gid, size, mtime, major, minor = [
+            int(field.partition(b"\0")[0] or b"0", 8) for field in (checksum, mode, uid, gid, size, mtime, major, minor)
+        ]
+    except ValueError:
         return None
     if checksum != sum(block) - sum(block[148:156]) + 256:  # the unsigned sum; tarfile takes the signed one too
         return None
-    member = tarfile.TarInfo(_text(name))
-    member.mode, member.uid, member.gid, member.size, member.mtime, member.devmajor, member.devminor = numbers
+    member = tarfile.TarInfo(name.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
+    member.mode, member.uid, member.gid, member.size, member.mtime, member.devmajor, member.devminor = (
+        mode,
+        uid,
+        gid,
+        size,
+        mtime,
+        major,
+        minor,
+    )
     member.chksum, member.type = checksum, kind
     member.linkname, member.uname, member.gname = _text(linkname), _text(uname), _text(gname)
-    if member.isdir():
+    if kind == tarfile.DIRTYPE:
         member.name = member.name.rstrip("/")
     prefix = _text(prefix)
     if prefix:  # none of the plain types is a GNU type
         member.name = prefix + "/" + member.name
     return member
-
-
-def _field(text, length):
-    """``text`` as an ASCII field of ``length`` bytes, or None if it does not fit."""
-    if not text.isascii() or len(text) > length:
-        return None
-    return text.encode("ascii")
 
 
 def ustar_header(name, kind, mode, uid, gid, size, mtime, linkname, uname, gname):
@@ -183,14 +179,16 @@ def ustar_header(name, kind, mode, uid, gid, size, mtime, linkname, uname, gname
     """
     if kind == tarfile.DIRTYPE:
         name += "/"
-    texts = (_field(name, _NAME_MAX), _field(linkname, _NAME_MAX), _field(uname, _OWNER_MAX), _field(gname, _OWNER_MAX))
-    if None in texts or not (0 <= uid < _ID_LIMIT and 0 <= gid < _ID_LIMIT):
+    if not (name.isascii() and linkname.isascii() and uname.isascii() and gname.isascii()):
+        return None
+    if len(name) > _NAME_MAX or len(linkname) > _NAME_MAX or len(uname) > _OWNER_MAX or len(gname) > _OWNER_MAX:
+        return None
+    if not (0 <= uid < _ID_LIMIT and 0 <= gid < _ID_LIMIT):
         return None
     if not (0 <= size < _SIZE_LIMIT and isinstance(mtime, int) and 0 <= mtime < _SIZE_LIMIT):
         return None
-    name, linkname, uname, gname = texts
     block = _HEADER.pack(
-        name,
+        name.encode("ascii"),
         b"%07o\0" % (mode & 0o7777),
         b"%07o\0" % uid,
         b"%07o\0" % gid,
@@ -198,10 +196,10 @@ def ustar_header(name, kind, mode, uid, gid, size, mtime, linkname, uname, gname
         b"%011o\0" % mtime,
         b"        ",
         kind,
-        linkname,
+        linkname.encode("ascii"),
         _MAGICS[0],
-        uname,
-        gname,
+        uname.encode("ascii"),
+        gname.encode("ascii"),
         b"",
         b"",
         b"",

@@ -496,11 +496,18 @@ def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CH
     total = 0
     try:
         while True:
-            member, data = _next_member(blocks, tarinfo)
-            if member is None:
-                break
-            if data.global_header:
-                raise UnsafeTarError("the archive has a PAX global header, which tar readers apply differently")
+            # a plain member (most of a volume's) is read here, its data taken as slices of the stream's chunks;
+            # any other by tarfile (_next_member). This loop runs once per member of every volume restored.
+            member = plain_member(blocks.peek(tarfile.BLOCKSIZE))
+            if member is not None:
+                blocks.advance(tarfile.BLOCKSIZE)
+                data = None
+            else:
+                member, data = _next_member(blocks, tarinfo)
+                if member is None:
+                    break
+                if data.global_header:
+                    raise UnsafeTarError("the archive has a PAX global header, which tar readers apply differently")
             checker(member)
             size = member.size if member.isreg() else 0
             total += size
@@ -513,10 +520,25 @@ def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CH
                 summary["members"] += 1
                 summary["bytes"] += size
                 _remember(summary, member)
-            for piece in _member_pieces(member, size, data):
+            chunk = out.add(_normalised_header(member, size))
+            if chunk is not None:
+                yield chunk
+            left = size
+            for piece in blocks.slices(size) if data is None else data.slices(size):
+                left -= len(piece)
                 chunk = out.add(piece)
                 if chunk is not None:
                     yield chunk
+            if left:
+                raise UnsafeTarError(f"member {member.name!r} ends before its recorded size")
+            if size % tarfile.BLOCKSIZE:
+                chunk = out.add(_ZEROS[tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE])
+                if chunk is not None:
+                    yield chunk
+            if data is None:
+                blocks.skip(-size % tarfile.BLOCKSIZE)  # the padding of the member's data
+            else:
+                data.finish()
     except tarfile.TarError as exc:
         raise UnsafeTarError(f"the stream is not a readable tar archive: {exc}") from exc
     if summary is not None:
@@ -529,9 +551,8 @@ def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CH
     yield last if last is not None else out.take()
 
 
-def _member_pieces(member, size, data):
-    """The normalised header of ``member`` (as ``copy_info`` keeps it), its ``size`` bytes and their padding."""
-    header = None
+def _normalised_header(member, size):
+    """The header of ``member`` in the normalised stream (as ``copy_info`` keeps it), for ``size`` bytes of data."""
     if not member.pax_headers and member.sparse is None:  # nothing for copy_info to drop: the fields as they are
         header = ustar_header(
             member.name,
@@ -545,16 +566,9 @@ def _member_pieces(member, size, data):
             member.uname,
             member.gname,
         )
-    yield header or copy_info(member).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-    left = size
-    for piece in data.slices(left):
-        left -= len(piece)
-        yield piece
-    if left:
-        raise UnsafeTarError(f"member {member.name!r} ends before its recorded size")
-    if size % tarfile.BLOCKSIZE:
-        yield _ZEROS[tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE]
-    data.finish()
+        if header is not None:
+            return header
+    return copy_info(member).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 _ZEROS = [bytes(n) for n in range(tarfile.BLOCKSIZE)]
