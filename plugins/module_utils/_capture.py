@@ -81,7 +81,7 @@ import tarfile
 import time
 
 from ansible_collections.ferry.docker.plugins.module_utils import _bundle, _runconfig, _trust
-from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
+from ansible_collections.ferry.docker.plugins.module_utils._client import engine_errors, not_found_errors
 from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     CHUNK_SIZE,
     COMPRESSIONS,
@@ -92,23 +92,17 @@ from ansible_collections.ferry.docker.plugins.module_utils._stream import (
     write_stream,
 )
 
-try:
-    from docker.errors import NotFound
-except ImportError:  # reported by FerryModule with missing_required_lib
-
-    class NotFound(Exception):  # type: ignore[no-redef]
-        pass
-
 
 def attempt(fn, *args, **kwargs):
     """Call ``fn`` for a cleanup step; return ``None``, or the message of the capture error it raised.
 
-    Capture errors are the Docker SDK's, ours (FerryError), OSError (which covers the requests
-    library's ConnectionError and ReadTimeout), tar errors and ValueError (RunConfigError).
+    Capture errors are the engine's (``engine_errors()``: the SDK's once imported, _engine's), ours
+    (FerryError), OSError (which covers the requests library's ConnectionError and ReadTimeout), tar
+    errors and ValueError (RunConfigError).
     """
     try:
         fn(*args, **kwargs)
-    except (DockerException, FerryError, OSError, tarfile.TarError, ValueError) as exc:
+    except (*engine_errors(), FerryError, OSError, tarfile.TarError, ValueError) as exc:
         return str(exc) or type(exc).__name__
     return None
 
@@ -236,14 +230,14 @@ class Lookups:
         """Turn a capture error into a failed task whose message says ``what`` was being done."""
         try:
             yield
-        except (DockerException, FerryError, OSError, tarfile.TarError, ValueError) as exc:
+        except (*engine_errors(), FerryError, OSError, tarfile.TarError, ValueError) as exc:
             self.fail(f"{what} failed: {exc}")
 
     def inspect_container(self, name):
         with self.errors(f"inspecting container {name}"):
             try:
                 return self.client.inspect_container(name)
-            except NotFound:
+            except not_found_errors():
                 self.fail(
                     f"container {name} does not exist on the Docker engine; check the name with `docker ps -a` "
                     "and the docker_host option"
@@ -254,7 +248,7 @@ class Lookups:
         with self.errors(f"inspecting volume {name}"):
             try:
                 return self.client.inspect_volume(name)
-            except NotFound:
+            except not_found_errors():
                 self.fail(f"volume {name} does not exist on the Docker engine; check the name with `docker volume ls`")
         return None
 
@@ -264,7 +258,7 @@ class Lookups:
         with self.errors(f"reading the run configuration of container {name}"):
             try:
                 image = self.client.inspect_image(container_inspect.get("Image"))
-            except NotFound:
+            except not_found_errors():
                 image = None
             networks = []
             settings = (container_inspect.get("NetworkSettings") or {}).get("Networks") or {}
@@ -273,14 +267,14 @@ class Lookups:
                     continue
                 try:
                     networks.append(self.client.inspect_network((endpoint or {}).get("NetworkID") or net_name))
-                except NotFound:
+                except not_found_errors():
                     pass
             volumes = []
             for mount in container_inspect.get("Mounts") or []:
                 if mount.get("Type") == "volume" and mount.get("Name"):
                     try:
                         volumes.append(self.client.inspect_volume(mount["Name"]))
-                    except NotFound:
+                    except not_found_errors():
                         pass
             return _runconfig.capture(container_inspect, image, networks, volumes, self.client.info())
         return None

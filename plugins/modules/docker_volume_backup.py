@@ -195,7 +195,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._step_volume_backup i
 
 
 def main():
-    run(FerryModule(SPEC, **KWARGS))
+    run(FerryModule(SPEC, sdk_on_demand=True, **KWARGS))
 
 
 if __name__ == "__main__":

@@ -204,15 +204,28 @@ def _run_module_file(module, args, tmp_path):
     return json.loads(proc.stdout), set(json.loads(imported[-1][len("IMPORTED ") :]))
 
 
-def test_a_restore_into_a_new_volume_does_without_the_sdk(client, res, tmp_path):
-    # docker_volume_restore's few calls go over the socket without the Docker SDK (about 0.15 s of its start);
-    # a restore into an existing volume needs helper containers, which the SDK then makes
-    name = res.name("quick")
+def test_the_volume_modules_do_without_the_sdk_on_the_local_socket(client, res, tmp_path):
+    # docker_volume_backup and docker_volume_restore make their few calls over the socket without the Docker SDK
+    # (about 0.15 s of their start); a restore into an existing volume needs helper containers, which the SDK
+    # then makes
+    name, copy = res.name("quick"), res.name("copy")
     bundle = make_volume_bundle(tmp_path / "b", {name: volume_tar()})
     first, imported = _run_module_file("docker_volume_restore", {"bundle": str(bundle)}, tmp_path)
     assert first["changed"] is True and first["volumes"][0]["action"] == "create", first
     assert "docker" not in imported and "requests" not in imported
-    assert archive_listing(client, name)["./app/config.ini"][-1] == b"[a]\nb=1\n"
+
+    backup, imported = _run_module_file(
+        "docker_volume_backup", {"volumes": [name], "dest": str(tmp_path / "backup")}, tmp_path
+    )
+    assert backup["changed"] is True and backup["results"][0]["read_from"] == "directory", backup
+    assert "docker" not in imported and "requests" not in imported
+
+    restored, imported = _run_module_file(
+        "docker_volume_restore", {"bundle": str(tmp_path / "backup"), "volume_map": {name: copy}}, tmp_path
+    )
+    assert restored["changed"] is True and restored["volumes"][0]["name"] == copy, restored
+    assert "docker" not in imported
+    assert archive_listing(client, copy) == archive_listing(client, name)
 
     again, imported = _run_module_file("docker_volume_restore", {"bundle": str(bundle)}, tmp_path)
     assert again["changed"] is False and again["volumes"][0]["state_before"] == "same", again
