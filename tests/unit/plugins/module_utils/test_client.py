@@ -76,19 +76,29 @@ def test_version_tuple(text, expected):
     assert _client._version_tuple(text) == expected
 
 
-def _modules_after(code):
-    """The names in sys.modules after ``code`` runs in a fresh interpreter with this test's import path."""
+def _fresh_python(code):
+    """The JSON that ``code`` (with json and sys imported) prints last, run in a fresh interpreter with this test's
+    import path."""
     import json
     import os
     import subprocess
     import sys
 
-    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60, env=env
+        [sys.executable, "-c", f"import json, sys\n{code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=env,
     )
-    return set(json.loads(out.stdout.splitlines()[-1]))
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def _modules_after(code):
+    """The names in sys.modules after ``code`` runs in a fresh interpreter."""
+    return set(_fresh_python(f"{code}\nprint(json.dumps(sorted(sys.modules)))"))
 
 
 def test_the_sdk_is_imported_on_first_use_only():
@@ -108,3 +118,17 @@ def test_docker_exception_is_the_sdks_class():
     assert _client.DockerException is docker.errors.DockerException
     with pytest.raises(AttributeError):
         _client.NoSuchThing  # noqa: B018
+
+
+def test_the_sdks_errors_are_in_engine_errors_only_once_imported():
+    before, after, loaded = _fresh_python(
+        "from ansible_collections.ferry.docker.plugins.module_utils import _client\n"
+        "names = lambda t: sorted(c.__name__ for c in t)\n"
+        "before = (names(_client.engine_errors()), names(_client.not_found_errors()))\n"
+        "import docker.errors\n"
+        "after = (names(_client.engine_errors()), names(_client.not_found_errors()))\n"
+        "print(json.dumps([before, after, 'docker' in sys.modules]))"
+    )
+    assert before == [["EngineError"], ["EngineNotFound"]]
+    assert after == [["DockerException", "EngineError", "RequestException"], ["EngineNotFound", "NotFound"]]
+    assert loaded

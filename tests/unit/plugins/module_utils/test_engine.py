@@ -230,31 +230,3 @@ def test_socket_path_takes_only_absolute_unix_addresses():
     assert _engine.socket_path("tcp://10.0.0.5:2375") is None
     assert _engine.socket_path("ssh://user@host") is None
     assert _engine.socket_path(None) is None
-
-
-def test_the_sdks_errors_are_in_engine_errors_only_once_imported():
-    code = (
-        "from ansible_collections.ferry.docker.plugins.module_utils import _client\n"
-        "names = lambda t: sorted(c.__name__ for c in t)\n"
-        "before = (names(_client.engine_errors()), names(_client.not_found_errors()))\n"
-        "import docker.errors\n"
-        "after = (names(_client.engine_errors()), names(_client.not_found_errors()))\n"
-        "print(json.dumps([before, after, 'docker' in sys.modules]))"
-    )
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    out = subprocess.run(
-        [sys.executable, "-c", "import json, sys\n" + code],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env=env,
-    )
-    before, after, loaded = json.loads(out.stdout.splitlines()[-1])
-    assert before == [["EngineError"], ["EngineNotFound"]]
-    assert after == [["DockerException", "EngineError", "RequestException"], ["EngineNotFound", "NotFound"]]
-    assert loaded
