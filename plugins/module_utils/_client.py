@@ -209,7 +209,7 @@ class FerryModule:
 
     @property
     def client(self):
-        """A connected ``docker.APIClient``; connection problems fail the module with advice."""
+        """The connected client (as ``connect`` returns it); connection problems fail the module with advice."""
         if self._client is None:
             try:
                 self.connect()
