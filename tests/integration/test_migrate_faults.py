@@ -137,16 +137,25 @@ def source_view(journal_dir, name):
     return {}, status.strip()
 
 
-def restore_waits(seconds):
-    """Wait (on host2, polling every 0.02 s there) until a restore started early runs there (an async job: its
-    module file is on its command line), at most ``seconds``; whether it does. One ssh call, so that the
-    controller is lost within a few hundredths of a second of it, before the capture begins."""
+def run_of(journal_dir):
+    """The id of the run that journals in ``journal_dir`` on host1 (its journal file's name), or ""."""
+    return ssh("host1", f"cd {journal_dir} 2>/dev/null && ls *.json", check=False).stdout.strip()[: -len(".json")]
+
+
+def restore_waits(run_id, seconds):
+    """Wait (on host2, polling every 0.02 s there) until the run's restore started early runs there (an async job:
+    its module file is on its command line, the run's marker in its environment; other tests may restore on host2
+    meanwhile), at most ``seconds``; whether it does. One ssh call, so that the controller is lost within a few
+    hundredths of a second of it, before the capture begins."""
     script = (
         f"end=$(( $(date +%s) + {int(seconds)} )); "
-        "until pgrep -f 'AnsiballZ_docker_bundle_restor[e]' >/dev/null; do "
+        "waits() { for pid in $(pgrep -f 'AnsiballZ_docker_bundle_restor[e]'); do "
+        f"tr '\\0' '\\n' 2>/dev/null < /proc/$pid/environ | grep -qxF 'FERRY_MIGRATE_RUN={run_id}' && return 0; "
+        "done; return 1; }; "
+        "until waits; do "
         '[ "$(date +%s)" -lt "$end" ] || exit 1; sleep 0.02; done'
     )
-    return ssh("host2", script, check=False, timeout=seconds + 30).returncode == 0
+    return bool(run_id) and ssh("host2", script, check=False, timeout=seconds + 30).returncode == 0
 
 
 def marked_processes(host, run_id):
@@ -163,7 +172,7 @@ def reached(phase, name, journal_dir):
     """Whether the run is in ``phase``: what an operator watching the hosts would see."""
     if phase == "wait":  # the restore waits on host2 for the capture's handoff; the source still serves
         entry, status = source_view(journal_dir, name)
-        return entry.get("phase") == "precopy" and status == "running" and restore_waits(60)
+        return entry.get("phase") == "precopy" and status == "running" and restore_waits(run_of(journal_dir), 60)
     if phase in ("precopy", "stop", "capture", "transfer", "restore"):
         entry, status = source_view(journal_dir, name)
         if phase == "precopy":  # the volume's data goes to host2 while the source serves
@@ -285,7 +294,8 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
     assert where[serving] == token
     # The guard removed this run's key from the target and its key pair (its whole directory, known_hosts too) from
     # the source, within the same bound.
-    run_id = ssh("host1", f"cd {journal_dir} && ls *.json").stdout.strip()[: -len(".json")]
+    run_id = run_of(journal_dir)
+    assert run_id, f"no journal of the run in {journal_dir} on host1"
     while True:  # looked at once at least, as the service is above
         keys = [
             ssh("host2", f"grep -c -F '{KEY_COMMENT} {run_id} ' ~/.ssh/authorized_keys || true").stdout.strip(),

@@ -137,10 +137,12 @@ def test_check_mode_reports_what_would_move_and_changes_nothing(names, tmp_path)
         f"docker run -d --pull never --name {side} --network container:{main} "
         "ferry-lab/busybox sleep 100000 >/dev/null",
     )
-    before = ssh(
-        "host2", "docker ps -aq | wc -l; docker volume ls -q | wc -l; cat ~/.ssh/authorized_keys | wc -l"
-    ).stdout
-    journals = ssh("host1", "ls /var/lib/ferry/journal 2>/dev/null | wc -l").stdout
+    # what the run could make on host2 (other tests migrate to host2 meanwhile): containers and volumes named
+    # after this test's, the run's key line; and on host1, the run's journal
+    on_host2 = (
+        f"docker ps -aq --filter name={names} | wc -l; docker volume ls -q --filter name={names} | wc -l; "
+        "grep -c -F 'ferry.docker migrate {run} ' ~/.ssh/authorized_keys; true"
+    )
     # a mapping as a JSON object string, the way an AWX survey's text field sends it
     run, report = migrate(tmp_path, [main], check=True, migrate_name_map=json.dumps({main: f"{main}-new"}))
     assert run.returncode == 0, run.stdout[-6000:]
@@ -148,8 +150,8 @@ def test_check_mode_reports_what_would_move_and_changes_nothing(names, tmp_path)
     assert report[main]["name"] == f"{main}-new" and report[side]["name"] == side
     assert report[main]["volumes_to_create"] == [f"{names}-data"] and report[side]["pulled_in"] is True
     assert state("host1", main) == "running" and state("host1", side) == "running"
-    assert (
-        ssh("host2", "docker ps -aq | wc -l; docker volume ls -q | wc -l; cat ~/.ssh/authorized_keys | wc -l").stdout
-        == before
-    )
-    assert ssh("host1", "ls /var/lib/ferry/journal 2>/dev/null | wc -l").stdout == journals
+    (written,) = tmp_path.glob("report-*.json")
+    run_id = json.loads(written.read_text())["sources"]["host1"]["run"]
+    assert run_id, written.read_text()
+    assert ssh("host2", on_host2.format(run=run_id)).stdout.split() == ["0", "0", "0"]
+    assert ssh("host1", f"ls /var/lib/ferry/journal 2>/dev/null | grep -c -F {run_id}; true").stdout.strip() == "0"

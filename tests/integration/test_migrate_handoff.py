@@ -261,17 +261,35 @@ def start(name, label=""):
     )
 
 
+def run_of(name):
+    """The id of the run that migrates ``name`` (its journal's name on host1, which names the container), or ""."""
+    script = f"grep -l -s -F -- '\"{name}\"' /var/lib/ferry/journal/*.json | head -n 1"
+    return Path(ssh("host1", script, check=False).stdout.strip()).name[: -len(".json")]
+
+
+def restores_of(run_id):
+    """A shell command printing, one per line, the pid and command line of each restore module process on host2
+    that carries the run's marker in its environment (other tests may restore on host2 meanwhile)."""
+    return (
+        "for pid in $(pgrep -f 'AnsiballZ_docker_bundle_restor[e]'); do "
+        f"tr '\\0' '\\n' 2>/dev/null < /proc/$pid/environ | grep -qxF 'FERRY_MIGRATE_RUN={run_id}' || continue; "
+        "printf '%s ' $pid; tr '\\0' ' ' < /proc/$pid/cmdline; echo; done"
+    )
+
+
 def left_on_host2(name):
     """What a failed run must not leave on host2: the copy, its volume, files beside the group's directory, the
-    results file of the restore's async job, a restore still running. Ansible's async wrapper outlives its job by
-    up to its 5 s poll: looked at until then."""
+    results file of the restore's async job, a restore of the run still running. Ansible's async wrapper outlives
+    its job by up to its 5 s poll: looked at until then."""
+    run_id = run_of(name)
+    assert run_id, f"no journal on host1 names {name}"
     script = (
         f"docker inspect {name} >/dev/null 2>&1 && echo container; "
         f"docker volume inspect {name}-data >/dev/null 2>&1 && echo volume; "
         f"ls -d {INCOMING}/*-{name}* 2>/dev/null; "
         # the results file of the early restore's async job, once the role has read it
         f'grep -l -s -F -- {name} "$HOME"/.ansible_async/* | sed "s/^/async-job:/"; '
-        "pgrep -f 'AnsiballZ_docker_bundle_restor[e]' >/dev/null && echo restore-running; true"
+        f"{restores_of(run_id)} | grep -q . && echo restore-running; true"
     )
     deadline = time.monotonic() + 30
     while True:
@@ -308,14 +326,15 @@ def test_a_failed_capture_leaves_the_source_serving_and_the_early_restore_restor
 
 
 def kill_the_waiting_restore(name, deadline):
-    """SIGKILL the restore module on host2 (not Ansible's async wrapper, which then reports the job as failed);
-    the module's command line. It is looked for until ``deadline`` (monotonic)."""
-    script = (
-        "for pid in $(pgrep -f 'AnsiballZ_docker_bundle_restor[e]'); do "
-        "printf '%s ' $pid; tr '\\0' ' ' < /proc/$pid/cmdline; echo; done"
-    )
+    """SIGKILL the restore module of the run that migrates ``name`` on host2 (not Ansible's async wrapper, which
+    then reports the job as failed); the module's command line. It is looked for until ``deadline`` (monotonic)."""
+    run_id = ""
     while time.monotonic() < deadline:
-        for line in ssh("host2", script).stdout.splitlines():
+        run_id = run_id or run_of(name)
+        if not run_id:  # the run has not journaled yet
+            time.sleep(0.2)
+            continue
+        for line in ssh("host2", restores_of(run_id)).stdout.splitlines():
             pid, _space, command = line.partition(" ")
             words = command.split()
             if len(words) > 1 and words[1].endswith("AnsiballZ_docker_bundle_restore.py"):
