@@ -145,35 +145,55 @@ step_unit() {
 }
 
 step_integration() {
-  # Two pytest processes side by side: the tests of the lab hosts (marked `lab` by tests/integration/
-  # conftest.py: every test that needs the lab fixture) and those that use only this machine's engine; the
-  # two share no engine. The lab is brought up first, so that the two never pick a subnet at once. The lab's
-  # migrations come last, once the engine's tests are done. The fault matrix of migrations runs each phase
-  # with one signal here; FERRY_FAULT_MATRIX=full for all 21. --durations: the slowest tests in the log.
-  local files lab_status engine_status engine_pid engine_log=$logs/integration-engine.log
+  # Three pytest runs in two lanes side by side. Lane 1: the tests of the lab hosts (marked `lab` by
+  # tests/integration/conftest.py: every test that needs the lab fixture), the lab's migrations last. Lane 2: the
+  # tests that use only this machine's engine (no engine in common with lane 1), then the lab tests of the files in
+  # $beside. The lab is brought up first, so that the lanes never pick a subnet at once. Lab tests that run at the
+  # same time only touch, and only look at, what they made (names of their own, their run's key line, journal and
+  # processes). Those in $beside also change the lab (mixed_fleet adds host3, awx_project the sudo host), which no
+  # test of lane 1 uses; awx_project's check mode looks at every restore key, as only no_secret_output's restore
+  # (the same lane) makes them. The fault matrix of migrations runs each phase with one signal here; FERRY_FAULT_MATRIX=full
+  # for all 24. FERRY_SERIAL=1: one run after another. --durations: the slowest tests in each log.
+  local files lab_files=() beside_files=() file lab_status engine_status beside_status=0 engine_pid
+  local beside=" test_awx_project.py test_mixed_fleet.py test_no_secret_output.py "
+  local engine_log=$logs/integration-engine.log beside_log=$logs/integration-beside.log
   python lab/lab.py up || return 1
   mapfile -t files < <(printf '%s\n' tests/integration/test_*.py | awk '{print (/test_migrate_/ ? 1 : 0) " " $0}' \
     | sort -s -k1,1n | cut -d' ' -f2)
-  pytest -q -p no:cacheprovider --durations=10 -m "not lab" "${files[@]}" >"$engine_log" 2>&1 &
+  for file in "${files[@]}"; do
+    case $beside in *" ${file##*/} "*) beside_files+=("$file") ;; *) lab_files+=("$file") ;; esac
+  done
+  : >"$beside_log"
+  (
+    status=0
+    pytest -q -p no:cacheprovider --durations=10 -m "not lab" "${files[@]}" >"$engine_log" 2>&1 || status=1
+    FERRY_FAULT_MATRIX=${FERRY_FAULT_MATRIX:-diagonal} pytest -q -p no:cacheprovider --durations=10 -m lab \
+      "${beside_files[@]}" >"$beside_log" 2>&1 || status=$((status | 2))
+    exit $status
+  ) &
   engine_pid=$!
   if [ "${FERRY_SERIAL:-0}" = 1 ]; then  # one at a time
     wait "$engine_pid"
     engine_status=$?
     engine_pid=""
   fi
-  FERRY_FAULT_MATRIX=${FERRY_FAULT_MATRIX:-diagonal} pytest -q --durations=15 -m lab "${files[@]}"
+  FERRY_FAULT_MATRIX=${FERRY_FAULT_MATRIX:-diagonal} pytest -q --durations=15 -m lab "${lab_files[@]}"
   lab_status=$?
   if [ -n "$engine_pid" ]; then
     wait "$engine_pid"
     engine_status=$?
   fi
+  beside_status=$((engine_status & 2))
+  engine_status=$((engine_status & 1))
   echo "--- the tests that use only this machine's engine, run beside the ones above:"
   cat "$engine_log"
+  echo "--- the lab tests run after them, beside the ones above:"
+  cat "$beside_log"
   local said='^=* ?[0-9]+ (passed|failed).* in [0-9.]+s' trim='s/=//g;s/^ *//;s/ *$//'
   echo "--- integration: lab hosts: $(grep -E "$said" "$logs/integration.log" | head -n 1 | sed "$trim")" \
-    "(exit $lab_status); this machine's engine: $(grep -E "$said" "$engine_log" | tail -n 1 | sed "$trim")" \
-    "(exit $engine_status)"
-  [ "$lab_status" -eq 0 ] && [ "$engine_status" -eq 0 ]
+    "(exit $lab_status) and $(grep -E "$said" "$beside_log" | tail -n 1 | sed "$trim") (exit $beside_status);" \
+    "this machine's engine: $(grep -E "$said" "$engine_log" | tail -n 1 | sed "$trim") (exit $engine_status)"
+  [ "$lab_status" -eq 0 ] && [ "$engine_status" -eq 0 ] && [ "$beside_status" -eq 0 ]
 }
 
 step_bench() {
