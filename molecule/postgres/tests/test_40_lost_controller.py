@@ -22,7 +22,7 @@ from conftest import ROOT_DIR, VOLUME, checksum, inspect, playbook, playbook_com
 NAME = "ferry-pg-lost"
 DATA_VOLUME = f"{VOLUME}-lost"
 JOURNAL_DIR = f"/var/lib/ferry/journal-{NAME}"
-GUARD_TIMEOUT = 10
+GUARD_TIMEOUT = 20  # as in tests/integration/test_migrate_faults.py, which says why
 KEY_COMMENT = "ferry.docker migrate"
 REACH_SECONDS = 600  # for the run to reach the health phase
 
