@@ -32,9 +32,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE = REPO_ROOT / "lab" / ".state"
 SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5"]
-# The lease the run renews. Runs here leave it unrenewed for at most about 3 s when the machine is idle, 4.5 s
-# under the load of `make test`'s other lanes; a lease of 10 s once lapsed on a slower CI machine before the
-# stop (the run failed there, with its source serving). 20 s leaves room for that and adds 10 s to each case.
+# The lease the run renews. Runs here left it unrenewed for at most 2.8 s with the machine idle, 4.4 s under
+# the load of `make test`'s other lanes (measured 2026-12-04). With 10 s, one case failed on a slower CI machine
+# before the stop, with its source serving: most likely the lease lapsed there and the guard fired (not
+# reproduced). 20 s leaves room for that and adds about 10 s to each case.
 GUARD_TIMEOUT = 20
 PLAYBOOK_SECONDS = 600
 KEY_COMMENT = "ferry.docker migrate"
