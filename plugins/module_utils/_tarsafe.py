@@ -192,12 +192,16 @@ def check_member(member, allow_devices=False):
 
     This covers everything that does not depend on earlier members; TarChecker adds the rest.
     """
+    return _member_problem(member, _components(member.name), allow_devices)
+
+
+def _member_problem(member, parts, allow_devices):
+    """``check_member`` for a member whose name has the components ``parts`` (``_components``)."""
     name, linkname = member.name, member.linkname
     if "\0" in name or "\0" in linkname:
         return f"member {name!r} has a NUL byte in its name or link target"
     if name.startswith("/"):
         return f"member {name!r} has an absolute name"
-    parts = _components(name)
     if ".." in parts:
         return f"member {name!r} has a '..' component"
     if "" in parts or "." in parts:
@@ -221,58 +225,78 @@ def check_member(member, allow_devices=False):
             return f"member {name!r} is a device or FIFO node, which is not allowed here"
     elif not (member.isreg() or member.isdir()):
         return f"member {name!r} has an unsupported type {member.type!r}"
+    if not member.pax_headers and member.sparse is None:  # most members: nothing more to check
+        return None
     return check_xattrs(member) or check_sparse(member)
 
 
 class TarChecker:
     """Check the members of one archive in order; remembers what earlier members created.
 
-    ``check(member)`` returns a problem or None. An instance is also usable as a ``tarfile``
-    extraction filter (``filter=TarChecker()``): it returns the member or raises UnsafeTarError.
+    ``check(member)`` returns a problem or None; ``judge(member)`` returns ``(problem, name)``, the
+    member's normalised name when there is no problem; ``admit(member)`` returns that name or raises
+    UnsafeTarError. An instance is also usable as a ``tarfile`` extraction filter
+    (``filter=TarChecker()``): it returns the member or raises UnsafeTarError.
     """
 
     def __init__(self, allow_devices=False):
         self.allow_devices = allow_devices
-        self._kinds = {}  # normalised member name -> _REGULAR, _DIRECTORY, _SYMLINK or _OTHER
+        # normalised member name -> _REGULAR, _DIRECTORY, _SYMLINK or _OTHER. A _DIRECTORY entry never changes
+        # (a member replacing it must be a directory) and is only made with all its ancestors, which are
+        # _DIRECTORY too: a name whose parent is _DIRECTORY has nothing but directories above it.
+        self._kinds = {}
 
     def check(self, member):
-        problem = check_member(member, self.allow_devices)
+        return self.judge(member)[0]
+
+    def judge(self, member):
+        parts = _components(member.name)
+        problem = _member_problem(member, parts, self.allow_devices)
         if problem:
-            return problem
-        name = _path(member.name)
-        parts = name.split("/")
-        parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
-        for parent in parents:
-            if self._kinds.get(parent) == _SYMLINK:
-                return f"member {member.name!r} would be written through the symlink {parent!r}"
-            if self._kinds.get(parent) in (_REGULAR, _OTHER):
-                return f"member {member.name!r} would be written below {parent!r}, which is not a directory"
-        previous = self._kinds.get(name)
+            return problem, None
+        kinds = self._kinds
+        name = "/".join(parts) or "."
+        parent = name.rpartition("/")[0]
+        parents = ()
+        if parent and kinds.get(parent) != _DIRECTORY:  # else every ancestor is a directory already (see above)
+            parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
+            for parent in parents:
+                kind = kinds.get(parent)
+                if kind == _SYMLINK:
+                    return f"member {member.name!r} would be written through the symlink {parent!r}", None
+                if kind in (_REGULAR, _OTHER):
+                    return f"member {member.name!r} would be written below {parent!r}, which is not a directory", None
+        previous = kinds.get(name)
         if previous == _SYMLINK and not member.issym():
-            return f"member {member.name!r} would be written through the symlink of the same name"
+            return f"member {member.name!r} would be written through the symlink of the same name", None
         if previous == _DIRECTORY and not member.isdir():
-            return f"member {member.name!r} would replace the directory of the same name"
-        if member.islnk() and self._kinds.get(_path(member.linkname)) != _REGULAR:
+            return f"member {member.name!r} would replace the directory of the same name", None
+        if member.islnk() and kinds.get(_path(member.linkname)) != _REGULAR:
             return (
                 f"hard link {member.name!r} points to {member.linkname!r}, "
                 "which is not an earlier regular file of the archive"
-            )
+            ), None
         for parent in parents:  # extraction creates missing parent directories
-            self._kinds[parent] = _DIRECTORY
+            kinds[parent] = _DIRECTORY
         if member.isreg() or member.islnk():
-            self._kinds[name] = _REGULAR
+            kinds[name] = _REGULAR
         elif member.isdir():
-            self._kinds[name] = _DIRECTORY
+            kinds[name] = _DIRECTORY
         elif member.issym():
-            self._kinds[name] = _SYMLINK
+            kinds[name] = _SYMLINK
         else:
-            self._kinds[name] = _OTHER
-        return None
+            kinds[name] = _OTHER
+        return None, name
 
-    def __call__(self, member, path=None):
-        problem = self.check(member)
+    def admit(self, member):
+        """The normalised name of ``member``; UnsafeTarError if it has a problem."""
+        problem, name = self.judge(member)
         if problem:
             raise UnsafeTarError(problem)
+        return name
+
+    def __call__(self, member, path=None):
+        self.admit(member)
         return member
 
 
@@ -298,9 +322,12 @@ def _end_marker_tarinfo(state):
     return _TarInfo
 
 
-def _remember(summary, member):
-    """Note in ``summary`` what a restore applies itself: the root entry, sparse maps, xattr names."""
-    name = _path(member.name)
+def _remember(summary, member, name):
+    """Note in ``summary`` what a restore applies itself: the root entry, sparse maps, xattr names.
+
+    ``name`` is the member's normalised name (``TarChecker.judge``)."""
+    if member.sparse is None and not member.pax_headers and name != ".":  # most members: nothing to note
+        return
     xattrs = member_xattrs(member)
     summary["has_sparse"] |= member.sparse is not None
     summary["has_xattrs"] |= bool(xattrs)
@@ -359,13 +386,13 @@ def scan_stream(source, allow_devices=False, max_problems=100):
             summary["members"] += 1
             if member.isreg():
                 summary["bytes"] += member.size
-            problem = checker.check(member)
+            problem, name = checker.judge(member)
             if problem:
                 summary["problem_count"] += 1
                 if len(problems) < max_problems:  # a hostile archive may have millions
                     problems.append(problem)
                 continue
-            _remember(summary, member)
+            _remember(summary, member, name)
         if global_header:
             summary["problem_count"] += 1
             problems.append(
@@ -508,7 +535,7 @@ def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CH
                     break
                 if data.global_header:
                     raise UnsafeTarError("the archive has a PAX global header, which tar readers apply differently")
-            checker(member)
+            name = checker.admit(member)
             size = member.size if member.isreg() else 0
             total += size
             if max_bytes is not None and total > max_bytes:
@@ -519,7 +546,7 @@ def normalised_chunks(source, allow_devices=False, max_bytes=None, chunk_size=CH
             if summary is not None:
                 summary["members"] += 1
                 summary["bytes"] += size
-                _remember(summary, member)
+                _remember(summary, member, name)
             chunk = out.add(_normalised_header(member, size))
             if chunk is not None:
                 yield chunk

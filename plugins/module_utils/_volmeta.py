@@ -45,10 +45,10 @@ import socket
 import stat
 import tarfile
 import time
-import zlib
 
 from ansible_collections.ferry.docker.plugins.module_utils._neighbour import LOCAL_BASE_URLS
 from ansible_collections.ferry.docker.plugins.module_utils._stream import CHUNK_SIZE, TAR_BUFSIZE, IterReader
+from ansible_collections.ferry.docker.plugins.module_utils._tarblocks import small_sum
 from ansible_collections.ferry.docker.plugins.module_utils._tarsafe import (
     PAX_XATTR,
     XATTR_CAPABILITY,
@@ -238,10 +238,9 @@ def _ustar_block(name, link, kind, mode, uid, gid, size, mtime, devices=_NO_DEVI
     100, the numbers within their fields, ``devices`` the 16 bytes of the device numbers (the caller checks)."""
     head = b"%s%07o\0%07o\0%07o\0%011o\0%011o\0" % (name.ljust(100, _NUL), mode & 0o7777, uid, gid, size, mtime)
     tail = kind + link.ljust(100, _NUL) + _MAGIC_AND_NAMES + devices
-    # The checksum is the sum of the block's bytes, its own field counted as eight spaces (256). The low half of
-    # an Adler-32 is 1 plus the sum of the bytes modulo 65521: exact for head (148 bytes) and tail (189 bytes),
-    # which sum to at most 255 times their length, and ten times faster than sum() over the block.
-    checksum = (zlib.adler32(head) & 0xFFFF) + (zlib.adler32(tail) & 0xFFFF) + 254
+    # the checksum is the sum of the block's bytes, its own field counted as eight spaces (256); head (148 bytes)
+    # and tail (189) are each within small_sum's 256
+    checksum = small_sum(head) + small_sum(tail) + 256
     return b"%s%06o\0 %s%s" % (head, checksum, tail, _PREFIX_AND_PAD)
 
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from ansible_collections.ferry.docker.plugins.module_utils._tarblocks import (
     Batches,
     BlockSource,
+    block_sum,
     plain_member,
     ustar_header,
 )
@@ -224,6 +225,15 @@ def test_the_block_source_reads_as_a_file_does_whatever_the_chunks(length, cuts,
     assert BlockSource(iter(chunks), 512).read() == data  # read() to the end, through io's readall
 
 
+@settings(max_examples=300)
+@given(st.binary(min_size=512, max_size=512))
+@example(b"\xff" * 512)  # the largest sum: each half just below Adler-32's modulus
+@example(bytes(512))
+@example(b"\xff" * 256 + bytes(256))
+def test_the_block_sum_is_the_sum_of_the_bytes(block):
+    assert block_sum(block) == sum(block)
+
+
 def test_the_block_source_never_seeks_back():
     source = BlockSource(io.BytesIO(b"x" * 2000), 512)
     source.read(700)
@@ -348,11 +358,11 @@ def reference_scan(raw, allow_devices=False):
             for member in archive:
                 summary["members"] += 1
                 summary["bytes"] += member.size if member.isreg() else 0
-                problem = checker.check(member)
+                problem, name = checker.judge(member)
                 if problem:
                     problems.append(problem)
                     continue
-                _remember(summary, member)
+                _remember(summary, member, name)
             if archive.pax_headers:
                 problems.append("global")
     except tarfile.TarError:
