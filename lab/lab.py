@@ -801,16 +801,32 @@ def load_image(host: Host, image: str) -> bool:
     return True
 
 
-def load(image: str) -> None:
-    """Build `image` if its recipe changed, then load it into every running lab host that lacks it."""
+def named(hosts: list[Host], only: list[str] | None, others: tuple[str, ...] = ()) -> list[Host]:
+    """The hosts of ``hosts`` named in ``only`` (all of them when it is None).
+
+    A run that names its hosts touches no other host's engine: another test may be using one
+    (molecule's migrate scenario takes host3's Docker socket away for one test, beside the benchmark).
+    ``others`` are names that are valid but not in ``hosts`` (the sudo host)."""
+    if only is None:
+        return hosts
+    known = {host.name for host in hosts} | set(others)
+    unknown = sorted(set(only) - known)
+    if unknown:
+        raise LabError(f"no lab host named {', '.join(unknown)}; the lab has {', '.join(sorted(known))}")
+    return [host for host in hosts if host.name in only]
+
+
+def load(image: str, only: list[str] | None = None) -> None:
+    """Build `image` if its recipe changed, then load it into every running lab host (or those in ``only``)
+    that lacks it."""
     reference = image if ":" in image else f"{image}:latest"
     if reference not in IMAGES:
         raise LabError(f"{image} is not a lab image; choose one of {', '.join(IMAGES)}")
     ensure_images(images=(reference,))
-    hosts = [host for host in lab_hosts() if host.state == "running"]
-    if not hosts:
+    running = [host for host in lab_hosts() if host.state == "running"]
+    if not running:
         raise LabError("no lab host is running; run `python lab/lab.py up` first")
-    for host in hosts:
+    for host in named(running, only):
         if not load_image(host, reference):
             log(f"{host.name} already has {reference}")
 
@@ -1029,8 +1045,16 @@ def write_sudo_client_files(host: Host | None) -> None:
 
 
 def up(
-    requested: int | None, subnet_arg: str | None = None, with_sudo_host: bool = False, suites_arg: str | None = None
+    requested: int | None,
+    subnet_arg: str | None = None,
+    with_sudo_host: bool = False,
+    suites_arg: str | None = None,
+    only: list[str] | None = None,
 ) -> None:
+    """Create, start or repair the lab hosts, then write the client files for all of them.
+
+    With ``only``, the engines (and sshd) of the other hosts are left alone: they are neither waited
+    for nor given the workload image (``named``)."""
     suites = requested_suites(suites_arg if suites_arg is not None else os.environ.get(SUITES_ENV))
     existing = {host.number: host for host in lab_hosts()}
     count = requested or max([DEFAULT_HOSTS, len(suites), *existing])
@@ -1059,13 +1083,18 @@ def up(
         if host is not None and host.image_id != images[host.suite]:
             log(f"{host.name} runs an older {host_image(host.suite)}; `lab.py down && lab.py up` recreates it")
     hosts = [host for host in lab_hosts() if host.number <= count]
-    for host in hosts:
+    touched = list(named(hosts, only, (SUDO_HOST,)))
+    for host in touched:
         wait_for(host, "dockerd", dockerd_answers, DOCKERD_WAIT_SECONDS)
         authorize_key(host)
         load_workload_image(host)
-    sudo = ensure_sudo_host(subnet, with_sudo_host)
+    if only is None or SUDO_HOST in only or with_sudo_host:
+        sudo = ensure_sudo_host(subnet, with_sudo_host)
+        touched += [sudo] if sudo is not None else []
+    else:
+        sudo = None  # left alone, as its engine is
     refresh_client_files(hosts)
-    for host in hosts + ([sudo] if sudo is not None else []):
+    for host in touched:
         wait_for(host, "sshd", sshd_answers)
     log(f"lab is up: {', '.join(f'{host.name}={host.ip}' for host in hosts)}; inventory {INVENTORY}")
     if sudo is not None:
@@ -1141,10 +1170,13 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument(
         "--subnet", help=f"IPv4 subnet of a new lab network (default: ${SUBNET_ENV}, else the first free candidate)"
     )
+    only_help = "touch only the engines of these hosts (e.g. host1 host2), which another test may be using"
+    up_parser.add_argument("--only", nargs="+", metavar="HOST", help=only_help)
     down_parser = commands.add_parser("down", help="remove the lab containers, volumes and network")
     down_parser.add_argument("--images", action="store_true", help="also remove the lab images")
     load_parser = commands.add_parser("load", help="build a lab image if needed and load it into every lab host")
     load_parser.add_argument("image", help=f"lab image to load, for example {POSTGRES_IMAGE.partition(':')[0]}")
+    load_parser.add_argument("--only", nargs="+", metavar="HOST", help=only_help)
     commands.add_parser("status", help="show each host's state and whether dockerd and sshd answer")
     commands.add_parser("inventory", help="rewrite inventory, known_hosts and ssh_config from the running hosts")
     args = parser.parse_args(argv)
@@ -1158,9 +1190,9 @@ def main(argv: list[str] | None = None) -> int:
                 ensure_images(force=args.force, images=tuple(IMAGES))
             elif args.command == "load":
                 require_docker()
-                load(args.image)
+                load(args.image, args.only)
             elif args.command == "up":
-                up(args.hosts, args.subnet, args.sudo_host, args.suites)
+                up(args.hosts, args.subnet, args.sudo_host, args.suites, args.only)
             elif args.command == "down":
                 down(args.images)
             elif args.command == "inventory":

@@ -302,7 +302,8 @@ for step in "${lab_steps[@]}"; do
   fi
   if [ "$step" = bench ] && [ "${FERRY_SERIAL:-0}" != 1 ] && needs molecule; then
     # At this scale the benchmark asserts no timings: it runs beside molecule's lanes (its rows use host1 and
-    # host2 with names of their own, as the scenarios do), and its line comes when it ends.
+    # host2 with names of their own, as the scenarios do, and bring the lab up with `--only host1 host2`: host3's
+    # engine is migrate's to take away for one test), and its line comes when it ends.
     run_step bench &
     bench=$!
     continue

@@ -240,3 +240,50 @@ def test_an_up_that_asks_for_no_release_keeps_each_hosts_own():
     # a list asked for is what the hosts run: another release means a new host
     assert lab.wanted_suites(3, ["bookworm", "bookworm"], {3: "trixie"})[3] == "bookworm"
     assert lab.wanted_suites(3, ["bookworm", "bookworm", "trixie"], {3: "bookworm"})[3] == "trixie"
+
+
+def test_named_hosts_are_a_subset_and_an_unknown_name_is_refused():
+    hosts = [lab.Host(f"host{n}", f"ferry-lab-host{n}", "running", "", "") for n in (1, 2, 3)]
+    assert lab.named(hosts, None) == hosts
+    assert [host.name for host in lab.named(hosts, ["host2", "host1"])] == ["host1", "host2"]
+    assert lab.named(hosts, ["sudo1"], ("sudo1",)) == []
+    with pytest.raises(lab.LabError, match="no lab host named host4; the lab has host1, host2, host3"):
+        lab.named(hosts, ["host1", "host4"])
+
+
+def test_an_up_for_some_hosts_touches_no_other_engine(monkeypatch):
+    # the benchmark runs beside molecule, whose migrate scenario takes host3's Docker socket away for one test:
+    # `up --only host1 host2` neither waits for host3's dockerd nor loads an image into it, and still writes the
+    # client files for every host
+    hosts = [lab.Host(f"host{n}", f"ferry-lab-host{n}", "running", f"addr{n}", "image") for n in (1, 2, 3)]
+    touched, written = [], []
+    monkeypatch.setattr(lab, "lab_hosts", lambda: hosts)
+    monkeypatch.setattr(lab, "wanted_suites", lambda count, suites, existing: dict.fromkeys(range(1, 4), lab.SUITE))
+    for name in ("ensure_images", "ensure_key", "authorize_key"):
+        monkeypatch.setattr(lab, name, lambda *args, **kwargs: None)
+    monkeypatch.setattr(lab, "ensure_network", lambda subnet: None)
+    monkeypatch.setattr(lab, "docker", lambda *args, **kwargs: subprocess.CompletedProcess(args, 0, "image\n", ""))
+    monkeypatch.setattr(lab, "wait_for", lambda host, what, *args: touched.append((what, host.name)))
+    monkeypatch.setattr(lab, "load_workload_image", lambda host: touched.append(("load", host.name)))
+    monkeypatch.setattr(lab, "ensure_sudo_host", lambda *args: pytest.fail("the sudo host was not named"))
+    monkeypatch.setattr(lab, "refresh_client_files", lambda hosts: written.extend(host.name for host in hosts))
+    lab.up(None, only=["host1", "host2"])
+    assert {name for _what, name in touched} == {"host1", "host2"}
+    assert ("dockerd", "host1") in touched and ("load", "host2") in touched and ("sshd", "host2") in touched
+    assert written == ["host1", "host2", "host3"]
+    touched.clear()
+    monkeypatch.setattr(lab, "ensure_sudo_host", lambda *args: None)
+    lab.up(None)
+    assert {name for _what, name in touched} == {"host1", "host2", "host3"}
+
+
+def test_a_load_for_some_hosts_touches_no_other_engine(monkeypatch):
+    hosts = [lab.Host(f"host{n}", f"ferry-lab-host{n}", "running", "", "") for n in (1, 2, 3)]
+    loaded = []
+    monkeypatch.setattr(lab, "lab_hosts", lambda: hosts)
+    monkeypatch.setattr(lab, "ensure_images", lambda **kwargs: None)
+    monkeypatch.setattr(lab, "load_image", lambda host, image: loaded.append(host.name) or True)
+    lab.load("ferry-lab/redis", ["host1", "host2"])
+    assert loaded == ["host1", "host2"]
+    with pytest.raises(lab.LabError, match="no lab host named host9"):
+        lab.load("ferry-lab/redis", ["host9"])
