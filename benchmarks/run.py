@@ -59,7 +59,7 @@ def filesystem_of(path, mountinfo="/proc/self/mountinfo", sysfs="/sys/fs/ext4"):
     try:
         with open(mountinfo, encoding="utf-8") as f:
             for line in f:
-                fields, _, rest = line.partition(" - ")
+                fields, _sep, rest = line.partition(" - ")
                 point = fields.split()[4].replace("\\040", " ")
                 inside = path == point or path.startswith(point.rstrip("/") + "/")
                 if inside and (best is None or len(point) > len(best[0])):
