@@ -206,21 +206,38 @@ step_molecule() {
   # The scenarios share the lab and touch only what they made (their own containers, volumes, journal and
   # backup directories; run keys are added and removed under a lock on the target): they run in two lanes
   # side by side, each lane's scenarios one after the other (FERRY_SERIAL=1: one lane). A lane's output is
-  # printed whole once both lanes are done. Every host is used by lab_smoke and by backup's converge, which
-  # come first, minutes before migrate's verify takes host3's Docker socket away for one test; a scenario
-  # not named here joins the first lane.
-  local scenario lane status=0 pids=() lanes=() first="lab_smoke backup verify" second="migrate postgres"
+  # printed whole once both lanes are done. One test takes host3's Docker socket away (migrate's
+  # test_target_docker_gone_during_restore_rolls_back): it waits until the scenarios that use every host's
+  # engine (host3_users) have ended, which the lane running them says by creating FERRY_LAB_HOST3_FREE once
+  # the last of them is done, passed or failed. Lane 2 runs postgres first, so that the wait is short. A
+  # scenario not named here joins the first lane; one that uses host3's engine belongs in host3_users.
+  local scenario lane status=0 pids=() lanes=() first="lab_smoke backup verify" second="postgres migrate"
+  local host3_users="lab_smoke backup"
   for scenario in molecule/*/molecule.yml; do
     scenario=$(basename "$(dirname "$scenario")")
     case " $first $second " in *" $scenario "*) ;; *) first="$first $scenario" ;; esac
   done
   if [ "${FERRY_SERIAL:-0}" = 1 ]; then lanes=("$first $second"); else lanes=("$first" "$second"); fi
+  export FERRY_LAB_HOST3_FREE=$logs/molecule-host3-free
+  rm -f "$FERRY_LAB_HOST3_FREE"
   for lane in "${!lanes[@]}"; do
     (
-      failed=0
+      failed=0 users=0
+      for scenario in ${lanes[$lane]}; do
+        case " $host3_users " in *" $scenario "*) users=$((users + 1)) ;; esac
+      done
       for scenario in ${lanes[$lane]}; do
         echo "--- molecule test -s $scenario (lane $((lane + 1)), at $SECONDS s)"
         molecule test -s "$scenario" || { failed=1; echo "FAILED molecule scenario $scenario"; }
+        case " $host3_users " in
+          *" $scenario "*)
+            users=$((users - 1))
+            if [ "$users" -eq 0 ]; then
+              touch "$FERRY_LAB_HOST3_FREE"
+              echo "--- host3's engine is free of the other scenarios at $SECONDS s"
+            fi
+            ;;
+        esac
       done
       echo "--- lane $((lane + 1)) done at $SECONDS s"
       exit $failed

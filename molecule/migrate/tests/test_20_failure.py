@@ -3,10 +3,31 @@ the bundle stays on the source, and the report says what failed."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 from conftest import BIND, inspect, playbook, start_service, volume_checksums, wait_healthy
 
 PORTS = {"unhealthy": 18085, "nodocker": 18086}
+HOST3_WAIT_SECONDS = 1200  # longer than the scenarios that use every host take; within molecule's step limit
+
+
+def _wait_until_host3_is_ours():
+    """With other scenarios beside this one (tests/run-all.sh), wait until none of them uses host3's engine.
+
+    run-all.sh names a file in FERRY_LAB_HOST3_FREE and creates it once the scenarios that use every host's
+    engine have ended; run alone (``molecule test -s migrate``), nothing else uses the lab and nothing waits.
+    """
+    marker = os.environ.get("FERRY_LAB_HOST3_FREE")
+    deadline = time.monotonic() + HOST3_WAIT_SECONDS
+    while marker and not os.path.exists(marker):
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"{marker} did not appear within {HOST3_WAIT_SECONDS} s: a scenario beside this one still uses "
+                "host3's Docker engine, which this test takes away (see step_molecule in tests/run-all.sh)"
+            )
+        time.sleep(2)
 
 
 def _target_is_clean(host, name, volume):
@@ -68,6 +89,7 @@ def test_target_docker_gone_during_restore_rolls_back(lab, service, tmp_path):
     name, volume = service
     before = inspect(lab["host1"], "container", name)
     host3 = lab["host3"]
+    _wait_until_host3_is_ours()
     # Docker stops answering on host3 the moment the bundle starts arriving (after the source was
     # stopped and captured): the socket is moved away until the test puts it back.
     host3.run_expect(
