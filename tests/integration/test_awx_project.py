@@ -182,6 +182,7 @@ class AwxProject:
         become: bool = False,
         check: bool = False,
         host_users: dict[str, str] | None = None,
+        host_become: dict[str, bool] | None = None,
         hosts: dict[str, dict[str, str]] | None = None,
         groups: dict[str, list[str]] | None = None,
     ) -> Job:
@@ -204,6 +205,8 @@ class AwxProject:
             )
         for name, login in (host_users or {}).items():
             hostvars[name]["ansible_user"] = login
+        for name, become_there in (host_become or {}).items():
+            hostvars[name]["ansible_become"] = become_there  # an inventory variable, not the credential's flag
         inventory = {"all": {"hosts": sorted(hostvars)}, "_meta": {"hostvars": hostvars}}
         inventory.update({group: {"hosts": members} for group, members in (groups or {}).items()})
         script = data_dir / "inventory" / "hosts"
@@ -433,9 +436,10 @@ def test_restore_job_on_a_host_without_root_login(awx, backed_up):
     assert "ferry.docker restore" not in ssh("sudo1", "cat /home/ferry/.ssh/authorized_keys").stdout
 
 
-def test_migrate_job_to_a_host_without_root_login(awx, backed_up):
-    """-u ferry --become on the target: the run key, rsync, the signed bundles and the guard use the login user."""
-    # the restore job above left its copy on sudo1: the migration needs a target without it
+def _migrate_to_sudo1(awx, **become):
+    """migrate.yml host1 -> sudo1 as user ferry there; the source keeps serving, for the next test. ``become`` goes
+    to ``awx.job``: the credential's flag (become=True) or an inventory variable (host_become)."""
+    # an earlier job left its copy on sudo1: the migration needs a target without it
     ssh(
         "sudo1",
         f"docker ps -aq --filter name={awx.token} | xargs -r docker rm -f >/dev/null;"
@@ -447,18 +451,28 @@ def test_migrate_job_to_a_host_without_root_login(awx, backed_up):
         migrate_source="host1",
         migrate_target="sudo1",
         migrate_containers=awx.token,
-        # the source keeps serving, for the next test
         migrate_consistency="pause",
         migrate_cutover="keep",
     )
-    job = awx.job(
-        "playbooks/migrate.yml", extravars, user="ferry", become=True, host_users={"host1": "root"}, hosts=hosts
-    )
+    job = awx.job("playbooks/migrate.yml", extravars, user="ferry", host_users={"host1": "root"}, hosts=hosts, **become)
     assert job.status == "successful", job.explain()
     (entry,) = job.artifact_data["ferry_migrate_report"]["host1"]["containers"]
     assert (entry["container"], entry["target"], entry["status"]) == (awx.token, "sudo1", "migrated")
     assert ssh("sudo1", f"docker exec {awx.token} cat /data/hello").stdout.strip() == awx.token
+    # the run key went to ferry (root may not log in) and is gone again from both
     assert "ferry.docker migrate" not in ssh("sudo1", "cat /home/ferry/.ssh/authorized_keys").stdout
+    assert "ferry.docker migrate" not in ssh("sudo1", "cat /root/.ssh/authorized_keys 2>/dev/null; true").stdout
+
+
+def test_migrate_job_to_a_host_without_root_login(awx, backed_up):
+    """-u ferry --become on the target: the run key, rsync, the signed bundles and the guard use the login user."""
+    _migrate_to_sudo1(awx, become=True)
+
+
+def test_migrate_job_to_a_host_whose_inventory_asks_for_become(awx, backed_up):
+    """ansible_become: true in the inventory instead of the credential's flag. A variable outranks a task's
+    ``become: false``: the key must still be authorised for the login user, not for root, who may not log in."""
+    _migrate_to_sudo1(awx, host_become={"sudo1": True})
 
 
 def test_migrate_job(awx, backed_up):
