@@ -448,12 +448,27 @@ def ssh_argv(target, command):
     return argv
 
 
+def as_root(target, script):
+    """``script`` (shell) as it must run on ``target`` to act as root: as it is for a root login, else through
+    ``sudo -n``. The run key logs in as the user Ansible logs in as, which may not be root (Ansible then becomes
+    root with sudo); the engine's socket, other users' processes and the run's directories need root. Where sudo
+    asks for a password (or a tty), the command fails, as it would without sudo, and the caller says so."""
+    if (target.get("user") or "root") == "root":
+        return script
+    return "sudo -n sh -c " + shlex.quote(script)
+
+
 class TargetOps:
-    """What the guard does on a target host, over ssh with the run's key."""
+    """What the guard does on a target host, over ssh with the run's key: as root (``as_root``), except the edit
+    of the login user's own authorized_keys."""
 
     def __init__(self, targets, run=None):
         self.targets = {target["host"]: target for target in targets}
         self.run = run or _run
+
+    def _root_argv(self, host, script):
+        target = self.targets[host]
+        return ssh_argv(target, as_root(target, script))
 
     def stop(self, host, name, volumes=()):
         """Stop ``name`` on ``host``; True when it is not running afterwards (also when absent).
@@ -477,7 +492,7 @@ class TargetOps:
             # refuse to move it; removing a tag leaves an image that something else still uses
             f'case $image in {MIGRATE_IMAGE_PREFIX}*) docker image rm "$image" >/dev/null 2>&1;; esac; exit 0'
         )
-        code, _out, err = self.run(ssh_argv(self.targets[host], script))
+        code, _out, err = self.run(self._root_argv(host, script))
         return code == 0, err.strip()[-300:]
 
     def _drop(self, host, kind, names):
@@ -488,7 +503,7 @@ class TargetOps:
             f'{{ docker {kind} inspect "$name" >/dev/null 2>&1 && left="$left $name"; }}; done; '
             '[ -z "$left" ] || { echo "still there:$left" >&2; exit 5; }'
         )
-        code, _out, err = self.run(ssh_argv(self.targets[host], script))
+        code, _out, err = self.run(self._root_argv(host, script))
         return code == 0, err.strip()[-300:]
 
     def drop_volumes(self, host, volumes):
@@ -518,7 +533,7 @@ class TargetOps:
                 parts.append(f"[ ! -d {base} ] || find {base} -xdev -mindepth 1 -delete")
             else:
                 parts.append(f"rm -rf --one-file-system -- {shlex.quote(path)}")
-        code, _out, err = self.run(ssh_argv(self.targets[host], " && ".join(parts)))
+        code, _out, err = self.run(self._root_argv(host, " && ".join(parts)))
         return code == 0, err.strip()[-300:]
 
     def busy(self, host, run_id):
@@ -528,7 +543,7 @@ class TargetOps:
             "for f in /proc/[0-9]*/environ; do "
             f"tr '\\0' '\\n' 2>/dev/null < \"$f\" | grep -qxF {marker} && exit 0; done; exit 1"
         )
-        code, _out, _err = self.run(ssh_argv(self.targets[host], script))
+        code, _out, _err = self.run(self._root_argv(host, script))
         return code == 0
 
     def remove_key(self, host, comment):

@@ -205,7 +205,10 @@ options:
         type: int
         default: 22
       user:
-        description: SSH user on the target.
+        description:
+          - SSH user on the target (the one the run key is authorised for).
+          - When it is not V(root), what the guard does there as root (stop and remove the copy, its volumes and
+            images, look for the run's processes) goes through C(sudo -n), which must not ask for a password.
         type: str
         default: root
       key:

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import docker
 import pytest
@@ -25,6 +30,8 @@ from ferry_run import run_module
 from fixture_image import IMAGE
 
 WAIT = 40  # seconds a guard with a 5 s lease may take to act (poll 1 s, ssh connect timeout 10 s)
+LAB = Path(__file__).resolve().parents[2] / "lab"
+DIGEST_LABEL = "ferry.docker.config-digest"  # what marks a copy this collection restored
 
 
 def guard(run_id, journal_dir, **options):
@@ -172,3 +179,70 @@ def test_check_mode_starts_nothing(client, stopped_source):
     )
     assert result["changed"] and not result["guard_alive"]
     assert not (journal_dir / f"{run_id}.json").exists()
+
+
+def sudo1(script, check=True):
+    """``script`` as root on the lab's sudo host (logged in as its user, through sudo)."""
+    ssh = ["ssh", "-F", str(LAB / ".state" / "ssh_config"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    result = subprocess.run(
+        [*ssh, "sudo1", f"sudo -n sh -c {shlex.quote(script)}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, f"on sudo1: {script!r}: {result.stderr[-2000:]}"
+    return result
+
+
+def test_a_target_without_root_login_gets_its_copy_stopped_through_sudo(lab, client, stopped_source, tmp_path):
+    """The run key logs in to a target as its login user (here ferry, root login refused). A guard that fires
+    while the copy may run there stops and removes it, and the volume the run made, as root through sudo, and
+    only then starts the source again."""
+    up = subprocess.run(
+        [sys.executable, str(LAB / "lab.py"), "up", "--sudo-host"], capture_output=True, text=True, check=False
+    )
+    assert up.returncode == 0, f"`lab.py up --sudo-host` failed:\n{up.stderr[-3000:]}"
+    address = next(
+        line.split("ansible_host=")[1].split()[0]
+        for line in (LAB / ".state" / "inventory-sudo.ini").read_text().splitlines()
+        if line.startswith("sudo1 ")
+    )
+    name, journal_dir, run_id = stopped_source
+    copy, volume = f"{name}-copy", f"{name}-copy-data"
+    # the guard removes the run's key pair and its directory: a copy of the lab's key stands in for the run's
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for file in ("id_ed25519", "known_hosts"):
+        shutil.copy(LAB / ".state" / file, keys / file)
+    (keys / "id_ed25519").chmod(0o600)
+    sudo1(
+        f"docker volume create {volume} >/dev/null && docker run -d --name {copy} --label {DIGEST_LABEL}=it"
+        f" -v {volume}:/data ferry-lab/busybox:latest sleep 3600 >/dev/null"
+    )
+    target = {
+        "host": "sudo1",
+        "address": address,
+        "port": 22,
+        "user": "ferry",
+        "key": str(keys / "id_ed25519"),
+        "known_hosts": str(keys / "known_hosts"),
+        "key_comment": run_id,  # no line of authorized_keys has it: the key edit removes nothing
+    }
+    spec = [
+        {"name": name, "state_before": "running", "target": "sudo1", "target_name": copy, "target_volumes": [volume]}
+    ]
+    try:
+        armed = guard(run_id, journal_dir, state="armed", timeout=5, containers=spec, targets=[target])
+        assert not armed.get("failed"), armed.get("msg")
+        assert not guard(run_id, journal_dir, state="renewed", phase="health").get("failed")
+        assert wait_until(lambda: journal(journal_dir, run_id)["guard"]["status"] == "fired")
+        entry = journal(journal_dir, run_id)["containers"][name]
+        assert entry["status"] == "rolled_back", entry
+        assert sudo1(f"docker ps -aq --filter name=^{copy}$").stdout.strip() == "", "the copy is still on sudo1"
+        assert sudo1(f"docker volume inspect {volume}", check=False).returncode != 0, "its volume is still there"
+        assert wait_until(lambda: running(client, name)), "the guard did not start the source again"
+        assert not keys.exists(), "the guard left the run's key directory"
+    finally:
+        sudo1(f"docker rm -f {copy} >/dev/null 2>&1; docker volume rm {volume} >/dev/null 2>&1; true", check=False)

@@ -420,6 +420,34 @@ def test_target_commands_quote_names(name):
         assert shlex.quote(name) in script
 
 
+def test_target_commands_run_as_root_through_sudo_for_another_login_user():
+    """The run key logs in as the target's login user; what needs root goes through sudo -n, the key edit does not."""
+    seen = []
+    ops = j.TargetOps([{**TARGET, "user": "ferry"}], run=lambda argv: seen.append(argv) or (0, "", ""))
+    ops.stop("host2", "web", ["web-data"])
+    ops.drop_volumes("host2", ["web-data"])
+    ops.drop_images("host2", ["sha256:" + "a" * 64])
+    ops.drop_paths("host2", ["/srv/web/."])
+    ops.busy("host2", "run-1")
+    ops.remove_key("host2", "run-1")
+    assert all(argv[argv.index("-l") + 1] == "ferry" for argv in seen)
+    *privileged, key_edit = [argv[-1] for argv in seen]
+    for command in privileged:
+        words = shlex.split(command)
+        assert words[:4] == ["sudo", "-n", "sh", "-c"] and len(words) == 5, command
+    assert "docker stop" in shlex.split(privileged[0])[4]
+    assert not key_edit.startswith("sudo")
+
+
+def test_target_commands_for_root_are_run_as_they_are():
+    seen = []
+    ops = j.TargetOps([TARGET], run=lambda argv: seen.append(argv[-1]) or (0, "", ""))
+    ops.stop("host2", "web")
+    ops.busy("host2", "run-1")
+    assert seen[0].startswith("docker stop") and not any(command.startswith("sudo") for command in seen)
+    assert j.as_root({"user": ""}, "true") == "true"  # no user recorded: root, as ssh_argv logs in
+
+
 def test_a_migrated_container_lost_before_its_cutover_gets_its_source_stopped(tmp_path):
     journal = journal_with(tmp_path, phase="cutover", status="migrated", lease_age=40)
     journal.update(lambda doc: doc["containers"]["web"].update(cutover="stop"))
