@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -65,7 +66,14 @@ ARCHITECTURE_ALIASES = {
 _BIND_PROBLEMS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
 
 # Programs a transfer may need on a host, and the Debian package that provides each.
-PROGRAM_PACKAGES = {"rsync": "rsync", "ssh": "openssh-client", "ssh-keygen": "openssh-client", "age": "age"}
+PROGRAM_PACKAGES = {
+    "rsync": "rsync",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "age": "age",
+    # a direct migration's image stream and its guard use the docker command on the target (cli_engine_problem)
+    "docker": "docker.io (docker-cli on Debian 13 and later)",
+}
 # The oldest release of a program that has every option ferry.docker passes it, and the option that decides it.
 PROGRAM_MINIMUM = {"rsync": ((3, 2, 3), "--mkpath, which creates the receiving directory")}
 VERSION_SECONDS = 10
@@ -113,6 +121,62 @@ def program_problems(programs, where="this host", which=shutil.which, version=pr
                 f"release with {needs}; install {program} {wanted} or newer there (Debian 11 and later ship one)"
             )
     return problems
+
+
+CLI_ENGINE_SECONDS = 30
+# What tells two engines apart: the engine's ID, and its root directory (a rootless engine beside the system's).
+CLI_ENGINE_FORMAT = "{{json .ID}} {{json .DockerRootDir}}"
+
+
+def _json_values(text):
+    """The JSON values of ``text``, one after the other with blanks between (a tuple); None when it is not that."""
+    decoder, values, at = json.JSONDecoder(), [], 0
+    try:
+        while at < len(text):
+            value, at = decoder.raw_decode(text, at)
+            values.append(value)
+            while at < len(text) and text[at].isspace():
+                at += 1
+    except ValueError:
+        return None
+    return tuple(values)
+
+
+def cli_engine_problem(info, where="this host", run=subprocess.run, timeout=CLI_ENGINE_SECONDS):
+    """A problem (text) when the ``docker`` command here does not reach the engine that ``info`` (the engine's
+    ``/info``, as this module reached it) describes, else None.
+
+    A direct migration loads the image stream and its guard stops a copy with the docker command over ssh, which
+    uses the command's own engine (DOCKER_HOST, its context, else /var/run/docker.sock), not the modules'
+    docker_host. If they differ, the image would land on another engine, or nowhere, once the source is stopped."""
+    wanted = (info.get("ID"), info.get("DockerRootDir"))
+    try:
+        done = run(
+            ["docker", "info", "--format", CLI_ENGINE_FORMAT],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        found = f"no answer within {timeout} s"
+    except OSError as exc:
+        found = f"it could not run: {exc}"
+    else:
+        answer = (done.stdout or "").strip()
+        if done.returncode == 0 and _json_values(answer) == wanted:
+            return None
+        found = (
+            f"it reaches another engine ({answer})"
+            if done.returncode == 0
+            else f"it failed: {((done.stderr or done.stdout) or '').strip()[-300:] or 'no message'}"
+        )
+    return (
+        f"the docker command on {where} does not reach the engine this check used ({found}); a direct transfer "
+        "loads the image and the run's guard acts there with that command. Give the docker command that engine "
+        "(its default socket, DOCKER_HOST or context) or use migrate_transfer=controller"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ansible_collections.ferry.docker.plugins.module_utils._client import Docker
 from ansible_collections.ferry.docker.plugins.module_utils._planner import plan_container
 from ansible_collections.ferry.docker.plugins.module_utils._preflight import (
     bind_path_problem,
+    cli_engine_problem,
     disk_problems,
     duplicate_ports,
     engine_is_local,
@@ -295,8 +296,13 @@ class Preflight:
         self.check_disk(info)
         if info is not None:
             self.check_layers()
-        for text in program_problems(self.p["programs"], self.host):
+        missing = program_problems(self.p["programs"], self.host)
+        for text in missing:
             self.problem(text)
+        if "docker" in self.p["programs"] and info is not None and not any(t.startswith("docker ") for t in missing):
+            text = cli_engine_problem(info, self.host)
+            if text:
+                self.problem(text)
         self.result["ok"] = not self.result["problems"]
         return self.result
 

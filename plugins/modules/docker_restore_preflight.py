@@ -141,6 +141,8 @@ options:
       - Programs that must be on PATH on this host for the transfer, such as V(rsync) for a direct
         transfer. Each missing one is a problem that names the Debian package to install, and so is an
         V(rsync) older than 3.2.3, which lacks the C(--mkpath) the transfer passes.
+      - V(docker) (a direct migration's target, where the image stream and the run's guard use the command)
+        must also reach the engine this module reached (O(docker_host)); another engine is a problem.
     type: list
     elements: str
     default: []

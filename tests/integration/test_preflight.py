@@ -298,6 +298,21 @@ def test_an_rsync_too_old_for_the_transfer_is_named_on_both_sides(client, res, t
     assert preflight(run_config=run_config(res), programs=["rsync"])["ok"] is True  # this host's own rsync
 
 
+def test_the_docker_command_must_reach_the_engine_the_check_used(client, res, monkeypatch):
+    """A direct migration's image stream and guard use the docker command on the target: one that reaches another
+    engine, or none, is a problem before anything is touched."""
+    assert preflight(run_config=run_config(res), programs=["docker"])["ok"] is True  # this host's: the same engine
+    engine = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"  # the module keeps it, given explicitly
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/ferry-it.sock")  # only the command reads this one
+    result = preflight(run_config=run_config(res), programs=["docker"], docker_host=engine)
+    assert result["ok"] is False, result
+    (problem,) = result["problems"]
+    assert problem.startswith(
+        f"the docker command on host {client.info()['Name']} does not reach the engine this check used (it failed: "
+    ), problem
+    assert "migrate_transfer=controller" in problem
+
+
 def test_architecture(client, res):
     engine = client.info()["Architecture"]
     aliases = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf"}

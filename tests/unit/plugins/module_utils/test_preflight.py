@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
 
 import pytest
 from hypothesis import given
@@ -452,3 +453,48 @@ def test_a_program_version_is_read_with_a_time_limit(tmp_path):
     slow.chmod(0o755)
     assert pf.program_version(str(slow), timeout=0.2) == ""
     assert pf.program_version(str(tmp_path / "absent")) == ""
+
+
+ENGINE = {"ID": "675T:YEF2:VNZ6", "DockerRootDir": "/var/lib/docker"}
+
+
+def _docker_info(stdout="", code=0, stderr=""):
+    calls = []
+
+    def run(argv, **kwargs):
+        calls.append((argv, kwargs))
+        return subprocess.CompletedProcess(argv, code, stdout, stderr)
+
+    return run, calls
+
+
+def test_the_docker_command_reaching_the_same_engine_is_no_problem():
+    run, calls = _docker_info('"675T:YEF2:VNZ6" "/var/lib/docker"\n')
+    assert pf.cli_engine_problem(ENGINE, "host2", run=run) is None
+    argv, kwargs = calls[0]
+    assert argv[:2] == ["docker", "info"] and kwargs["timeout"] > 0
+
+
+def test_the_docker_command_on_another_engine_is_a_problem_naming_the_way_out():
+    # a rootless engine beside the system's, or another engine's ID
+    for answer in ('"675T:YEF2:VNZ6" "/home/u/.local/share/docker"', '"OTHER" "/var/lib/docker"', "", "not json"):
+        run, _calls = _docker_info(answer + "\n")
+        text = pf.cli_engine_problem(ENGINE, "host2", run=run)
+        assert "docker command on host2 does not reach the engine" in text, answer
+        assert "migrate_transfer=controller" in text
+
+
+def test_a_docker_command_that_fails_or_hangs_is_a_problem():
+    run, _calls = _docker_info(code=1, stderr="permission denied while trying to connect to the Docker daemon socket")
+    assert "it failed: permission denied" in pf.cli_engine_problem(ENGINE, run=run)
+
+    def hang(argv, **kwargs):
+        raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
+
+    assert "no answer within 3 s" in pf.cli_engine_problem(ENGINE, run=hang, timeout=3)
+
+
+def test_json_values_reads_what_the_cli_format_prints():
+    assert pf._json_values('"a b" "/x"') == ("a b", "/x")
+    assert pf._json_values('"\\u0026" null') == ("&", None)  # Go escapes & < > in JSON; None for an absent field
+    assert pf._json_values('"a" {') is None
