@@ -147,8 +147,10 @@ def cli_engine_problem(info, where="this host", run=subprocess.run, timeout=CLI_
     ``/info``, as this module reached it) describes, else None.
 
     A direct migration loads the image stream and its guard stops a copy with the docker command over ssh, which
-    uses the command's own engine (DOCKER_HOST, its context, else /var/run/docker.sock), not the modules'
-    docker_host. If they differ, the image would land on another engine, or nowhere, once the source is stopped."""
+    uses the command's own engine (its context, else /var/run/docker.sock), not the modules' docker_host. If they
+    differ, the image would land on another engine, or nowhere, once the source is stopped. The command runs here
+    without the DOCKER_* variables of this process: a play's ``environment`` gives them to its modules, not to
+    that ssh session."""
     wanted = (info.get("ID"), info.get("DockerRootDir"))
     try:
         done = run(
@@ -158,6 +160,7 @@ def cli_engine_problem(info, where="this host", run=subprocess.run, timeout=CLI_
             errors="replace",
             timeout=timeout,
             check=False,
+            env={name: value for name, value in os.environ.items() if not name.startswith("DOCKER_")},
         )
     except subprocess.TimeoutExpired:
         found = f"no answer within {timeout} s"
@@ -174,8 +177,8 @@ def cli_engine_problem(info, where="this host", run=subprocess.run, timeout=CLI_
         )
     return (
         f"the docker command on {where} does not reach the engine this check used ({found}); a direct transfer "
-        "loads the image and the run's guard acts there with that command. Give the docker command that engine "
-        "(its default socket, DOCKER_HOST or context) or use migrate_transfer=controller"
+        "loads the image and the run's guard acts there with that command, over ssh. Give it that engine (its "
+        "default socket /var/run/docker.sock, or its context) or use migrate_transfer=controller"
     )
 
 

@@ -298,17 +298,28 @@ def test_an_rsync_too_old_for_the_transfer_is_named_on_both_sides(client, res, t
     assert preflight(run_config=run_config(res), programs=["rsync"])["ok"] is True  # this host's own rsync
 
 
-def test_the_docker_command_must_reach_the_engine_the_check_used(client, res, monkeypatch):
+def test_the_docker_command_must_reach_the_engine_the_check_used(client, res, tmp_path, monkeypatch):
     """A direct migration's image stream and guard use the docker command on the target: one that reaches another
     engine, or none, is a problem before anything is touched."""
-    assert preflight(run_config=run_config(res), programs=["docker"])["ok"] is True  # this host's: the same engine
-    engine = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"  # the module keeps it, given explicitly
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/ferry-it.sock")  # only the command reads this one
-    result = preflight(run_config=run_config(res), programs=["docker"], docker_host=engine)
+    # this host's command reaches this engine (lab/ensure-docker.sh starts it on the command's default socket)
+    assert preflight(run_config=run_config(res), programs=["docker"])["ok"] is True
+    # a play's environment reaches the module, not the ssh session that the stream and the guard use: not the check
+    engine = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"  # as the other tests reach it
+    with monkeypatch.context() as env:
+        env.setenv("DOCKER_HOST", "unix:///nonexistent/ferry-it.sock")
+        kept = preflight(run_config=run_config(res), programs=["docker"], docker_host=engine)
+        assert kept["ok"] is True, kept
+    name = client.info()["Name"]
+    fake = tmp_path / "bin" / "docker"  # a docker command whose engine is another (a rootless one, say)
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho \'"OTHER:ID" "/home/u/.local/share/docker"\'\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    result = preflight(run_config=run_config(res), programs=["docker"])
     assert result["ok"] is False, result
     (problem,) = result["problems"]
     assert problem.startswith(
-        f"the docker command on host {client.info()['Name']} does not reach the engine this check used (it failed: "
+        f"the docker command on host {name} does not reach the engine this check used (it reaches another engine "
     ), problem
     assert "migrate_transfer=controller" in problem
 

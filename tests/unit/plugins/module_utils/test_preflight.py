@@ -468,11 +468,13 @@ def _docker_info(stdout="", code=0, stderr=""):
     return run, calls
 
 
-def test_the_docker_command_reaching_the_same_engine_is_no_problem():
+def test_the_docker_command_reaching_the_same_engine_is_no_problem(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/elsewhere.sock")  # a play's environment: not the ssh session's
     run, calls = _docker_info('"675T:YEF2:VNZ6" "/var/lib/docker"\n')
     assert pf.cli_engine_problem(ENGINE, "host2", run=run) is None
     argv, kwargs = calls[0]
     assert argv[:2] == ["docker", "info"] and kwargs["timeout"] > 0
+    assert "DOCKER_HOST" not in kwargs["env"] and kwargs["env"]["PATH"] == os.environ["PATH"]
 
 
 def test_the_docker_command_on_another_engine_is_a_problem_naming_the_way_out():
