@@ -201,7 +201,11 @@ def test_a_target_without_root_login_gets_its_copy_stopped_through_sudo(lab, cli
     while the copy may run there stops and removes it, and the volume the run made, as root through sudo, and
     only then starts the source again."""
     up = subprocess.run(
-        [sys.executable, str(LAB / "lab.py"), "up", "--sudo-host"], capture_output=True, text=True, check=False
+        [sys.executable, str(LAB / "lab.py"), "up", "--sudo-host"],
+        capture_output=True,
+        text=True,
+        timeout=900,  # lab.py bounds each wait itself; this bounds the whole
+        check=False,
     )
     assert up.returncode == 0, f"`lab.py up --sudo-host` failed:\n{up.stderr[-3000:]}"
     address = next(
