@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 
 from ansible_collections.ferry.docker.plugins.module_utils import _trust
 from ansible_collections.ferry.docker.plugins.module_utils._client import DockerException
@@ -296,10 +297,9 @@ class Preflight:
         self.check_disk(info)
         if info is not None:
             self.check_layers()
-        missing = program_problems(self.p["programs"], self.host)
-        for text in missing:
+        for text in program_problems(self.p["programs"], self.host):
             self.problem(text)
-        if "docker" in self.p["programs"] and info is not None and not any(t.startswith("docker ") for t in missing):
+        if "docker" in self.p["programs"] and info is not None and shutil.which("docker"):  # (missing: named above)
             text = cli_engine_problem(info, self.host)
             if text:
                 self.problem(text)

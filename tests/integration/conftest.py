@@ -47,13 +47,13 @@ def _tool(name: str) -> str:
     return found
 
 
-def _parse_inventory(path: Path) -> dict[str, str]:
-    """Host name -> ansible_host for the [lab] group of the generated inventory."""
+def _parse_inventory(path: Path, group: str = "lab") -> dict[str, str]:
+    """Host name -> ansible_host for ``group`` of an inventory lab.py wrote."""
     parser = configparser.ConfigParser(allow_no_value=True, delimiters=(" ",))
     parser.optionxform = str  # keep host names as written
     parser.read(path)
     hosts = {}
-    for name, values in parser.items("lab"):
+    for name, values in parser.items(group):
         fields = dict(field.split("=", 1) for field in (values or "").split())
         hosts[name] = fields["ansible_host"]
     return hosts

@@ -26,12 +26,14 @@ from pathlib import Path
 
 import docker
 import pytest
+from conftest import _parse_inventory
 from ferry_run import run_module
 from fixture_image import IMAGE
 
+from ansible_collections.ferry.docker.plugins.module_utils._runconfig import DIGEST_LABEL
+
 WAIT = 40  # seconds a guard with a 5 s lease may take to act (poll 1 s, ssh connect timeout 10 s)
 LAB = Path(__file__).resolve().parents[2] / "lab"
-DIGEST_LABEL = "ferry.docker.config-digest"  # what marks a copy this collection restored
 
 
 def guard(run_id, journal_dir, **options):
@@ -208,11 +210,7 @@ def test_a_target_without_root_login_gets_its_copy_stopped_through_sudo(lab, cli
         check=False,
     )
     assert up.returncode == 0, f"`lab.py up --sudo-host` failed:\n{up.stderr[-3000:]}"
-    address = next(
-        line.split("ansible_host=")[1].split()[0]
-        for line in (LAB / ".state" / "inventory-sudo.ini").read_text().splitlines()
-        if line.startswith("sudo1 ")
-    )
+    address = _parse_inventory(LAB / ".state" / "inventory-sudo.ini", "lab_sudo")["sudo1"]
     name, journal_dir, run_id = stopped_source
     copy, volume = f"{name}-copy", f"{name}-copy-data"
     # the guard removes the run's key pair and its directory: a copy of the lab's key stands in for the run's
