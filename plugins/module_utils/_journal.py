@@ -715,7 +715,8 @@ def fire(journal, source_ops, target_ops, now=time.time, force=False, target_sto
 
 
 def run_busy(run_id, proc="/proc", own_pid=None):
-    """Whether a process of this host, other than ``own_pid``, runs a step of ``run_id``."""
+    """The pid (a string) of a process of this host, other than ``own_pid``, that runs a step of ``run_id``;
+    None when there is none."""
     marker = f"{RUN_ENVIRONMENT}={run_id}".encode()
     own_pid = os.getpid() if own_pid is None else own_pid
     try:
@@ -726,10 +727,20 @@ def run_busy(run_id, proc="/proc", own_pid=None):
         try:
             with open(os.path.join(proc, pid, "environ"), "rb") as handle:
                 if marker in handle.read().split(b"\0"):
-                    return True
+                    return pid
         except OSError:  # gone meanwhile, or not ours to read
             continue
-    return False
+    return None
+
+
+def command_line(pid, proc="/proc", limit=200):
+    """``pid <pid> (<its command line>)``, for the guard's log; the pid alone once the process is gone."""
+    try:
+        with open(os.path.join(proc, str(pid), "cmdline"), "rb") as handle:
+            words = handle.read(limit).split(b"\0")
+    except OSError:
+        return f"pid {pid}"
+    return f"pid {pid} ({' '.join(word.decode(errors='replace') for word in words if word)[:limit]})"
 
 
 # A step on a target runs as several module processes one after the other, with a gap of up to a second
@@ -748,8 +759,8 @@ def target_watched(doc):
 
 
 def target_busy(doc, target_ops):
-    """Whether a step of the run still works on a target: the restore or the health check of a container
-    whose migration is open runs there, not on this host. Only targets the journal can reach count."""
+    """The target where a step of the run still works (the restore or the health check of a container whose
+    migration is open runs there, not on this host), or None. Only targets the journal can reach count."""
     hosts = sorted(
         {
             doc["containers"][name].get("target")
@@ -758,22 +769,40 @@ def target_busy(doc, target_ops):
         }
     )
     reachable = {target.get("host") for target in doc.get("targets", []) if target.get("key")}
-    return any(target_ops.busy(host, doc["run_id"]) for host in hosts if host in reachable)
+    return next((host for host in hosts if host in reachable and target_ops.busy(host, doc["run_id"])), None)
 
 
 def watch(
-    journal, source_ops, target_ops, sleep=time.sleep, poll=GUARD_POLL_SECONDS, busy=run_busy, clock=time.monotonic
+    journal,
+    source_ops,
+    target_ops,
+    sleep=time.sleep,
+    poll=GUARD_POLL_SECONDS,
+    busy=run_busy,
+    clock=time.monotonic,
+    log=lambda line: None,
 ):
     """The guard's loop: wait while the lease is fresh or a step of the run works (here, or on a target
     it restores to, which must look idle for TARGET_IDLE_SECONDS), fire once the lease lapses, exit when
-    disarmed.
+    disarmed. ``log`` gets a line each time the reason it waits or acts changes (the guard's log file), so
+    that an operator can tell why a guard acted when it did.
 
     The targets are asked from TARGET_IDLE_SECONDS before the lease would lapse, so that the idle window
     has already passed when it lapses: the guard acts at the lapse, not TARGET_IDLE_SECONDS later.
+
+    A poll that fails (an unreadable journal, a full disk, a bug) is logged and tried again at the next
+    poll: the guard is the only thing left that can put the sources back, so it never ends on an error.
     """
-    idle_since = None
-    while True:
-        if busy(journal.run_id):
+    state = {"idle_since": None, "said": None}
+
+    def say(reason):
+        if reason != state["said"]:
+            state["said"] = reason
+            log(reason)
+
+    def poll_once():
+        working_here = busy(journal.run_id)
+        if working_here:
             journal.renew()
         doc = journal.load()
         lease_age = journal.lease_age()
@@ -783,22 +812,42 @@ def watch(
             and lease_age is not None
             and lease_age > doc["guard"].get("timeout", 120) - TARGET_IDLE_SECONDS
         )
+        if working_here:
+            say(f"waits: a step of the run works on this host: {command_line(working_here)}")
+        elif not closing and action == "wait":
+            say("waits: the lease is fresh")
         if not closing:
-            idle_since = None  # renewed: a later lapse counts idleness afresh
+            state["idle_since"] = None  # renewed: a later lapse counts idleness afresh
         elif target_watched(doc):
-            if target_busy(doc, target_ops):
+            working_there = target_busy(doc, target_ops)
+            if working_there:
                 journal.renew()
-                idle_since, action = None, "wait"
+                state["idle_since"], action = None, "wait"
+                say(f"waits: a step of the run works on {working_there}")
             else:
-                idle_since = clock() if idle_since is None else idle_since
-                if action == "fire" and clock() - idle_since < TARGET_IDLE_SECONDS:
+                if state["idle_since"] is None:
+                    state["idle_since"] = clock()
+                if action == "fire" and clock() - state["idle_since"] < TARGET_IDLE_SECONDS:
                     action = "wait"
+                say("waits: the lease is closing and the targets look idle")
         if action == "exit":
+            say("exits: " + ("the journal is gone" if doc is None else f"the guard is {doc['guard'].get('status')}"))
             return "exit"
         if action == "fire":
+            say("fires: " + ("no lease" if lease_age is None else f"the lease is {lease_age:.1f} s old"))
             doc = fire(journal, source_ops, target_ops)
             if doc is not None and doc["guard"].get("status") == "fired":
                 return "fired"
+        return None
+
+    while True:
+        try:
+            outcome = poll_once()
+        except Exception as exc:  # logged; the next poll tries again
+            say(f"a poll failed, tries again: {type(exc).__name__}: {exc}")
+            outcome = None
+        if outcome:
+            return outcome
         sleep(poll)
 
 
@@ -902,10 +951,15 @@ def guard_main(argv):
     doc = journal.update(armed)
     announce = load_announce(neighbour_path(directory, run_id))
     source_ops = SourceOps(doc["guard"].get("docker_host") or "unix:///var/run/docker.sock", announce=announce)
-    outcome = watch(journal, source_ops, TargetOps(doc.get("targets", [])), sleep=wakeable_sleep)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    sys.stdout.write(f"ferry.docker guard {run_id}: {outcome} at {stamp}\n")  # the guard's log file
-    sys.stdout.flush()
+
+    def log(line):  # the guard's log file; a full disk must not stop the guard
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.write(f"ferry.docker guard {run_id}: {line} at {stamp}\n")
+            sys.stdout.flush()
+
+    outcome = watch(journal, source_ops, TargetOps(doc.get("targets", [])), sleep=wakeable_sleep, log=log)
+    log(outcome)
     return 0
 
 

@@ -11,6 +11,8 @@ import os
 import shlex
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -295,10 +297,70 @@ def fake_proc(tmp_path, environments):
 def test_run_busy_finds_a_process_carrying_the_run_but_not_itself(tmp_path):
     marker = f"{j.RUN_ENVIRONMENT}=run-1".encode()
     proc = fake_proc(tmp_path, {10: [b"PATH=/bin"], 11: [b"HOME=/root", marker], 12: [marker + b"0"]})
-    assert j.run_busy("run-1", proc=proc, own_pid=1)
+    assert j.run_busy("run-1", proc=proc, own_pid=1) == "11"
     assert not j.run_busy("run-1", proc=proc, own_pid=11)
     assert not j.run_busy("run-2", proc=proc, own_pid=1)
     assert not j.run_busy("run-1", proc=str(tmp_path / "absent"), own_pid=1)
+
+
+def test_command_line_names_the_process_for_the_guard_log(tmp_path):
+    proc = fake_proc(tmp_path, {11: [b"HOME=/root"]})
+    (Path(proc) / "11" / "cmdline").write_bytes(b"/usr/bin/python3\0AnsiballZ_docker_migrate_source.py\0")
+    assert j.command_line("11", proc=proc) == "pid 11 (/usr/bin/python3 AnsiballZ_docker_migrate_source.py)"
+    assert j.command_line("12", proc=proc) == "pid 12"
+
+
+def test_watch_logs_each_change_of_reason_once(tmp_path):
+    """The guard's log says why it waited and when it acted: one line per change, not one per poll."""
+    journal = journal_with(tmp_path, phase="restore", lease_age=0, timeout=30)
+    lines, polls = [], []
+    here = ["1234", "1234", None, None]  # a step works on the source for two polls, then none
+    targets = FakeTargets()
+    targets.working = [False, True]  # popped from the end: busy at the first look, then idle
+
+    def sleep(seconds):
+        polls.append(seconds)
+        if len(polls) >= 3:  # nothing renews any more: the lease ages past the timeout
+            stamp = time.time() - 60
+            os.utime(journal.lease_path, (stamp, stamp))
+
+    ticks = iter(range(0, 10_000, 5))
+    outcome = j.watch(
+        journal,
+        FakeSource(),
+        targets,
+        sleep=sleep,
+        busy=lambda run: here.pop(0) if here else None,
+        clock=lambda: next(ticks),
+        log=lines.append,
+    )
+    assert outcome == "fired"
+    assert lines == [
+        "waits: a step of the run works on this host: pid 1234",
+        "waits: the lease is fresh",
+        "waits: a step of the run works on host2",
+        "waits: the lease is closing and the targets look idle",
+        lines[-1],
+    ]
+    assert lines[-1].startswith("fires: the lease is ") and lines[-1].endswith(" s old")
+
+
+def test_watch_logs_a_failed_poll_and_goes_on(tmp_path):
+    """A poll that raises (here the look at this host's processes) is logged once and tried again: the guard
+    still puts the source back."""
+    journal = journal_with(tmp_path, lease_age=600, timeout=30)
+    lines, failures = [], [OSError(24, "Too many open files"), OSError(24, "Too many open files")]
+
+    def busy(run):
+        if failures:
+            raise failures.pop()
+        return None
+
+    source = FakeSource()
+    outcome = j.watch(journal, source, FakeTargets(), sleep=lambda s: None, busy=busy, log=lines.append)
+    assert outcome == "fired" and source.calls == [("web", "running")]
+    assert lines[0] == "a poll failed, tries again: OSError: [Errno 24] Too many open files"
+    assert lines[1].startswith("fires: the lease is ")
 
 
 def test_fire_removes_the_run_key_pair_and_its_directory_on_the_source(tmp_path):
