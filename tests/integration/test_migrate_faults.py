@@ -184,6 +184,22 @@ def marked_processes(host, run_id):
     return ssh(host, script, check=False).stdout.split()
 
 
+def what_the_hosts_say(journal_dir, name, run_id):
+    """For a failed case: host1's journal entry and guard record, the end of the guard's log, and the run's
+    processes still on either host (pid and command line)."""
+    lines = [f"journal entry: {json.dumps(journal_entry(journal_dir, name))[:1500]}"]
+    lines.append(f"guard: {json.dumps(guard_record(journal_dir))[:1500]}")
+    log = ssh("host1", f"tail -n 20 {journal_dir}/*.guard.log 2>/dev/null", check=False).stdout.strip()
+    lines.append(f"guard log: {log or '(none)'}")
+    for host in ("host1", "host2"):
+        pids = marked_processes(host, run_id) if run_id else []
+        commands = [
+            ssh(host, f"tr '\\0' ' ' < {pid}/cmdline 2>/dev/null", check=False).stdout.strip()[:300] for pid in pids
+        ]
+        lines.append(f"the run's processes on {host}: {commands or 'none'}")
+    return "\n".join(lines)
+
+
 def reached(phase, name, journal_dir):
     """Whether the run is in ``phase``: what an operator watching the hosts would see."""
     if phase == "wait":  # the restore waits on host2 for the capture's handoff; the source still serves
@@ -306,7 +322,11 @@ def test_a_lost_controller_leaves_one_serving_copy_and_a_rerun_converges(service
             f"  the guard began {guard['firing_at'] - lost_wall:.1f} s after the loss ({lease}) and finished"
             f" {guard['fired_at'] - lost_wall:.1f} s after it: {results}"
         )
-    assert [host for host, answer in where.items() if answer is not None] == [serving], where
+    guard_log = ssh("host1", f"cat {journal_dir}/*.guard.log 2>/dev/null", check=False).stdout.strip()
+    print("  the guard's log:\n    " + "\n    ".join(guard_log.splitlines()[-12:] or ["(none)"]))
+    assert [host for host, answer in where.items() if answer is not None] == [serving], (
+        f"{where}\n{what_the_hosts_say(journal_dir, name, run_of(journal_dir))}\n{said}"
+    )
     assert where[serving] == token
     # The guard removed this run's key from the target and its key pair (its whole directory, known_hosts too) from
     # the source, within the same bound.

@@ -30,6 +30,7 @@ from conftest import _parse_inventory
 from ferry_run import run_module
 from fixture_image import IMAGE
 
+from ansible_collections.ferry.docker.plugins.module_utils import _journal
 from ansible_collections.ferry.docker.plugins.module_utils._runconfig import DIGEST_LABEL
 
 WAIT = 40  # seconds a guard with a 5 s lease may take to act (poll 1 s, ssh connect timeout 10 s)
@@ -83,10 +84,12 @@ def stopped_source(client, tmp_path):
         yield name, journal_dir, run_id
     finally:
         for path in journal_dir.glob("*.json") if journal_dir.exists() else []:
-            pid = json.loads(path.read_text()).get("guard", {}).get("pid")
-            if pid:
+            doc = json.loads(path.read_text())
+            # only while that pid is still this run's guard: a guard that exited left its pid free, and this
+            # machine's pids (the lab hosts' processes among them) wrap around within minutes
+            if _journal.guard_alive(doc):
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(doc["guard"]["pid"], signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         try:
