@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -28,6 +29,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from ansible_collections.ferry.docker.plugins.module_utils import _journal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE = REPO_ROOT / "lab" / ".state"
@@ -238,6 +241,13 @@ def service(lab):
     )
     ssh("host1", setup)
     yield name, token, journal_dir
+    # A case that failed may leave its run key (the guard had not acted): removed from host2 with the same locked
+    # edit as the runs' own (another test's run may be adding its key), and its key pair from host1.
+    listed = ssh("host1", f"cd {journal_dir} 2>/dev/null && ls *.json", check=False).stdout.split()
+    for run_id in (entry[: -len(".json")] for entry in listed):
+        drop = shlex.join(_journal.authorized_keys_argv(f"{KEY_COMMENT} {run_id} from host1"))
+        ssh("host2", f"{drop} >/dev/null 2>&1; true", check=False)
+        ssh("host1", f"rm -rf /var/lib/ferry/migrate/.keys/{shlex.quote(run_id)}", check=False)
     for host in ("host1", "host2"):
         ssh(
             host,
