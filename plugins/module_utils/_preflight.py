@@ -124,22 +124,9 @@ def program_problems(programs, where="this host", which=shutil.which, version=pr
 
 
 CLI_ENGINE_SECONDS = 30
-# What tells two engines apart: the engine's ID, and its root directory (a rootless engine beside the system's).
-CLI_ENGINE_FORMAT = "{{json .ID}} {{json .DockerRootDir}}"
-
-
-def _json_values(text):
-    """The JSON values of ``text``, one after the other with blanks between (a tuple); None when it is not that."""
-    decoder, values, at = json.JSONDecoder(), [], 0
-    try:
-        while at < len(text):
-            value, at = decoder.raw_decode(text, at)
-            values.append(value)
-            while at < len(text) and text[at].isspace():
-                at += 1
-    except ValueError:
-        return None
-    return tuple(values)
+# What tells two engines apart: the engine's ID, and its root directory (a rootless engine beside the system's);
+# printed as one JSON array.
+CLI_ENGINE_FORMAT = "[{{json .ID}},{{json .DockerRootDir}}]"
 
 
 def cli_engine_problem(info, where="this host", run=subprocess.run, timeout=CLI_ENGINE_SECONDS):
@@ -168,7 +155,11 @@ def cli_engine_problem(info, where="this host", run=subprocess.run, timeout=CLI_
         found = f"it could not run: {exc}"
     else:
         answer = (done.stdout or "").strip()
-        if done.returncode == 0 and _json_values(answer) == wanted:
+        try:
+            reached = tuple(json.loads(answer)) if done.returncode == 0 else None
+        except (ValueError, TypeError):
+            reached = None
+        if reached == wanted:
             return None
         found = (
             f"it reaches another engine ({answer})"

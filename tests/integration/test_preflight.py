@@ -312,7 +312,7 @@ def test_the_docker_command_must_reach_the_engine_the_check_used(client, res, tm
     name = client.info()["Name"]
     fake = tmp_path / "bin" / "docker"  # a docker command whose engine is another (a rootless one, say)
     fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\necho \'"OTHER:ID" "/home/u/.local/share/docker"\'\n')
+    fake.write_text('#!/bin/sh\necho \'["OTHER:ID","/home/u/.local/share/docker"]\'\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
     result = preflight(run_config=run_config(res), programs=["docker"])

@@ -470,7 +470,7 @@ def _docker_info(stdout="", code=0, stderr=""):
 
 def test_the_docker_command_reaching_the_same_engine_is_no_problem(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///run/elsewhere.sock")  # a play's environment: not the ssh session's
-    run, calls = _docker_info('"675T:YEF2:VNZ6" "/var/lib/docker"\n')
+    run, calls = _docker_info('["675T:YEF2:VNZ6","/var/lib/docker"]\n')
     assert pf.cli_engine_problem(ENGINE, "host2", run=run) is None
     argv, kwargs = calls[0]
     assert argv[:2] == ["docker", "info"] and kwargs["timeout"] > 0
@@ -479,7 +479,8 @@ def test_the_docker_command_reaching_the_same_engine_is_no_problem(monkeypatch):
 
 def test_the_docker_command_on_another_engine_is_a_problem_naming_the_way_out():
     # a rootless engine beside the system's, or another engine's ID
-    for answer in ('"675T:YEF2:VNZ6" "/home/u/.local/share/docker"', '"OTHER" "/var/lib/docker"', "", "not json"):
+    answers = ('["675T:YEF2:VNZ6","/home/u/.local/share/docker"]', '["OTHER","/var/lib/docker"]', "", "not json", "7")
+    for answer in answers:
         run, _calls = _docker_info(answer + "\n")
         text = pf.cli_engine_problem(ENGINE, "host2", run=run)
         assert "docker command on host2 does not reach the engine" in text, answer
@@ -494,9 +495,3 @@ def test_a_docker_command_that_fails_or_hangs_is_a_problem():
         raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
 
     assert "no answer within 3 s" in pf.cli_engine_problem(ENGINE, run=hang, timeout=3)
-
-
-def test_json_values_reads_what_the_cli_format_prints():
-    assert pf._json_values('"a b" "/x"') == ("a b", "/x")
-    assert pf._json_values('"\\u0026" null') == ("&", None)  # Go escapes & < > in JSON; None for an absent field
-    assert pf._json_values('"a" {') is None
